@@ -1,0 +1,18 @@
+//! warden-core: the security logic every warden capability stands on, free of network and
+//! database I/O.
+//!
+//! Data flows one way: a [`secret::Passphrase`] and `security.json` ([`keyring`]) give purpose
+//! keys ([`secret::Key32`]); the `recordings` key seals large files and session recordings as
+//! segmented streams ([`stream`]); the `config` key seals configuration files ([`sealed_config`]).
+//! [`datadir`] and [`fsx`] own the on-disk layout and the defensive file handling around them.
+#![forbid(unsafe_code)]
+
+pub mod datadir;
+pub mod fsx;
+pub mod kdf;
+pub mod keyring;
+pub mod mac;
+pub mod rand;
+pub mod sealed_config;
+pub mod secret;
+pub mod stream;

@@ -1,0 +1,1 @@
+//! The serial MFA shim (see the shim issue).

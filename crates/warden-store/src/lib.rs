@@ -1,0 +1,1 @@
+//! SQLCipher storage for warden (see the store issue).
