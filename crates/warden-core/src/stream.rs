@@ -26,8 +26,10 @@ pub const TAG_LEN: usize = 16;
 pub const DEFAULT_SEGMENT_SIZE: u32 = 64 * 1024;
 pub const MIN_SEGMENT_SIZE: u32 = 1024;
 pub const MAX_SEGMENT_SIZE: u32 = 16 * 1024 * 1024;
-/// How far from a failing segment's position to look for the segment it really is.
-const REORDER_SEARCH_WINDOW: u64 = 1024;
+/// How far back from a failing segment's position to look for the segment it duplicates.
+const SEARCH_BEHIND: u64 = 1024;
+/// How far ahead to look for the segment a reordered or removed-before position holds.
+const SEARCH_AHEAD: u64 = 64;
 
 const KIND_MORE: u8 = 0;
 const KIND_FINAL: u8 = 1;
@@ -363,6 +365,8 @@ pub struct SealedReader<R: Read> {
     frame: Vec<u8>,
     position: u64,
     plaintext_bytes: u64,
+    /// Input bytes up to the end of the last verified frame (header included).
+    verified_input_bytes: u64,
     finished: bool,
     /// Plaintext of the current segment not yet handed out through `Read`.
     pending: Vec<u8>,
@@ -465,6 +469,7 @@ impl<R: Read> SealedReader<R> {
             frame: Vec::with_capacity(capacity),
             position: 0,
             plaintext_bytes: 0,
+            verified_input_bytes: HEADER_LEN as u64,
             finished: false,
             pending: Vec::new(),
             pending_pos: 0,
@@ -483,6 +488,11 @@ impl<R: Read> SealedReader<R> {
     /// Plaintext bytes verified so far.
     pub fn plaintext_bytes(&self) -> u64 {
         self.plaintext_bytes
+    }
+
+    /// Input bytes covered by verification so far (header and verified frames).
+    pub fn verified_input_bytes(&self) -> u64 {
+        self.verified_input_bytes
     }
 
     fn truncated(&self) -> StreamError {
@@ -551,6 +561,7 @@ impl<R: Read> SealedReader<R> {
         }
         self.position += 1;
         self.plaintext_bytes += out.len() as u64;
+        self.verified_input_bytes += (FRAME_HEADER_LEN + len + TAG_LEN) as u64;
         if kind == KIND_FINAL {
             let mut probe = [0u8; 4096];
             let mut trailing = 0u64;
@@ -577,8 +588,8 @@ impl<R: Read> SealedReader<R> {
         let len = self.frame.len() - TAG_LEN;
         let ciphertext = &self.frame[..len];
         let mut scratch = Vec::with_capacity(len + 16);
-        let low = position.saturating_sub(REORDER_SEARCH_WINDOW);
-        let high = (position + REORDER_SEARCH_WINDOW).min(MAX_SEGMENTS - 1);
+        let low = position.saturating_sub(SEARCH_BEHIND);
+        let high = (position + SEARCH_AHEAD).min(MAX_SEGMENTS - 1);
         for candidate in (low..=high).filter(|c| *c != position) {
             let nonce = self.header.nonce(candidate, kind);
             let key = self.data_key.expose_secret();

@@ -1,4 +1,108 @@
-//! The `warden` command line (subcommands arrive with their issues).
-fn main() {
-    println!("warden");
+//! The `warden` binary: parses the command line, sets up logging, and wires the crates together.
+//! Errors end here: each is printed with its cause chain, a hint where one helps, and an exit
+//! code sorted by cause (see `exit_code`).
+#![forbid(unsafe_code)]
+
+mod cli;
+mod cmd;
+mod keys;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use warden_core::datadir::DataDirError;
+use warden_core::keyring::KeyringError;
+use warden_core::sealed_config::SealedConfigError;
+use warden_core::stream::StreamError;
+
+use cli::{Cli, Command, LogFormat};
+
+/// Exit codes: 0 success, 1 error, 2 usage (from clap), 3 damaged or unverifiable data,
+/// 4 wrong passphrase or key.
+mod exit {
+    pub const ERROR: u8 = 1;
+    pub const DAMAGED: u8 = 3;
+    pub const WRONG_KEY: u8 = 4;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.log_format, cli.global.verbose);
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            if let Some(hint) = hint(&err) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Init(args) => cmd::init::run(args, &cli.global),
+        Command::Vault(cmd) => cmd::vault::run(cmd, &cli.global),
+        Command::Config(cmd) => cmd::config::run(cmd, &cli.global),
+        Command::Demo(args) => cmd::demo::run(args),
+    }
+}
+
+fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn find<T: std::error::Error + 'static>(err: &anyhow::Error) -> Option<&T> {
+    err.chain().find_map(|e| e.downcast_ref::<T>())
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    if let Some(KeyringError::WrongPassphrase(_)) = find::<KeyringError>(err) {
+        return exit::WRONG_KEY;
+    }
+    if let Some(stream) = find::<StreamError>(err) {
+        return match stream {
+            StreamError::WrongKey(_) | StreamError::WrongPurpose { .. } => exit::WRONG_KEY,
+            e if e.is_damage() || matches!(e, StreamError::NotSealed) => exit::DAMAGED,
+            _ => exit::ERROR,
+        };
+    }
+    if find::<SealedConfigError>(err).is_some() {
+        return exit::DAMAGED;
+    }
+    exit::ERROR
+}
+
+fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    if let Some(KeyringError::WrongPassphrase(_)) = find::<KeyringError>(err) {
+        return Some("nothing was read or written; check which passphrase source was used (--passphrase-file, --passphrase-fd, $WARDEN_PASSPHRASE, or the prompt)");
+    }
+    if let Some(DataDirError::NotInitialized(_)) = find::<DataDirError>(err) {
+        return Some("pass --data-dir (or set WARDEN_DATA_DIR) to an initialized directory");
+    }
+    None
+}
+
+/// The current UTC time in RFC 3339 with microseconds.
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    now.format(&format).expect("UTC timestamps always format")
 }

@@ -1,0 +1,6 @@
+//! One module per top-level subcommand.
+
+pub mod config;
+pub mod demo;
+pub mod init;
+pub mod vault;
