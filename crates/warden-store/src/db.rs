@@ -1,0 +1,189 @@
+//! Opening the database: key, cipher check, identity, pragmas, migrations.
+//!
+//! Durability: WAL journal with `synchronous = FULL`, so a transaction is on disk when `COMMIT`
+//! returns (an audit event that was reported written survives power loss); `secure_delete = ON`
+//! overwrites deleted content (old audit keys) instead of leaving it in free pages.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use warden_core::secret::Key32;
+use zeroize::Zeroizing;
+
+use crate::migrations;
+
+/// The database file, relative to the data directory.
+pub const DB_FILE: &str = "state/warden.db";
+/// `PRAGMA application_id` of a warden database: ASCII "WDRN".
+pub const APPLICATION_ID: i32 = 0x5744_524E;
+const PLAIN_SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+const BUSY_TIMEOUT_MS: u32 = 5_000;
+
+/// Why the database could not be opened or used, sorted by cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the SQLite library in this build has no SQLCipher; refusing to store data unencrypted"
+    )]
+    NoCipher,
+    #[error("{0}: the database key does not match (a database from another data directory, or a damaged file)")]
+    WrongKey(PathBuf),
+    #[error("{0} is a plain, unencrypted SQLite database, not a warden database")]
+    Unencrypted(PathBuf),
+    #[error("{path} is not a warden database (application id {found:#x})")]
+    NotWarden { path: PathBuf, found: i32 },
+    #[error("{path}: schema version {found} is newer than this warden understands (up to {known}); upgrade warden")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("migration to schema version {version} ({name}) failed: {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: warden_core::fsx::FsError,
+    },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+/// An open, keyed, migrated warden database.
+pub struct Database {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Database {
+    /// Opens (creating if missing, 0600) the database at `path` with the raw `database` key.
+    pub fn open(path: &Path, key: &Key32) -> Result<Self, StoreError> {
+        if path.symlink_metadata().is_err() {
+            // Create it ourselves so it is 0600 from the start (SQLite would use 0644);
+            // SQLite gives the -wal and -shm files the same mode as the database.
+            warden_core::fsx::create_private_new(path).map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let conn = Connection::open_with_flags(path, flags)?;
+        let db = Self::key_and_check(conn, path, key)?;
+        migrations::migrate(&db.conn, path)?;
+        Ok(db)
+    }
+
+    /// Opens without migrating, for tests that build databases at older schema versions.
+    #[doc(hidden)]
+    pub fn open_unmigrated(path: &Path, key: &Key32) -> Result<Self, StoreError> {
+        if path.symlink_metadata().is_err() {
+            warden_core::fsx::create_private_new(path).map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        Self::key_and_check(conn, path, key)
+    }
+
+    fn key_and_check(conn: Connection, path: &Path, key: &Key32) -> Result<Self, StoreError> {
+        // A raw key: SQLCipher uses these 32 bytes directly, with no second KDF. The SQL text is
+        // zeroized on our side; SQLite's own copy of the statement is freed after preparation.
+        let pragma = Zeroizing::new(format!(
+            "PRAGMA key = \"x'{}'\";",
+            hex::encode(key.expose_secret())
+        ));
+        conn.execute_batch(&pragma)?;
+        conn.execute_batch("PRAGMA cipher_compatibility = 4;")?;
+        // A build without SQLCipher ignores PRAGMA key silently; cipher_version tells.
+        let cipher: Option<String> = conn
+            .query_row("PRAGMA cipher_version", [], |row| row.get(0))
+            .optional()?;
+        if cipher.is_none() {
+            return Err(StoreError::NoCipher);
+        }
+        if let Err(err) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
+            row.get::<_, i64>(0)
+        }) {
+            return Err(match err.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::NotADatabase) if is_plain_sqlite(path) => {
+                    StoreError::Unencrypted(path.to_path_buf())
+                }
+                Some(rusqlite::ErrorCode::NotADatabase) => StoreError::WrongKey(path.to_path_buf()),
+                _ => StoreError::Sqlite(err),
+            });
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA busy_timeout = {BUSY_TIMEOUT_MS};
+             PRAGMA foreign_keys = ON;
+             PRAGMA secure_delete = ON;"
+        ))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Corrupt(format!(
+                "could not switch to WAL mode (got {mode})"
+            )));
+        }
+        conn.execute_batch("PRAGMA synchronous = FULL;")?;
+
+        let app_id: i32 = conn.query_row("PRAGMA application_id", [], |row| row.get(0))?;
+        let tables: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))?;
+        if app_id == 0 && tables == 0 {
+            conn.execute_batch(&format!("PRAGMA application_id = {APPLICATION_ID};"))?;
+        } else if app_id != APPLICATION_ID {
+            return Err(StoreError::NotWarden {
+                path: path.to_path_buf(),
+                found: app_id,
+            });
+        }
+        Ok(Self {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The underlying connection, for the crate's table modules.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
+    /// The current schema version.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))?)
+    }
+
+    /// SQLCipher's version string, e.g. "4.6.1 community".
+    pub fn cipher_version(&self) -> Result<String, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA cipher_version", [], |row| row.get(0))?)
+    }
+}
+
+fn is_plain_sqlite(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map(|()| &head == PLAIN_SQLITE_MAGIC)
+        .unwrap_or(false)
+}

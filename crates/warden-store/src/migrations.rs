@@ -1,0 +1,118 @@
+//! Forward-only schema migrations, tracked in `PRAGMA user_version`.
+//!
+//! Each migration runs in its own transaction together with the version bump, so a crash leaves
+//! the schema at one version or the next, never between. Capabilities append their migrations;
+//! a migration that has shipped is never edited.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::db::StoreError;
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "audit chain",
+    sql: "
+        CREATE TABLE audit_events (
+            seq     INTEGER PRIMARY KEY,
+            epoch   INTEGER NOT NULL,
+            ts      TEXT    NOT NULL,
+            actor   TEXT    NOT NULL,
+            action  TEXT    NOT NULL,
+            subject TEXT    NOT NULL,
+            outcome TEXT    NOT NULL,
+            details TEXT    NOT NULL,
+            mac     BLOB    NOT NULL
+        );
+        CREATE TABLE audit_state (
+            id              INTEGER PRIMARY KEY CHECK (id = 1),
+            chain_id        BLOB    NOT NULL,
+            next_seq        INTEGER NOT NULL,
+            epoch           INTEGER NOT NULL,
+            key_wrapped     BLOB    NOT NULL,
+            last_mac        BLOB    NOT NULL,
+            events_in_epoch INTEGER NOT NULL,
+            epoch_started   INTEGER NOT NULL
+        );
+        CREATE TABLE audit_checkpoints (
+            seq     INTEGER PRIMARY KEY,
+            mac     BLOB    NOT NULL,
+            created TEXT    NOT NULL
+        );
+    ",
+}];
+
+/// The schema version this build brings a database to.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Applies every migration above the database's version, each in its own transaction.
+pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    migrate_to(conn, path, latest())
+}
+
+/// Applies migrations up to and including `target` (tests build older versions with this).
+pub fn migrate_to(conn: &Connection, path: &Path, target: i64) -> Result<(), StoreError> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if current > latest() {
+        return Err(StoreError::TooNew {
+            path: path.to_path_buf(),
+            found: current,
+            known: latest(),
+        });
+    }
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|m| m.version > current && m.version <= target)
+    {
+        let apply = || -> rusqlite::Result<()> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let result = conn.execute_batch(migration.sql).and_then(|()| {
+                conn.execute_batch(&format!("PRAGMA user_version = {}", migration.version))
+            });
+            match result {
+                Ok(()) => conn.execute_batch("COMMIT"),
+                Err(err) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(err)
+                }
+            }
+        };
+        apply().map_err(|source| StoreError::Migration {
+            version: migration.version,
+            name: migration.name,
+            source,
+        })?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied database migration"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_strictly_increasing_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                m.version,
+                i as i64 + 1,
+                "migration {} is out of sequence",
+                m.name
+            );
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Opening the encrypted database: keys, identity, permissions and migrations.
+
+use std::os::unix::fs::PermissionsExt;
+
+use warden_core::secret::Key32;
+use warden_store::migrations::{self, MIGRATIONS};
+use warden_store::{Database, StoreError};
+
+fn key(b: u8) -> Key32 {
+    Key32::from_bytes([b; 32])
+}
+
+#[test]
+fn creates_an_encrypted_private_database_at_the_latest_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    let db = Database::open(&path, &key(1)).unwrap();
+    assert_eq!(db.schema_version().unwrap(), migrations::latest());
+    assert!(
+        db.cipher_version().unwrap().starts_with('4'),
+        "SQLCipher 4 expected"
+    );
+    drop(db);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let head = std::fs::read(&path).unwrap();
+    assert_ne!(
+        &head[..16],
+        b"SQLite format 3\0",
+        "the file must not be plain SQLite"
+    );
+    // Reopening is idempotent.
+    let db = Database::open(&path, &key(1)).unwrap();
+    assert_eq!(db.schema_version().unwrap(), migrations::latest());
+}
+
+#[test]
+fn wrong_key_is_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    Database::open(&path, &key(1)).unwrap();
+    assert!(matches!(
+        Database::open(&path, &key(2)),
+        Err(StoreError::WrongKey(_))
+    ));
+}
+
+#[test]
+fn plain_sqlite_and_foreign_databases_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.db");
+    {
+        let conn = rusqlite::Connection::open(&plain).unwrap();
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap();
+    }
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(matches!(
+        Database::open(&plain, &key(1)),
+        Err(StoreError::Unencrypted(_))
+    ));
+
+    let foreign = dir.path().join("foreign.db");
+    {
+        let conn = rusqlite::Connection::open(&foreign).unwrap();
+        conn.execute_batch(&format!(
+            "PRAGMA key = \"x'{}'\"; PRAGMA cipher_compatibility = 4;",
+            "01".repeat(32)
+        ))
+        .unwrap();
+        conn.execute_batch("CREATE TABLE t(x);").unwrap();
+    }
+    assert!(matches!(
+        Database::open(&foreign, &key(1)),
+        Err(StoreError::NotWarden { found: 0, .. })
+    ));
+
+    let garbage = dir.path().join("garbage.db");
+    std::fs::write(&garbage, vec![0x5a; 8192]).unwrap();
+    assert!(matches!(
+        Database::open(&garbage, &key(1)),
+        Err(StoreError::WrongKey(_))
+    ));
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    let db = Database::open(&path, &key(1)).unwrap();
+    db.conn()
+        .execute_batch(&format!(
+            "PRAGMA user_version = {}",
+            migrations::latest() + 1
+        ))
+        .unwrap();
+    drop(db);
+    assert!(matches!(
+        Database::open(&path, &key(1)),
+        Err(StoreError::TooNew { .. })
+    ));
+}
+
+#[test]
+fn migrates_from_every_earlier_version() {
+    for start in 0..migrations::latest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.db");
+        let db = Database::open_unmigrated(&path, &key(1)).unwrap();
+        migrations::migrate_to(db.conn(), &path, start).unwrap();
+        assert_eq!(db.schema_version().unwrap(), start);
+        drop(db);
+        let db = Database::open(&path, &key(1)).unwrap();
+        assert_eq!(
+            db.schema_version().unwrap(),
+            migrations::latest(),
+            "from version {start}"
+        );
+        // Every table of every migration exists.
+        let tables: i64 = db
+            .conn()
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(tables >= MIGRATIONS.len() as i64);
+    }
+}
