@@ -84,6 +84,15 @@ pub struct SecurityFile {
     pub purposes: BTreeMap<Purpose, PurposeEntry>,
 }
 
+/// The four purpose keys, as derived when a data directory is created.
+pub struct PurposeKeys(BTreeMap<Purpose, Key32>);
+
+impl PurposeKeys {
+    pub fn get(&self, purpose: Purpose) -> &Key32 {
+        self.0.get(&purpose).expect("create derives every purpose")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
     #[error(
@@ -114,17 +123,18 @@ fn key_check(key: &Key32, purpose: Purpose) -> [u8; 32] {
 
 impl SecurityFile {
     /// Creates a new file for `passphrase`: fresh salts, the given KDF for every purpose.
-    /// Runs every derivation once, to compute the key checks.
+    /// Runs every derivation once, to compute the key checks, and returns the keys too.
     pub fn create(
         passphrase: &Passphrase,
         kdf: &KdfParams,
         created: String,
-    ) -> Result<Self, KeyringError> {
+    ) -> Result<(Self, PurposeKeys), KeyringError> {
         if passphrase.char_count() < Passphrase::MIN_CHARS {
             return Err(KeyringError::PassphraseTooShort(passphrase.char_count()));
         }
         kdf.validate()?;
         let mut purposes = BTreeMap::new();
+        let mut keys = BTreeMap::new();
         for purpose in Purpose::ALL {
             let salt: [u8; 32] = crate::rand::array();
             let key = kdf.derive(passphrase.expose_secret().as_bytes(), &salt)?;
@@ -136,13 +146,15 @@ impl SecurityFile {
                     key_check: B64.encode(key_check(&key, purpose)),
                 },
             );
+            keys.insert(purpose, key);
         }
-        Ok(Self {
+        let file = Self {
             format: FORMAT_NAME.to_string(),
             version: 1,
             created,
             purposes,
-        })
+        };
+        Ok((file, PurposeKeys(keys)))
     }
 
     /// Parses and checks the structure (format name, version, every purpose present, decodable
@@ -225,7 +237,8 @@ mod tests {
     #[test]
     fn create_then_unlock_every_purpose_with_distinct_keys() {
         let file = SecurityFile::create(&pass("correct horse battery staple"), &fast(), "t".into())
-            .unwrap();
+            .unwrap()
+            .0;
         let parsed = SecurityFile::parse(file.to_json().as_bytes()).unwrap();
         assert_eq!(parsed, file);
         let keys: Vec<[u8; 32]> = Purpose::ALL
@@ -247,7 +260,8 @@ mod tests {
     #[test]
     fn wrong_passphrase_is_named_as_such() {
         let file = SecurityFile::create(&pass("correct horse battery staple"), &fast(), "t".into())
-            .unwrap();
+            .unwrap()
+            .0;
         let err = file
             .unlock(&pass("correct horse battery stapl3"), Purpose::Config)
             .err()
@@ -269,7 +283,8 @@ mod tests {
     #[test]
     fn damaged_files_are_reported() {
         let file = SecurityFile::create(&pass("correct horse battery staple"), &fast(), "t".into())
-            .unwrap();
+            .unwrap()
+            .0;
         let json = file.to_json();
         assert!(matches!(
             SecurityFile::parse(b"{"),
@@ -299,7 +314,8 @@ mod tests {
     fn changing_the_salt_makes_the_passphrase_fail() {
         let mut file =
             SecurityFile::create(&pass("correct horse battery staple"), &fast(), "t".into())
-                .unwrap();
+                .unwrap()
+                .0;
         file.purposes.get_mut(&Purpose::Recordings).unwrap().salt = B64.encode([9u8; 32]);
         assert!(matches!(
             file.unlock(&pass("correct horse battery staple"), Purpose::Recordings),

@@ -46,7 +46,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         hex::encode(warden_core::rand::array::<12>())
     ));
     let started = Instant::now();
-    let security = SecurityFile::create(
+    let (security, keys) = SecurityFile::create(
         &passphrase,
         &KdfParams::default_pbkdf2(),
         crate::now_rfc3339(),
@@ -65,6 +65,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         Ok(_) => anyhow::bail!("a wrong passphrase was accepted"),
     }
     let key = dir.security().unlock(&passphrase, Purpose::Recordings)?;
+    debug_assert!(key.expose_secret() == keys.get(Purpose::Recordings).expose_secret());
 
     step("2. Seal and open a large file (segmented AES-256-GCM)");
     let work = root.join("demo-files");
@@ -117,8 +118,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
 
     step("4. Seal a configuration file (Fernet under the config key)");
-    let config_key = dir.security().unlock(&passphrase, Purpose::Config)?;
-    let sealer = ConfigSealer::new(&config_key);
+    let sealer = ConfigSealer::new(keys.get(Purpose::Config));
     let yaml = b"siem:\n  host: siem.hospital.example\n  client_key: /etc/warden/siem.key\n";
     let token = sealer.seal(yaml);
     ensure!(

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use warden_core::datadir::DataDir;
 use warden_core::kdf::KdfParams;
-use warden_core::keyring::SecurityFile;
+use warden_core::keyring::{Purpose, SecurityFile};
 
 use crate::cli::{GlobalArgs, InitArgs, KdfChoice};
 use crate::keys::PassphraseSource;
@@ -52,13 +52,23 @@ pub fn run(args: &InitArgs, global: &GlobalArgs) -> Result<()> {
         ),
         true,
     )?;
-    let security = SecurityFile::create(&passphrase, &kdf, crate::now_rfc3339())?;
+    let (security, keys) = SecurityFile::create(&passphrase, &kdf, crate::now_rfc3339())?;
     let dir = DataDir::create(root, security)?;
+    let db = warden_store::Database::open(
+        &dir.root().join(warden_store::DB_FILE),
+        keys.get(Purpose::Database),
+    )?;
     eprintln!("initialized {}", dir.root().display());
     eprintln!(
         "  keys: database, recordings, config, audit ({})",
         kdf.describe()
     );
     eprintln!("  layout: security.json, sessions/, heartbeats/, alerts/, state/ (0700 / 0600)");
+    eprintln!(
+        "  database: {} (SQLCipher {}, schema version {})",
+        db.path().display(),
+        db.cipher_version()?,
+        db.schema_version()?
+    );
     Ok(())
 }
