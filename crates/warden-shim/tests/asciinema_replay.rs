@@ -5,7 +5,6 @@
 //! `asciinema play` runs under `setsid` (when available) so it has no controlling terminal: it
 //! then neither touches the developer's terminal nor waits between frames.
 
-use std::io::ErrorKind;
 use std::process::{Command, Stdio};
 
 use time::macros::datetime;
@@ -14,25 +13,10 @@ use warden_shim::recording::{
     write_asciicast, AsciicastOptions, Direction, RecordReader, RecordWriter, RecordingMetadata,
 };
 
-/// `Some(())` if asciinema can run here; `None` (after a SKIP line) if not and CI is not set.
-fn asciinema_available() -> Option<()> {
-    match Command::new("asciinema").arg("--version").output() {
-        Ok(out) if out.status.success() => Some(()),
-        result => {
-            let why = match result {
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    "asciinema is not installed".to_string()
-                }
-                Err(e) => format!("asciinema cannot be started: {e}"),
-                Ok(out) => format!("`asciinema --version` failed: {}", out.status),
-            };
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("{why}; CI=true requires it (apt-get install -y asciinema)");
-            }
-            eprintln!("SKIP asciinema replay test: {why}");
-            None
-        }
-    }
+mod common;
+
+fn asciinema_available() -> bool {
+    common::tool_available("asciinema", "apt-get install -y asciinema")
 }
 
 fn metadata() -> RecordingMetadata {
@@ -129,7 +113,7 @@ fn play(cast: &[u8]) -> String {
 
 #[test]
 fn asciinema_replays_the_device_output() {
-    if asciinema_available().is_none() {
+    if !asciinema_available() {
         return;
     }
     let (rec, device) = recording(true);
@@ -142,7 +126,7 @@ fn asciinema_replays_the_device_output() {
 
 #[test]
 fn asciinema_replays_a_cut_off_recording() {
-    if asciinema_available().is_none() {
+    if !asciinema_available() {
         return;
     }
     let (rec, device) = recording(false);
