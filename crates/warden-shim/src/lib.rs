@@ -8,4 +8,6 @@
 //! `warden session export` (asciicast, JSON Lines, text/hex dump) and `warden session play`.
 #![forbid(unsafe_code)]
 
+pub mod machine;
+pub mod prompt;
 pub mod recording;

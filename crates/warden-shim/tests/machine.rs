@@ -1,0 +1,262 @@
+//! The shim state machine, driven with plain values: every transition of seed 000's diagram.
+
+use warden_shim::machine::{
+    Action, AuthDecision, EndReason, Input, MachineConfig, Shim, StateName,
+};
+
+struct Run {
+    shim: Option<Shim>,
+    config: MachineConfig,
+    now: u64,
+    log: Vec<Action>,
+}
+
+impl Run {
+    fn new(locked: bool) -> Self {
+        Self {
+            shim: Some(Shim::start(locked)),
+            config: MachineConfig::default(),
+            now: 0,
+            log: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, input: Input<'_>) -> Vec<Action> {
+        let (next, actions) = self
+            .shim
+            .take()
+            .unwrap()
+            .handle(input, self.now, &self.config);
+        self.shim = Some(next);
+        actions
+    }
+
+    fn state(&self) -> StateName {
+        self.shim.as_ref().unwrap().name()
+    }
+
+    fn login(&mut self) {
+        self.feed(Input::Tech(b"\r"));
+        let actions = self.feed(Input::Tech(b"tech-001\r123456\r"));
+        assert!(actions.iter().any(|a| matches!(a, Action::Authenticate(ans) if ans.technician_id == "tech-001" && ans.code.as_str() == "123456")));
+        self.feed(Input::AuthDecided(AuthDecision::Accepted {
+            technician_id: "tech-001".into(),
+        }));
+        assert_eq!(self.state(), StateName::Open);
+    }
+}
+
+fn forwarded_to_device(actions: &[Action]) -> Vec<u8> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ForwardToDevice(b) => Some(b.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn transitions(actions: &[Action]) -> Vec<(StateName, StateName)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Transition { from, to, .. } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_typed_before_open_reaches_the_device() {
+    let mut run = Run::new(false);
+    for input in [&b"ls\r"[..], b"tech\r", b"999999\r"] {
+        let actions = run.feed(Input::Tech(input));
+        assert!(forwarded_to_device(&actions).is_empty());
+    }
+    // Waiting for the decision: still nothing.
+    assert!(forwarded_to_device(&run.feed(Input::Tech(b"rm -rf /\r"))).is_empty());
+    let actions = run.feed(Input::Device(b"device output"));
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::ForwardToTech(_))));
+}
+
+#[test]
+fn full_session_forwards_both_ways_and_flushes() {
+    let mut run = Run::new(false);
+    run.login();
+    let all: Vec<u8> = (0u8..=255).collect();
+    let sent = forwarded_to_device(&run.feed(Input::Tech(&all)));
+    // `~` (0x7e) is not at a line start here (it follows 0x7d), so every byte passes unchanged.
+    assert_eq!(sent, all);
+    let actions = run.feed(Input::Device(&all));
+    assert!(matches!(&actions[..], [Action::ForwardToTech(b)] if b == &all));
+    let actions = run.feed(Input::TechDisconnected);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::CloseSession(EndReason::Disconnected))));
+    assert_eq!(
+        transitions(&actions),
+        vec![(StateName::Open, StateName::Flushed)]
+    );
+    let actions = run.feed(Input::RecordingClosed);
+    assert_eq!(
+        transitions(&actions),
+        vec![(StateName::Flushed, StateName::Idle)]
+    );
+}
+
+#[test]
+fn escape_sequence_at_line_start_ends_the_session() {
+    let mut run = Run::new(false);
+    run.login();
+    let sent = forwarded_to_device(&run.feed(Input::Tech(b"a~.b\r~~x\r~")));
+    assert_eq!(sent, b"a~.b\r~x\r");
+    let actions = run.feed(Input::Tech(b".ignored"));
+    assert!(forwarded_to_device(&actions).is_empty());
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::CloseSession(EndReason::EscapeSequence))));
+    assert_eq!(run.state(), StateName::Flushed);
+}
+
+#[test]
+fn tilde_followed_by_another_byte_is_forwarded() {
+    let mut run = Run::new(false);
+    run.login();
+    assert_eq!(forwarded_to_device(&run.feed(Input::Tech(b"~"))), b"");
+    assert_eq!(forwarded_to_device(&run.feed(Input::Tech(b"q"))), b"~q");
+}
+
+#[test]
+fn idle_timeout_ends_the_session_normally() {
+    let mut run = Run::new(false);
+    run.login();
+    run.now += run.config.idle_timeout_ms - 1;
+    assert!(run.feed(Input::Tick).is_empty());
+    run.now += 1;
+    let actions = run.feed(Input::Tick);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::CloseSession(EndReason::IdleTimeout))));
+    run.feed(Input::RecordingClosed);
+    assert_eq!(run.state(), StateName::Idle);
+}
+
+#[test]
+fn rejection_reprompts_after_a_delay_without_saying_why() {
+    let mut run = Run::new(false);
+    run.feed(Input::Tech(b"\r"));
+    run.feed(Input::Tech(b"tech-001\r000000\r"));
+    let actions = run.feed(Input::AuthDecided(AuthDecision::Rejected {
+        retry_after_ms: 2000,
+    }));
+    assert_eq!(run.state(), StateName::Challenge);
+    let text: Vec<u8> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::ToTech(b) => Some(b.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("access denied"));
+    assert!(!text.contains("unknown") && !text.contains("replay") && !text.contains("wrong"));
+    let actions = run.feed(Input::Tech(b"tech-001\r"));
+    assert!(
+        matches!(&actions[..], [Action::ToTech(b)] if String::from_utf8_lossy(b).contains("please wait"))
+    );
+    run.now += 2000;
+    let actions = run.feed(Input::Tech(b"tech-001\r"));
+    assert!(!String::from_utf8_lossy(match &actions[0] {
+        Action::ToTech(b) => b,
+        _ => panic!(),
+    })
+    .contains("please wait"));
+}
+
+#[test]
+fn lockout_persists_and_only_reset_lifts_it() {
+    let mut run = Run::new(false);
+    run.feed(Input::Tech(b"\r"));
+    run.feed(Input::Tech(b"tech-001\r000000\r"));
+    let actions = run.feed(Input::AuthDecided(AuthDecision::LockedOut));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::PersistPortLock { locked: true })));
+    assert_eq!(run.state(), StateName::Locked);
+    // Correct credentials change nothing while locked.
+    assert!(!run
+        .feed(Input::Tech(b"tech-001\r123456\r"))
+        .iter()
+        .any(|a| matches!(a, Action::Authenticate(_))));
+    run.feed(Input::Tick);
+    assert_eq!(run.state(), StateName::Locked);
+    let actions = run.feed(Input::Reset {
+        admin: "admin".into(),
+    });
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::PersistPortLock { locked: false })));
+    assert_eq!(run.state(), StateName::Idle);
+    // A restart with the persisted lock starts LOCKED.
+    assert_eq!(Shim::start(true).name(), StateName::Locked);
+}
+
+#[test]
+fn tamper_in_open_stops_forwarding_and_needs_a_reset() {
+    let mut run = Run::new(false);
+    run.login();
+    let actions = run.feed(Input::Tamper("case opened".into()));
+    assert!(
+        matches!(actions[0], Action::Alert { .. }),
+        "alert first: {actions:?}"
+    );
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::CloseSession(EndReason::Tamper(_)))));
+    assert!(forwarded_to_device(&run.feed(Input::Tech(b"more"))).is_empty());
+    run.feed(Input::RecordingClosed);
+    assert_eq!(run.state(), StateName::EmergencyStop);
+    assert!(forwarded_to_device(&run.feed(Input::Tech(b"more"))).is_empty());
+    run.feed(Input::Tick);
+    run.feed(Input::TechDisconnected);
+    assert_eq!(run.state(), StateName::EmergencyStop);
+    run.feed(Input::Reset {
+        admin: "admin".into(),
+    });
+    assert_eq!(run.state(), StateName::Idle);
+}
+
+#[test]
+fn storage_exhausted_in_open_is_an_emergency_stop() {
+    let mut run = Run::new(false);
+    run.login();
+    run.feed(Input::StorageExhausted("disk full".into()));
+    run.feed(Input::RecordingClosed);
+    assert_eq!(run.state(), StateName::EmergencyStop);
+}
+
+#[test]
+fn tamper_in_idle_goes_straight_to_emergency_stop() {
+    let mut run = Run::new(false);
+    let actions = run.feed(Input::Tamper("gpio".into()));
+    assert_eq!(
+        transitions(&actions),
+        vec![(StateName::Idle, StateName::EmergencyStop)]
+    );
+}
+
+#[test]
+fn challenge_times_out_and_can_be_cancelled() {
+    let mut run = Run::new(false);
+    run.feed(Input::Tech(b"\r"));
+    run.now += run.config.challenge_timeout_ms;
+    run.feed(Input::Tick);
+    assert_eq!(run.state(), StateName::Idle);
+    run.feed(Input::Tech(b"\r"));
+    run.feed(Input::Tech(b"te\x03"));
+    assert_eq!(run.state(), StateName::Idle);
+}
