@@ -8,7 +8,6 @@ struct Run {
     shim: Option<Shim>,
     config: MachineConfig,
     now: u64,
-    log: Vec<Action>,
 }
 
 impl Run {
@@ -17,7 +16,6 @@ impl Run {
             shim: Some(Shim::start(locked)),
             config: MachineConfig::default(),
             now: 0,
-            log: Vec::new(),
         }
     }
 
