@@ -10,4 +10,5 @@
 
 pub mod machine;
 pub mod prompt;
+pub mod serial;
 pub mod recording;
