@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod machine;
+pub mod config;
 pub mod prompt;
 pub mod serial;
 pub mod recording;
