@@ -11,36 +11,13 @@ mod support;
 
 use std::path::Path;
 
-use support::{pseudo_random, run, Fixture, Python};
+use support::{
+    join, pseudo_random, run, split_frames, Fixture, Python, FRAME_HEADER_LEN, HEADER_LEN, TAG_LEN,
+};
 use warden_core::keyring::Purpose;
 
 /// Sizes around the 64 KiB segment boundary warden writes, plus empty and ~1 MiB.
 const SIZES: [usize; 7] = [0, 1, 65535, 65536, 65537, 3 * 65536, 1024 * 1024 + 4321];
-
-const HEADER_LEN: usize = 107;
-const FRAME_HEADER_LEN: usize = 9;
-const TAG_LEN: usize = 16;
-
-/// Splits a sealed stream into its header and whole frames, per the format document.
-fn split_frames(data: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
-    let mut frames = Vec::new();
-    let mut pos = HEADER_LEN;
-    while pos < data.len() {
-        let len = u32::from_be_bytes(data[pos + 5..pos + 9].try_into().unwrap()) as usize;
-        let end = pos + FRAME_HEADER_LEN + len + TAG_LEN;
-        frames.push(data[pos..end].to_vec());
-        pos = end;
-    }
-    (data[..HEADER_LEN].to_vec(), frames)
-}
-
-fn join(header: &[u8], frames: &[&[u8]]) -> Vec<u8> {
-    let mut out = header.to_vec();
-    for frame in frames {
-        out.extend_from_slice(frame);
-    }
-    out
-}
 
 /// Python decodes `sealed` with `key_hex`; returns the run (stdout is unused: output to OUT).
 fn python_decode(

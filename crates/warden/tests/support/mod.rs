@@ -76,6 +76,34 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Sealed-stream layout constants, from `docs/formats/sealed-stream.md`.
+pub const HEADER_LEN: usize = 107;
+pub const FRAME_HEADER_LEN: usize = 9;
+pub const TAG_LEN: usize = 16;
+
+/// Splits a well-formed sealed stream into its header and whole frames, per the format
+/// document (each frame's length is at bytes 5..9 of its frame header), to rearrange them.
+pub fn split_frames(data: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut frames = Vec::new();
+    let mut pos = HEADER_LEN;
+    while pos < data.len() {
+        let len = u32::from_be_bytes(data[pos + 5..pos + 9].try_into().unwrap()) as usize;
+        let end = pos + FRAME_HEADER_LEN + len + TAG_LEN;
+        frames.push(data[pos..end].to_vec());
+        pos = end;
+    }
+    (data[..HEADER_LEN].to_vec(), frames)
+}
+
+/// A header followed by frames.
+pub fn join(header: &[u8], frames: &[&[u8]]) -> Vec<u8> {
+    let mut out = header.to_vec();
+    for frame in frames {
+        out.extend_from_slice(frame);
+    }
+    out
+}
+
 /// What a finished command did.
 pub struct Run {
     pub code: i32,
