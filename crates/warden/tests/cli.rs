@@ -361,11 +361,18 @@ fn truncated(fx: &Fixture) -> (Vec<u8>, std::path::PathBuf) {
 fn open_of_a_truncated_file_fails_with_status_3_and_writes_nothing() {
     let fx = Fixture::new();
     let (_, cut) = truncated(&fx);
-    let out = fx.path("out");
-    run(fx.warden().args(["vault", "open"]).arg(&cut).arg(&out))
-        .expect_code(3)
-        .stderr_has(&["truncated", "--recover"]);
-    assert!(!out.exists(), "truncated open left an output file");
+    let out_dir = fx.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    run(fx
+        .warden()
+        .args(["vault", "open"])
+        .arg(&cut)
+        .arg(out_dir.join("opened")))
+    .expect_code(3)
+    .stderr_has(&["truncated", "--recover"]);
+    // Neither the output nor a temporary file is left behind.
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "truncated open left {left:?}");
 }
 
 #[test]
