@@ -1,0 +1,886 @@
+//! The `warden` command line's contract, through the real binary: `init` and its layout,
+//! passphrase sources and their refusals, exit statuses (0 ok, 1 error, 2 usage, 3 damaged,
+//! 4 wrong passphrase or key), pipes, truncation and `--recover`, named damage, `--force`, the
+//! demo — and that no secret (passphrase, purpose key in hex or base64) ever reaches standard
+//! output or standard error, at any verbosity, in either log format, on success or failure.
+
+mod support;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use support::{
+    join, pseudo_random, run, run_with_stdin, split_frames, warden, write_private, Fixture, Run,
+    FRAME_HEADER_LEN, HEADER_LEN, KDF_ITERATIONS, PASSPHRASE, TAG_LEN,
+};
+use warden_core::keyring::Purpose;
+
+const SEGMENT: usize = 65536;
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+// ---------------------------------------------------------------------------------- init
+
+#[test]
+fn init_creates_a_private_layout() {
+    let fx = Fixture::new();
+    assert_eq!(mode(&fx.data_dir), 0o700, "data directory");
+    for sub in ["sessions", "heartbeats", "alerts", "state"] {
+        assert_eq!(mode(&fx.data_dir.join(sub)), 0o700, "{sub}/");
+    }
+    let security = fx.data_dir.join("security.json");
+    assert_eq!(mode(&security), 0o600, "security.json");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&security).unwrap()).unwrap();
+    assert_eq!(json["format"], "warden-security");
+    for purpose in Purpose::ALL {
+        let entry = &json["purposes"][purpose.name()];
+        assert_eq!(entry["kdf"]["algorithm"], "PBKDF2-HMAC-SHA256");
+        assert_eq!(entry["kdf"]["iterations"], 1000);
+    }
+    // The passphrase is not stored, in any form the test can name.
+    let text = std::fs::read_to_string(&security).unwrap();
+    assert!(!text.contains(PASSPHRASE));
+}
+
+#[test]
+fn init_refuses_an_initialized_directory() {
+    let fx = Fixture::new();
+    let security = fx.data_dir.join("security.json");
+    let before = std::fs::read(&security).unwrap();
+    run(fx
+        .warden()
+        .args(["init", "--kdf-iterations", KDF_ITERATIONS]))
+    .expect_code(1)
+    .stderr_has(&["already initialized"]);
+    assert_eq!(
+        std::fs::read(&security).unwrap(),
+        before,
+        "security.json changed"
+    );
+}
+
+#[test]
+fn init_refuses_a_passphrase_shorter_than_16_characters() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 15 characters (30 bytes: characters count, not bytes), then exactly 16.
+    for (i, (passphrase, accepted)) in [
+        ("fifteen chars!!", false),
+        ("üüüüüüüüüüüüüüü", false),
+        ("sixteen chars!!!", true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = tmp.path().join(format!("pass-{i}"));
+        write_private(&file, format!("{passphrase}\n").as_bytes());
+        let dir = tmp.path().join(format!("data-{i}"));
+        let result = run(warden()
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--passphrase-file")
+            .arg(&file)
+            .args(["init", "--kdf-iterations", KDF_ITERATIONS]));
+        if accepted {
+            result.ok();
+            assert!(dir.join("security.json").exists());
+        } else {
+            result.expect_code(1).stderr_has(&["at least 16"]);
+            assert!(
+                !dir.join("security.json").exists(),
+                "security.json written for a short passphrase"
+            );
+        }
+    }
+}
+
+#[test]
+fn kdf_iterations_below_the_floor_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("pass");
+    write_private(&file, PASSPHRASE.as_bytes());
+    run(warden()
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .arg("--passphrase-file")
+        .arg(&file)
+        .args(["init", "--kdf-iterations", "999"]))
+    .expect_code(1)
+    .stderr_has(&["1000"]);
+    assert!(!tmp.path().join("data/security.json").exists());
+}
+
+// ------------------------------------------------------------------- passphrase sources
+
+#[test]
+fn wrong_passphrase_exits_4_and_writes_nothing() {
+    let fx = Fixture::new();
+    let plain = fx.file("plain", b"some data\n");
+    let sealed = fx.path("plain.sealed");
+    run(fx.warden().args(["vault", "seal"]).arg(&plain).arg(&sealed)).ok();
+    let config = fx.file("config.yaml", b"a: 1\n");
+    let wrong = fx.file("wrong-passphrase", b"this is not the passphrase\n");
+    let with_wrong = |args: &[&std::ffi::OsStr]| {
+        run(fx
+            .warden_without_passphrase()
+            .arg("--passphrase-file")
+            .arg(&wrong)
+            .args(args))
+    };
+
+    let out = fx.path("out");
+    for args in [
+        vec![
+            "vault".as_ref(),
+            "seal".as_ref(),
+            plain.as_os_str(),
+            out.as_os_str(),
+        ],
+        vec![
+            "vault".as_ref(),
+            "open".as_ref(),
+            sealed.as_os_str(),
+            out.as_os_str(),
+        ],
+        vec!["vault".as_ref(), "verify".as_ref(), sealed.as_os_str()],
+        vec!["config".as_ref(), "seal".as_ref(), config.as_os_str()],
+    ] {
+        with_wrong(&args)
+            .expect_code(4)
+            .stderr_has(&["wrong passphrase", "nothing was read or written"]);
+        assert!(!out.exists(), "output file created with a wrong passphrase");
+    }
+    assert!(!fx.path("config.yaml.sealed").exists());
+}
+
+#[test]
+fn passphrase_file_open_to_others_is_refused_with_a_chmod_hint() {
+    let fx = Fixture::new();
+    let plain = fx.file("plain", b"x");
+    for open_mode in [0o644, 0o640, 0o604, 0o660] {
+        chmod(&fx.passphrase_file, open_mode);
+        run(fx
+            .warden()
+            .args(["vault", "seal"])
+            .arg(&plain)
+            .arg(fx.path("out")))
+        .expect_code(1)
+        .stderr_has(&["passphrase file", "chmod 600"]);
+        assert!(!fx.path("out").exists());
+    }
+    chmod(&fx.passphrase_file, 0o400);
+    run(fx
+        .warden()
+        .args(["vault", "seal"])
+        .arg(&plain)
+        .arg(fx.path("out")))
+    .ok();
+}
+
+#[test]
+fn symlinked_passphrase_file_is_refused() {
+    let fx = Fixture::new();
+    let link = fx.path("passphrase-link");
+    std::os::unix::fs::symlink(&fx.passphrase_file, &link).unwrap();
+    let plain = fx.file("plain", b"x");
+    run(fx
+        .warden_without_passphrase()
+        .arg("--passphrase-file")
+        .arg(&link)
+        .args(["vault", "seal"])
+        .arg(&plain)
+        .arg(fx.path("out")))
+    .expect_code(1)
+    .stderr_has(&["passphrase file", "symbolic link"]);
+    assert!(!fx.path("out").exists());
+}
+
+#[test]
+fn passphrase_fd_reads_the_passphrase_from_standard_input() {
+    let fx = Fixture::new();
+    let plaintext = pseudo_random(100_000, 3);
+    let plain = fx.file("plain", &plaintext);
+    let sealed = fx.path("plain.sealed");
+    run_with_stdin(
+        fx.warden_without_passphrase()
+            .args(["--passphrase-fd", "0", "vault", "seal"])
+            .arg(&plain)
+            .arg(&sealed),
+        format!("{PASSPHRASE}\n").as_bytes(),
+    )
+    .ok();
+    let opened = fx.path("opened");
+    run(fx
+        .warden()
+        .args(["vault", "open"])
+        .arg(&sealed)
+        .arg(&opened))
+    .ok();
+    assert!(std::fs::read(&opened).unwrap() == plaintext);
+    // A wrong passphrase on the descriptor is refused like any other.
+    run_with_stdin(
+        fx.warden_without_passphrase()
+            .args(["--passphrase-fd", "0", "vault", "verify"])
+            .arg(&sealed),
+        b"not the right passphrase at all\n",
+    )
+    .expect_code(4);
+    // `init` takes its passphrase from a descriptor too.
+    let dir = fx.path("data-from-fd");
+    run_with_stdin(
+        warden().arg("--data-dir").arg(&dir).args([
+            "--passphrase-fd",
+            "0",
+            "init",
+            "--kdf-iterations",
+            KDF_ITERATIONS,
+        ]),
+        format!("{PASSPHRASE}\n").as_bytes(),
+    )
+    .ok();
+    assert!(dir.join("security.json").exists());
+}
+
+#[test]
+fn passphrase_file_and_fd_together_are_a_usage_error() {
+    let fx = Fixture::new();
+    run(fx
+        .warden()
+        .args(["--passphrase-fd", "0", "vault", "verify", "x"]))
+    .expect_code(2);
+}
+
+#[test]
+fn no_passphrase_source_is_an_error_not_a_hang() {
+    let fx = Fixture::new();
+    let plain = fx.file("plain", b"x");
+    run(fx
+        .warden_without_passphrase()
+        .args(["vault", "seal"])
+        .arg(&plain)
+        .arg(fx.path("out")))
+    .expect_code(1)
+    .stderr_has(&["no passphrase source"]);
+}
+
+#[test]
+fn uninitialized_data_dir_is_named_with_a_hint() {
+    let fx = Fixture::new();
+    let plain = fx.file("plain", b"x");
+    run(warden()
+        .arg("--data-dir")
+        .arg(fx.path("nowhere"))
+        .arg("--passphrase-file")
+        .arg(&fx.passphrase_file)
+        .args(["vault", "seal"])
+        .arg(&plain)
+        .arg(fx.path("out")))
+    .expect_code(1)
+    .stderr_has(&["not an initialized", "warden init"]);
+}
+
+// --------------------------------------------------------------------------- vault
+
+#[test]
+fn vault_seal_and_open_work_in_a_pipe() {
+    let fx = Fixture::new();
+    let plaintext = pseudo_random(3 * SEGMENT + 1234, 5);
+    // seal - - | open - -, as two processes joined by a real pipe.
+    let mut seal = fx
+        .warden()
+        .args(["vault", "seal", "-", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let open = fx
+        .warden()
+        .args(["vault", "open", "-", "-"])
+        .stdin(Stdio::from(seal.stdout.take().unwrap()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = seal.stdin.take().unwrap();
+    let input = plaintext.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    let opened = open.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let sealed = seal.wait_with_output().unwrap();
+    assert!(
+        sealed.status.success(),
+        "seal: {}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    assert!(
+        opened.status.success(),
+        "open: {}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert!(opened.stdout == plaintext, "pipe round trip differs");
+
+    // And each end alone: the sealed bytes on stdout open from a file.
+    let run_seal = run_with_stdin(fx.warden().args(["vault", "seal", "-", "-"]), &plaintext);
+    run_seal.ok();
+    assert!(run_seal.stdout.starts_with(b"WRDNSEAL"));
+    let sealed_file = fx.file("from-stdout.sealed", &run_seal.stdout);
+    let opened_file = fx.path("from-stdout.opened");
+    run(fx
+        .warden()
+        .args(["vault", "open"])
+        .arg(&sealed_file)
+        .arg(&opened_file))
+    .ok();
+    assert!(std::fs::read(&opened_file).unwrap() == plaintext);
+}
+
+/// A file cut inside its third segment: two segments (128 KiB) verify.
+fn truncated(fx: &Fixture) -> (Vec<u8>, std::path::PathBuf) {
+    let plaintext = pseudo_random(4 * SEGMENT + 77, 9);
+    let sealed = fx.seal("plain", &plaintext);
+    let cut_at = HEADER_LEN + 2 * (FRAME_HEADER_LEN + SEGMENT + TAG_LEN) + 5000;
+    (plaintext, fx.file("cut.sealed", &sealed[..cut_at]))
+}
+
+#[test]
+fn open_of_a_truncated_file_fails_with_status_3_and_writes_nothing() {
+    let fx = Fixture::new();
+    let (_, cut) = truncated(&fx);
+    let out_dir = fx.path("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    run(fx
+        .warden()
+        .args(["vault", "open"])
+        .arg(&cut)
+        .arg(out_dir.join("opened")))
+    .expect_code(3)
+    .stderr_has(&["truncated", "--recover"]);
+    // Neither the output nor a temporary file is left behind.
+    let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+    assert!(left.is_empty(), "truncated open left {left:?}");
+}
+
+#[test]
+fn open_recover_writes_the_verified_prefix_and_says_so() {
+    let fx = Fixture::new();
+    let (plaintext, cut) = truncated(&fx);
+    let out = fx.path("recovered");
+    run(fx
+        .warden()
+        .args(["vault", "open", "--recover"])
+        .arg(&cut)
+        .arg(&out))
+    .ok()
+    .stderr_has(&["truncated", "recovered", "131072 bytes", "2 segments"]);
+    assert!(std::fs::read(&out).unwrap() == plaintext[..2 * SEGMENT]);
+}
+
+#[test]
+fn open_of_a_truncated_file_to_a_pipe_writes_the_verified_prefix_then_exits_3() {
+    let fx = Fixture::new();
+    let (plaintext, cut) = truncated(&fx);
+    let result = run(fx.warden().args(["vault", "open"]).arg(&cut).arg("-"));
+    result.expect_code(3).stderr_has(&["truncated"]);
+    assert!(
+        result.stdout == plaintext[..2 * SEGMENT],
+        "stdout holds {} bytes, expected the 131072 verified ones",
+        result.stdout.len()
+    );
+}
+
+#[test]
+fn verify_names_each_kind_of_damage() {
+    let fx = Fixture::new();
+    let plaintext = pseudo_random(5 * SEGMENT, 13);
+    let good = fx.seal("plain", &plaintext);
+    let other = fx.seal("plain-again", &plaintext);
+    let (header, frames) = split_frames(&good);
+    let (_, other_frames) = split_frames(&other);
+    let f: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+    assert_eq!(f.len(), 5);
+    let mut modified = good.clone();
+    modified[HEADER_LEN + 2 * (FRAME_HEADER_LEN + SEGMENT + TAG_LEN) + 500] ^= 0x20;
+
+    let stranger = Fixture::with_passphrase("a different installation's passphrase");
+    let foreign = stranger.seal("foreign", &plaintext);
+
+    let cases: Vec<(&str, Vec<u8>, i32, &[&str])> = vec![
+        ("modified", modified, 3, &["segment 2", "modified"]),
+        (
+            "truncated",
+            join(&header, &f[..4]),
+            3,
+            &["truncated", "4 segments"],
+        ),
+        (
+            "reordered",
+            join(&header, &[f[0], f[1], f[3], f[2], f[4]]),
+            3,
+            &["position 2", "reordered"],
+        ),
+        (
+            "removed",
+            join(&header, &[f[0], f[2], f[3], f[4]]),
+            3,
+            &["removed"],
+        ),
+        (
+            "duplicated",
+            join(&header, &[f[0], f[1], f[1], f[2], f[3], f[4]]),
+            3,
+            &["duplicated"],
+        ),
+        (
+            "spliced",
+            join(&header, &[f[0], f[1], f[2], &other_frames[3], f[4]]),
+            3,
+            &["segment 3", "spliced"],
+        ),
+        ("wrong key", foreign, 4, &["wrong key"]),
+    ];
+    for (what, bytes, code, words) in cases {
+        let path = fx.file(&format!("{what}.sealed"), &bytes);
+        let verified = run(fx.warden().args(["vault", "verify"]).arg(&path));
+        verified.expect_code(code).stderr_has(words);
+        assert!(
+            verified.stdout.is_empty(),
+            "{what}: verify printed {}",
+            verified.stdout_text()
+        );
+    }
+    // The intact file verifies, and says so on stdout.
+    let ok = run(fx
+        .warden()
+        .args(["vault", "verify"])
+        .arg(fx.path("plain.sealed")));
+    ok.ok();
+    assert!(ok.stdout_text().contains("all authentic"));
+}
+
+#[test]
+fn existing_output_is_refused_without_force() {
+    let fx = Fixture::new();
+    let plain = fx.file("plain", b"new content\n");
+    let config = fx.file("config.yaml", b"a: 1\n");
+    let sealed = fx.path("plain.sealed");
+    run(fx.warden().args(["vault", "seal"]).arg(&plain).arg(&sealed)).ok();
+    let token = fx.path("config.token");
+    run(fx
+        .warden()
+        .args(["config", "seal"])
+        .arg(&config)
+        .arg("-o")
+        .arg(&token))
+    .ok();
+
+    let existing = fx.file("existing", b"precious\n");
+    let attempts: Vec<(&str, Vec<&std::ffi::OsStr>)> = vec![
+        (
+            "vault seal",
+            vec!["vault".as_ref(), "seal".as_ref(), plain.as_os_str()],
+        ),
+        (
+            "vault open",
+            vec!["vault".as_ref(), "open".as_ref(), sealed.as_os_str()],
+        ),
+        (
+            "config seal",
+            vec![
+                "config".as_ref(),
+                "seal".as_ref(),
+                config.as_os_str(),
+                "-o".as_ref(),
+            ],
+        ),
+        (
+            "config open",
+            vec![
+                "config".as_ref(),
+                "open".as_ref(),
+                token.as_os_str(),
+                "-o".as_ref(),
+            ],
+        ),
+    ];
+    for (what, args) in &attempts {
+        run(fx.warden().args(args).arg(&existing))
+            .expect_code(1)
+            .stderr_has(&["exists", "--force"]);
+        assert_eq!(
+            std::fs::read(&existing).unwrap(),
+            b"precious\n",
+            "{what} replaced an existing file without --force"
+        );
+    }
+    // A symlink at the output path counts as existing: never written through.
+    let link = fx.path("link");
+    std::os::unix::fs::symlink(&existing, &link).unwrap();
+    run(fx.warden().args(["vault", "open"]).arg(&sealed).arg(&link)).expect_code(1);
+    assert_eq!(std::fs::read(&existing).unwrap(), b"precious\n");
+    // With --force each replaces it.
+    for (what, args) in &attempts {
+        run(fx.warden().args(args).arg(&existing).arg("--force")).ok();
+        assert_ne!(
+            std::fs::read(&existing).unwrap(),
+            b"precious\n",
+            "{what} --force"
+        );
+    }
+    run(fx
+        .warden()
+        .args(["vault", "open", "--force"])
+        .arg(&sealed)
+        .arg(&existing))
+    .ok();
+    assert_eq!(std::fs::read(&existing).unwrap(), b"new content\n");
+}
+
+#[test]
+fn demo_runs_end_to_end() {
+    let result = run(warden().arg("demo"));
+    result.ok();
+    let out = result.stdout_text();
+    assert!(out.contains("All steps passed"), "{out}");
+}
+
+// ---------------------------------------------------------------------- secrets
+
+/// Every form in which a secret could plausibly be printed.
+struct Secrets(Vec<(String, Vec<u8>)>);
+
+impl Secrets {
+    fn new(fx: &Fixture, passphrases: &[&str]) -> Self {
+        let mut needles = Vec::new();
+        for passphrase in passphrases {
+            needles.push((
+                format!("passphrase {passphrase:?}"),
+                passphrase.as_bytes().to_vec(),
+            ));
+        }
+        for purpose in Purpose::ALL {
+            let key = fx.key(purpose);
+            let bytes = key.expose_secret();
+            let hex_lower = hex::encode(bytes);
+            let forms = [
+                ("hex", hex_lower.clone()),
+                ("HEX", hex_lower.to_uppercase()),
+                ("hex prefix", hex_lower[..16].to_string()),
+                ("base64", STANDARD.encode(bytes)),
+                ("base64 unpadded", STANDARD_NO_PAD.encode(bytes)),
+                ("base64url", URL_SAFE.encode(bytes)),
+                ("base64url unpadded", URL_SAFE_NO_PAD.encode(bytes)),
+                (
+                    "byte array",
+                    format!("{:?}", &bytes[..8])
+                        .trim_end_matches(']')
+                        .to_string(),
+                ),
+            ];
+            for (form, text) in forms {
+                needles.push((format!("{purpose} key ({form})"), text.into_bytes()));
+            }
+        }
+        Self(needles)
+    }
+
+    #[track_caller]
+    fn assert_absent(&self, what: &str, result: &Run) {
+        for (name, needle) in &self.0 {
+            for (stream, haystack) in [
+                ("stdout", &result.stdout),
+                ("stderr", &result.stderr.as_bytes().to_vec()),
+            ] {
+                assert!(
+                    !haystack
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_slice()),
+                    "{what}: the {name} appears on {stream}:\n{}",
+                    String::from_utf8_lossy(haystack)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn secrets_never_reach_stdout_or_stderr() {
+    let fx = Fixture::new();
+    let wrong_passphrase = "wrong passphrase that must not leak either";
+    let short_passphrase = "short secret 15";
+    let secrets = Secrets::new(&fx, &[PASSPHRASE, wrong_passphrase, short_passphrase]);
+
+    let plaintext = b"recording: nothing secret in here\n".repeat(4000);
+    let plain = fx.file("plain", &plaintext);
+    let sealed_bytes = fx.seal("base", &plaintext);
+    let sealed = fx.path("base.sealed");
+    let mut damaged_bytes = sealed_bytes.clone();
+    damaged_bytes[HEADER_LEN + 40] ^= 1;
+    let damaged = fx.file("damaged.sealed", &damaged_bytes);
+    let cut = fx.file("cut.sealed", &sealed_bytes[..sealed_bytes.len() - 100]);
+    let config = fx.file("config.yaml", b"siem:\n  host: 127.0.0.1\n");
+    let token = fx.path("config.token");
+    run(fx
+        .warden()
+        .args(["config", "seal"])
+        .arg(&config)
+        .arg("-o")
+        .arg(&token))
+    .ok();
+    let mut tampered_token = std::fs::read(&token).unwrap();
+    tampered_token[30] = if tampered_token[30] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
+    let tampered = fx.file("tampered.token", &tampered_token);
+    let wrong_file = fx.file(
+        "wrong-passphrase",
+        format!("{wrong_passphrase}\n").as_bytes(),
+    );
+    let short_file = fx.file(
+        "short-passphrase",
+        format!("{short_passphrase}\n").as_bytes(),
+    );
+    let open_file = fx.file("open-passphrase", format!("{PASSPHRASE}\n").as_bytes());
+    chmod(&open_file, 0o644);
+    let link = fx.path("passphrase-link");
+    std::os::unix::fs::symlink(&fx.passphrase_file, &link).unwrap();
+
+    let variants: [(&str, &[&str], bool); 5] = [
+        ("default", &[], false),
+        ("-v", &["-v"], false),
+        ("-vv", &["-vv"], false),
+        ("-vv json", &["-vv", "--log-format", "json"], false),
+        ("WARDEN_LOG=trace json", &["--log-format", "json"], true),
+    ];
+    let mut checked = 0;
+    for (v, (variant, flags, trace)) in variants.into_iter().enumerate() {
+        let out = |name: &str| fx.path(&format!("{name}-{v}"));
+        let base = |with_passphrase: bool| {
+            let mut cmd = if with_passphrase {
+                fx.warden()
+            } else {
+                fx.warden_without_passphrase()
+            };
+            cmd.args(flags);
+            if trace {
+                cmd.env("WARDEN_LOG", "trace");
+            }
+            cmd
+        };
+        let mut check = |what: &str, result: Run, code: i32| {
+            result.expect_code(code);
+            secrets.assert_absent(&format!("{what} [{variant}]"), &result);
+            checked += 1;
+        };
+
+        // Success paths.
+        check(
+            "vault seal",
+            run(base(true)
+                .args(["vault", "seal"])
+                .arg(&plain)
+                .arg(out("sealed"))),
+            0,
+        );
+        check(
+            "vault open",
+            run(base(true)
+                .args(["vault", "open"])
+                .arg(&sealed)
+                .arg(out("opened"))),
+            0,
+        );
+        check(
+            "vault open to stdout",
+            run(base(true).args(["vault", "open"]).arg(&sealed).arg("-")),
+            0,
+        );
+        check(
+            "vault verify",
+            run(base(true).args(["vault", "verify"]).arg(&sealed)),
+            0,
+        );
+        check(
+            "vault seal - -",
+            run_with_stdin(base(true).args(["vault", "seal", "-", "-"]), &plaintext),
+            0,
+        );
+        check(
+            "vault open --recover",
+            run(base(true)
+                .args(["vault", "open", "--recover"])
+                .arg(&cut)
+                .arg(out("recovered"))),
+            0,
+        );
+        check(
+            "config seal",
+            run(base(true)
+                .args(["config", "seal"])
+                .arg(&config)
+                .arg("-o")
+                .arg(out("token"))),
+            0,
+        );
+        check(
+            "config open",
+            run(base(true).args(["config", "open"]).arg(&token)),
+            0,
+        );
+        check(
+            "passphrase on fd 0",
+            run_with_stdin(
+                base(false)
+                    .args(["--passphrase-fd", "0", "vault", "verify"])
+                    .arg(&sealed),
+                format!("{PASSPHRASE}\n").as_bytes(),
+            ),
+            0,
+        );
+        check(
+            "passphrase in WARDEN_PASSPHRASE",
+            run(base(false)
+                .env("WARDEN_PASSPHRASE", PASSPHRASE)
+                .args(["vault", "verify"])
+                .arg(&sealed)),
+            0,
+        );
+
+        // Error paths.
+        check(
+            "verify damaged",
+            run(base(true).args(["vault", "verify"]).arg(&damaged)),
+            3,
+        );
+        check(
+            "open truncated",
+            run(base(true)
+                .args(["vault", "open"])
+                .arg(&cut)
+                .arg(out("cut-out"))),
+            3,
+        );
+        check(
+            "config open tampered",
+            run(base(true).args(["config", "open"]).arg(&tampered)),
+            3,
+        );
+        for (what, args) in [
+            ("wrong passphrase: vault seal", vec!["vault", "seal"]),
+            ("wrong passphrase: config open", vec!["config", "open"]),
+        ] {
+            let target = if args[0] == "vault" { &plain } else { &token };
+            let mut cmd = base(false);
+            cmd.arg("--passphrase-file")
+                .arg(&wrong_file)
+                .args(args)
+                .arg(target);
+            if what.contains("vault") {
+                cmd.arg(out("never"));
+            }
+            check(what, run(&mut cmd), 4);
+        }
+        check(
+            "wrong passphrase on fd 0",
+            run_with_stdin(
+                base(false)
+                    .args(["--passphrase-fd", "0", "vault", "verify"])
+                    .arg(&sealed),
+                format!("{wrong_passphrase}\n").as_bytes(),
+            ),
+            4,
+        );
+        check(
+            "wrong passphrase in WARDEN_PASSPHRASE",
+            run(base(false)
+                .env("WARDEN_PASSPHRASE", wrong_passphrase)
+                .args(["config", "open"])
+                .arg(&token)),
+            4,
+        );
+        check(
+            "passphrase file mode 0644",
+            run(base(false)
+                .arg("--passphrase-file")
+                .arg(&open_file)
+                .args(["vault", "verify"])
+                .arg(&sealed)),
+            1,
+        );
+        check(
+            "symlinked passphrase file",
+            run(base(false)
+                .arg("--passphrase-file")
+                .arg(&link)
+                .args(["vault", "verify"])
+                .arg(&sealed)),
+            1,
+        );
+        check(
+            "init on an initialized directory",
+            run(base(true).args(["init", "--kdf-iterations", KDF_ITERATIONS])),
+            1,
+        );
+        let mut short_init = warden();
+        short_init
+            .arg("--data-dir")
+            .arg(out("short-data"))
+            .arg("--passphrase-file")
+            .arg(&short_file)
+            .args(flags)
+            .args(["init", "--kdf-iterations", KDF_ITERATIONS]);
+        if trace {
+            short_init.env("WARDEN_LOG", "trace");
+        }
+        check("init with a short passphrase", run(&mut short_init), 1);
+        check(
+            "missing input",
+            run(base(true)
+                .args(["vault", "seal"])
+                .arg(fx.path("absent"))
+                .arg(out("x"))),
+            1,
+        );
+    }
+    assert_eq!(checked, 5 * 22, "every command ran in every variant");
+}
+
+/// The leak check itself must catch a key when one is printed (else the test above proves
+/// nothing).
+#[test]
+fn the_leak_check_catches_a_printed_key() {
+    let fx = Fixture::new();
+    let secrets = Secrets::new(&fx, &[PASSPHRASE]);
+    let key = fx.key(Purpose::Config);
+    let printed = [
+        format!("debug: key={}", hex::encode(key.expose_secret())),
+        format!(
+            "{{\"k\":\"{}\"}}",
+            URL_SAFE_NO_PAD.encode(key.expose_secret())
+        ),
+        format!("passphrase was {PASSPHRASE}"),
+    ];
+    for text in printed {
+        let echoed = run(std::process::Command::new("echo").arg(&text));
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            secrets.assert_absent("self-test", &echoed)
+        }));
+        assert!(caught.is_err(), "the leak check missed {text:?}");
+    }
+}

@@ -1,0 +1,408 @@
+//! Shared support for the `warden` binary's integration tests: a throwaway data directory
+//! initialized through the real binary, helpers to run commands and read their results, and
+//! the Python interpreter used by the interop tests.
+//!
+//! Each test file includes this with `mod support;`, and none uses every helper.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use warden_core::datadir::DataDir;
+use warden_core::keyring::Purpose;
+use warden_core::secret::{Key32, Passphrase};
+
+/// The passphrase of every fixture unless a test picks another.
+pub const PASSPHRASE: &str = "interop test passphrase: correct horse battery staple";
+
+/// Fast PBKDF2 for tests (the minimum warden accepts).
+pub const KDF_ITERATIONS: &str = "1000";
+
+/// Environment variables that would change how the binary finds its data or passphrase.
+const HERMETIC_ENV: [&str; 5] = [
+    "WARDEN_PASSPHRASE",
+    "WARDEN_DATA_DIR",
+    "WARDEN_LOG",
+    "CREDENTIALS_DIRECTORY",
+    "RUST_LOG",
+];
+
+/// The repository root (two levels above this crate).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/warden sits two levels below the repository root")
+        .to_path_buf()
+}
+
+/// The `warden` binary under test, with an environment that cannot leak in from the caller.
+pub fn warden() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_warden"));
+    for var in HERMETIC_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// Writes `content` to a new file with mode 0600.
+pub fn write_private(path: &Path, content: &[u8]) {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+    file.write_all(content).unwrap();
+}
+
+/// Deterministic, incompressible-looking test data (xorshift), so failures are reproducible.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Sealed-stream layout constants, from `docs/formats/sealed-stream.md`.
+pub const HEADER_LEN: usize = 107;
+pub const FRAME_HEADER_LEN: usize = 9;
+pub const TAG_LEN: usize = 16;
+
+/// Splits a well-formed sealed stream into its header and whole frames, per the format
+/// document (each frame's length is at bytes 5..9 of its frame header), to rearrange them.
+pub fn split_frames(data: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let mut frames = Vec::new();
+    let mut pos = HEADER_LEN;
+    while pos < data.len() {
+        let len = u32::from_be_bytes(data[pos + 5..pos + 9].try_into().unwrap()) as usize;
+        let end = pos + FRAME_HEADER_LEN + len + TAG_LEN;
+        frames.push(data[pos..end].to_vec());
+        pos = end;
+    }
+    (data[..HEADER_LEN].to_vec(), frames)
+}
+
+/// A header followed by frames.
+pub fn join(header: &[u8], frames: &[&[u8]]) -> Vec<u8> {
+    let mut out = header.to_vec();
+    for frame in frames {
+        out.extend_from_slice(frame);
+    }
+    out
+}
+
+/// What a finished command did.
+pub struct Run {
+    pub code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    what: String,
+}
+
+impl Run {
+    fn from_output(what: String, out: Output) -> Self {
+        Self {
+            code: out.status.code().unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            what,
+        }
+    }
+
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Asserts the exit status, showing the command and its standard error when it differs.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            code,
+            "`{}` exited {} (expected {code})\n--- stderr:\n{}\n--- stdout:\n{}",
+            self.what,
+            self.code,
+            self.stderr,
+            String::from_utf8_lossy(&self.stdout)
+        );
+        self
+    }
+
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        self.expect_code(0)
+    }
+
+    /// Asserts that standard error contains every one of `needles` (case-insensitive).
+    #[track_caller]
+    pub fn stderr_has(&self, needles: &[&str]) -> &Self {
+        let haystack = self.stderr.to_lowercase();
+        for needle in needles {
+            assert!(
+                haystack.contains(&needle.to_lowercase()),
+                "`{}`: standard error does not mention {needle:?}:\n{}",
+                self.what,
+                self.stderr
+            );
+        }
+        self
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let program = Path::new(cmd.get_program())
+        .file_name()
+        .unwrap_or(cmd.get_program())
+        .to_string_lossy()
+        .into_owned();
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    format!("{program} {}", args.join(" "))
+}
+
+/// Runs `cmd` to completion with no standard input.
+pub fn run(cmd: &mut Command) -> Run {
+    let what = describe(cmd);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
+    Run::from_output(what, out)
+}
+
+/// Runs `cmd` to completion with `input` on its standard input.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Run {
+    let what = describe(cmd);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{what}`: {e}"));
+    let mut stdin = child.stdin.take().expect("piped");
+    let input = input.to_vec();
+    // Write from another thread: the child may fill its stdout pipe before reading all input.
+    let writer = std::thread::spawn(move || {
+        // A child that exits early (e.g. on a wrong passphrase) closes the pipe; that is fine.
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for child");
+    writer.join().expect("stdin writer");
+    Run::from_output(what, out)
+}
+
+/// A data directory initialized by the real `warden init` in a temporary directory, with a
+/// 0600 passphrase file next to it. Everything is removed when the fixture is dropped.
+pub struct Fixture {
+    tmp: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub passphrase_file: PathBuf,
+    pub passphrase: String,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self::with_passphrase(PASSPHRASE)
+    }
+
+    pub fn with_passphrase(passphrase: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let data_dir = tmp.path().join("data");
+        let passphrase_file = tmp.path().join("passphrase");
+        write_private(&passphrase_file, format!("{passphrase}\n").as_bytes());
+        let fixture = Self {
+            tmp,
+            data_dir,
+            passphrase_file,
+            passphrase: passphrase.to_string(),
+        };
+        run(fixture
+            .warden()
+            .args(["init", "--kdf-iterations", KDF_ITERATIONS]))
+        .ok();
+        fixture
+    }
+
+    /// The temporary directory that holds the data directory; put test files here.
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A path in the temporary directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Writes a test file (mode 0600) and returns its path.
+    pub fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let path = self.path(name);
+        write_private(&path, content);
+        path
+    }
+
+    /// `warden --data-dir DIR --passphrase-file FILE`.
+    pub fn warden(&self) -> Command {
+        let mut cmd = self.warden_without_passphrase();
+        cmd.arg("--passphrase-file").arg(&self.passphrase_file);
+        cmd
+    }
+
+    /// `warden --data-dir DIR`, for tests that supply the passphrase another way.
+    pub fn warden_without_passphrase(&self) -> Command {
+        let mut cmd = warden();
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        cmd
+    }
+
+    /// The purpose key, derived in-process with warden-core (to compare with other derivations
+    /// and to look for in output that must not contain it).
+    pub fn key(&self, purpose: Purpose) -> Key32 {
+        DataDir::open(&self.data_dir)
+            .expect("open the fixture's data directory")
+            .security()
+            .unlock(&Passphrase::new(self.passphrase.clone()), purpose)
+            .expect("unlock with the fixture's passphrase")
+    }
+
+    /// `warden vault seal IN OUT` of `content`; returns the sealed bytes.
+    pub fn seal(&self, name: &str, content: &[u8]) -> Vec<u8> {
+        let input = self.file(name, content);
+        let output = self.path(&format!("{name}.sealed"));
+        run(self
+            .warden()
+            .args(["vault", "seal"])
+            .arg(&input)
+            .arg(&output))
+        .ok();
+        std::fs::read(&output).unwrap()
+    }
+}
+
+/// The Python interpreter for interop tests, known to import `cryptography`.
+pub struct Python {
+    pub exe: PathBuf,
+}
+
+/// Finds the interpreter: `$WARDEN_TEST_PYTHON`, else `.venv/bin/python3` at the repository
+/// root if it exists, else `python3`; and checks that `cryptography` imports.
+///
+/// When it is not usable: with `CI=true` the test fails with the reason (a CI run must not
+/// pass without running these checks); otherwise `SKIP: <reason>` goes to standard error and
+/// the caller gets `None` and returns.
+pub fn python() -> Option<Python> {
+    static PROBE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match PROBE.get_or_init(probe_python) {
+        Ok(exe) => Some(Python { exe: exe.clone() }),
+        Err(reason) => {
+            let ci = std::env::var("CI")
+                .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
+                .unwrap_or(false);
+            if ci {
+                panic!(
+                    "Python interop tests cannot run: {reason}\n\
+                     Install the test requirements: python3 -m venv .venv && \
+                     .venv/bin/pip install -r tests/python/requirements.txt \
+                     (or set WARDEN_TEST_PYTHON to an interpreter that has them)"
+                );
+            }
+            eprintln!("SKIP: {reason}");
+            None
+        }
+    }
+}
+
+fn probe_python() -> Result<PathBuf, String> {
+    let exe = match std::env::var_os("WARDEN_TEST_PYTHON") {
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => {
+            let venv = repo_root().join(".venv/bin/python3");
+            if venv.exists() {
+                venv
+            } else {
+                PathBuf::from("python3")
+            }
+        }
+    };
+    let out = Command::new(&exe)
+        .args([
+            "-c",
+            "import cryptography, sys; \
+             from cryptography.hazmat.primitives.ciphers.aead import AESGCM; \
+             from cryptography.fernet import Fernet; \
+             print(cryptography.__version__)",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run Python interpreter {}: {e}", exe.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} cannot import the `cryptography` package: {}",
+            exe.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(exe)
+}
+
+impl Python {
+    /// `tests/python/<name>` in the repository.
+    pub fn script_path(name: &str) -> PathBuf {
+        repo_root().join("tests/python").join(name)
+    }
+
+    /// `python3 tests/python/<script> ARGS…`.
+    pub fn script<I, S>(&self, script: &str, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg(Self::script_path(script)).args(args);
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// `python3 -c CODE ARGS…` with `tests/python` importable (sys.argv[1..] = ARGS).
+    pub fn code<I, S>(&self, code: &str, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("-c").arg(code).args(args);
+        cmd.env("PYTHONPATH", repo_root().join("tests/python"));
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    /// Derives a purpose key in Python (`tests/python/warden_keys.py`) from the fixture's
+    /// passphrase file and security.json. `format` is `hex` or `fernet`.
+    pub fn purpose_key(&self, fixture: &Fixture, purpose: Purpose, format: &str) -> String {
+        let run = run(&mut self.script(
+            "warden_keys.py",
+            [
+                fixture.data_dir.as_os_str(),
+                OsStr::new(purpose.name()),
+                OsStr::new("--passphrase-file"),
+                fixture.passphrase_file.as_os_str(),
+                OsStr::new("--format"),
+                OsStr::new(format),
+            ],
+        ));
+        run.ok();
+        run.stdout_text().trim().to_string()
+    }
+}
