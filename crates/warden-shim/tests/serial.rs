@@ -10,7 +10,11 @@ fn read_exactly(port: &Port, want: usize) -> Vec<u8> {
     let mut buf = [0u8; 4096];
     let deadline = Instant::now() + Duration::from_secs(10);
     while got.len() < want {
-        assert!(Instant::now() < deadline, "timed out with {} of {want} bytes", got.len());
+        assert!(
+            Instant::now() < deadline,
+            "timed out with {} of {want} bytes",
+            got.len()
+        );
         match port.read_available(&mut buf).unwrap() {
             Some(n) => got.extend_from_slice(&buf[..n]),
             None => std::thread::sleep(Duration::from_millis(1)),
@@ -48,6 +52,11 @@ fn reading_with_nothing_available_does_not_block() {
 
 #[test]
 fn a_missing_port_is_a_clear_error() {
-    let err = Port::open(std::path::Path::new("/dev/does-not-exist"), &LineSettings::default()).err().unwrap();
+    let err = Port::open(
+        std::path::Path::new("/dev/does-not-exist"),
+        &LineSettings::default(),
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("/dev/does-not-exist"), "{err}");
 }

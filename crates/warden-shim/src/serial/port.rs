@@ -92,7 +92,9 @@ impl Port {
             path: path.to_path_buf(),
             reason,
         };
-        let path_text = path.to_str().ok_or_else(|| open_error("path is not UTF-8".into()))?;
+        let path_text = path
+            .to_str()
+            .ok_or_else(|| open_error("path is not UTF-8".into()))?;
         let tty = serialport::new(path_text, settings.baud)
             .data_bits(match settings.data_bits {
                 DataBits::Five => serialport::DataBits::Five,
@@ -152,7 +154,16 @@ impl Port {
     pub fn write_available(&mut self, data: &[u8]) -> Result<usize, PortError> {
         match self.tty.write(data) {
             Ok(n) => Ok(n),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => Ok(0),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(0)
+            }
             Err(source) => Err(PortError::Io {
                 path: self.path.clone(),
                 source,
