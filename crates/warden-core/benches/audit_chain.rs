@@ -68,10 +68,11 @@ fn bench(c: &mut Criterion) {
     group.bench_function("verify_from_genesis_100k", |b| {
         b.iter_custom(|iters| {
             measure(iters, || {
-                let report = Verifier::from_genesis(AuditKey::from_bytes([7; 32]), ChainId([9; 16]))
-                    .with_checkpoint(checkpoint)
-                    .verify_all(rows.iter().map(AuditRecord::as_ref))
-                    .unwrap();
+                let report =
+                    Verifier::from_genesis(AuditKey::from_bytes([7; 32]), ChainId([9; 16]))
+                        .with_checkpoint(checkpoint)
+                        .verify_all(rows.iter().map(AuditRecord::view))
+                        .unwrap();
                 assert_eq!(report.records, ROWS);
             })
         })

@@ -2,7 +2,7 @@
 //!
 //! Input: the position that failed (expected seq `e`, epoch `E`, predecessor MAC `p`, key `k_E`),
 //! the last [`RECENT`] verified rows' MACs, and a window `w_0 … w_{n-1}` of up to
-//! [`super::verify::WINDOW`] stored rows starting with the failing row `w_0`.
+//! [`super::DAMAGE_WINDOW`] stored rows starting with the failing row `w_0`.
 //!
 //! Every test below is one HMAC: "row `w` verifies at seq `s` after MAC `q`" means
 //! `HMAC(k_{epoch(w)}, canonical(w with seq s) ‖ q) == mac(w)`, where the epoch is the row's

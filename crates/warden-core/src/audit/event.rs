@@ -273,7 +273,7 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// A borrowed view, as the verifier takes it.
-    pub fn as_ref(&self) -> RecordRef<'_> {
+    pub fn view(&self) -> RecordRef<'_> {
         RecordRef {
             seq: self.seq,
             epoch: self.epoch,

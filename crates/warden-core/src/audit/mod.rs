@@ -35,7 +35,7 @@ mod tests;
 pub use chain::{ChainHead, ChainState, Checkpoint, EpochPolicy};
 pub use event::{AuditRecord, NewEvent, Outcome, RecordRef, Timestamp};
 pub use keys::{AuditKey, ChainId, ChainMac};
-pub use verify::{Damage, DamageKind, Verifier, VerifyReport};
+pub use verify::{Damage, DamageKind, Verifier, VerifyReport, DAMAGE_WINDOW};
 
 /// Longest actor, action or subject, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 256;

@@ -287,7 +287,7 @@ fn known_answer_vectors_match_the_independent_reference() {
         );
         assert_eq!(record.outcome.as_str(), want.outcome);
         assert_eq!(record.details, want.details);
-        assert!(encode(&mut buf, record.seq, record.epoch, &record.as_ref()));
+        assert!(encode(&mut buf, record.seq, record.epoch, &record.view()));
         assert_eq!(
             hex::encode(&buf),
             want.canonical,
@@ -302,16 +302,16 @@ fn known_answer_vectors_match_the_independent_reference() {
     // The vector rows verify, from genesis and from epoch 1.
     let report = Verifier::from_genesis(AuditKey::from_bytes(k0), chain_id)
         .with_checkpoint(v.checkpoint)
-        .verify_all(records.iter().map(AuditRecord::as_ref))
+        .verify_all(records.iter().map(AuditRecord::view))
         .unwrap();
     assert_eq!(
         (report.records, report.last_seq, report.last_epoch),
         (3, 3, 1)
     );
     assert!(report.checkpoint_matched);
-    let report = Verifier::from_epoch(1, k1, records[1].as_ref())
+    let report = Verifier::from_epoch(1, k1, records[1].view())
         .with_checkpoint(v.checkpoint)
-        .verify_all([records[2].as_ref()])
+        .verify_all([records[2].view()])
         .unwrap();
     assert_eq!((report.records, report.first_epoch), (1, 1));
     assert!(report.checkpoint_matched);
@@ -345,6 +345,31 @@ fn an_intact_chain_verifies_from_genesis_and_from_the_current_epoch() {
         (10, 2, 30)
     );
     assert!(report.checkpoint_matched);
+}
+
+#[test]
+fn a_chain_resumed_from_the_stored_head_and_key_continues_seamlessly() {
+    let steps: Vec<Step> = (0..12u16)
+        .map(|i| if i == 5 { Step::Evolve } else { Step::Event(i) })
+        .collect();
+    let whole = build([6; 32], &steps);
+    let half = build([6; 32], &steps[..8]);
+    // What the store persisted, read back after a restart.
+    let head: ChainHead =
+        serde_json::from_str(&serde_json::to_string(half.state.head()).unwrap()).unwrap();
+    let key = *half.state.key().expose_secret();
+    let mut resumed = ChainState::resume(head, AuditKey::from_bytes(key)).unwrap();
+    let mut rows = half.rows.clone();
+    for (i, step) in steps.iter().enumerate().skip(8) {
+        let Step::Event(seed) = *step else {
+            unreachable!()
+        };
+        rows.push(Row::from_record(
+            &resumed.append(event(i as u64, seed)).unwrap(),
+        ));
+    }
+    assert_eq!(rows, whole.rows);
+    assert_eq!(resumed.checkpoint(), whole.state.checkpoint());
 }
 
 #[test]
@@ -498,7 +523,7 @@ fn a_far_swap_beyond_the_window_is_reported_as_changed() {
     let steps: Vec<Step> = (0..200u16).map(Step::Event).collect();
     let built = build([3; 32], &steps);
     let mut rows = built.rows.clone();
-    swap_contents(&mut rows, 9, 9 + super::verify::WINDOW + 5);
+    swap_contents(&mut rows, 9, 9 + DAMAGE_WINDOW + 5);
     assert_eq!(
         from_genesis(built.k0, &rows, None),
         damage(10, DamageKind::Changed)
@@ -686,7 +711,7 @@ fn a_missing_or_wrong_epoch_marker_is_a_key_mismatch() {
     record.details = super::chain::marker_details(1, &[0; 8]);
     // MAC it properly under k0, as a buggy or foreign writer would.
     let mut buf = Vec::new();
-    assert!(encode(&mut buf, 2, 0, &record.as_ref()));
+    assert!(encode(&mut buf, 2, 0, &record.view()));
     record.mac = ChainMac(
         super::keys::EpochKey::new(AuditKey::from_bytes([4; 32])).chain_mac(&buf, &head.last_mac.0),
     );
@@ -715,7 +740,7 @@ fn the_verdict_streams_after_a_window_and_is_final() {
         seq: 100,
         kind: DamageKind::Changed,
     };
-    assert_eq!(verdict_at, Some((99 + super::verify::WINDOW - 1, want)));
+    assert_eq!(verdict_at, Some((99 + DAMAGE_WINDOW - 1, want)));
     assert_eq!(verifier.push(rows[0].view()), Err(want));
     assert_eq!(verifier.finish(), Err(want));
 }
@@ -991,7 +1016,7 @@ fn mutate(k0: [u8; 32], steps: &[Step], mutation: &Mutation) -> Option<Scenario>
                 Ok(())
             } else if head.epoch > 0 {
                 expect(head.epoch_first_seq, KeyMismatch)
-            } else if n < super::verify::WINDOW {
+            } else if n < DAMAGE_WINDOW {
                 // Epoch 0 with the replaced key: rows 1..=n fail, then the box's own rows verify
                 // (within the window), so the run of bad rows reads as changed.
                 expect(1, Changed)

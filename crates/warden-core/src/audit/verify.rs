@@ -4,7 +4,7 @@
 //!
 //! The fast path re-encodes each row at the position it should hold (the next seq, the current
 //! epoch), MACs it with the stored predecessor MAC and compares. Nothing is allocated per row.
-//! On the first row that does not verify, the verifier collects up to [`WINDOW`] rows starting
+//! On the first row that does not verify, the verifier collects up to [`DAMAGE_WINDOW`] rows starting
 //! there and hands them to [`super::classify`], which names the kind of damage.
 
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use crate::mac::ct_eq;
 
 /// How many rows, starting at the first one that fails, are collected to classify the damage.
 /// Damage whose evidence lies further away is classified from what is in the window.
-pub const WINDOW: usize = 64;
+pub const DAMAGE_WINDOW: usize = 64;
 
 /// What kind of damage was found. See `docs/formats/audit-chain.md`, "Damage".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -182,14 +182,14 @@ impl Verifier {
 
     /// Checks the next stored row. `Err` is the verdict: the first damage, final once given
     /// (further calls return it again). `Ok` means "no verdict yet" — after a failing row the
-    /// verifier reads up to [`WINDOW`] rows ahead before it can name the damage.
+    /// verifier reads up to [`DAMAGE_WINDOW`] rows ahead before it can name the damage.
     pub fn push(&mut self, row: RecordRef<'_>) -> Result<(), Damage> {
         if let Some(damage) = self.verdict {
             return Err(damage);
         }
         if !self.window.is_empty() {
             self.window.push(WinRow::new(&row));
-            if self.window.len() >= WINDOW {
+            if self.window.len() >= DAMAGE_WINDOW {
                 return Err(self.decide());
             }
             return Ok(());
