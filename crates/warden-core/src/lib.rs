@@ -4,9 +4,12 @@
 //! Data flows one way: a [`secret::Passphrase`] and `security.json` ([`keyring`]) give purpose
 //! keys ([`secret::Key32`]); the `recordings` key seals large files and session recordings as
 //! segmented streams ([`stream`]); the `config` key seals configuration files ([`sealed_config`]).
+//! The `audit` key starts the forward-secure audit chain ([`audit`]): every event MAC'd into one
+//! chain whose key evolves one way, verified row by row with the first damage named.
 //! [`datadir`] and [`fsx`] own the on-disk layout and the defensive file handling around them.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod datadir;
 pub mod fsx;
 pub mod kdf;

@@ -1,8 +1,12 @@
 //! HMAC-SHA256, SHA-256 and constant-time comparison, via OpenSSL.
+//!
+//! [`hmac_sha256`] is the one-shot form. [`HmacSha256`] is keyed once and then MACs many
+//! messages; the audit chain verifies millions of rows with it.
 
-use openssl::hash::MessageDigest;
+use openssl::hash::{Hasher, MessageDigest};
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
+use zeroize::Zeroizing;
 
 /// HMAC-SHA256 of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
@@ -23,6 +27,70 @@ pub fn hmac_sha256_parts(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     };
     // HMAC-SHA256 only fails in OpenSSL on allocation failure or a broken provider setup.
     run().unwrap_or_else(|err| panic!("OpenSSL HMAC-SHA256 failed: {err}"))
+}
+
+/// HMAC-SHA256 keyed once, for many messages.
+///
+/// RFC 2104 over OpenSSL's EVP SHA-256: the keyed inner and outer hash states (after absorbing
+/// `key ⊕ ipad` and `key ⊕ opad`) are computed once; each message clones them. This gives the
+/// same output as [`hmac_sha256`] about twice as fast as re-initializing an OpenSSL HMAC context
+/// per message, and stays on the EVP (provider) path. No `Debug`: the states are derived from the
+/// key. OpenSSL wipes them when the contexts are freed; the pads are zeroized here.
+pub struct HmacSha256 {
+    inner: Hasher,
+    outer: Hasher,
+}
+
+impl HmacSha256 {
+    const BLOCK: usize = 64;
+
+    /// Keys `key` (any length; longer than one block is hashed first, as RFC 2104 says).
+    pub fn new(key: &[u8]) -> Self {
+        let mut block = Zeroizing::new([0u8; Self::BLOCK]);
+        if key.len() > Self::BLOCK {
+            let digest = Zeroizing::new(sha256(key));
+            block[..32].copy_from_slice(&digest[..]);
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let mut pad = Zeroizing::new([0u8; Self::BLOCK]);
+        let keyed = |pad: &[u8; Self::BLOCK]| -> Hasher {
+            let mut hasher = Hasher::new(MessageDigest::sha256())
+                .unwrap_or_else(|err| panic!("OpenSSL SHA-256 is unavailable: {err}"));
+            hasher
+                .update(pad)
+                .unwrap_or_else(|err| panic!("OpenSSL SHA-256 failed: {err}"));
+            hasher
+        };
+        for (p, k) in pad.iter_mut().zip(block.iter()) {
+            *p = k ^ 0x36;
+        }
+        let inner = keyed(&pad);
+        for (p, k) in pad.iter_mut().zip(block.iter()) {
+            *p = k ^ 0x5c;
+        }
+        let outer = keyed(&pad);
+        Self { inner, outer }
+    }
+
+    /// HMAC-SHA256 over the concatenation of `parts`.
+    pub fn mac_parts(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let run = || -> Result<[u8; 32], openssl::error::ErrorStack> {
+            let mut inner = self.inner.clone();
+            for part in parts {
+                inner.update(part)?;
+            }
+            let inner_digest = inner.finish()?;
+            let mut outer = self.outer.clone();
+            outer.update(&inner_digest)?;
+            let digest = outer.finish()?;
+            let mut out = [0u8; 32];
+            out.copy_from_slice(&digest);
+            Ok(out)
+        };
+        // As in `hmac_sha256_parts`: only allocation failure or a broken provider gets here.
+        run().unwrap_or_else(|err| panic!("OpenSSL HMAC-SHA256 failed: {err}"))
+    }
 }
 
 /// SHA-256 of `data`.
@@ -50,6 +118,35 @@ mod tests {
             hmac_sha256_parts(b"Jefe", &[b"what do ya ", b"want for nothing?"]),
             hmac_sha256(b"Jefe", b"what do ya want for nothing?")
         );
+    }
+
+    #[test]
+    fn reusable_hmac_matches_one_shot() {
+        // RFC 4231 test cases 2 (short key) and 6 (131-byte key, hashed first).
+        let jefe = HmacSha256::new(b"Jefe");
+        assert_eq!(
+            hex::encode(jefe.mac_parts(&[b"what do ya ", b"want for nothing?"])),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let long_key = [0xaau8; 131];
+        let msg = b"Test Using Larger Than Block-Size Key - Hash Key First";
+        assert_eq!(
+            hex::encode(HmacSha256::new(&long_key).mac_parts(&[msg])),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
+        );
+        // The one-shot helper cannot take an empty key (OpenSSL 3 refuses an empty HMAC PKey).
+        assert_eq!(
+            hex::encode(HmacSha256::new(b"").mac_parts(&[])),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad"
+        );
+        for len in [1usize, 32, 63, 64, 65, 200] {
+            let key: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let mac = HmacSha256::new(&key);
+            for msg_len in [0usize, 1, 55, 56, 64, 300] {
+                let msg = vec![0x5au8; msg_len];
+                assert_eq!(mac.mac_parts(&[&msg]), hmac_sha256(&key, &msg));
+            }
+        }
     }
 
     #[test]
