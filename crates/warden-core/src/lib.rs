@@ -16,3 +16,4 @@ pub mod rand;
 pub mod sealed_config;
 pub mod secret;
 pub mod stream;
+pub mod totp;
