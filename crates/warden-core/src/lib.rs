@@ -12,6 +12,7 @@ pub mod fsx;
 pub mod kdf;
 pub mod keyring;
 pub mod mac;
+pub mod password;
 pub mod rand;
 pub mod sealed_config;
 pub mod secret;
