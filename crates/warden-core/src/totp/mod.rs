@@ -17,7 +17,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
+use openssl::pkey::{PKey, Private};
 use openssl::sign::Signer;
 use serde::{Deserialize, Serialize};
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
@@ -410,8 +410,9 @@ impl TotpParams {
         let mut fresh_step = 0u64;
         let mut stale_match = Choice::from(0);
         let mut stale_step = 0u64;
+        let key = HotpKey::new(secret, self.algorithm);
         for step in first..=last {
-            let candidate = code_digits(secret, step, self.algorithm, self.digits);
+            let candidate = key.code_digits(step, self.digits);
             let matched = candidate[..digits].ct_eq(submitted);
             // Which steps are fresh depends only on public values (the clock and the stored step).
             let fresh = Choice::from(u8::from(last_accepted_step.is_none_or(|seen| step > seen)));
@@ -432,7 +433,7 @@ impl TotpParams {
 
 /// The HOTP code for `counter` (RFC 4226 §5.3): HMAC, dynamic truncation, modulo 10^digits.
 pub fn hotp(secret: &TotpSecret, counter: u64, algorithm: Algorithm, digits: Digits) -> OtpCode {
-    let code = code_digits(secret, counter, algorithm, digits);
+    let code = HotpKey::new(secret, algorithm).code_digits(counter, digits);
     let text = code[..digits.count()]
         .iter()
         .map(|digit| char::from(*digit))
@@ -440,40 +441,53 @@ pub fn hotp(secret: &TotpSecret, counter: u64, algorithm: Algorithm, digits: Dig
     OtpCode(SecretString::new(text))
 }
 
-/// The code as ASCII digits in the first `digits.count()` bytes, wiped on drop.
-fn code_digits(
-    secret: &TotpSecret,
-    counter: u64,
+/// The secret loaded into OpenSSL once, for all the steps of a window.
+struct HotpKey {
+    pkey: PKey<Private>,
     algorithm: Algorithm,
-    digits: Digits,
-) -> Zeroizing<[u8; 8]> {
-    let mac = hmac(algorithm, secret.expose_secret(), &counter.to_be_bytes());
-    // RFC 4226 §5.4: the low nibble of the last byte picks four bytes; the top bit is dropped.
-    // Every MAC here is at least 20 bytes and the offset at most 15, so the range is in bounds.
-    let offset = usize::from(mac[mac.len() - 1] & 0x0f);
-    let mut window = [0u8; 4];
-    window.copy_from_slice(&mac[offset..offset + 4]);
-    let mut value = Zeroizing::new((u32::from_be_bytes(window) & 0x7fff_ffff) % digits.modulus());
-    zeroize::Zeroize::zeroize(&mut window);
-
-    let mut out = Zeroizing::new([0u8; 8]);
-    for position in (0..digits.count()).rev() {
-        // `*value % 10` is below 10, so the cast cannot truncate.
-        out[position] = b'0' + (*value % 10) as u8;
-        *value /= 10;
-    }
-    out
 }
 
-fn hmac(algorithm: Algorithm, key: &[u8], message: &[u8]) -> Zeroizing<Vec<u8>> {
-    let run = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
-        let pkey = PKey::hmac(key)?;
-        let mut signer = Signer::new(algorithm.digest(), &pkey)?;
-        signer.sign_oneshot_to_vec(message)
-    };
-    // HMAC only fails in OpenSSL on allocation failure or a broken provider setup, never
-    // because of the input; the message names the algorithm and nothing else.
-    Zeroizing::new(run().unwrap_or_else(|err| panic!("OpenSSL HMAC-{algorithm} failed: {err}")))
+impl HotpKey {
+    fn new(secret: &TotpSecret, algorithm: Algorithm) -> Self {
+        let pkey = PKey::hmac(secret.expose_secret())
+            .unwrap_or_else(|err| openssl_failed(algorithm, &err));
+        Self { pkey, algorithm }
+    }
+
+    /// The code as ASCII digits in the first `digits.count()` bytes, wiped on drop.
+    fn code_digits(&self, counter: u64, digits: Digits) -> Zeroizing<[u8; 8]> {
+        let mac = self.hmac(&counter.to_be_bytes());
+        // RFC 4226 §5.4: the low nibble of the last byte picks four bytes; the top bit is
+        // dropped. Every MAC here is at least 20 bytes and the offset at most 15, so the range
+        // is in bounds.
+        let offset = usize::from(mac[mac.len() - 1] & 0x0f);
+        let mut window = [0u8; 4];
+        window.copy_from_slice(&mac[offset..offset + 4]);
+        let mut value =
+            Zeroizing::new((u32::from_be_bytes(window) & 0x7fff_ffff) % digits.modulus());
+        zeroize::Zeroize::zeroize(&mut window);
+
+        let mut out = Zeroizing::new([0u8; 8]);
+        for position in (0..digits.count()).rev() {
+            // `*value % 10` is below 10, so the cast cannot truncate.
+            out[position] = b'0' + (*value % 10) as u8;
+            *value /= 10;
+        }
+        out
+    }
+
+    fn hmac(&self, message: &[u8]) -> Zeroizing<Vec<u8>> {
+        let run = || -> Result<Vec<u8>, openssl::error::ErrorStack> {
+            Signer::new(self.algorithm.digest(), &self.pkey)?.sign_oneshot_to_vec(message)
+        };
+        Zeroizing::new(run().unwrap_or_else(|err| openssl_failed(self.algorithm, &err)))
+    }
+}
+
+/// HMAC only fails in OpenSSL on allocation failure or a broken provider setup, never because
+/// of the input; the message names the algorithm and nothing else.
+fn openssl_failed(algorithm: Algorithm, err: &openssl::error::ErrorStack) -> ! {
+    panic!("OpenSSL HMAC-{algorithm} failed: {err}")
 }
 
 /// Echoes at most a few characters of untrusted, non-secret input in an error message.
