@@ -397,6 +397,12 @@ impl PasswordHash {
     }
 }
 
+/// Checks `password` against a stored PHC string: [`PasswordHash::parse`] then
+/// [`PasswordHash::verify`].
+pub fn verify_password(password: &Password, phc: &str) -> Result<PasswordCheck, PasswordError> {
+    Ok(PasswordHash::parse(phc)?.verify(password))
+}
+
 /// One rule a new password breaks, with a message for the person choosing it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyViolation {
@@ -869,6 +875,28 @@ mod tests {
         for (text, expected) in cases {
             let err = PasswordHash::parse(&text).unwrap_err();
             assert!(expected(&err), "{text}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn verify_password_parses_then_verifies() {
+        let phc = "$argon2id$v=19$m=8192,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$hPsAa7w81piVcitktb9zUlGp6Onz7Lk/9ZW5iut6zLc";
+        assert_eq!(
+            verify_password(&pw("password"), phc),
+            Ok(PasswordCheck::Match)
+        );
+        assert!(verify_password(&pw("password"), "$argon2i$").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(text in "\\$argon2id\\$v=19\\$.{0,80}") {
+            let _ = PasswordHash::parse(&text);
+        }
+
+        #[test]
+        fn parse_never_panics_on_anything(text in ".{0,120}") {
+            let _ = PasswordHash::parse(&text);
         }
     }
 
