@@ -15,6 +15,8 @@ const SCHEME: &str = "otpauth://";
 const TOTP_TYPE: &str = "totp";
 /// Longer than any real enrollment URI; bounds the work done on hostile input.
 const MAX_URI_BYTES: usize = 4096;
+/// The query parameters the format defines for TOTP; any others are ignored.
+const KNOWN_PARAMETERS: [&str; 5] = ["secret", "issuer", "algorithm", "digits", "period"];
 /// Issuer and account names longer than this are not names.
 const MAX_NAME_CHARS: usize = 256;
 
@@ -55,7 +57,7 @@ pub enum KeyUriError {
     #[error("the key URI has no secret parameter")]
     MissingSecret,
     #[error("the key URI repeats the {0:?} parameter")]
-    DuplicateParameter(String),
+    DuplicateParameter(&'static str),
     #[error("the key URI's secret is unusable: {0}")]
     BadSecret(#[from] TotpSecretError),
     #[error("the key URI's {parameter} parameter is not a plain decimal number")]
@@ -147,10 +149,18 @@ impl KeyUri {
             return Err(KeyUriError::TooLong);
         }
         let rest = strip_prefix_ignore_case(uri, SCHEME).ok_or(KeyUriError::NotOtpauth)?;
-        let (kind, rest) = rest.split_once('/').unwrap_or((rest, ""));
+        let kind_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (kind, rest) = rest.split_at(kind_end);
         if !kind.eq_ignore_ascii_case(TOTP_TYPE) {
-            return Err(KeyUriError::UnsupportedType(super::shorten(kind)));
+            // Echo the type only when it looks like one: this part may hold anything.
+            let shown = if kind.len() <= 16 && kind.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                kind.to_owned()
+            } else {
+                "?".to_owned()
+            };
+            return Err(KeyUriError::UnsupportedType(shown));
         }
+        let rest = rest.strip_prefix('/').unwrap_or(rest);
         if rest.contains('#') {
             return Err(KeyUriError::HasFragment);
         }
@@ -168,14 +178,19 @@ impl KeyUri {
         let mut secret = None;
         let mut parameter_issuer = None;
         let mut params = TotpParams::default();
-        let mut seen: Vec<String> = Vec::new();
+        let mut seen: Vec<&'static str> = Vec::new();
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (raw_name, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
             let name = percent_decode(raw_name, true, "query")?;
-            if seen.contains(&name) {
-                return Err(KeyUriError::DuplicateParameter(super::shorten(&name)));
+            // Unknown parameters (such as `image`) are ignored, repeated or not.
+            let Some(known) = KNOWN_PARAMETERS.iter().find(|known| **known == name) else {
+                continue;
+            };
+            if seen.contains(known) {
+                return Err(KeyUriError::DuplicateParameter(known));
             }
-            match name.as_str() {
+            seen.push(known);
+            match *known {
                 "secret" => {
                     // Decoded into a zeroized buffer; the secret never sits in a plain String.
                     let value = SecretString::new(percent_decode(raw_value, true, "secret")?);
@@ -194,7 +209,6 @@ impl KeyUri {
                 "period" => params.period_secs = parse_period(raw_value)?,
                 _ => {}
             }
-            seen.push(name);
         }
         let secret = secret.ok_or(KeyUriError::MissingSecret)?;
 
@@ -407,9 +421,10 @@ mod tests {
                 None,
                 "alice",
             ),
-            // pyotp style: issuer parameter first, encoded colon, `+` as space in the query.
+            // Issuer parameter first, encoded colon, `+` as space in the query, lower-case
+            // secret, unknown parameters (repeated) ignored.
             (
-                "otpauth://totp/ACME%20Co%3A%20alice%40example.org?issuer=ACME+Co&secret=gezdgnbvgy3tqojqgezdgnbvgy3tqojq&image=https%3A%2F%2Fx",
+                "otpauth://totp/ACME%20Co%3A%20alice%40example.org?issuer=ACME+Co&secret=gezdgnbvgy3tqojqgezdgnbvgy3tqojq&image=https%3A%2F%2Fx&image=y",
                 Some("ACME Co"),
                 "alice@example.org",
             ),
@@ -482,7 +497,19 @@ mod tests {
             ),
             (
                 format!("otpauth://totp/a?{s}&{s}"),
-                KeyUriError::DuplicateParameter("secret".into()),
+                KeyUriError::DuplicateParameter("secret"),
+            ),
+            (
+                "otpauth://x?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ".into(),
+                KeyUriError::UnsupportedType("x".into()),
+            ),
+            (
+                "otpauth://GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ/a".into(),
+                KeyUriError::UnsupportedType("?".into()),
+            ),
+            (
+                "otpauth://totp?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ".into(),
+                KeyUriError::MissingAccount,
             ),
             (
                 format!("otpauth://totp/a?{s}&algorithm=MD5"),
