@@ -7,6 +7,11 @@
 //! The `audit` key starts the forward-secure audit chain ([`audit`]): every event MAC'd into one
 //! chain whose key evolves one way, verified row by row with the first damage named.
 //! [`datadir`] and [`fsx`] own the on-disk layout and the defensive file handling around them.
+//!
+//! Identity and access, all pure (the caller passes the clock and stores the results):
+//! [`totp`] checks one-time codes with replay protection and builds enrollment URIs,
+//! [`password`] hashes and checks passwords against the policy, [`lockout`] counts failures
+//! and spaces attempts out, and [`rbac`] decides what each role may do.
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -14,8 +19,12 @@ pub mod datadir;
 pub mod fsx;
 pub mod kdf;
 pub mod keyring;
+pub mod lockout;
 pub mod mac;
+pub mod password;
 pub mod rand;
+pub mod rbac;
 pub mod sealed_config;
 pub mod secret;
 pub mod stream;
+pub mod totp;

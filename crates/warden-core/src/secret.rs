@@ -79,6 +79,21 @@ impl Passphrase {
     }
 }
 
+/// Text that carries a secret: a base32 TOTP secret, an `otpauth://` enrollment URI, a
+/// generated one-time code. Shown to a person once (on a terminal, as a QR code), never logged.
+#[derive(Clone)]
+pub struct SecretString(Zeroizing<String>);
+
+impl SecretString {
+    pub fn new(text: String) -> Self {
+        Self(Zeroizing::new(text))
+    }
+
+    pub fn expose_secret(&self) -> &str {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

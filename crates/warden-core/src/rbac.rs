@@ -1,0 +1,437 @@
+//! Role-based access control: which of the four roles (seed 002, "Role-Based Access Control")
+//! may do what.
+//!
+//! A user has one [`Role`]; every guarded action is a [`Permission`]; [`authorize`] answers with
+//! a [`Decision`] the caller cannot silently drop. The grants are fixed in code, in one `match`,
+//! so they are reviewed like code and cannot drift with configuration:
+//!
+//! | permission          | name               | Technician | Operator | Administrator | Auditor |
+//! |---------------------|--------------------|:----------:|:--------:|:-------------:|:-------:|
+//! | `ShimSessionAccess` | `shim.session`     | ✔          |          |               |         |
+//! | `RecordingPlay`     | `recording.play`   |            |          | ✔             | ✔       |
+//! | `RecordingExport`   | `recording.export` |            |          |               | ✔       |
+//! | `AuditVerify`       | `audit.verify`     |            |          | ✔             | ✔       |
+//! | `AuditExport`       | `audit.export`     |            |          |               | ✔       |
+//! | `AuditTail`         | `audit.tail`       |            |          | ✔             | ✔       |
+//! | `UserManage`        | `user.manage`      |            |          | ✔             |         |
+//! | `KeyRotate`         | `key.rotate`       |            |          | ✔             |         |
+//! | `KeyExport`         | `key.export`       |            |          | ✔             |         |
+//! | `ShimReset`         | `shim.reset`       |            |          | ✔             |         |
+//! | `OtaKeyManage`      | `ota.key.manage`   |            |          | ✔             |         |
+//! | `OtaScriptPush`     | `ota.script.push`  |            | ✔        | ✔             |         |
+//! | `OtaResultsView`    | `ota.results.view` |            | ✔        | ✔             | ✔       |
+//! | `VaultSeal`         | `vault.seal`       |            | ✔        | ✔             |         |
+//! | `VaultOpen`         | `vault.open`       |            | ✔        | ✔             | ✔       |
+//! | `ConfigSeal`        | `config.seal`      |            |          | ✔             |         |
+//! | `ConfigOpen`        | `config.open`      |            |          | ✔             |         |
+//!
+//! Why, following the seed's table: a **Technician** services devices ("calibration only", no
+//! PHI) and gets exactly one thing, a session through the shim, which is recorded. An
+//! **Operator** runs the system day to day (full key access in the seed): vault files and OTA
+//! scripts. An **Administrator** configures: users, keys, configuration, lockout resets; may
+//! verify and watch the audit trail and replay sessions to troubleshoot. An **Auditor** reviews
+//! (read-only key access in the seed): verifies and exports the audit trail and session
+//! recordings and reads results and vault files, but changes nothing. Exporting evidence is the
+//! auditor's alone, so whoever administers the system is not also the one who hands over the
+//! record of it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A user's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum Role {
+    Technician,
+    Operator,
+    Administrator,
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Self::Technician,
+        Self::Operator,
+        Self::Administrator,
+        Self::Auditor,
+    ];
+
+    /// The lower-case name used in configuration, the store and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Technician => "technician",
+            Self::Operator => "operator",
+            Self::Administrator => "administrator",
+            Self::Auditor => "auditor",
+        }
+    }
+
+    /// Every permission this role has, in [`Permission::ALL`] order.
+    pub fn permissions(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(move |permission| is_granted(self, *permission))
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A role name that is not one of the four.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role {0:?}: expected technician, operator, administrator or auditor")]
+pub struct UnknownRole(String);
+
+impl FromStr for Role {
+    type Err = UnknownRole;
+
+    /// Case-insensitive, surrounding white space ignored: `Auditor`, ` ADMINISTRATOR `.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        Self::ALL
+            .into_iter()
+            .find(|role| role.name().eq_ignore_ascii_case(trimmed))
+            .ok_or_else(|| UnknownRole(trimmed.chars().take(40).collect()))
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = UnknownRole;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<Role> for &'static str {
+    fn from(role: Role) -> Self {
+        role.name()
+    }
+}
+
+/// An action that needs a role's permission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "&'static str")]
+pub enum Permission {
+    /// Pass the shim's challenge and open a (recorded) session to a device's service port.
+    ShimSessionAccess,
+    /// Replay a session recording.
+    RecordingPlay,
+    /// Export a session recording (asciicast, JSON Lines, dump).
+    RecordingExport,
+    /// Verify the audit chain.
+    AuditVerify,
+    /// Export the audit trail (CSV, JSON Lines) with its verification result.
+    AuditExport,
+    /// Follow new audit events as they are written.
+    AuditTail,
+    /// Create, change, disable users; reset their passwords and TOTP enrollment.
+    UserManage,
+    /// Rotate purpose keys or the master passphrase.
+    KeyRotate,
+    /// Export key material (e.g. the sealed initial audit key).
+    KeyExport,
+    /// Clear a shim lockout or an emergency stop.
+    ShimReset,
+    /// Add, rotate or remove OTA PSK keys for cards.
+    OtaKeyManage,
+    /// Queue APDU scripts for cards.
+    OtaScriptPush,
+    /// Read script results and card events.
+    OtaResultsView,
+    /// Seal (encrypt) files into the vault.
+    VaultSeal,
+    /// Open (decrypt) vault files.
+    VaultOpen,
+    /// Seal configuration files.
+    ConfigSeal,
+    /// Open sealed configuration files.
+    ConfigOpen,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 17] = [
+        Self::ShimSessionAccess,
+        Self::RecordingPlay,
+        Self::RecordingExport,
+        Self::AuditVerify,
+        Self::AuditExport,
+        Self::AuditTail,
+        Self::UserManage,
+        Self::KeyRotate,
+        Self::KeyExport,
+        Self::ShimReset,
+        Self::OtaKeyManage,
+        Self::OtaScriptPush,
+        Self::OtaResultsView,
+        Self::VaultSeal,
+        Self::VaultOpen,
+        Self::ConfigSeal,
+        Self::ConfigOpen,
+    ];
+
+    /// The dotted name used in audit events and messages, e.g. `audit.export`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ShimSessionAccess => "shim.session",
+            Self::RecordingPlay => "recording.play",
+            Self::RecordingExport => "recording.export",
+            Self::AuditVerify => "audit.verify",
+            Self::AuditExport => "audit.export",
+            Self::AuditTail => "audit.tail",
+            Self::UserManage => "user.manage",
+            Self::KeyRotate => "key.rotate",
+            Self::KeyExport => "key.export",
+            Self::ShimReset => "shim.reset",
+            Self::OtaKeyManage => "ota.key.manage",
+            Self::OtaScriptPush => "ota.script.push",
+            Self::OtaResultsView => "ota.results.view",
+            Self::VaultSeal => "vault.seal",
+            Self::VaultOpen => "vault.open",
+            Self::ConfigSeal => "config.seal",
+            Self::ConfigOpen => "config.open",
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A permission name that does not exist.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown permission {0:?} (e.g. audit.export, user.manage)")]
+pub struct UnknownPermission(String);
+
+impl FromStr for Permission {
+    type Err = UnknownPermission;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let trimmed = text.trim();
+        Self::ALL
+            .into_iter()
+            .find(|permission| permission.name().eq_ignore_ascii_case(trimmed))
+            .ok_or_else(|| UnknownPermission(trimmed.chars().take(40).collect()))
+    }
+}
+
+impl TryFrom<String> for Permission {
+    type Error = UnknownPermission;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
+impl From<Permission> for &'static str {
+    fn from(permission: Permission) -> Self {
+        permission.name()
+    }
+}
+
+/// Why access was denied; the message is fit for the person who asked and for the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DenyReason {
+    #[error("the {role} role does not grant {permission}")]
+    NotGranted { role: Role, permission: Permission },
+}
+
+/// The answer to "may this role do this?".
+#[must_use = "an access decision must be enforced"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    Deny { reason: DenyReason },
+}
+
+impl Decision {
+    pub fn is_allowed(self) -> bool {
+        self == Self::Allow
+    }
+
+    /// `Ok(())` to go ahead, or the reason to refuse, for use with `?`.
+    pub fn into_result(self) -> Result<(), DenyReason> {
+        match self {
+            Self::Allow => Ok(()),
+            Self::Deny { reason } => Err(reason),
+        }
+    }
+}
+
+/// Decides whether `role` may exercise `permission`.
+pub fn authorize(role: Role, permission: Permission) -> Decision {
+    if is_granted(role, permission) {
+        Decision::Allow
+    } else {
+        Decision::Deny {
+            reason: DenyReason::NotGranted { role, permission },
+        }
+    }
+}
+
+/// The grant table of the module documentation. Exhaustive over permissions: a new permission
+/// does not compile until someone decides who gets it.
+fn is_granted(role: Role, permission: Permission) -> bool {
+    use Permission::*;
+    use Role::*;
+    match permission {
+        ShimSessionAccess => matches!(role, Technician),
+        RecordingPlay => matches!(role, Administrator | Auditor),
+        RecordingExport => matches!(role, Auditor),
+        AuditVerify => matches!(role, Administrator | Auditor),
+        AuditExport => matches!(role, Auditor),
+        AuditTail => matches!(role, Administrator | Auditor),
+        UserManage => matches!(role, Administrator),
+        KeyRotate => matches!(role, Administrator),
+        KeyExport => matches!(role, Administrator),
+        ShimReset => matches!(role, Administrator),
+        OtaKeyManage => matches!(role, Administrator),
+        OtaScriptPush => matches!(role, Operator | Administrator),
+        OtaResultsView => matches!(role, Operator | Administrator | Auditor),
+        VaultSeal => matches!(role, Operator | Administrator),
+        VaultOpen => matches!(role, Operator | Administrator | Auditor),
+        ConfigSeal => matches!(role, Administrator),
+        ConfigOpen => matches!(role, Administrator),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The whole matrix, written out again independently of `is_granted`:
+    /// (permission, technician, operator, administrator, auditor).
+    const MATRIX: [(Permission, bool, bool, bool, bool); 17] = {
+        use Permission::*;
+        const Y: bool = true;
+        const N: bool = false;
+        [
+            (ShimSessionAccess, Y, N, N, N),
+            (RecordingPlay, N, N, Y, Y),
+            (RecordingExport, N, N, N, Y),
+            (AuditVerify, N, N, Y, Y),
+            (AuditExport, N, N, N, Y),
+            (AuditTail, N, N, Y, Y),
+            (UserManage, N, N, Y, N),
+            (KeyRotate, N, N, Y, N),
+            (KeyExport, N, N, Y, N),
+            (ShimReset, N, N, Y, N),
+            (OtaKeyManage, N, N, Y, N),
+            (OtaScriptPush, N, Y, Y, N),
+            (OtaResultsView, N, Y, Y, Y),
+            (VaultSeal, N, Y, Y, N),
+            (VaultOpen, N, Y, Y, Y),
+            (ConfigSeal, N, N, Y, N),
+            (ConfigOpen, N, N, Y, N),
+        ]
+    };
+
+    #[test]
+    fn the_full_matrix() {
+        for (permission, technician, operator, administrator, auditor) in MATRIX {
+            for (role, expected) in [
+                (Role::Technician, technician),
+                (Role::Operator, operator),
+                (Role::Administrator, administrator),
+                (Role::Auditor, auditor),
+            ] {
+                let decision = authorize(role, permission);
+                if expected {
+                    assert_eq!(decision, Decision::Allow, "{role} {permission}");
+                } else {
+                    assert_eq!(
+                        decision,
+                        Decision::Deny {
+                            reason: DenyReason::NotGranted { role, permission }
+                        },
+                        "{role} {permission}"
+                    );
+                }
+            }
+        }
+        // The test table covers every permission exactly once.
+        let listed: Vec<Permission> = MATRIX.iter().map(|row| row.0).collect();
+        assert_eq!(listed, Permission::ALL);
+    }
+
+    #[test]
+    fn examples_from_the_design() {
+        assert!(!authorize(Role::Technician, Permission::AuditExport).is_allowed());
+        assert!(!authorize(Role::Auditor, Permission::UserManage).is_allowed());
+        assert!(authorize(Role::Technician, Permission::ShimSessionAccess).is_allowed());
+        assert!(!authorize(Role::Administrator, Permission::ShimSessionAccess).is_allowed());
+    }
+
+    #[test]
+    fn technicians_get_only_the_shim_session() {
+        assert_eq!(
+            Role::Technician.permissions().collect::<Vec<_>>(),
+            [Permission::ShimSessionAccess]
+        );
+    }
+
+    #[test]
+    fn denial_reads_well_and_works_with_question_mark() {
+        let decision = authorize(Role::Auditor, Permission::UserManage);
+        let err = decision.into_result().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the auditor role does not grant user.manage"
+        );
+        assert_eq!(
+            authorize(Role::Auditor, Permission::AuditExport).into_result(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn roles_parse_case_insensitively() {
+        for (text, role) in [
+            ("technician", Role::Technician),
+            ("Operator", Role::Operator),
+            ("ADMINISTRATOR", Role::Administrator),
+            (" auditor\n", Role::Auditor),
+        ] {
+            assert_eq!(text.parse::<Role>(), Ok(role), "{text:?}");
+        }
+        let err = "admin".parse::<Role>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown role \"admin\": expected technician, operator, administrator or auditor"
+        );
+        assert!("".parse::<Role>().is_err());
+        let long = "x".repeat(1000).parse::<Role>().unwrap_err().to_string();
+        assert!(long.len() < 150, "{long}");
+    }
+
+    #[test]
+    fn names_round_trip_through_text_and_serde() {
+        for role in Role::ALL {
+            assert_eq!(role.name().parse::<Role>(), Ok(role));
+            let json = serde_json::to_string(&role).unwrap();
+            assert_eq!(json, format!("\"{}\"", role.name()));
+            assert_eq!(serde_json::from_str::<Role>(&json).unwrap(), role);
+        }
+        assert_eq!(
+            serde_json::from_str::<Role>("\"Auditor\"").unwrap(),
+            Role::Auditor
+        );
+        assert!(serde_json::from_str::<Role>("\"root\"").is_err());
+        for permission in Permission::ALL {
+            assert_eq!(permission.name().parse::<Permission>(), Ok(permission));
+            let json = serde_json::to_string(&permission).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Permission>(&json).unwrap(),
+                permission
+            );
+        }
+        assert!("audit.delete".parse::<Permission>().is_err());
+    }
+}
