@@ -14,6 +14,7 @@
 //! and spaces attempts out, and [`rbac`] decides what each role may do.
 #![forbid(unsafe_code)]
 
+pub mod aead;
 pub mod audit;
 pub mod datadir;
 pub mod fsx;

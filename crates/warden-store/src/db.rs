@@ -53,6 +53,14 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    #[error("audit event rejected: {0}")]
+    AuditEvent(warden_core::audit::AuditError),
+}
+
+impl StoreError {
+    pub fn from_audit(err: warden_core::audit::AuditError) -> Self {
+        Self::AuditEvent(err)
+    }
 }
 
 /// An open, keyed, migrated warden database.

@@ -7,7 +7,13 @@
 //! come with their issues. All SQL is parameterized.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod db;
 pub mod migrations;
 
 pub use db::{Database, StoreError, DB_FILE};
+
+/// The current UTC time in RFC 3339 with microseconds.
+pub fn now_rfc3339() -> String {
+    audit::timestamp_now().as_str().to_string()
+}

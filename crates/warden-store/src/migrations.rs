@@ -32,14 +32,17 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             mac     BLOB    NOT NULL
         );
         CREATE TABLE audit_state (
-            id              INTEGER PRIMARY KEY CHECK (id = 1),
-            chain_id        BLOB    NOT NULL,
-            next_seq        INTEGER NOT NULL,
-            epoch           INTEGER NOT NULL,
-            key_wrapped     BLOB    NOT NULL,
-            last_mac        BLOB    NOT NULL,
-            events_in_epoch INTEGER NOT NULL,
-            epoch_started   INTEGER NOT NULL
+            id               INTEGER PRIMARY KEY CHECK (id = 1),
+            chain_id         BLOB    NOT NULL,
+            next_seq         INTEGER NOT NULL,
+            epoch            INTEGER NOT NULL,
+            last_mac         BLOB    NOT NULL,
+            epoch_first_seq  INTEGER NOT NULL,
+            epoch_started    INTEGER NOT NULL,
+            key_sealed       BLOB    NOT NULL,
+            epoch_max_events INTEGER,
+            epoch_max_secs   INTEGER,
+            checkpoint_every INTEGER NOT NULL
         );
         CREATE TABLE audit_checkpoints (
             seq     INTEGER PRIMARY KEY,

@@ -1,0 +1,471 @@
+//! Persistence of the audit chain: rows, the chain head, the current epoch key (sealed under
+//! the `audit` purpose key), and checkpoints.
+//!
+//! Each append is one `BEGIN IMMEDIATE` transaction that reads the head, appends (evolving the
+//! key first when the epoch policy says so), writes the rows, the new head and the re-sealed key,
+//! and commits: a crash leaves the chain before or after, never between. Several processes can
+//! append (the daemon and an administrator's CLI): the head is re-read inside each transaction.
+//! When the key evolves, the old sealed key is overwritten (`secure_delete`) and the WAL is
+//! checkpointed with TRUNCATE, so the old key leaves the disk too.
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use warden_core::audit::Damage;
+use warden_core::audit::{
+    AuditKey, AuditRecord, ChainHead, ChainId, ChainMac, ChainState, Checkpoint, EpochPolicy,
+    NewEvent, RecordRef, Timestamp, Verifier, VerifyReport,
+};
+use warden_core::secret::Key32;
+
+use crate::db::{Database, StoreError};
+
+const KEY_LABEL: &[u8] = b"warden audit epoch key v1";
+
+/// How the chain evolves and checkpoints; fixed at init, stored with the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditPolicy {
+    pub epoch: EpochPolicy,
+    /// A checkpoint is recorded every this many events (at least 1).
+    pub checkpoint_every: u64,
+}
+
+impl Default for AuditPolicy {
+    fn default() -> Self {
+        Self {
+            epoch: EpochPolicy {
+                max_events: Some(10_000),
+                max_age_secs: Some(24 * 3600),
+            },
+            checkpoint_every: 100,
+        }
+    }
+}
+
+/// A stored audit row (owned), as read back for export, tail and verification.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StoredRow {
+    pub seq: u64,
+    pub epoch: u32,
+    pub timestamp: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub outcome: String,
+    pub details: String,
+    #[serde(serialize_with = "as_hex")]
+    pub mac: Vec<u8>,
+}
+
+fn as_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
+}
+
+impl StoredRow {
+    pub fn view(&self) -> RecordRef<'_> {
+        RecordRef {
+            seq: self.seq,
+            epoch: self.epoch,
+            timestamp: &self.timestamp,
+            actor: &self.actor,
+            action: &self.action,
+            subject: &self.subject,
+            outcome: &self.outcome,
+            details: &self.details,
+            mac: &self.mac,
+        }
+    }
+}
+
+/// Where verification starts.
+pub enum VerifyFrom {
+    /// The whole chain, with the auditor's initial key.
+    Genesis(AuditKey),
+    /// The current epoch, with the key stored on the box.
+    CurrentEpoch,
+}
+
+/// The result of verifying the stored chain.
+pub struct ChainVerdict {
+    pub result: Result<VerifyReport, Damage>,
+    /// The first seq the verification covered (rows before it were not checked).
+    pub from_seq: u64,
+    pub head: ChainHead,
+}
+
+/// The audit chain in the store. Holds only the `audit` purpose key and the chain's identity.
+pub struct AuditLog {
+    purpose_key: Key32,
+}
+
+fn seal_key(purpose_key: &Key32, chain_id: &ChainId, epoch: u32, key: &AuditKey) -> Vec<u8> {
+    let label = [KEY_LABEL, chain_id.as_bytes(), &epoch.to_be_bytes()].concat();
+    warden_core::aead::seal(purpose_key, &label, key.expose_secret())
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("audit state: {what}"))
+}
+
+impl AuditLog {
+    pub fn new(purpose_key: Key32) -> Self {
+        Self { purpose_key }
+    }
+
+    /// Starts the chain in an empty store with `k0` (which the caller has already exported for
+    /// the auditor). Fails if a chain exists.
+    pub fn create(
+        &self,
+        db: &mut Database,
+        k0: AuditKey,
+        chain_id: ChainId,
+        policy: AuditPolicy,
+    ) -> Result<(), StoreError> {
+        let state = ChainState::genesis(k0, chain_id, now_unix());
+        let tx = db
+            .conn_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let exists: Option<i64> = tx
+            .query_row("SELECT id FROM audit_state", [], |r| r.get(0))
+            .optional()?;
+        if exists.is_some() {
+            return Err(corrupt("a chain already exists"));
+        }
+        let head = state.head();
+        tx.execute(
+            "INSERT INTO audit_state (id, chain_id, next_seq, epoch, last_mac, epoch_first_seq, epoch_started,
+                                      key_sealed, epoch_max_events, epoch_max_secs, checkpoint_every)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                head.chain_id.as_bytes().as_slice(),
+                head.next_seq as i64,
+                head.epoch,
+                head.last_mac.as_bytes().as_slice(),
+                head.epoch_first_seq as i64,
+                head.epoch_started_unix as i64,
+                seal_key(&self.purpose_key, &head.chain_id, head.epoch, state.key()),
+                policy.epoch.max_events.map(|v| v as i64),
+                policy.epoch.max_age_secs.map(|v| v as i64),
+                policy.checkpoint_every.max(1) as i64,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load(&self, tx: &Transaction<'_>) -> Result<(ChainState, AuditPolicy), StoreError> {
+        let row = tx
+            .query_row(
+                "SELECT chain_id, next_seq, epoch, last_mac, epoch_first_seq, epoch_started, key_sealed,
+                        epoch_max_events, epoch_max_secs, checkpoint_every FROM audit_state WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, u32>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, Vec<u8>>(6)?,
+                        r.get::<_, Option<i64>>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                        r.get::<_, i64>(9)?,
+                    ))
+                },
+            )
+            .optional()?
+            .ok_or_else(|| corrupt("no audit chain in this database (was it created by `warden init`?)"))?;
+        let (
+            chain_id,
+            next_seq,
+            epoch,
+            last_mac,
+            first_seq,
+            started,
+            sealed,
+            max_events,
+            max_secs,
+            every,
+        ) = row;
+        let chain_id = ChainId(
+            chain_id
+                .try_into()
+                .map_err(|_| corrupt("chain id is not 16 bytes"))?,
+        );
+        let label = [KEY_LABEL, chain_id.as_bytes(), &epoch.to_be_bytes()].concat();
+        let key = warden_core::aead::open(&self.purpose_key, &label, &sealed).map_err(|_| {
+            corrupt("the stored epoch key does not open (replaced, or sealed for another epoch)")
+        })?;
+        let key = AuditKey::from_bytes(
+            key.expose_secret()
+                .try_into()
+                .map_err(|_| corrupt("epoch key is not 32 bytes"))?,
+        );
+        let head = ChainHead {
+            chain_id,
+            next_seq: next_seq as u64,
+            epoch,
+            last_mac: ChainMac::from_slice(&last_mac)
+                .ok_or_else(|| corrupt("last mac is not 32 bytes"))?,
+            epoch_first_seq: first_seq as u64,
+            epoch_started_unix: started as u64,
+        };
+        let state = ChainState::resume(head, key).map_err(|e| corrupt(&e.to_string()))?;
+        let policy = AuditPolicy {
+            epoch: EpochPolicy {
+                max_events: max_events.map(|v| v as u64),
+                max_age_secs: max_secs.map(|v| v as u64),
+            },
+            checkpoint_every: every.max(1) as u64,
+        };
+        Ok((state, policy))
+    }
+
+    fn insert_row(tx: &Transaction<'_>, r: &AuditRecord) -> Result<(), StoreError> {
+        tx.execute(
+            "INSERT INTO audit_events (seq, epoch, ts, actor, action, subject, outcome, details, mac)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                r.seq as i64,
+                r.epoch,
+                r.timestamp,
+                r.actor,
+                r.action,
+                r.subject,
+                r.outcome.as_str(),
+                r.details,
+                r.mac.as_bytes().as_slice()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Appends `events` inside the caller's transaction (so they commit together with the
+    /// caller's own changes). Returns the stored records, epoch markers included, and whether
+    /// the key evolved (the caller should then run [`AuditLog::erase_old_keys`] after commit).
+    pub fn append_in(
+        &self,
+        tx: &Transaction<'_>,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        let (mut state, policy) = self.load(tx)?;
+        let mut records = Vec::with_capacity(events.len());
+        let mut evolved = false;
+        let mut checkpoints = Vec::new();
+        for event in events {
+            let now = now_unix();
+            if state.needs_evolution(&policy.epoch, now) {
+                let marker = state
+                    .evolve(event.timestamp.clone(), now)
+                    .map_err(|e| corrupt(&e.to_string()))?;
+                Self::insert_row(tx, &marker)?;
+                records.push(marker);
+                evolved = true;
+            }
+            let record = state.append(event).map_err(StoreError::from_audit)?;
+            Self::insert_row(tx, &record)?;
+            if record.seq % policy.checkpoint_every == 0 {
+                checkpoints.push(state.checkpoint());
+            }
+            records.push(record);
+        }
+        for checkpoint in &checkpoints {
+            tx.execute(
+                "INSERT OR REPLACE INTO audit_checkpoints (seq, mac, created) VALUES (?1, ?2, ?3)",
+                params![
+                    checkpoint.seq as i64,
+                    checkpoint.mac.as_bytes().as_slice(),
+                    crate::now_rfc3339()
+                ],
+            )?;
+        }
+        let head = state.head();
+        tx.execute(
+            "UPDATE audit_state SET next_seq = ?1, epoch = ?2, last_mac = ?3, epoch_first_seq = ?4,
+                    epoch_started = ?5, key_sealed = ?6 WHERE id = 1",
+            params![
+                head.next_seq as i64,
+                head.epoch,
+                head.last_mac.as_bytes().as_slice(),
+                head.epoch_first_seq as i64,
+                head.epoch_started_unix as i64,
+                seal_key(&self.purpose_key, &head.chain_id, head.epoch, state.key()),
+            ],
+        )?;
+        Ok(Appended {
+            records,
+            checkpoints,
+            evolved,
+        })
+    }
+
+    /// Appends `events` durably in a transaction of their own.
+    pub fn append(&self, db: &mut Database, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
+        let tx = db
+            .conn_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let appended = self.append_in(&tx, events)?;
+        tx.commit()?;
+        if appended.evolved {
+            Self::erase_old_keys(db)?;
+        }
+        Ok(appended)
+    }
+
+    /// After a key evolution has committed: move the WAL into the database and truncate it, so
+    /// the previous sealed key is gone from the disk (`secure_delete` already zeroed its page).
+    pub fn erase_old_keys(db: &Database) -> Result<(), StoreError> {
+        db.conn()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
+    /// The current head (public).
+    pub fn head(&self, db: &mut Database) -> Result<ChainHead, StoreError> {
+        let tx = db.conn_mut().transaction()?;
+        let (state, _) = self.load(&tx)?;
+        Ok(state.head().clone())
+    }
+
+    /// The most recent checkpoint recorded, if any.
+    pub fn latest_checkpoint(db: &Database) -> Result<Option<Checkpoint>, StoreError> {
+        let row: Option<(i64, Vec<u8>)> = db
+            .conn()
+            .query_row(
+                "SELECT seq, mac FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(seq, mac)| {
+            Some(Checkpoint {
+                seq: seq as u64,
+                mac: ChainMac::from_slice(&mac)?,
+            })
+        }))
+    }
+
+    /// Verifies the stored chain, streaming rows in seq order.
+    pub fn verify(
+        &self,
+        db: &mut Database,
+        from: VerifyFrom,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<ChainVerdict, StoreError> {
+        let tx = db.conn_mut().transaction()?;
+        let (state, _) = self.load(&tx)?;
+        let head = state.head().clone();
+        let (verifier, from_seq) = match from {
+            VerifyFrom::Genesis(k0) => (Verifier::from_genesis(k0, head.chain_id), 1),
+            VerifyFrom::CurrentEpoch if head.epoch == 0 => {
+                // Epoch 0's key is k0 itself: the box still holds it until the first evolution.
+                let key = AuditKey::from_bytes(*state.key().expose_secret());
+                (Verifier::from_genesis(key, head.chain_id), 1)
+            }
+            VerifyFrom::CurrentEpoch => {
+                let marker_seq = head.epoch_first_seq.saturating_sub(1);
+                let marker = read_row(&tx, marker_seq)?.ok_or_else(|| {
+                    corrupt(&format!("the epoch marker at seq {marker_seq} is missing"))
+                })?;
+                let key = AuditKey::from_bytes(*state.key().expose_secret());
+                (
+                    Verifier::from_epoch(head.epoch, key, marker.view()),
+                    head.epoch_first_seq,
+                )
+            }
+        };
+        let mut verifier = match checkpoint {
+            Some(c) => verifier.with_checkpoint(c),
+            None => verifier,
+        };
+        let mut stmt = tx.prepare(
+            "SELECT seq, epoch, ts, actor, action, subject, outcome, details, mac FROM audit_events
+             WHERE seq >= ?1 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![from_seq as i64])?;
+        let mut verdict = None;
+        while let Some(row) = rows.next()? {
+            let stored = row_to_stored(row)?;
+            if let Err(damage) = verifier.push(stored.view()) {
+                verdict = Some(Err(damage));
+                break;
+            }
+        }
+        drop(rows);
+        drop(stmt);
+        let result = verdict.unwrap_or_else(|| verifier.finish());
+        Ok(ChainVerdict {
+            result,
+            from_seq,
+            head,
+        })
+    }
+}
+
+/// What an append stored.
+pub struct Appended {
+    pub records: Vec<AuditRecord>,
+    pub checkpoints: Vec<Checkpoint>,
+    pub evolved: bool,
+}
+
+fn row_to_stored(row: &rusqlite::Row<'_>) -> Result<StoredRow, rusqlite::Error> {
+    Ok(StoredRow {
+        seq: row.get::<_, i64>(0)? as u64,
+        epoch: row.get(1)?,
+        timestamp: row.get(2)?,
+        actor: row.get(3)?,
+        action: row.get(4)?,
+        subject: row.get(5)?,
+        outcome: row.get(6)?,
+        details: row.get(7)?,
+        mac: row.get(8)?,
+    })
+}
+
+fn read_row(conn: &rusqlite::Connection, seq: u64) -> Result<Option<StoredRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT seq, epoch, ts, actor, action, subject, outcome, details, mac FROM audit_events WHERE seq = ?1",
+            params![seq as i64],
+            |r| row_to_stored(r),
+        )
+        .optional()?)
+}
+
+/// Rows with `seq >= from` in order, at most `limit` (for export and tail).
+pub fn read_rows(
+    db: &Database,
+    from: u64,
+    limit: Option<u64>,
+) -> Result<Vec<StoredRow>, StoreError> {
+    let mut stmt = db.conn().prepare(
+        "SELECT seq, epoch, ts, actor, action, subject, outcome, details, mac FROM audit_events
+         WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let limit = limit.map_or(-1, |l| l as i64);
+    let rows = stmt.query_map(params![from as i64, limit], |r| row_to_stored(r))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The highest stored seq (0 when empty).
+pub fn last_seq(db: &Database) -> Result<u64, StoreError> {
+    Ok(db
+        .conn()
+        .query_row("SELECT coalesce(max(seq), 0) FROM audit_events", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64)
+}
+
+/// A timestamp for `now`, in the chain's format.
+pub fn timestamp_now() -> Timestamp {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    Timestamp::from_unix_micros(micros).expect("the system clock is after 1970 and before 9999")
+}
