@@ -13,6 +13,6 @@
 pub mod apdu;
 // #[doc(hidden)]
 // pub mod fuzzing;
-// pub mod gp;
+pub mod gp;
 pub mod script;
 pub mod tlv;
