@@ -9,7 +9,7 @@
 //! card answers (GET STATUS). [`fuzzing`] holds the bodies of the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
-// pub mod admin;
+pub mod admin;
 pub mod apdu;
 // #[doc(hidden)]
 // pub mod fuzzing;
