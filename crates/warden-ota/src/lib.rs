@@ -11,8 +11,8 @@
 
 pub mod admin;
 pub mod apdu;
-// #[doc(hidden)]
-// pub mod fuzzing;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gp;
 pub mod script;
 pub mod tlv;
