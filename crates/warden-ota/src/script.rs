@@ -10,7 +10,7 @@
 //!
 //! Items keep their order and their values, so decoding and encoding round-trip exactly. The
 //! `AB` form must start with the executed-commands count; the `AF` form may carry it anywhere or
-//! not at all (cards in the field omit it, see `docs` of the OTA issue).
+//! not at all (a card trace in the field answers `AF 80 23 02 6A 88 00 00`, with no count).
 
 use crate::apdu::{ApduError, CommandApdu, ResponseApdu, ResponseError};
 use crate::tlv::{self, Length, RawTlv, Reader, Tag, TlvError};
@@ -569,6 +569,35 @@ mod tests {
 
     fn h(s: &str) -> Vec<u8> {
         parse_hex(s).unwrap()
+    }
+
+    #[test]
+    fn tag_constants_are_well_formed() {
+        for t in [
+            TAG_COMMAND_SCRIPT,
+            TAG_COMMAND_SCRIPT_INDEFINITE,
+            TAG_RESPONSE_SCRIPT,
+            TAG_RESPONSE_SCRIPT_INDEFINITE,
+            TAG_C_APDU,
+            TAG_R_APDU,
+            TAG_IMMEDIATE_ACTION,
+            TAG_ERROR_ACTION,
+            TAG_SCRIPT_CHAINING,
+            TAG_EXECUTED_COUNT,
+            TAG_BAD_FORMAT,
+            crate::gp::TAG_AID,
+            crate::gp::TAG_REGISTRY_ENTRY,
+            crate::gp::TAG_LIFE_CYCLE,
+            crate::gp::TAG_PRIVILEGES,
+            crate::gp::TAG_IMPLICIT_SELECTION,
+            crate::gp::TAG_LOAD_FILE_AID,
+            crate::gp::TAG_LOAD_FILE_VERSION,
+            crate::gp::TAG_MODULE_AID,
+            crate::gp::TAG_SECURITY_DOMAIN_AID,
+            crate::gp::TAG_APP_PARAMETERS,
+        ] {
+            assert_eq!(Tag::new(t.value()), Ok(t));
+        }
     }
 
     #[test]
