@@ -147,9 +147,11 @@ impl CommandApdu {
         Ok(self)
     }
 
-    /// Forces the extended length form even where the short one would do.
+    /// Forces the extended length form even where the short one would do. Case 1 (no data, no
+    /// Le) has no length field, so it stays as it is. Call this last: `with_data` and `with_ne`
+    /// choose the form again.
     pub fn with_extended_form(mut self) -> Self {
-        self.extended = true;
+        self.extended = self.case() != 1;
         self
     }
 
@@ -585,6 +587,9 @@ mod tests {
             .unwrap()
             .with_extended_form();
         assert_eq!(forced.to_hex(), "00B0000000000A");
+        let case1 = CommandApdu::new(0, 0, 0, 0).with_extended_form();
+        assert!(!case1.is_extended(), "case 1 has no length field to extend");
+        assert_eq!(CommandApdu::parse(&case1.to_bytes()).unwrap(), case1);
         assert!(CommandApdu::new(0, 0, 0, 0)
             .with_data(vec![1; 256])
             .unwrap()
