@@ -1,0 +1,307 @@
+//! Bodies of the fuzz targets in `fuzz/` (cargo-fuzz), kept here so that `cargo test` runs them
+//! too (see `tests/fuzz_smoke.rs`). Each one panics only when an invariant breaks: a decoder
+//! that accepts input it cannot re-encode byte for byte, or a session step that answers outside
+//! the Amendment B rules.
+
+use crate::admin::{
+    header, AdminRequest, Effect, QueuedScript, Redelivery, ScriptId, Session, SessionConfig,
+    ADMIN_PROTOCOL, CONTENT_TYPE_COMMAND, CONTENT_TYPE_RESPONSE,
+};
+use crate::apdu::{CommandApdu, ResponseApdu};
+use crate::gp;
+use crate::script::{CommandScript, LengthCoding, ResponseScript};
+use crate::tlv;
+
+/// Decodes arbitrary bytes as command and response scripts (and the layers below); whatever is
+/// accepted must encode back to the same bytes and decode to the same value.
+pub fn ts102226_codec(data: &[u8]) {
+    if let Ok(script) = CommandScript::decode(data) {
+        let bytes = script.encode();
+        assert_eq!(bytes, data, "command script did not re-encode to its input");
+        assert_eq!(CommandScript::decode(&bytes).as_ref(), Ok(&script));
+    }
+    if let Ok(script) = ResponseScript::decode(data) {
+        let bytes = script.encode();
+        assert_eq!(
+            bytes, data,
+            "response script did not re-encode to its input"
+        );
+        assert_eq!(ResponseScript::decode(&bytes).as_ref(), Ok(&script));
+    }
+    if let Ok(tree) = tlv::decode_all(data, &tlv::Limits::default()) {
+        assert_eq!(tlv::encode_all(&tree), data, "BER-TLV did not re-encode");
+    }
+    if let Ok(apdu) = CommandApdu::parse(data) {
+        assert_eq!(apdu.to_bytes(), data, "C-APDU did not re-encode");
+    }
+    if let Ok(entries) = gp::decode_get_status(data) {
+        for e in &entries {
+            let _ = e.describe(gp::StatusSubset::Applications);
+        }
+    }
+}
+
+/// Reads fuzz bytes as choices; past the end every read is zero.
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((b, rest)) => {
+                self.0 = rest;
+                *b
+            }
+            None => 0,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> &'a [u8] {
+        let n = n.min(self.0.len());
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        head
+    }
+
+    fn text(&mut self) -> String {
+        let n = usize::from(self.byte() % 40);
+        String::from_utf8_lossy(self.take(n)).into_owned()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn queue() -> Vec<QueuedScript> {
+    let script = |apdu: CommandApdu| CommandScript::new([apdu]);
+    vec![
+        QueuedScript {
+            id: ScriptId(1),
+            script: script(gp::get_data(gp::data_object::CPLC)),
+            targeted_application: None,
+            redelivery: Redelivery::Allowed,
+        },
+        QueuedScript {
+            id: ScriptId(2),
+            script: script(gp::delete(
+                &gp::Aid::from_hex("A0000001515350").expect("valid AID"),
+                true,
+            ))
+            .with_coding(LengthCoding::Indefinite),
+            targeted_application: Some(gp::Aid::from_hex("A000000151000000").expect("valid AID")),
+            redelivery: Redelivery::Forbidden,
+        },
+        QueuedScript {
+            id: ScriptId(3),
+            script: script(
+                gp::get_status(
+                    gp::StatusSubset::Applications,
+                    gp::Occurrence::FirstOrAll,
+                    &[],
+                )
+                .expect("valid command"),
+            ),
+            targeted_application: None,
+            redelivery: Redelivery::Allowed,
+        },
+    ]
+}
+
+/// One header: mostly the right value; sometimes absent, garbage, or twice.
+fn push_header(input: &mut Input<'_>, req: &mut AdminRequest, name: &str, good: &str) {
+    match input.byte() {
+        0..=219 => req.headers.push((name.into(), good.into())),
+        220..=231 => {}
+        232..=243 => {
+            let v = input.text();
+            req.headers.push((name.into(), v));
+        }
+        _ => {
+            req.headers.push((name.to_ascii_lowercase(), good.into()));
+            req.headers.push((name.into(), good.into()));
+        }
+    }
+}
+
+fn request(input: &mut Input<'_>, last_next_uri: &str, last_target: &str) -> AdminRequest {
+    let method = match input.byte() {
+        0..=3 => "GET".to_string(),
+        4..=7 => input.text(),
+        _ => "POST".to_string(),
+    };
+    let target = match input.byte() % 8 {
+        0..=3 => last_next_uri.to_string(),
+        4 => last_target.to_string(),
+        5 => "/admin".to_string(),
+        6 => format!("/admin?session=fz&seq={}", input.byte() % 4),
+        _ => input.text(),
+    };
+    let mut req = AdminRequest {
+        method,
+        target,
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    push_header(input, &mut req, header::HOST, "ota.example");
+    push_header(input, &mut req, header::X_ADMIN_PROTOCOL, ADMIN_PROTOCOL);
+    push_header(input, &mut req, header::X_ADMIN_FROM, "card-1");
+    if input.byte() % 4 == 0 {
+        push_header(input, &mut req, header::X_ADMIN_RESUME, "true");
+    }
+    let mode = input.byte() % 8;
+    if mode == 0 {
+        // Shaped like a first request: nothing more.
+        return req;
+    }
+    // Shaped like a results request, with random slips.
+    let status = [
+        "ok",
+        "ok",
+        "ok",
+        "unknown-application",
+        "not-a-security-domain",
+        "security-error",
+    ][usize::from(input.byte() % 6)];
+    if mode != 1 {
+        push_header(input, &mut req, header::CONTENT_TYPE, CONTENT_TYPE_RESPONSE);
+    }
+    if mode != 2 {
+        push_header(input, &mut req, header::X_ADMIN_SCRIPT_STATUS, status);
+    }
+    req.body = match (input.byte() % 8, status) {
+        (0, _) => {
+            let n = usize::from(input.byte());
+            input.take(n).to_vec()
+        }
+        (1, _) => Vec::new(),
+        (_, "ok") => {
+            let sw = if input.byte() % 2 == 0 {
+                0x9000
+            } else {
+                u16::from_be_bytes([input.byte(), input.byte()])
+            };
+            ResponseScript::with_responses(1, [ResponseApdu::new(vec![], sw)]).encode()
+        }
+        _ => Vec::new(),
+    };
+    req
+}
+
+/// What one [`admin_request`] run reached, so tests can check the fuzz body gets past the
+/// first checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdminCoverage {
+    pub refused: usize,
+    pub delivered: usize,
+    pub results: usize,
+    pub redelivered: usize,
+    pub duplicates: usize,
+    pub outcome_unknown: usize,
+    pub finished: usize,
+}
+
+impl AdminCoverage {
+    pub fn add(&mut self, other: &Self) {
+        self.refused += other.refused;
+        self.delivered += other.delivered;
+        self.results += other.results;
+        self.redelivered += other.redelivered;
+        self.duplicates += other.duplicates;
+        self.outcome_unknown += other.outcome_unknown;
+        self.finished += other.finished;
+    }
+}
+
+/// Drives one session through a few requests built from the bytes, checking each step.
+pub fn admin_request(data: &[u8]) -> AdminCoverage {
+    let mut cov = AdminCoverage::default();
+    let mut input = Input(data);
+    let mut scripts = queue();
+    scripts.truncate(usize::from(input.byte() % 4));
+    let mut pending = 0usize;
+    let config = SessionConfig::new("/admin", "fz").expect("valid config");
+    let mut session = Session::new(config);
+    let mut last_next_uri = "/admin".to_string();
+    let mut last_target = "/admin".to_string();
+    for _ in 0..8 {
+        if input.is_empty() {
+            break;
+        }
+        let req = request(&mut input, &last_next_uri, &last_target);
+        let next = scripts.get(pending);
+        let before = session.clone();
+        let step = session.handle(&req, next);
+        let r = &step.response;
+        assert_eq!(
+            r.header(header::X_ADMIN_PROTOCOL),
+            Some(ADMIN_PROTOCOL),
+            "every response carries X-Admin-Protocol"
+        );
+        if let Some(e) = &step.error {
+            cov.refused += 1;
+            assert_eq!(r.status, e.status());
+            assert!(r.status >= 400 && r.body.is_empty() && step.effects.is_empty());
+            assert_eq!(
+                step.session, before,
+                "a refused request leaves the state alone"
+            );
+        } else {
+            match r.status {
+                200 => {
+                    assert_eq!(r.header(header::CONTENT_TYPE), Some(CONTENT_TYPE_COMMAND));
+                    let uri = r.header(header::X_ADMIN_NEXT_URI).expect("Next-URI on 200");
+                    let script = CommandScript::decode(&r.body).expect("a valid command script");
+                    let id = step.session.in_flight().expect("a script is in flight");
+                    let sent = scripts
+                        .iter()
+                        .find(|s| s.id == id)
+                        .expect("a queued script");
+                    assert_eq!(script, sent.script);
+                    last_next_uri = uri.to_string();
+                }
+                204 => {
+                    assert!(r.body.is_empty());
+                    assert_eq!(r.header(header::CONTENT_TYPE), None);
+                    assert_eq!(r.header(header::X_ADMIN_NEXT_URI), None);
+                    assert!(step.session.is_finished());
+                }
+                other => panic!("unexpected status {other} without an error"),
+            }
+            last_target = req.target.clone();
+        }
+        for effect in &step.effects {
+            match effect {
+                Effect::Delivered { script, .. } => {
+                    assert_eq!(Some(*script), next.map(|s| s.id), "only the peeked script");
+                    pending += 1;
+                    cov.delivered += 1;
+                }
+                Effect::Results { script, .. } => {
+                    assert_eq!(
+                        Some(*script),
+                        before.in_flight(),
+                        "only the script in flight"
+                    );
+                    cov.results += 1;
+                }
+                Effect::OutcomeUnknown { script } => {
+                    assert_eq!(
+                        Some(*script),
+                        before.in_flight(),
+                        "only the script in flight"
+                    );
+                    cov.outcome_unknown += 1;
+                }
+                Effect::Redelivered { script, .. } => {
+                    assert_eq!(Some(*script), before.in_flight());
+                    cov.redelivered += 1;
+                }
+                Effect::DuplicateResults { .. } => cov.duplicates += 1,
+                Effect::Finished => cov.finished += 1,
+                Effect::SessionOpened { .. } | Effect::ResumeWithoutState { .. } => {}
+            }
+        }
+        session = step.session;
+    }
+    cov
+}
