@@ -16,6 +16,7 @@
 
 pub mod aead;
 pub mod audit;
+pub mod auditor_key;
 pub mod datadir;
 pub mod fsx;
 pub mod kdf;

@@ -45,6 +45,10 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FD")]
     pub passphrase_fd: Option<u32>,
 
+    /// Read the auditor's passphrase (for the sealed initial audit key) from this file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub auditor_passphrase_file: Option<PathBuf>,
+
     /// Log format for operator logs on standard error.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -70,8 +74,59 @@ pub enum Command {
     /// Seal and open configuration files (Fernet under the config key).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Verify, export and follow the forward-secure audit chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Show what warden does, end to end, in a throwaway directory.
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the chain and name the first damaged record and the kind of damage.
+    ///
+    /// With --auditor-key the whole history is verified from genesis; without it, only the
+    /// current epoch (the box no longer holds earlier keys).
+    Verify(VerifyArgs),
+    /// Write a human-readable copy (21 CFR Part 11 §11.10(b)) with the verification result.
+    Export {
+        #[command(flatten)]
+        verify: VerifyArgs,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+        /// Output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Show the latest events; -f keeps following new ones.
+    Tail {
+        /// How many events to show.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: u64,
+        #[arg(short, long)]
+        follow: bool,
+        /// One JSON object per event.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest checkpoint (`SEQ:MAC`) to keep off the box.
+    Checkpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The auditor's sealed initial key (from `warden init`): verify from genesis.
+    #[arg(long, value_name = "FILE")]
+    pub auditor_key: Option<PathBuf>,
+    /// A trusted checkpoint `SEQ:MAC` (e.g. from the SIEM): detects a cut-off tail.
+    #[arg(long, value_name = "SEQ:MAC")]
+    pub checkpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +140,19 @@ pub struct InitArgs {
     /// Argon2id memory in KiB (default 65536).
     #[arg(long, value_name = "KIB")]
     pub argon2_memory_kib: Option<u32>,
+    /// Where to write the auditor's sealed initial audit key (default DIR/auditor-key.json;
+    /// move it off the box).
+    #[arg(long, value_name = "FILE")]
+    pub auditor_key_out: Option<PathBuf>,
+    /// Evolve the audit key after this many events (0: never by count).
+    #[arg(long, default_value_t = 10_000)]
+    pub audit_epoch_events: u64,
+    /// Evolve the audit key after this many seconds (0: never by time).
+    #[arg(long, default_value_t = 86_400)]
+    pub audit_epoch_seconds: u64,
+    /// Record an audit checkpoint every this many events.
+    #[arg(long, default_value_t = 100)]
+    pub audit_checkpoint_every: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

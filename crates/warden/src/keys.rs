@@ -18,6 +18,8 @@ use crate::cli::GlobalArgs;
 
 pub const ENV_PASSPHRASE: &str = "WARDEN_PASSPHRASE";
 pub const SYSTEMD_CREDENTIAL: &str = "warden-passphrase";
+/// The auditor's passphrase (for the sealed initial audit key), for tests only.
+pub const ENV_AUDITOR_PASSPHRASE: &str = "WARDEN_AUDITOR_PASSPHRASE";
 const MAX_PASSPHRASE_BYTES: u64 = 4096;
 
 /// How to obtain the passphrase, decided from the arguments and environment.
@@ -25,7 +27,7 @@ const MAX_PASSPHRASE_BYTES: u64 = 4096;
 pub enum PassphraseSource {
     File(PathBuf),
     Fd(u32),
-    Env,
+    Env(&'static str),
     Prompt,
 }
 
@@ -44,7 +46,19 @@ impl PassphraseSource {
             }
         }
         if std::env::var_os(ENV_PASSPHRASE).is_some() {
-            return Self::Env;
+            return Self::Env(ENV_PASSPHRASE);
+        }
+        Self::Prompt
+    }
+
+    /// The auditor's passphrase: `--auditor-passphrase-file`, `WARDEN_AUDITOR_PASSPHRASE`
+    /// (tests only), or a prompt.
+    pub fn for_auditor(args: &GlobalArgs) -> Self {
+        if let Some(path) = &args.auditor_passphrase_file {
+            return Self::File(path.clone());
+        }
+        if std::env::var_os(ENV_AUDITOR_PASSPHRASE).is_some() {
+            return Self::Env(ENV_AUDITOR_PASSPHRASE);
         }
         Self::Prompt
     }
@@ -66,17 +80,19 @@ impl PassphraseSource {
                 let bytes = fsx::read_limited(file, &path, MAX_PASSPHRASE_BYTES)?;
                 one_line(bytes, &format!("file descriptor {fd}"))
             }
-            Self::Env => {
-                tracing::warn!("reading the passphrase from {ENV_PASSPHRASE}: for tests only, not for production");
-                let value = std::env::var(ENV_PASSPHRASE)
-                    .map_err(|_| anyhow::anyhow!("{ENV_PASSPHRASE} is not valid UTF-8"))?;
+            Self::Env(name) => {
+                tracing::warn!(
+                    "reading a passphrase from {name}: for tests only, not for production"
+                );
+                let value = std::env::var(name)
+                    .map_err(|_| anyhow::anyhow!("{name} is not valid UTF-8"))?;
                 Ok(Passphrase::new(value))
             }
             Self::Prompt => {
                 if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
                     bail!(
                         "no passphrase source: not on a terminal, and none of --passphrase-file, \
-                         --passphrase-fd, $CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} or {ENV_PASSPHRASE} is set"
+                         --passphrase-fd, $CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} or the environment variable is set"
                     );
                 }
                 let first = Passphrase::new(rpassword::prompt_password(prompt)?);
@@ -123,6 +139,22 @@ impl Unlocker {
             source: PassphraseSource::from_args(args),
             passphrase: None,
         })
+    }
+
+    /// Opens the database with the `database` key.
+    pub fn database(&mut self) -> Result<warden_store::Database> {
+        let key = self.key(Purpose::Database)?;
+        Ok(warden_store::Database::open(
+            &self.dir.root().join(warden_store::DB_FILE),
+            &key,
+        )?)
+    }
+
+    /// The audit chain, with the `audit` key.
+    pub fn audit_log(&mut self) -> Result<warden_store::audit::AuditLog> {
+        Ok(warden_store::audit::AuditLog::new(
+            self.key(Purpose::Audit)?,
+        ))
     }
 
     /// Derives and checks the key for `purpose` (a wrong passphrase fails here, before any data).

@@ -46,6 +46,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Init(args) => cmd::init::run(args, &cli.global),
         Command::Vault(cmd) => cmd::vault::run(cmd, &cli.global),
         Command::Config(cmd) => cmd::config::run(cmd, &cli.global),
+        Command::Audit(cmd) => cmd::audit::run(cmd, &cli.global),
         Command::Demo(args) => cmd::demo::run(args),
     }
 }
@@ -82,8 +83,14 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             _ => exit::ERROR,
         };
     }
-    if find::<SealedConfigError>(err).is_some() {
+    if find::<SealedConfigError>(err).is_some() || find::<cmd::audit::ChainDamaged>(err).is_some() {
         return exit::DAMAGED;
+    }
+    if let Some(warden_core::auditor_key::AuditorKeyError::WrongPassphrase) = find(err) {
+        return exit::WRONG_KEY;
+    }
+    if let Some(warden_store::StoreError::WrongKey(_)) = find(err) {
+        return exit::WRONG_KEY;
     }
     exit::ERROR
 }

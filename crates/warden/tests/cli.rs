@@ -15,7 +15,7 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use base64::Engine;
 use support::{
     join, pseudo_random, run, run_with_stdin, split_frames, warden, write_private, Fixture, Run,
-    FRAME_HEADER_LEN, HEADER_LEN, KDF_ITERATIONS, PASSPHRASE, TAG_LEN,
+    AUDITOR_PASSPHRASE, FRAME_HEADER_LEN, HEADER_LEN, KDF_ITERATIONS, PASSPHRASE, TAG_LEN,
 };
 use warden_core::keyring::Purpose;
 
@@ -94,6 +94,7 @@ fn init_refuses_a_passphrase_shorter_than_16_characters() {
             .arg(&dir)
             .arg("--passphrase-file")
             .arg(&file)
+            .env("WARDEN_AUDITOR_PASSPHRASE", AUDITOR_PASSPHRASE)
             .args(["init", "--kdf-iterations", KDF_ITERATIONS]));
         if accepted {
             result.ok();
@@ -242,13 +243,17 @@ fn passphrase_fd_reads_the_passphrase_from_standard_input() {
     // `init` takes its passphrase from a descriptor too.
     let dir = fx.path("data-from-fd");
     run_with_stdin(
-        warden().arg("--data-dir").arg(&dir).args([
-            "--passphrase-fd",
-            "0",
-            "init",
-            "--kdf-iterations",
-            KDF_ITERATIONS,
-        ]),
+        warden()
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("WARDEN_AUDITOR_PASSPHRASE", AUDITOR_PASSPHRASE)
+            .args([
+                "--passphrase-fd",
+                "0",
+                "init",
+                "--kdf-iterations",
+                KDF_ITERATIONS,
+            ]),
         format!("{PASSPHRASE}\n").as_bytes(),
     )
     .ok();

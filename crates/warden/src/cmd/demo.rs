@@ -8,13 +8,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use warden_core::datadir::DataDir;
+use warden_core::audit::{EpochPolicy, NewEvent, Outcome};
+use warden_core::auditor_key::AuditorKeyFile;
 use warden_core::kdf::KdfParams;
-use warden_core::keyring::{Purpose, SecurityFile};
+use warden_core::keyring::Purpose;
 use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::Passphrase;
+use warden_store::audit::{timestamp_now, AuditLog, AuditPolicy, VerifyFrom};
 
 use crate::cli::DemoArgs;
+use crate::cmd::init::{provision, Provisioned};
 use crate::cmd::vault::{self, Opened};
 
 fn step(title: &str) {
@@ -45,18 +48,45 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         "demo-{}",
         hex::encode(warden_core::rand::array::<12>())
     ));
+    let auditor_passphrase = Passphrase::new(format!(
+        "auditor-{}",
+        hex::encode(warden_core::rand::array::<12>())
+    ));
+    let auditor_key = root.with_file_name("auditor-key.json");
     let started = Instant::now();
-    let (security, keys) = SecurityFile::create(
+    let made = provision(
+        &root,
         &passphrase,
+        &auditor_passphrase,
+        &auditor_key,
         &KdfParams::default_pbkdf2(),
-        crate::now_rfc3339(),
+        AuditPolicy {
+            epoch: EpochPolicy {
+                max_events: Some(4),
+                max_age_secs: None,
+            },
+            checkpoint_every: 5,
+        },
     )?;
-    let dir = DataDir::create(&root, security)?;
+    let Provisioned {
+        dir,
+        keys,
+        mut db,
+        chain_id,
+    } = made;
     ok(format!(
         "security.json written: 4 purpose keys (database, recordings, config, audit), PBKDF2-HMAC-SHA256 x 600,000, {:.2} s",
         started.elapsed().as_secs_f64()
     ));
     ok("layout sessions/ heartbeats/ alerts/ state/ created 0700; no key is stored anywhere");
+    ok(format!(
+        "SQLCipher {} database keyed with the raw database key; audit chain {chain_id} started",
+        db.cipher_version()?
+    ));
+    ok(format!(
+        "initial audit key sealed for the auditor -> {}",
+        auditor_key.display()
+    ));
     let wrong = Passphrase::new("not the passphrase at all".into());
     match dir.security().unlock(&wrong, Purpose::Recordings) {
         Err(err) => ok(format!(
@@ -64,8 +94,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         )),
         Ok(_) => anyhow::bail!("a wrong passphrase was accepted"),
     }
-    let key = dir.security().unlock(&passphrase, Purpose::Recordings)?;
-    debug_assert!(key.expose_secret() == keys.get(Purpose::Recordings).expose_secret());
+    let key = keys.get(Purpose::Recordings).clone();
 
     step("2. Seal and open a large file (segmented AES-256-GCM)");
     let work = root.join("demo-files");
@@ -130,6 +159,70 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         yaml.len(),
         token.len()
     ));
+
+    step("5. The forward-secure audit chain");
+    let audit = AuditLog::new(keys.get(Purpose::Audit).clone());
+    let events: Vec<NewEvent> = [
+        "vault.seal",
+        "vault.open",
+        "vault.verify",
+        "config.seal",
+        "user.login",
+        "session.open",
+        "session.close",
+    ]
+    .iter()
+    .map(|action| {
+        NewEvent::new(
+            timestamp_now(),
+            "demo",
+            *action,
+            "treatment-video.mp4",
+            Outcome::Success,
+        )
+    })
+    .collect();
+    let appended = audit.append(&mut db, events)?;
+    let head = audit.head(&mut db)?;
+    ok(format!(
+        "{} events appended; the key evolved to epoch {} (old keys erased), a checkpoint every 5 events",
+        appended.records.len(),
+        head.epoch
+    ));
+    let local = audit.verify(&mut db, VerifyFrom::CurrentEpoch, None)?;
+    let report = local
+        .result
+        .map_err(|d| anyhow::anyhow!("chain damaged at {}", d.seq))?;
+    ok(format!(
+        "on-box verification of the current epoch: {} records OK",
+        report.records
+    ));
+    let (k0, _) =
+        AuditorKeyFile::parse(&std::fs::read(&auditor_key)?)?.open(&auditor_passphrase)?;
+    let checkpoint = AuditLog::latest_checkpoint(&db)?;
+    let full = audit.verify(&mut db, VerifyFrom::Genesis(k0), checkpoint)?;
+    let report = full
+        .result
+        .map_err(|d| anyhow::anyhow!("chain damaged at {}", d.seq))?;
+    ok(format!(
+        "auditor verification from genesis with the exported key: {} records, epochs {}..{} OK",
+        report.records, report.first_epoch, report.last_epoch
+    ));
+    db.conn().execute(
+        "UPDATE audit_events SET actor = 'mallory' WHERE seq = 3",
+        [],
+    )?;
+    let (k0, _) =
+        AuditorKeyFile::parse(&std::fs::read(&auditor_key)?)?.open(&auditor_passphrase)?;
+    match audit.verify(&mut db, VerifyFrom::Genesis(k0), None)?.result {
+        Err(damage) => ok(format!(
+            "someone rewrote the actor of event 3: detected — damaged at seq {}: {} ({})",
+            damage.seq,
+            damage.kind.as_str(),
+            crate::cmd::audit::explain(damage.kind)
+        )),
+        Ok(_) => anyhow::bail!("a rewritten audit row went unnoticed"),
+    }
 
     println!("\nAll steps passed. Files are in {}", root.display());
     if args.keep.is_none() {

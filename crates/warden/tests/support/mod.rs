@@ -20,12 +20,16 @@ use warden_core::secret::{Key32, Passphrase};
 /// The passphrase of every fixture unless a test picks another.
 pub const PASSPHRASE: &str = "interop test passphrase: correct horse battery staple";
 
+/// The auditor's passphrase for the fixture's exported initial audit key.
+pub const AUDITOR_PASSPHRASE: &str = "auditor test passphrase: tr0ub4dor&3 is long";
+
 /// Fast PBKDF2 for tests (the minimum warden accepts).
 pub const KDF_ITERATIONS: &str = "1000";
 
 /// Environment variables that would change how the binary finds its data or passphrase.
-const HERMETIC_ENV: [&str; 5] = [
+const HERMETIC_ENV: [&str; 6] = [
     "WARDEN_PASSPHRASE",
+    "WARDEN_AUDITOR_PASSPHRASE",
     "WARDEN_DATA_DIR",
     "WARDEN_LOG",
     "CREDENTIALS_DIRECTORY",
@@ -212,6 +216,7 @@ pub struct Fixture {
     pub data_dir: PathBuf,
     pub passphrase_file: PathBuf,
     pub passphrase: String,
+    pub auditor_passphrase_file: PathBuf,
 }
 
 impl Fixture {
@@ -224,17 +229,30 @@ impl Fixture {
         let data_dir = tmp.path().join("data");
         let passphrase_file = tmp.path().join("passphrase");
         write_private(&passphrase_file, format!("{passphrase}\n").as_bytes());
+        let auditor_passphrase_file = tmp.path().join("auditor-passphrase");
+        write_private(
+            &auditor_passphrase_file,
+            format!("{AUDITOR_PASSPHRASE}\n").as_bytes(),
+        );
         let fixture = Self {
             tmp,
             data_dir,
             passphrase_file,
             passphrase: passphrase.to_string(),
+            auditor_passphrase_file,
         };
         run(fixture
             .warden()
+            .arg("--auditor-passphrase-file")
+            .arg(&fixture.auditor_passphrase_file)
             .args(["init", "--kdf-iterations", KDF_ITERATIONS]))
         .ok();
         fixture
+    }
+
+    /// The auditor's sealed initial audit key written by `init`.
+    pub fn auditor_key(&self) -> PathBuf {
+        self.data_dir.join("auditor-key.json")
     }
 
     /// The temporary directory that holds the data directory; put test files here.
