@@ -8,6 +8,8 @@
 //! When the key evolves, the old sealed key is overwritten (`secure_delete`) and the WAL is
 //! checkpointed with TRUNCATE, so the old key leaves the disk too.
 
+use std::sync::Mutex;
+
 use rusqlite::{params, OptionalExtension, Transaction};
 use warden_core::audit::Damage;
 use warden_core::audit::{
@@ -91,9 +93,11 @@ pub struct ChainVerdict {
     pub head: ChainHead,
 }
 
-/// The audit chain in the store. Holds only the `audit` purpose key and the chain's identity.
+/// The audit chain in the store. Holds the `audit` purpose key and a cache of the writing state,
+/// checked against the database at every append (another process may have appended).
 pub struct AuditLog {
     purpose_key: Key32,
+    cache: Mutex<Option<(ChainState, AuditPolicy)>>,
 }
 
 fn seal_key(purpose_key: &Key32, chain_id: &ChainId, epoch: u32, key: &AuditKey) -> Vec<u8> {
@@ -113,7 +117,10 @@ fn corrupt(what: &str) -> StoreError {
 
 impl AuditLog {
     pub fn new(purpose_key: Key32) -> Self {
-        Self { purpose_key }
+        Self {
+            purpose_key,
+            cache: Mutex::new(None),
+        }
     }
 
     /// Starts the chain in an empty store with `k0` (which the caller has already exported for
@@ -157,11 +164,33 @@ impl AuditLog {
         Ok(())
     }
 
+    /// The chain's writing state as the database has it now. The head lives in the rows (the
+    /// last row's seq and MAC); `audit_state` keeps the epoch, its sealed key and a snapshot of
+    /// the head taken at the last evolution, which lets a removed tail be noticed here.
     fn load(&self, tx: &Transaction<'_>) -> Result<(ChainState, AuditPolicy), StoreError> {
+        let last: Option<(i64, Vec<u8>)> = tx
+            .prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        // Fast path: nobody else appended since our last append (the last row is ours), so the
+        // cached state is current. Any other writer's append, epoch marker included, adds a row.
+        if let Some((seq, mac)) = &last {
+            let mut cache = self.cache.lock().expect("not poisoned");
+            if let Some((state, policy)) = cache.take() {
+                let head = state.head();
+                if head.next_seq == *seq as u64 + 1
+                    && head.last_mac.as_bytes().as_slice() == mac.as_slice()
+                {
+                    return Ok((state, policy));
+                }
+            }
+        }
         let row = tx
-            .query_row(
-                "SELECT chain_id, next_seq, epoch, last_mac, epoch_first_seq, epoch_started, key_sealed,
+            .prepare_cached(
+                "SELECT chain_id, next_seq, epoch, last_mac, epoch_first_seq, epoch_started,
                         epoch_max_events, epoch_max_secs, checkpoint_every FROM audit_state WHERE id = 1",
+            )?
+            .query_row(
                 [],
                 |r| {
                     Ok((
@@ -171,32 +200,53 @@ impl AuditLog {
                         r.get::<_, Vec<u8>>(3)?,
                         r.get::<_, i64>(4)?,
                         r.get::<_, i64>(5)?,
-                        r.get::<_, Vec<u8>>(6)?,
+                        r.get::<_, Option<i64>>(6)?,
                         r.get::<_, Option<i64>>(7)?,
-                        r.get::<_, Option<i64>>(8)?,
-                        r.get::<_, i64>(9)?,
+                        r.get::<_, i64>(8)?,
                     ))
                 },
             )
             .optional()?
             .ok_or_else(|| corrupt("no audit chain in this database (was it created by `warden init`?)"))?;
-        let (
-            chain_id,
-            next_seq,
-            epoch,
-            last_mac,
-            first_seq,
-            started,
-            sealed,
-            max_events,
-            max_secs,
-            every,
-        ) = row;
+        let (chain_id, snap_next, epoch, snap_mac, first_seq, started, max_events, max_secs, every) =
+            row;
         let chain_id = ChainId(
             chain_id
                 .try_into()
                 .map_err(|_| corrupt("chain id is not 16 bytes"))?,
         );
+        let policy = AuditPolicy {
+            epoch: EpochPolicy {
+                max_events: max_events.map(|v| v as u64),
+                max_age_secs: max_secs.map(|v| v as u64),
+            },
+            checkpoint_every: every.max(1) as u64,
+        };
+        let (next_seq, last_mac) = match last {
+            Some((seq, mac)) if seq + 1 >= snap_next => (seq as u64 + 1, mac),
+            Some((seq, _)) => {
+                return Err(corrupt(&format!(
+                    "rows {}..{} are missing from the end of the chain; refusing to append (run `warden audit verify`)",
+                    seq + 1,
+                    snap_next - 1
+                )))
+            }
+            None if snap_next == 1 => (1, snap_mac),
+            None => return Err(corrupt("every row of the chain is missing; refusing to append")),
+        };
+        let head = ChainHead {
+            chain_id,
+            next_seq,
+            epoch,
+            last_mac: ChainMac::from_slice(&last_mac)
+                .ok_or_else(|| corrupt("a stored mac is not 32 bytes"))?,
+            epoch_first_seq: first_seq as u64,
+            epoch_started_unix: started as u64,
+        };
+        let sealed: Vec<u8> =
+            tx.query_row("SELECT key_sealed FROM audit_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })?;
         let label = [KEY_LABEL, chain_id.as_bytes(), &epoch.to_be_bytes()].concat();
         let key = warden_core::aead::open(&self.purpose_key, &label, &sealed).map_err(|_| {
             corrupt("the stored epoch key does not open (replaced, or sealed for another epoch)")
@@ -206,31 +256,16 @@ impl AuditLog {
                 .try_into()
                 .map_err(|_| corrupt("epoch key is not 32 bytes"))?,
         );
-        let head = ChainHead {
-            chain_id,
-            next_seq: next_seq as u64,
-            epoch,
-            last_mac: ChainMac::from_slice(&last_mac)
-                .ok_or_else(|| corrupt("last mac is not 32 bytes"))?,
-            epoch_first_seq: first_seq as u64,
-            epoch_started_unix: started as u64,
-        };
         let state = ChainState::resume(head, key).map_err(|e| corrupt(&e.to_string()))?;
-        let policy = AuditPolicy {
-            epoch: EpochPolicy {
-                max_events: max_events.map(|v| v as u64),
-                max_age_secs: max_secs.map(|v| v as u64),
-            },
-            checkpoint_every: every.max(1) as u64,
-        };
         Ok((state, policy))
     }
 
     fn insert_row(tx: &Transaction<'_>, r: &AuditRecord) -> Result<(), StoreError> {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO audit_events (seq, epoch, ts, actor, action, subject, outcome, details, mac)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![
+        )?
+        .execute(params![
                 r.seq as i64,
                 r.epoch,
                 r.timestamp,
@@ -240,8 +275,7 @@ impl AuditLog {
                 r.outcome.as_str(),
                 r.details,
                 r.mac.as_bytes().as_slice()
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -284,19 +318,24 @@ impl AuditLog {
                 ],
             )?;
         }
-        let head = state.head();
-        tx.execute(
-            "UPDATE audit_state SET next_seq = ?1, epoch = ?2, last_mac = ?3, epoch_first_seq = ?4,
-                    epoch_started = ?5, key_sealed = ?6 WHERE id = 1",
-            params![
-                head.next_seq as i64,
-                head.epoch,
-                head.last_mac.as_bytes().as_slice(),
-                head.epoch_first_seq as i64,
-                head.epoch_started_unix as i64,
-                seal_key(&self.purpose_key, &head.chain_id, head.epoch, state.key()),
-            ],
-        )?;
+        if evolved {
+            // The key changed: overwrite the sealed key (the old one is gone with it) and take a
+            // snapshot of the head. Between evolutions the head is the last row.
+            let head = state.head();
+            tx.execute(
+                "UPDATE audit_state SET next_seq = ?1, epoch = ?2, last_mac = ?3, epoch_first_seq = ?4,
+                        epoch_started = ?5, key_sealed = ?6 WHERE id = 1",
+                params![
+                    head.next_seq as i64,
+                    head.epoch,
+                    head.last_mac.as_bytes().as_slice(),
+                    head.epoch_first_seq as i64,
+                    head.epoch_started_unix as i64,
+                    seal_key(&self.purpose_key, &head.chain_id, head.epoch, state.key()),
+                ],
+            )?;
+        }
+        *self.cache.lock().expect("not poisoned") = Some((state, policy));
         Ok(Appended {
             records,
             checkpoints,
@@ -390,8 +429,32 @@ impl AuditLog {
         let mut rows = stmt.query(params![from_seq as i64])?;
         let mut verdict = None;
         while let Some(row) = rows.next()? {
-            let stored = row_to_stored(row)?;
-            if let Err(damage) = verifier.push(stored.view()) {
+            // Borrowed straight from SQLite's row buffer: no allocation per row. A field that is
+            // not text (someone stored a blob or a number) reads as empty, i.e. as damage.
+            let text = |i: usize| {
+                row.get_ref(i)
+                    .ok()
+                    .and_then(|v| v.as_str().ok())
+                    .unwrap_or("")
+            };
+            let record = RecordRef {
+                seq: row.get::<_, i64>(0)? as u64,
+                epoch: row
+                    .get::<_, i64>(1)
+                    .map_or(u32::MAX, |e| u32::try_from(e).unwrap_or(u32::MAX)),
+                timestamp: text(2),
+                actor: text(3),
+                action: text(4),
+                subject: text(5),
+                outcome: text(6),
+                details: text(7),
+                mac: row
+                    .get_ref(8)
+                    .ok()
+                    .and_then(|v| v.as_blob().ok())
+                    .unwrap_or(&[]),
+            };
+            if let Err(damage) = verifier.push(record) {
                 verdict = Some(Err(damage));
                 break;
             }
