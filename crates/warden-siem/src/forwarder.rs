@@ -254,6 +254,25 @@ impl Forwarder {
         let mut rbuf = [0u8; 512];
         let mut next_overflow_check = Instant::now();
         loop {
+            if window.next_deadline().is_some_and(|d| d <= Instant::now()) {
+                // "The server has not closed the connection" must hold now, not just when we
+                // last looked: one read attempt that does not wait.
+                let soon = handshake_at.elapsed() < tuning.confirm_after;
+                match tokio::time::timeout(Duration::ZERO, rd.read(&mut rbuf)).await {
+                    Ok(Ok(0)) => {
+                        return Exit::Link(classify_close(CloseEvent::Eof, soon, confirmed_any))
+                    }
+                    Ok(Err(e)) => {
+                        return Exit::Link(classify_close(
+                            CloseEvent::Error(e),
+                            soon,
+                            confirmed_any,
+                        ))
+                    }
+                    Ok(Ok(n)) => tracing::debug!(bytes = n, "ignoring data sent by the SIEM"),
+                    Err(_) => {}
+                }
+            }
             let due = window.take_confirmed(Instant::now());
             if !due.is_empty() {
                 let n = due.len() as u64;
@@ -278,13 +297,16 @@ impl Forwarder {
                 let rows = match self
                     .with_db(move |s, c| {
                         if check_overflow {
-                            if let Some(r) = s.take_overflow_report(c, now_ms())? {
-                                tracing::warn!(
+                            match s.take_overflow_report(c, now_ms()) {
+                                Ok(Some(r)) => tracing::warn!(
                                     dropped = r.dropped,
                                     first = r.first_seq,
                                     last = r.last_seq,
                                     "SIEM spool dropped heartbeats"
-                                );
+                                ),
+                                Ok(None) => {}
+                                // Delivery goes on; the report is tried again next time.
+                                Err(e) => tracing::warn!(error = %e, "cannot queue the spool-overflow report"),
                             }
                         }
                         s.next_batch(c, &after, limit)
@@ -351,6 +373,7 @@ impl Forwarder {
             let far = Instant::now() + tuning.poll;
             let wake = window.next_deadline().map_or(far, |d| d.min(far));
             tokio::select! {
+                biased;
                 r = rd.read(&mut rbuf) => {
                     let soon = handshake_at.elapsed() < tuning.confirm_after;
                     match r {

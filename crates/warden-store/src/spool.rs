@@ -359,7 +359,7 @@ impl Spool {
         kind: SpoolKind,
         created_ms: i64,
         payload: &SpoolPayload,
-        make_room: bool,
+        limited: bool,
     ) -> Result<Enqueued, SpoolError> {
         let json = serde_json::to_string(payload)
             .map_err(|e| SpoolError::Corrupt(format!("payload does not serialise: {e}")))?;
@@ -372,7 +372,7 @@ impl Spool {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let (seq, rows_now) = (to_u64(seq), to_u64(rows));
-            if make_room && rows_now >= self.limits.soft_limit {
+            if limited && rows_now >= self.limits.soft_limit {
                 let oldest: Option<i64> = conn
                     .query_row(
                         "SELECT seq FROM siem_spool WHERE priority = 0 ORDER BY seq LIMIT 1",
@@ -410,7 +410,7 @@ impl Spool {
                 }
             }
             let limit = self.limit_for(kind);
-            if to_u64(rows) >= limit {
+            if limited && to_u64(rows) >= limit {
                 return Err(SpoolError::StorageExhausted {
                     rows: to_u64(rows),
                     limit,
@@ -522,7 +522,9 @@ impl Spool {
     }
 
     /// If heartbeats were dropped since the last report, queues one `spool-overflow` message
-    /// (audit-event class, so it is never dropped itself) with their count and seq range.
+    /// (audit-event class, so it is never dropped itself) with their count and seq range. The
+    /// report is exempt from the limits: it is one row per report, and without it the gap in
+    /// the sequence numbers would be unexplained.
     pub fn take_overflow_report(
         &self,
         conn: &Connection,
