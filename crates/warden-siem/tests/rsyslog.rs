@@ -518,3 +518,72 @@ fn spool_overflow_drops_only_heartbeats_and_reports_them() {
     );
     fwd.abort();
 }
+
+/// Benchmark, not a check (run by `scripts/bench/siem.sh`): spool append cost and messages per
+/// second through the forwarder to the real rsyslog. Prints figures; asserts only completeness.
+#[test]
+#[ignore = "benchmark; run with --ignored --nocapture (see docs/BENCHMARKS.md)"]
+fn throughput_to_real_rsyslog() {
+    let Some(s) = setup() else { return };
+    let n: u64 = std::env::var("WARDEN_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let settings =
+        s.settings("  delivery: { confirm_after_ms: 1000, batch: 500, max_in_flight: 100000 }\n");
+    let mut producer = s.db();
+    let spool = Spool::new(settings.spool);
+
+    let t = Instant::now();
+    let tx = producer.conn_mut().transaction().unwrap();
+    for i in 0..n {
+        let _ = stored(
+            spool
+                .enqueue(&tx, SpoolKind::AuditEvent, 1_000 + i as i64, &audit(i))
+                .unwrap(),
+        );
+    }
+    tx.commit().unwrap();
+    let append = t.elapsed();
+
+    let t = Instant::now();
+    let one_tx = 200u64;
+    for i in 0..one_tx {
+        let tx = producer.conn_mut().transaction().unwrap();
+        let _ = stored(
+            spool
+                .enqueue(&tx, SpoolKind::AuditEvent, 1_000 + i as i64, &audit(i))
+                .unwrap(),
+        );
+        tx.commit().unwrap();
+    }
+    let single = t.elapsed();
+    let total = n + one_tx;
+
+    let t = Instant::now();
+    let fwd = s.forwarder(&settings);
+    let got = s
+        .rsyslog
+        .wait_for("all messages", |l| l.len() as u64 >= total);
+    let delivered = t.elapsed();
+    eventually("the spool to empty", || spool_rows(&producer) == 0);
+    let drained = t.elapsed();
+    let bytes: usize = got.iter().map(|l| l.len()).sum();
+    eprintln!(
+        "BENCH spool append, {n} in one transaction: {:.1} µs/message ({:.0} messages/s)",
+        append.as_secs_f64() * 1e6 / n as f64,
+        n as f64 / append.as_secs_f64()
+    );
+    eprintln!(
+        "BENCH spool append, one transaction each ({one_tx}): {:.2} ms/message",
+        single.as_secs_f64() * 1e3 / one_tx as f64
+    );
+    eprintln!(
+        "BENCH forwarder to rsyslog: {total} messages ({:.0} bytes average) in {:.2} s = {:.0} messages/s; spool empty after {:.2} s",
+        bytes as f64 / got.len() as f64,
+        delivered.as_secs_f64(),
+        total as f64 / delivered.as_secs_f64(),
+        drained.as_secs_f64()
+    );
+    s.rt.block_on(fwd.shutdown(Duration::from_secs(30)));
+}
