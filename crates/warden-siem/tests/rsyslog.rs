@@ -529,8 +529,10 @@ fn throughput_to_real_rsyslog() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20_000);
-    let settings =
-        s.settings("  delivery: { confirm_after_ms: 1000, batch: 500, max_in_flight: 100000 }\n");
+    let mut settings = s.settings("");
+    settings.delivery.confirm_after = Duration::from_secs(1);
+    settings.delivery.batch = 500;
+    settings.delivery.max_in_flight = 100_000;
     let mut producer = s.db();
     let spool = Spool::new(settings.spool);
 
