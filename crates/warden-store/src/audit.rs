@@ -11,14 +11,15 @@
 use std::sync::Mutex;
 
 use rusqlite::{params, OptionalExtension, Transaction};
-use warden_core::audit::Damage;
 use warden_core::audit::{
     AuditKey, AuditRecord, ChainHead, ChainId, ChainMac, ChainState, Checkpoint, EpochPolicy,
     NewEvent, RecordRef, Timestamp, Verifier, VerifyReport,
 };
+use warden_core::audit::{Damage, Outcome};
 use warden_core::secret::Key32;
 
 use crate::db::{Database, StoreError};
+use crate::spool::{Spool, SpoolKind, SpoolPayload};
 
 const KEY_LABEL: &[u8] = b"warden audit epoch key v1";
 
@@ -98,6 +99,9 @@ pub struct ChainVerdict {
 pub struct AuditLog {
     purpose_key: Key32,
     cache: Mutex<Option<(ChainState, AuditPolicy)>>,
+    /// When set, every record and checkpoint is also queued for the SIEM in the same
+    /// transaction (the outbox pattern: the chain and the spool cannot disagree).
+    spool: Option<Spool>,
 }
 
 fn seal_key(purpose_key: &Key32, chain_id: &ChainId, epoch: u32, key: &AuditKey) -> Vec<u8> {
@@ -120,7 +124,44 @@ impl AuditLog {
         Self {
             purpose_key,
             cache: Mutex::new(None),
+            spool: None,
         }
+    }
+
+    /// Also queue every record and checkpoint for the SIEM.
+    pub fn with_siem_spool(mut self, spool: Spool) -> Self {
+        self.spool = Some(spool);
+        self
+    }
+
+    fn forward(
+        &self,
+        tx: &Transaction<'_>,
+        records: &[AuditRecord],
+        checkpoints: &[Checkpoint],
+    ) -> Result<(), StoreError> {
+        let Some(spool) = &self.spool else {
+            return Ok(());
+        };
+        let now = crate::spool::now_ms();
+        for record in records {
+            let payload = SpoolPayload {
+                user: Some(record.actor.clone()),
+                action: Some(record.action.clone()),
+                outcome: Some(record.outcome == Outcome::Success),
+                message: Some(format!("{} {}", record.subject, record.details)),
+                audit_seq: Some(record.seq),
+                chain_mac: Some(record.mac.to_string()),
+                ..SpoolPayload::default()
+            };
+            // An audit event is never dropped by the spool: it is stored or refused.
+            let _stored = spool.enqueue(tx, SpoolKind::AuditEvent, now, &payload)?;
+        }
+        for checkpoint in checkpoints {
+            let _stored =
+                spool.enqueue_checkpoint(tx, checkpoint.seq, &checkpoint.mac.to_string(), now)?;
+        }
+        Ok(())
     }
 
     /// Starts the chain in an empty store with `k0` (which the caller has already exported for
@@ -335,6 +376,7 @@ impl AuditLog {
                 ],
             )?;
         }
+        self.forward(tx, &records, &checkpoints)?;
         *self.cache.lock().expect("not poisoned") = Some((state, policy));
         Ok(Appended {
             records,

@@ -55,6 +55,8 @@ pub enum StoreError {
     Corrupt(String),
     #[error("audit event rejected: {0}")]
     AuditEvent(warden_core::audit::AuditError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 impl StoreError {

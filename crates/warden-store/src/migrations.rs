@@ -16,10 +16,11 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "audit chain",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "audit chain",
+        sql: "
         CREATE TABLE audit_events (
             seq     INTEGER PRIMARY KEY,
             epoch   INTEGER NOT NULL,
@@ -50,7 +51,35 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             created TEXT    NOT NULL
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "siem spool",
+        sql: "
+        CREATE TABLE siem_spool (
+            seq          INTEGER PRIMARY KEY,
+            kind         TEXT    NOT NULL CHECK (kind IN
+                             ('tamper_alert', 'audit_event', 'audit_checkpoint', 'heartbeat')),
+            priority     INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 3),
+            created_ms   INTEGER NOT NULL,
+            payload      TEXT    NOT NULL,
+            attempts     INTEGER NOT NULL DEFAULT 0,
+            last_sent_ms INTEGER
+        );
+        CREATE INDEX siem_spool_delivery ON siem_spool (priority, seq);
+        CREATE TABLE siem_spool_state (
+            id              INTEGER PRIMARY KEY CHECK (id = 1),
+            next_seq        INTEGER NOT NULL,
+            rows            INTEGER NOT NULL,
+            dropped_total   INTEGER NOT NULL,
+            dropped_pending INTEGER NOT NULL,
+            dropped_first   INTEGER,
+            dropped_last    INTEGER
+        );
+        INSERT INTO siem_spool_state VALUES (1, 0, 0, 0, 0, NULL, NULL);
+    ",
+    },
+];
 
 /// The schema version this build brings a database to.
 pub fn latest() -> i64 {

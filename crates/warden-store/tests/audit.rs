@@ -318,3 +318,65 @@ fn sigkill_mid_append_never_breaks_the_chain() {
     }
     assert!(last_count > 0, "the child appended something");
 }
+
+#[test]
+fn every_record_and_checkpoint_is_queued_for_the_siem_in_the_same_transaction() {
+    use warden_store::spool::{Spool, SpoolLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let mut db =
+        Database::open(&dir.path().join("warden.db"), &Key32::from_bytes([1; 32])).unwrap();
+    let limits = SpoolLimits {
+        soft_limit: 20,
+        hard_limit: 30,
+        alert_reserve: 5,
+    };
+    let log = AuditLog::new(Key32::from_bytes([2; 32])).with_siem_spool(Spool::new(limits));
+    log.create(
+        &mut db,
+        AuditKey::from_bytes(K0),
+        ChainId([3; 16]),
+        policy(),
+    )
+    .unwrap();
+    let appended = log.append(&mut db, (0..10).map(event).collect()).unwrap();
+    let spooled = |db: &Database, kind: &str| -> i64 {
+        db.conn()
+            .query_row(
+                "SELECT count(*) FROM siem_spool WHERE kind = ?1",
+                params![kind],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(spooled(&db, "audit_event"), appended.records.len() as i64);
+    assert_eq!(
+        spooled(&db, "audit_checkpoint"),
+        appended.checkpoints.len() as i64
+    );
+    // At the spool's hard limit the audit event is refused, and the chain does not move:
+    // nothing is recorded that the SIEM would never hear of.
+    let before = log.head(&mut db).unwrap();
+    let err = loop {
+        match log.append(&mut db, vec![event(0)]) {
+            Ok(_) => continue,
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(err, warden_store::StoreError::Spool(ref e) if e.is_storage_exhausted()),
+        "{err}"
+    );
+    let after = log.head(&mut db).unwrap();
+    assert!(after.next_seq > before.next_seq);
+    assert!(verify_full_db(&mut db, &log).is_ok());
+}
+
+fn verify_full_db(db: &mut Database, log: &AuditLog) -> Result<u64, (u64, DamageKind)> {
+    let verdict = log
+        .verify(db, VerifyFrom::Genesis(AuditKey::from_bytes(K0)), None)
+        .unwrap();
+    verdict
+        .result
+        .map(|r| r.records)
+        .map_err(|d| (d.seq, d.kind))
+}

@@ -77,6 +77,9 @@ pub enum Command {
     /// Verify, export and follow the forward-secure audit chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Check the SIEM link (RFC 5425 over mutual TLS, CEF).
+    #[command(subcommand)]
+    Siem(SiemCommand),
     /// Show what warden does, end to end, in a throwaway directory.
     Demo(DemoArgs),
 }
@@ -127,6 +130,21 @@ pub struct VerifyArgs {
 pub enum ExportFormat {
     Csv,
     Jsonl,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiemCommand {
+    /// Connect to the SIEM named in the `siem:` section of a configuration file, send one test
+    /// event (CEF signature `siem-test`), and report success or the exact failure.
+    Test {
+        /// A YAML configuration with a `siem:` section (plain, or sealed with `warden config seal`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// How long the connection is watched after the write (the server closing it in that
+        /// time means the message was refused); default: siem.delivery.confirm_after_ms.
+        #[arg(long, value_name = "MS")]
+        watch_ms: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Vault(cmd) => cmd::vault::run(cmd, &cli.global),
         Command::Config(cmd) => cmd::config::run(cmd, &cli.global),
         Command::Audit(cmd) => cmd::audit::run(cmd, &cli.global),
+        Command::Siem(cmd) => cmd::siem::run(cmd, &cli.global),
         Command::Demo(args) => cmd::demo::run(args),
     }
 }
@@ -98,6 +99,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 fn hint(err: &anyhow::Error) -> Option<&'static str> {
     if let Some(KeyringError::WrongPassphrase(_)) = find::<KeyringError>(err) {
         return Some("nothing was read or written; check which passphrase source was used (--passphrase-file, --passphrase-fd, $WARDEN_PASSPHRASE, or the prompt)");
+    }
+    if let Some(link) = find::<warden_siem::LinkError>(err) {
+        return Some(link.hint());
     }
     if let Some(DataDirError::NotInitialized(_)) = find::<DataDirError>(err) {
         return Some("pass --data-dir (or set WARDEN_DATA_DIR) to an initialized directory");

@@ -38,6 +38,7 @@
 //! | `cs2` + `cs2Label=chain_mac` | deviceCustomString2 | the audit-chain MAC (hex) at `audit_seq` (checkpoints) |
 //! | `cs3` + `cs3Label=tamper_source` | deviceCustomString3 | the sensor that raised a tamper alert |
 //! | `cs4` + `cs4Label=recording_sha256` | deviceCustomString4 | the hash of a closed recording (hex) |
+//! | `cn3` + `cn3Label=<what>` | deviceCustomNumber3 | a labelled count: `heartbeat_counter` (heartbeats), `dropped_heartbeats` (`spool-overflow`) |
 //!
 //! `cn1` is a signed 64-bit field in CEF; warden sequence numbers start at 0 and stay far below
 //! 2^63. The signature ID, name and default severity of each message kind are in
@@ -176,6 +177,8 @@ pub mod keys {
     pub const CS3_LABEL: ExtKey = ExtKey::from_static("cs3Label");
     pub const CS4: ExtKey = ExtKey::from_static("cs4");
     pub const CS4_LABEL: ExtKey = ExtKey::from_static("cs4Label");
+    pub const CN3: ExtKey = ExtKey::from_static("cn3");
+    pub const CN3_LABEL: ExtKey = ExtKey::from_static("cn3Label");
 }
 
 fn check_header_field(field: &'static str, value: &str) -> Result<(), CefError> {

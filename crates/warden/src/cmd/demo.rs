@@ -15,6 +15,7 @@ use warden_core::keyring::Purpose;
 use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::Passphrase;
 use warden_store::audit::{timestamp_now, AuditLog, AuditPolicy, VerifyFrom};
+use warden_store::spool::{Spool, SpoolLimits};
 
 use crate::cli::DemoArgs;
 use crate::cmd::init::{provision, Provisioned};
@@ -161,7 +162,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     ));
 
     step("5. The forward-secure audit chain");
-    let audit = AuditLog::new(keys.get(Purpose::Audit).clone());
+    let audit = AuditLog::new(keys.get(Purpose::Audit).clone())
+        .with_siem_spool(Spool::new(SpoolLimits::default()));
     let events: Vec<NewEvent> = [
         "vault.seal",
         "vault.open",

@@ -13,6 +13,7 @@ use warden_core::kdf::KdfParams;
 use warden_core::keyring::{Purpose, PurposeKeys, SecurityFile};
 use warden_core::secret::Passphrase;
 use warden_store::audit::{timestamp_now, AuditLog, AuditPolicy};
+use warden_store::spool::{Spool, SpoolLimits};
 use warden_store::Database;
 
 use crate::cli::{GlobalArgs, InitArgs, KdfChoice};
@@ -101,7 +102,8 @@ pub fn provision(
         &dir.root().join(warden_store::DB_FILE),
         keys.get(Purpose::Database),
     )?;
-    let audit = AuditLog::new(keys.get(Purpose::Audit).clone());
+    let audit = AuditLog::new(keys.get(Purpose::Audit).clone())
+        .with_siem_spool(Spool::new(SpoolLimits::default()));
     audit.create(&mut db, k0, chain_id, policy)?;
     let event = NewEvent::new(
         timestamp_now(),

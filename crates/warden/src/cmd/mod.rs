@@ -4,4 +4,5 @@ pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod init;
+pub mod siem;
 pub mod vault;
