@@ -112,7 +112,7 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.bench_function("warden", |b| {
         b.iter_batched(
-            || (0..1000).map(|k| event(k)).collect::<Vec<_>>(),
+            || (0..1000).map(event).collect::<Vec<_>>(),
             |events| log.append(&mut db, events).unwrap(),
             BatchSize::SmallInput,
         )
