@@ -313,6 +313,13 @@ impl<W: Write> SealedWriter<W> {
         Ok(())
     }
 
+    /// Abandons the stream without a final segment (after a failure) and returns the inner
+    /// writer. Buffered plaintext is dropped; readers report the stream as truncated after the
+    /// last sealed segment.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
     /// Writes the final segment (whatever is buffered, possibly nothing), flushes, and returns the
     /// inner writer with a summary of what was sealed.
     pub fn finish(mut self) -> Result<(W, StreamSummary), StreamError> {

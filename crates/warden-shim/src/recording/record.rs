@@ -454,6 +454,17 @@ impl<W: Write> RecordWriter<W> {
         self.records
     }
 
+    /// The inner writer, e.g. to seal a segment of the sealed stream underneath.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// Abandons the recording without an end record (after a failure) and returns the inner
+    /// writer; readers report such a recording as not closed.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
     /// Writes the end record, flushes, and hands back the inner writer (for a sealed stream,
     /// the caller then finishes that).
     pub fn finish(mut self, t_us: u64) -> Result<W, RecordError> {

@@ -1,0 +1,234 @@
+//! Tamper sources behind one trait: a file trigger, a signal, and a Linux GPIO line (the case
+//! switch on production boxes). Each watches on its own thread and reports through `notify`;
+//! the daemon turns any report into EMERGENCY_STOP at once.
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{GpioConfig, TamperConfig, TamperSignal};
+
+/// Called with a description of what was detected, from the source's thread.
+pub type Notify = Box<dyn Fn(String) + Send + 'static>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TamperSetupError {
+    #[error("tamper signal: cannot install the handler: {0}")]
+    Signal(std::io::Error),
+    #[error("tamper GPIO {chip} line {line}: {reason}")]
+    Gpio {
+        chip: PathBuf,
+        line: u32,
+        reason: String,
+    },
+}
+
+/// A source of tamper reports.
+pub trait TamperSource {
+    /// A short name for logs and alerts.
+    fn name(&self) -> String;
+    /// Starts watching; reports go to `notify`.
+    fn spawn(self: Box<Self>, notify: Notify) -> std::io::Result<JoinHandle<()>>;
+}
+
+/// Tamper when a file appears (a test hook, or a script watching other sensors).
+pub struct FileTrigger {
+    pub path: PathBuf,
+    pub poll: Duration,
+}
+
+impl TamperSource for FileTrigger {
+    fn name(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+
+    fn spawn(self: Box<Self>, notify: Notify) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("tamper-file".into())
+            .spawn(move || {
+                let mut present = false;
+                loop {
+                    let now = self.path.symlink_metadata().is_ok();
+                    if now && !present {
+                        notify(format!(
+                            "tamper trigger file {} appeared",
+                            self.path.display()
+                        ));
+                    }
+                    present = now;
+                    std::thread::sleep(self.poll);
+                }
+            })
+    }
+}
+
+/// Tamper on SIGUSR1 or SIGUSR2.
+pub struct SignalTrigger {
+    signals: signal_hook::iterator::Signals,
+    signal: TamperSignal,
+}
+
+impl SignalTrigger {
+    pub fn new(signal: TamperSignal) -> Result<Self, TamperSetupError> {
+        let number = match signal {
+            TamperSignal::Usr1 => signal_hook::consts::SIGUSR1,
+            TamperSignal::Usr2 => signal_hook::consts::SIGUSR2,
+        };
+        let signals =
+            signal_hook::iterator::Signals::new([number]).map_err(TamperSetupError::Signal)?;
+        Ok(Self { signals, signal })
+    }
+}
+
+impl TamperSource for SignalTrigger {
+    fn name(&self) -> String {
+        format!("signal {:?}", self.signal)
+    }
+
+    fn spawn(mut self: Box<Self>, notify: Notify) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("tamper-signal".into())
+            .spawn(move || {
+                for signal in self.signals.forever() {
+                    notify(format!("tamper signal {signal} received"));
+                }
+            })
+    }
+}
+
+/// A case switch on a GPIO line, read through the Linux GPIO character device (uAPI v2).
+/// "Active" means the case is open; `active_low` for switches that pull the line low.
+pub struct GpioLine {
+    request: gpiocdev::Request,
+    config: GpioConfig,
+    poll: Duration,
+}
+
+impl GpioLine {
+    pub fn new(config: &GpioConfig, poll: Duration) -> Result<Self, TamperSetupError> {
+        let error = |reason: String| TamperSetupError::Gpio {
+            chip: config.chip.clone(),
+            line: config.line,
+            reason,
+        };
+        let mut builder = gpiocdev::Request::builder();
+        builder
+            .on_chip(&config.chip)
+            .with_consumer("warden-tamper")
+            .with_line(config.line)
+            .as_input();
+        if config.active_low {
+            builder.as_active_low();
+        }
+        let request = builder.request().map_err(|e| error(e.to_string()))?;
+        Ok(Self {
+            request,
+            config: config.clone(),
+            poll,
+        })
+    }
+}
+
+impl TamperSource for GpioLine {
+    fn name(&self) -> String {
+        format!(
+            "gpio {} line {}",
+            self.config.chip.display(),
+            self.config.line
+        )
+    }
+
+    fn spawn(self: Box<Self>, notify: Notify) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("tamper-gpio".into())
+            .spawn(move || {
+                let mut active = false;
+                loop {
+                    let now = match self.request.value(self.config.line) {
+                        Ok(value) => value == gpiocdev::line::Value::Active,
+                        Err(err) => {
+                            // A sensor that cannot be read any more is itself a tamper sign.
+                            notify(format!("tamper GPIO unreadable: {err}"));
+                            return;
+                        }
+                    };
+                    if now && !active {
+                        notify(format!(
+                            "case switch on {} line {} went active",
+                            self.config.chip.display(),
+                            self.config.line
+                        ));
+                    }
+                    active = now;
+                    std::thread::sleep(self.poll);
+                }
+            })
+    }
+}
+
+/// Builds every source the configuration names.
+pub fn from_config(config: &TamperConfig) -> Result<Vec<Box<dyn TamperSource>>, TamperSetupError> {
+    let poll = Duration::from_millis(config.poll_interval_ms);
+    let mut sources: Vec<Box<dyn TamperSource>> = Vec::new();
+    if let Some(path) = &config.file {
+        sources.push(Box::new(FileTrigger {
+            path: path.clone(),
+            poll,
+        }));
+    }
+    if let Some(signal) = config.signal {
+        sources.push(Box::new(SignalTrigger::new(signal)?));
+    }
+    if let Some(gpio) = &config.gpio {
+        sources.push(Box::new(GpioLine::new(gpio, poll)?));
+    }
+    Ok(sources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_file_trigger_reports_once_when_the_file_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tamper");
+        let (tx, rx) = mpsc::channel();
+        let source = Box::new(FileTrigger {
+            path: path.clone(),
+            poll: Duration::from_millis(10),
+        });
+        source
+            .spawn(Box::new(move |what| tx.send(what).unwrap()))
+            .unwrap();
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "no report before the file exists"
+        );
+        std::fs::write(&path, b"").unwrap();
+        let what = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(what.contains("appeared"));
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "one report per appearance"
+        );
+    }
+
+    #[test]
+    fn a_missing_gpio_chip_is_a_setup_error_naming_it() {
+        let config = GpioConfig {
+            chip: "/dev/gpiochip-missing".into(),
+            line: 17,
+            active_low: true,
+        };
+        let err = GpioLine::new(&config, Duration::from_millis(10))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("/dev/gpiochip-missing")
+                && err.to_string().contains("line 17"),
+            "{err}"
+        );
+    }
+}
