@@ -14,8 +14,8 @@ use std::process::Stdio;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use support::{
-    join, pseudo_random, run, run_with_stdin, split_frames, warden, write_private, Fixture, Run,
-    FRAME_HEADER_LEN, HEADER_LEN, KDF_ITERATIONS, PASSPHRASE, TAG_LEN,
+    init_args, join, pseudo_random, run, run_with_stdin, split_frames, warden, write_private,
+    Fixture, Run, FRAME_HEADER_LEN, HEADER_LEN, KDF_ITERATIONS, PASSPHRASE, TAG_LEN,
 };
 use warden_core::keyring::Purpose;
 
@@ -94,7 +94,7 @@ fn init_refuses_a_passphrase_shorter_than_16_characters() {
             .arg(&dir)
             .arg("--passphrase-file")
             .arg(&file)
-            .args(["init", "--kdf-iterations", KDF_ITERATIONS]));
+            .args(init_args(tmp.path())));
         if accepted {
             result.ok();
             assert!(dir.join("security.json").exists());
@@ -242,13 +242,11 @@ fn passphrase_fd_reads_the_passphrase_from_standard_input() {
     // `init` takes its passphrase from a descriptor too.
     let dir = fx.path("data-from-fd");
     run_with_stdin(
-        warden().arg("--data-dir").arg(&dir).args([
-            "--passphrase-fd",
-            "0",
-            "init",
-            "--kdf-iterations",
-            KDF_ITERATIONS,
-        ]),
+        warden()
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--passphrase-fd", "0"])
+            .args(init_args(fx.dir())),
         format!("{PASSPHRASE}\n").as_bytes(),
     )
     .ok();

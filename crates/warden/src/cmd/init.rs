@@ -53,8 +53,10 @@ pub fn run(args: &InitArgs, global: &GlobalArgs) -> Result<()> {
         true,
     )?;
     let (security, keys) = SecurityFile::create(&passphrase, &kdf, crate::now_rfc3339())?;
+    // Identity: the first administrator, asked for (and checked) before anything is written.
+    let first_admin = crate::cmd::user::FirstAdmin::from_args(&args.identity)?;
     let dir = DataDir::create(root, security)?;
-    let db = warden_store::Database::open(
+    let mut db = warden_store::Database::open(
         &dir.root().join(warden_store::DB_FILE),
         keys.get(Purpose::Database),
     )?;
@@ -70,5 +72,12 @@ pub fn run(args: &InitArgs, global: &GlobalArgs) -> Result<()> {
         db.cipher_version()?,
         db.schema_version()?
     );
+    // Identity (placeholder chain start until the audit init lands; then the first admin).
+    crate::cmd::user::ensure_audit_chain(&mut db, keys.get(Purpose::Audit))?;
+    first_admin.create(
+        &mut db,
+        keys.get(Purpose::Database),
+        keys.get(Purpose::Audit),
+    )?;
     Ok(())
 }

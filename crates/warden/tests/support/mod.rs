@@ -23,14 +23,45 @@ pub const PASSPHRASE: &str = "interop test passphrase: correct horse battery sta
 /// Fast PBKDF2 for tests (the minimum warden accepts).
 pub const KDF_ITERATIONS: &str = "1000";
 
-/// Environment variables that would change how the binary finds its data or passphrase.
-const HERMETIC_ENV: [&str; 5] = [
+/// The first administrator every fixture's `warden init` creates, and the password file name.
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "Fixture-Admin-Password-1";
+const ADMIN_PASSWORD_FILE: &str = "admin-password";
+
+/// Environment variables that would change how the binary finds its data, passphrase, acting
+/// user or passwords.
+const HERMETIC_ENV: [&str; 8] = [
     "WARDEN_PASSPHRASE",
     "WARDEN_DATA_DIR",
     "WARDEN_LOG",
     "CREDENTIALS_DIRECTORY",
     "RUST_LOG",
+    "WARDEN_USER",
+    "WARDEN_PASSWORD",
+    "WARDEN_NEW_PASSWORD",
 ];
+
+/// `init --kdf-iterations 1000 --admin admin --admin-password-file DIR/admin-password`: the
+/// arguments of a test `warden init`, with the administrator's password file written into `dir`
+/// (once) so the command needs no terminal.
+pub fn init_args(dir: &Path) -> Vec<std::ffi::OsString> {
+    let file = dir.join(ADMIN_PASSWORD_FILE);
+    if !file.exists() {
+        write_private(&file, format!("{ADMIN_PASSWORD}\n").as_bytes());
+    }
+    [
+        "init",
+        "--kdf-iterations",
+        KDF_ITERATIONS,
+        "--admin",
+        ADMIN,
+        "--admin-password-file",
+    ]
+    .into_iter()
+    .map(Into::into)
+    .chain([file.into_os_string()])
+    .collect()
+}
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
@@ -220,6 +251,15 @@ impl Fixture {
     }
 
     pub fn with_passphrase(passphrase: &str) -> Self {
+        Self::with_options(passphrase, None)
+    }
+
+    /// A fixture whose `warden init` is given this identity policy (JSON).
+    pub fn with_identity_policy(policy_json: &str) -> Self {
+        Self::with_options(PASSPHRASE, Some(policy_json))
+    }
+
+    fn with_options(passphrase: &str, policy_json: Option<&str>) -> Self {
         let tmp = tempfile::tempdir().expect("temporary directory");
         let data_dir = tmp.path().join("data");
         let passphrase_file = tmp.path().join("passphrase");
@@ -230,11 +270,26 @@ impl Fixture {
             passphrase_file,
             passphrase: passphrase.to_string(),
         };
-        run(fixture
-            .warden()
-            .args(["init", "--kdf-iterations", KDF_ITERATIONS]))
-        .ok();
+        let mut init = fixture.warden();
+        init.args(init_args(fixture.dir()));
+        if let Some(json) = policy_json {
+            let path = fixture.file("identity-policy.json", json.as_bytes());
+            init.arg("--identity-policy").arg(path);
+        }
+        run(&mut init).ok();
         fixture
+    }
+
+    /// The first administrator's 0600 password file.
+    pub fn admin_password_file(&self) -> PathBuf {
+        self.path(ADMIN_PASSWORD_FILE)
+    }
+
+    /// `warden … --as admin --password-file FILE`: signed in as the first administrator
+    /// (put the subcommand before calling this).
+    pub fn as_admin<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.args(["--as", ADMIN, "--password-file"])
+            .arg(self.admin_password_file())
     }
 
     /// The temporary directory that holds the data directory; put test files here.
