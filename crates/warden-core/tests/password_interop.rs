@@ -112,3 +112,36 @@ json.dump(results, sys.stdout)
         }
     }
 }
+
+/// The reference implementation's command line (Debian's `argon2`, from the Argon2 authors)
+/// makes the same hash: its encoded output at seed 002's parameters verifies here.
+#[test]
+fn argon2_reference_cli_hashes_verify_here() {
+    let test = "argon2_reference_cli_hashes_verify_here";
+    let Some(argon2) = support::command(
+        test,
+        "argon2",
+        &["saltsaltsaltsalt", "-id", "-t", "1", "-k", "8"],
+        "Install it: apt-get install argon2.",
+    ) else {
+        return;
+    };
+    for (password, args) in [
+        (PASSWORDS[0], ["-t", "3", "-k", "65536", "-p", "4"]),
+        (PASSWORDS[1], ["-t", "1", "-k", "8192", "-p", "1"]),
+    ] {
+        let mut cli = vec!["saltsaltsaltsalt", "-id"];
+        cli.extend(args);
+        cli.extend(["-l", "32", "-e"]);
+        let encoded = support::run(&argon2, &cli, password);
+        let hash = PasswordHash::parse(encoded.trim()).unwrap();
+        assert_eq!(
+            hash.verify(&Password::new(password.to_owned())),
+            PasswordCheck::Match
+        );
+        assert_eq!(
+            hash.verify(&Password::new(format!("{password}x"))),
+            PasswordCheck::Mismatch
+        );
+    }
+}
