@@ -43,5 +43,5 @@ criterion < "$OUT/store.txt" | while read -r name value unit; do
   echo "| warden-store \`$name\` | $value $unit |"
 done
 awk -v runs="$RUNS" '{v[NR]=$1} END {
-  printf "| \`argon2 saltsaltsaltsalt -id -t 3 -k 65536 -p 4 -l 32\` (Debian CLI), median of %d | %.1f ms |\n", runs, 1000*v[int((NR+1)/2)];
+  printf "| `argon2 saltsaltsaltsalt -id -t 3 -k 65536 -p 4 -l 32` (Debian CLI), median of %d | %.1f ms |\n", runs, 1000*v[int((NR+1)/2)];
   printf "| same, best of %d | %.1f ms |\n", runs, 1000*v[1] }' "$OUT/cli.txt"

@@ -366,7 +366,7 @@ pub fn run(args: &UserArgs, global: &GlobalArgs) -> Result<()> {
             Ok(())
         }
         UserCommand::List { json } => {
-            let (mut s, _) = sign_in_for(global, &args.actor, Permission::UserManage, "user.list")?;
+            let (s, _) = sign_in_for(global, &args.actor, Permission::UserManage, "user.list")?;
             let now = UnixMs::now();
             let users = s.identity.list_users(&s.db, now)?;
             let locks = s.identity.locked(&s.db, now)?;
@@ -374,7 +374,6 @@ pub fn run(args: &UserArgs, global: &GlobalArgs) -> Result<()> {
                 .iter()
                 .filter(|l| l.principal.starts_with("port:"))
                 .collect();
-            let _ = &mut s;
             if *json {
                 println!("{}", json!({ "users": users, "locked_ports": ports }));
             } else {
