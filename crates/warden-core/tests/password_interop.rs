@@ -112,3 +112,49 @@ json.dump(results, sys.stdout)
         }
     }
 }
+
+/// The reference implementation's command line (Debian's `argon2`, from the Argon2 authors)
+/// makes the same hash: its encoded output at seed 002's parameters verifies here.
+#[test]
+fn argon2_reference_cli_hashes_verify_here() {
+    let test = "argon2_reference_cli_hashes_verify_here";
+    // The CLI has no --version and fails without a password on standard input: probe with one.
+    let probe = std::process::Command::new("argon2")
+        .args(["saltsaltsaltsalt", "-id", "-t", "1", "-k", "8"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("piped").write_all(b"x")?;
+            child.wait()
+        });
+    if !probe.is_ok_and(|status| status.success()) {
+        return support::missing(
+            test,
+            "the `argon2` command",
+            "Install it: apt-get install argon2.",
+        )
+        .unwrap_or(());
+    }
+    let argon2 = "argon2";
+    for (password, args) in [
+        (PASSWORDS[0], ["-t", "3", "-k", "65536", "-p", "4"]),
+        (PASSWORDS[1], ["-t", "1", "-k", "8192", "-p", "1"]),
+    ] {
+        let mut cli = vec!["saltsaltsaltsalt", "-id"];
+        cli.extend(args);
+        cli.extend(["-l", "32", "-e"]);
+        let encoded = support::run(argon2, &cli, password);
+        let hash = PasswordHash::parse(encoded.trim()).unwrap();
+        assert_eq!(
+            hash.verify(&Password::new(password.to_owned())),
+            PasswordCheck::Match
+        );
+        assert_eq!(
+            hash.verify(&Password::new(format!("{password}x"))),
+            PasswordCheck::Mismatch
+        );
+    }
+}

@@ -3,12 +3,13 @@
 //! [`Database::open`] keys SQLCipher with the raw `database` purpose key (no second KDF), refuses a
 //! library built without SQLCipher, tells a wrong key from a plain SQLite file or a foreign
 //! database, and brings the schema up to date with forward-only migrations ([`migrations`]).
-//! Capabilities own their tables: the SIEM spool ([`spool`]) here; audit chain, users, OTA
-//! queue come with their issues. All SQL is parameterized.
+//! Capabilities own their tables: the audit chain ([`audit`]), the SIEM outbox ([`spool`]),
+//! users, passwords, TOTP credentials and lockouts ([`identity`]). All SQL is parameterized.
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod db;
+pub mod identity;
 pub mod migrations;
 pub mod spool;
 

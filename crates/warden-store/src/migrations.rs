@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         INSERT INTO siem_spool_state VALUES (1, 0, 0, 0, 0, NULL, NULL);
     ",
     },
+    Migration {
+        version: 3,
+        name: "identity: users, password history, TOTP replay state, lockouts",
+        sql: crate::identity::MIGRATION_SQL,
+    },
 ];
 
 /// The schema version this build brings a database to.

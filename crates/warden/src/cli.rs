@@ -82,6 +82,8 @@ pub enum Command {
     Siem(SiemCommand),
     /// Show what warden does, end to end, in a throwaway directory.
     Demo(DemoArgs),
+    /// Users, roles, passwords, TOTP enrollment and lockouts (see docs/access-control.md).
+    User(UserArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,7 +94,10 @@ pub enum AuditCommand {
     /// current epoch (the box no longer holds earlier keys).
     Verify(VerifyArgs),
     /// Write a human-readable copy (21 CFR Part 11 §11.10(b)) with the verification result.
+    /// Needs an auditor's sign-in (`--as USER`); the export itself is audited.
     Export {
+        #[command(flatten)]
+        actor: ActorArgs,
         #[command(flatten)]
         verify: VerifyArgs,
         #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
@@ -171,6 +176,8 @@ pub struct InitArgs {
     /// Record an audit checkpoint every this many events.
     #[arg(long, default_value_t = 100)]
     pub audit_checkpoint_every: u64,
+    #[command(flatten)]
+    pub identity: IdentityInitArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -233,4 +240,157 @@ pub struct DemoArgs {
     /// Keep the demo's data directory here instead of a temporary one.
     #[arg(long)]
     pub keep: Option<PathBuf>,
+}
+
+// ------------------------------------------------------------------------ identity
+
+/// `warden init`'s first administrator: there is no default account and no default password.
+#[derive(Debug, Args)]
+pub struct IdentityInitArgs {
+    /// The first administrator's user name (asked for on a terminal when missing).
+    #[arg(long, value_name = "NAME")]
+    pub admin: Option<String>,
+    /// Read the first administrator's password from this file (0600, yours; one line).
+    /// Otherwise $WARDEN_NEW_PASSWORD (tests only), or a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub admin_password_file: Option<PathBuf>,
+    /// Enroll the first administrator for TOTP now (prints the otpauth:// URI and a QR code).
+    #[arg(long)]
+    pub admin_totp: bool,
+    /// With --admin-totp: also write the QR code as a PNG file.
+    #[arg(long, value_name = "FILE", requires = "admin_totp")]
+    pub admin_qr_png: Option<PathBuf>,
+    /// Identity policy (JSON): password rules and Argon2id costs, TOTP defaults, lockout and
+    /// attempt spacing. Missing keys take the defaults (docs/access-control.md).
+    #[arg(long, value_name = "FILE")]
+    pub identity_policy: Option<PathBuf>,
+}
+
+/// The person running a privileged command. Every such command signs them in first (password,
+/// plus a one-time code when they have TOTP enrolled) and records who did what.
+#[derive(Debug, Args)]
+pub struct ActorArgs {
+    /// Your user name.
+    #[arg(long = "as", value_name = "USER", env = "WARDEN_USER", global = true)]
+    pub acting_user: Option<String>,
+    /// Read your password from this file (0600, yours; one line). Otherwise $WARDEN_PASSWORD
+    /// (tests only: the environment is visible to other processes), or a prompt.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Your current one-time code, if you have TOTP enrolled (asked for on a terminal otherwise).
+    #[arg(long, value_name = "CODE", global = true)]
+    pub totp: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    pub actor: ActorArgs,
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+/// TOTP parameters for an enrollment (defaults from the identity policy: SHA1, 6, 30 s).
+#[derive(Debug, Args)]
+pub struct TotpChoice {
+    /// HMAC algorithm: SHA1 (every app), SHA256 or SHA512.
+    #[arg(long, value_name = "ALG")]
+    pub algorithm: Option<String>,
+    /// Digits per code: 6 or 8.
+    #[arg(long, value_name = "N")]
+    pub digits: Option<u8>,
+    /// Seconds per code.
+    #[arg(long, value_name = "SECS")]
+    pub period: Option<u32>,
+}
+
+/// How an enrollment is shown.
+#[derive(Debug, Args)]
+pub struct EnrollOutput {
+    /// Also write the QR code as a PNG file (created 0600; must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub qr_png: Option<PathBuf>,
+    /// Do not draw the QR code in the terminal.
+    #[arg(long)]
+    pub no_qr: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user. Technicians sign in at the shim with TOTP only and are enrolled at once;
+    /// other roles need a password (and may be enrolled with --enroll-totp).
+    Add {
+        username: String,
+        /// technician, operator, administrator or auditor.
+        #[arg(long, value_parser = parse_role)]
+        role: warden_core::rbac::Role,
+        /// Read the new user's password from this file (0600). Otherwise $WARDEN_NEW_PASSWORD
+        /// (tests only), or a prompt.
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+        /// Enroll TOTP now (always done for technicians).
+        #[arg(long)]
+        enroll_totp: bool,
+        #[command(flatten)]
+        totp_params: TotpChoice,
+        #[command(flatten)]
+        output: EnrollOutput,
+        /// Machine-readable output (the enrollment URI included).
+        #[arg(long)]
+        json: bool,
+    },
+    /// List users: role, status, TOTP, password expiry, lockouts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user.
+    Show {
+        username: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: they can no longer sign in anywhere.
+    Disable { username: String },
+    /// Enable a disabled user again.
+    Enable { username: String },
+    /// Change your own password, or (administrators) set another user's.
+    Passwd {
+        /// Whose password (default: yours).
+        username: Option<String>,
+        /// Read the new password from this file (0600). Otherwise $WARDEN_NEW_PASSWORD (tests
+        /// only), or a prompt.
+        #[arg(long, value_name = "FILE")]
+        new_password_file: Option<PathBuf>,
+    },
+    /// Enroll (or re-enroll) TOTP: yours, or (administrators) another user's. Prints the
+    /// otpauth:// URI and a QR code for an authenticator app.
+    EnrollTotp {
+        /// Whose credential (default: yours).
+        username: Option<String>,
+        #[command(flatten)]
+        totp_params: TotpChoice,
+        #[command(flatten)]
+        output: EnrollOutput,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift a lockout: a user's (user.manage) or a shim port's (shim.reset).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["username", "port"])))]
+    Unlock {
+        username: Option<String>,
+        /// The shim id of a locked technician port.
+        #[arg(long, value_name = "SHIM_ID")]
+        port: Option<String>,
+    },
+    /// Show the identity policy in force (password rules, TOTP, lockout).
+    Policy {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_role(text: &str) -> Result<warden_core::rbac::Role, String> {
+    text.parse()
+        .map_err(|err: warden_core::rbac::UnknownRole| err.to_string())
 }

@@ -15,15 +15,17 @@ use warden_core::datadir::DataDirError;
 use warden_core::keyring::KeyringError;
 use warden_core::sealed_config::SealedConfigError;
 use warden_core::stream::StreamError;
+use warden_store::identity::AuthError;
 
 use cli::{Cli, Command, LogFormat};
 
 /// Exit codes: 0 success, 1 error, 2 usage (from clap), 3 damaged or unverifiable data,
-/// 4 wrong passphrase or key.
+/// 4 wrong passphrase or key, 5 sign-in refused or access denied.
 mod exit {
     pub const ERROR: u8 = 1;
     pub const DAMAGED: u8 = 3;
     pub const WRONG_KEY: u8 = 4;
+    pub const ACCESS: u8 = 5;
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => cmd::audit::run(cmd, &cli.global),
         Command::Siem(cmd) => cmd::siem::run(cmd, &cli.global),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::User(args) => cmd::user::run(args, &cli.global),
     }
 }
 
@@ -93,6 +96,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(warden_store::StoreError::WrongKey(_)) = find(err) {
         return exit::WRONG_KEY;
     }
+    if let Some(auth) = find::<AuthError>(err) {
+        if !matches!(auth, AuthError::Store(_)) {
+            return exit::ACCESS;
+        }
+    }
     exit::ERROR
 }
 
@@ -102,6 +110,23 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
     }
     if let Some(link) = find::<warden_siem::LinkError>(err) {
         return Some(link.hint());
+    }
+    if let Some(auth) = find::<AuthError>(err) {
+        return match auth {
+            AuthError::LockedOut { .. } => {
+                Some("an administrator lifts the lock with `warden user unlock NAME`")
+            }
+            AuthError::TotpRequired { .. } => {
+                Some("pass the code from your authenticator app with --totp CODE")
+            }
+            AuthError::Denied { .. } => {
+                Some("see docs/access-control.md for which role may do what")
+            }
+            AuthError::Failed => Some(
+                "sign in with --as USER and your password (--password-file FILE or the prompt)",
+            ),
+            _ => None,
+        };
     }
     if let Some(DataDirError::NotInitialized(_)) = find::<DataDirError>(err) {
         return Some("pass --data-dir (or set WARDEN_DATA_DIR) to an initialized directory");

@@ -19,11 +19,52 @@ for row in rows:
     print("|".join(str(v) for v in row))
 "#;
 
+const AUDITOR_PASSWORD: &str = "Auditor-Reads-Trails-1";
+
+/// Test identity policy: cheap Argon2id and no spacing between sign-ins (several CLI sign-ins
+/// follow each other within a second here).
+const FAST: &str = r#"{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},
+    "backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}"#;
+
+/// Adds an auditor (as the fixture's administrator) and returns the password file to sign in.
+fn add_auditor(fx: &Fixture) -> std::path::PathBuf {
+    let file = fx.file(
+        "auditor-password",
+        format!("{AUDITOR_PASSWORD}\n").as_bytes(),
+    );
+    let mut cmd = fx.warden();
+    cmd.args([
+        "user",
+        "add",
+        "aud",
+        "--role",
+        "auditor",
+        "--new-password-file",
+    ])
+    .arg(&file);
+    run(fx.as_admin(&mut cmd)).ok();
+    file
+}
+
+/// `warden audit export …` signed in as the auditor.
+fn export(fx: &Fixture, password_file: &std::path::Path) -> std::process::Command {
+    let mut cmd = fx.warden();
+    cmd.args(["audit", "export", "--as", "aud", "--password-file"])
+        .arg(password_file);
+    cmd
+}
+
 fn db_path(fx: &Fixture) -> std::path::PathBuf {
     fx.data_dir.join("state/warden.db")
 }
 
-/// Appends `count` events through the store library (the chain already holds init's event).
+/// How many events the fixture's `warden init` wrote (init, first administrator).
+fn initial_events(fx: &Fixture) -> u64 {
+    let db = warden_store::Database::open(&db_path(fx), &fx.key(Purpose::Database)).unwrap();
+    warden_store::audit::last_seq(&db).unwrap()
+}
+
+/// Appends `count` events through the store library (after the events `init` wrote).
 fn add_events(fx: &Fixture, count: usize) {
     use warden_core::audit::{NewEvent, Outcome};
     use warden_store::audit::{timestamp_now, AuditLog};
@@ -45,12 +86,13 @@ fn add_events(fx: &Fixture, count: usize) {
 #[test]
 fn verify_from_the_current_epoch_and_from_genesis() {
     let fx = Fixture::new();
+    let total = initial_events(&fx) + 12;
     add_events(&fx, 12);
     let out = run(fx.warden().args(["audit", "verify"]));
     out.ok();
     assert!(
         out.stdout_text()
-            .contains("OK: 13 records verified from genesis"),
+            .contains(&format!("OK: {total} records verified from genesis")),
         "{}",
         out.stdout_text()
     );
@@ -63,7 +105,7 @@ fn verify_from_the_current_epoch_and_from_genesis() {
     out.ok();
     assert!(out
         .stdout_text()
-        .contains("13 records verified from genesis"));
+        .contains(&format!("{total} records verified from genesis")));
 }
 
 #[test]
@@ -84,6 +126,7 @@ fn a_wrong_auditor_passphrase_is_refused() {
 fn sqlcipher3_reads_the_audit_rows_with_the_raw_key_and_fails_with_another() {
     let Some(py) = python() else { return };
     let fx = Fixture::new();
+    let first = initial_events(&fx) + 1;
     add_events(&fx, 3);
     let key = hex::encode(fx.key(Purpose::Database).expose_secret());
     let out = run(&mut py.code(
@@ -97,9 +140,12 @@ fn sqlcipher3_reads_the_audit_rows_with_the_raw_key_and_fails_with_another() {
     out.ok();
     let text = out.stdout_text();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines.len() as u64, first + 2, "{text}");
     assert!(lines[0].starts_with("1|warden|warden.init|"));
-    assert_eq!(lines[3], "4|tester|test.event|item-2|success|32");
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("{}|tester|test.event|item-2|success|32", first + 2)
+    );
     // The same Python with another key cannot read anything.
     let out = run(&mut py.code(
         SQLCIPHER,
@@ -120,43 +166,49 @@ fn sqlcipher3_reads_the_audit_rows_with_the_raw_key_and_fails_with_another() {
 #[test]
 fn a_row_changed_with_sqlcipher3_is_named_by_verify() {
     let Some(py) = python() else { return };
-    let fx = Fixture::new();
+    let fx = Fixture::with_identity_policy(FAST);
+    let auditor = add_auditor(&fx);
     add_events(&fx, 8);
+    let damaged = initial_events(&fx) - 3;
     let key = hex::encode(fx.key(Purpose::Database).expose_secret());
     run(&mut py.code(
         SQLCIPHER,
         [
             db_path(&fx).to_str().unwrap(),
             &key,
-            "UPDATE audit_events SET outcome = 'failure' WHERE seq = 5",
+            &format!("UPDATE audit_events SET outcome = 'failure' WHERE seq = {damaged}"),
         ],
     ))
     .ok();
     let out = run(fx.warden().args(["audit", "verify"]));
     out.expect_code(3)
-        .stderr_has(&["DAMAGED at seq 5", "changed"]);
+        .stderr_has(&[&format!("DAMAGED at seq {damaged}"), "changed"]);
     // The export still writes every row, each with its status, and fails the same way.
-    let export = fx.path("export.csv");
-    run(fx
-        .warden()
-        .args(["audit", "export", "--format", "csv", "-o"])
-        .arg(&export))
+    let path = fx.path("export.csv");
+    run(export(&fx, &auditor)
+        .args(["--format", "csv", "-o"])
+        .arg(&path))
     .expect_code(3);
-    let csv = std::fs::read_to_string(&export).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 9);
-    assert!(csv.lines().nth(4).unwrap().ends_with(",verified"));
-    assert!(csv
-        .lines()
-        .nth(5)
-        .unwrap()
-        .contains("NOT VERIFIED (chain damaged at seq 5: changed)"));
+    let csv = std::fs::read_to_string(&path).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    // The export's own sign-in events came after the damage.
+    assert!(rows.len() as u64 > damaged + 1);
+    assert!(rows[damaged as usize - 1].ends_with(",verified"));
+    assert!(rows[damaged as usize].contains(&format!(
+        "NOT VERIFIED (chain damaged at seq {damaged}: changed)"
+    )));
 }
 
 #[test]
 fn export_formats_carry_who_what_when_outcome_and_the_verdict() {
-    let fx = Fixture::new();
+    let fx = Fixture::with_identity_policy(FAST);
+    let auditor = add_auditor(&fx);
     add_events(&fx, 4);
-    let out = run(fx.warden().args(["audit", "export", "--format", "jsonl"]));
+    // Only an auditor may export.
+    let mut as_admin = fx.warden();
+    as_admin.args(["audit", "export"]);
+    run(fx.as_admin(&mut as_admin)).expect_code(5);
+    let out = run(export(&fx, &auditor).args(["--format", "jsonl"]));
     out.ok();
     let lines: Vec<serde_json::Value> = out
         .stdout_text()
@@ -165,8 +217,20 @@ fn export_formats_carry_who_what_when_outcome_and_the_verdict() {
         .collect();
     assert_eq!(lines[0]["type"], "warden-audit-export");
     assert_eq!(lines[0]["verification"]["status"], "ok");
-    assert_eq!(lines.len(), 1 + 5);
-    let last = &lines[5];
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| l["action"] == "test.event")
+        .unwrap();
+    // The administrator's refused attempt is in the trail...
+    assert!(lines.iter().any(|l| l["action"] == "audit.export"
+        && l["actor"] == "admin"
+        && l["outcome"] == "denied"));
+    // ...and so is the auditor's export, right after it was written.
+    let tail = run(fx.warden().args(["audit", "tail", "-n", "1", "--json"]));
+    let last_event: serde_json::Value = serde_json::from_str(tail.stdout_text().trim()).unwrap();
+    assert_eq!(last_event["action"], "audit.export");
+    assert_eq!(last_event["actor"], "aud");
     for field in [
         "seq",
         "timestamp",
@@ -182,7 +246,7 @@ fn export_formats_carry_who_what_when_outcome_and_the_verdict() {
     }
     assert_eq!(last["chain_status"], "verified");
 
-    let out = run(fx.warden().args(["audit", "export", "--format", "csv"]));
+    let out = run(export(&fx, &auditor).args(["--format", "csv"]));
     out.ok();
     let text = out.stdout_text();
     assert!(text.starts_with(
@@ -234,6 +298,6 @@ fn tail_shows_the_latest_events() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[1]["seq"], 6);
+    assert_eq!(rows[1]["seq"], initial_events(&fx));
     assert_eq!(rows[1]["subject"], "item-4");
 }

@@ -14,8 +14,8 @@ use std::process::Stdio;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use support::{
-    join, pseudo_random, run, run_with_stdin, split_frames, warden, write_private, Fixture, Run,
-    AUDITOR_PASSPHRASE, FRAME_HEADER_LEN, HEADER_LEN, KDF_ITERATIONS, PASSPHRASE, TAG_LEN,
+    init_args, join, pseudo_random, run, run_with_stdin, split_frames, warden, write_private,
+    Fixture, Run, FRAME_HEADER_LEN, HEADER_LEN, KDF_ITERATIONS, PASSPHRASE, TAG_LEN,
 };
 use warden_core::keyring::Purpose;
 
@@ -94,8 +94,7 @@ fn init_refuses_a_passphrase_shorter_than_16_characters() {
             .arg(&dir)
             .arg("--passphrase-file")
             .arg(&file)
-            .env("WARDEN_AUDITOR_PASSPHRASE", AUDITOR_PASSPHRASE)
-            .args(["init", "--kdf-iterations", KDF_ITERATIONS]));
+            .args(init_args(tmp.path())));
         if accepted {
             result.ok();
             assert!(dir.join("security.json").exists());
@@ -246,14 +245,8 @@ fn passphrase_fd_reads_the_passphrase_from_standard_input() {
         warden()
             .arg("--data-dir")
             .arg(&dir)
-            .env("WARDEN_AUDITOR_PASSPHRASE", AUDITOR_PASSPHRASE)
-            .args([
-                "--passphrase-fd",
-                "0",
-                "init",
-                "--kdf-iterations",
-                KDF_ITERATIONS,
-            ]),
+            .args(["--passphrase-fd", "0"])
+            .args(init_args(fx.dir())),
         format!("{PASSPHRASE}\n").as_bytes(),
     )
     .ok();

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use warden_core::audit::{ChainMac, Checkpoint, DamageKind};
+use warden_core::audit::{ChainMac, Checkpoint, DamageKind, NewEvent, Outcome};
 use warden_core::auditor_key::{AuditorKeyError, AuditorKeyFile};
+use warden_core::rbac::Permission;
 use warden_store::audit::{self, AuditLog, ChainVerdict, StoredRow, VerifyFrom};
+use warden_store::identity::Authorized;
 use warden_store::Database;
 
 use crate::cli::{AuditCommand, ExportFormat, GlobalArgs, VerifyArgs};
@@ -39,6 +41,14 @@ pub fn explain(kind: DamageKind) -> &'static str {
 }
 
 pub fn run(cmd: &AuditCommand, global: &GlobalArgs) -> Result<()> {
+    // Who exports the trail is itself part of the trail (signed in and audited here).
+    let export_allowed = match cmd {
+        AuditCommand::Export { actor, .. } => Some(
+            crate::cmd::user::sign_in_for(global, actor, Permission::AuditExport, "audit.export")?
+                .1,
+        ),
+        _ => None,
+    };
     let mut unlocker = Unlocker::open(global)?;
     let mut db = unlocker.database()?;
     let log = unlocker.audit_log()?;
@@ -78,6 +88,7 @@ pub fn run(cmd: &AuditCommand, global: &GlobalArgs) -> Result<()> {
             verify: args,
             format,
             output,
+            ..
         } => {
             let verdict = verify(&log, &mut db, args, global)?;
             let rows = audit::read_rows(&db, 1, None)?;
@@ -87,9 +98,12 @@ pub fn run(cmd: &AuditCommand, global: &GlobalArgs) -> Result<()> {
                 )?)),
                 None => Box::new(io::BufWriter::new(io::stdout().lock())),
             };
+            let allowed = export_allowed
+                .as_ref()
+                .expect("signed in above for exports");
             match format {
-                ExportFormat::Csv => write_csv(&mut out, &rows, &verdict)?,
-                ExportFormat::Jsonl => write_jsonl(&mut out, &rows, &verdict)?,
+                ExportFormat::Csv => write_csv(allowed, &mut out, &rows, &verdict)?,
+                ExportFormat::Jsonl => write_jsonl(allowed, &mut out, &rows, &verdict)?,
             }
             out.flush()?;
             eprintln!(
@@ -97,6 +111,21 @@ pub fn run(cmd: &AuditCommand, global: &GlobalArgs) -> Result<()> {
                 rows.len(),
                 summary(&verdict)
             );
+            let event = NewEvent::new(
+                audit::timestamp_now(),
+                allowed.username(),
+                "audit.export",
+                output
+                    .as_ref()
+                    .map_or("stdout".to_string(), |p| p.display().to_string()),
+                Outcome::Success,
+            )
+            .with_details(json!({
+                "format": format!("{format:?}").to_lowercase(),
+                "records": rows.len(),
+                "verification": summary(&verdict),
+            }));
+            log.append(&mut db, vec![event])?;
             verdict_or_damage(&verdict)?;
         }
         AuditCommand::Tail {
@@ -221,7 +250,13 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-fn write_csv(out: &mut dyn Write, rows: &[StoredRow], verdict: &ChainVerdict) -> Result<()> {
+/// Writes the CSV copy; `_allowed` is the proof that an auditor signed in for it.
+fn write_csv(
+    _allowed: &Authorized,
+    out: &mut dyn Write,
+    rows: &[StoredRow],
+    verdict: &ChainVerdict,
+) -> Result<()> {
     writeln!(
         out,
         "seq,timestamp_utc,epoch,actor,action,subject,outcome,details,mac,chain_status"
@@ -245,7 +280,13 @@ fn write_csv(out: &mut dyn Write, rows: &[StoredRow], verdict: &ChainVerdict) ->
     Ok(())
 }
 
-fn write_jsonl(out: &mut dyn Write, rows: &[StoredRow], verdict: &ChainVerdict) -> Result<()> {
+/// Writes the JSON Lines copy; `_allowed` is the proof that an auditor signed in for it.
+fn write_jsonl(
+    _allowed: &Authorized,
+    out: &mut dyn Write,
+    rows: &[StoredRow],
+    verdict: &ChainVerdict,
+) -> Result<()> {
     let verification = match &verdict.result {
         Ok(r) => {
             json!({"status": "ok", "records": r.records, "from_seq": verdict.from_seq, "last_seq": r.last_seq,

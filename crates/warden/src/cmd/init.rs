@@ -154,13 +154,20 @@ pub fn run(args: &InitArgs, global: &GlobalArgs) -> Result<()> {
         "Auditor passphrase (protects the exported initial audit key; at least 16 characters): ",
         true,
     )?;
-    let made = provision(
+    // The first administrator, asked for (and checked) before anything is written.
+    let first_admin = crate::cmd::user::FirstAdmin::from_args(&args.identity)?;
+    let mut made = provision(
         root,
         &passphrase,
         &auditor_passphrase,
         &auditor_key_out,
         &kdf,
         audit_policy(args),
+    )?;
+    first_admin.create(
+        &mut made.db,
+        made.keys.get(Purpose::Database),
+        made.keys.get(Purpose::Audit),
     )?;
     report(&made, &kdf, &auditor_key_out)
 }

@@ -5,4 +5,5 @@ pub mod config;
 pub mod demo;
 pub mod init;
 pub mod siem;
+pub mod user;
 pub mod vault;

@@ -26,15 +26,55 @@ pub const AUDITOR_PASSPHRASE: &str = "auditor test passphrase: tr0ub4dor&3 is lo
 /// Fast PBKDF2 for tests (the minimum warden accepts).
 pub const KDF_ITERATIONS: &str = "1000";
 
-/// Environment variables that would change how the binary finds its data or passphrase.
-const HERMETIC_ENV: [&str; 6] = [
+/// The first administrator every fixture's `warden init` creates, and the password file name.
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "Fixture-Admin-Password-1";
+const ADMIN_PASSWORD_FILE: &str = "admin-password";
+const AUDITOR_PASSPHRASE_FILE: &str = "auditor-passphrase";
+
+/// Environment variables that would change how the binary finds its data, passphrase, acting
+/// user or passwords.
+const HERMETIC_ENV: [&str; 9] = [
     "WARDEN_PASSPHRASE",
     "WARDEN_AUDITOR_PASSPHRASE",
     "WARDEN_DATA_DIR",
     "WARDEN_LOG",
     "CREDENTIALS_DIRECTORY",
     "RUST_LOG",
+    "WARDEN_USER",
+    "WARDEN_PASSWORD",
+    "WARDEN_NEW_PASSWORD",
 ];
+
+/// `init --kdf-iterations 1000 --admin admin --admin-password-file DIR/admin-password`: the
+/// arguments of a test `warden init`, with the administrator's password file written into `dir`
+/// (once) so the command needs no terminal.
+pub fn init_args(dir: &Path) -> Vec<std::ffi::OsString> {
+    let file = dir.join(ADMIN_PASSWORD_FILE);
+    if !file.exists() {
+        write_private(&file, format!("{ADMIN_PASSWORD}\n").as_bytes());
+    }
+    let auditor = dir.join(AUDITOR_PASSPHRASE_FILE);
+    if !auditor.exists() {
+        write_private(&auditor, format!("{AUDITOR_PASSPHRASE}\n").as_bytes());
+    }
+    ["--auditor-passphrase-file".into(), auditor.into_os_string()]
+        .into_iter()
+        .chain(
+            [
+                "init",
+                "--kdf-iterations",
+                KDF_ITERATIONS,
+                "--admin",
+                ADMIN,
+                "--admin-password-file",
+            ]
+            .into_iter()
+            .map(Into::into),
+        )
+        .chain([file.into_os_string()])
+        .collect()
+}
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
@@ -225,6 +265,15 @@ impl Fixture {
     }
 
     pub fn with_passphrase(passphrase: &str) -> Self {
+        Self::with_options(passphrase, None)
+    }
+
+    /// A fixture whose `warden init` is given this identity policy (JSON).
+    pub fn with_identity_policy(policy_json: &str) -> Self {
+        Self::with_options(PASSPHRASE, Some(policy_json))
+    }
+
+    fn with_options(passphrase: &str, policy_json: Option<&str>) -> Self {
         let tmp = tempfile::tempdir().expect("temporary directory");
         let data_dir = tmp.path().join("data");
         let passphrase_file = tmp.path().join("passphrase");
@@ -241,13 +290,26 @@ impl Fixture {
             passphrase: passphrase.to_string(),
             auditor_passphrase_file,
         };
-        run(fixture
-            .warden()
-            .arg("--auditor-passphrase-file")
-            .arg(&fixture.auditor_passphrase_file)
-            .args(["init", "--kdf-iterations", KDF_ITERATIONS]))
-        .ok();
+        let mut init = fixture.warden();
+        init.args(init_args(fixture.dir()));
+        if let Some(json) = policy_json {
+            let path = fixture.file("identity-policy.json", json.as_bytes());
+            init.arg("--identity-policy").arg(path);
+        }
+        run(&mut init).ok();
         fixture
+    }
+
+    /// The first administrator's 0600 password file.
+    pub fn admin_password_file(&self) -> PathBuf {
+        self.path(ADMIN_PASSWORD_FILE)
+    }
+
+    /// `warden … --as admin --password-file FILE`: signed in as the first administrator
+    /// (put the subcommand before calling this).
+    pub fn as_admin<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.args(["--as", ADMIN, "--password-file"])
+            .arg(self.admin_password_file())
     }
 
     /// The auditor's sealed initial audit key written by `init`.

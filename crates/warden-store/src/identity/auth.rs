@@ -1,0 +1,629 @@
+//! Authentication (the shim's TOTP challenge, the CLI's password plus TOTP) and authorization
+//! (a permission check that records its denials).
+
+use rusqlite::TransactionBehavior;
+use serde_json::json;
+use warden_core::audit::{NewEvent, Outcome};
+use warden_core::lockout::{LockoutState, Throttle};
+use warden_core::password::{Password, PasswordExpiry, PasswordHash};
+use warden_core::rbac::{authorize, Decision, DenyReason, Permission, Role};
+use warden_core::secret::SecretBytes;
+use warden_core::totp::{TotpParams, TotpSecret, TotpVerdict};
+
+use super::rows::{self, LockRecord, UserRow};
+use super::{claimed_name, totp_label, AuthError, Identity, PortId, UnixMs, DECOY_LABEL};
+use crate::db::{Database, StoreError};
+
+/// The answer to a technician at a shim port. Maps one to one onto the shim state machine's
+/// `AuthDecision`.
+#[must_use = "an authentication outcome decides whether a session opens"]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// The code is right, fresh (later than the last accepted step) and the user may use the
+    /// shim. `step` is now the user's last accepted step.
+    Accepted { username: String, step: u64 },
+    /// Refused, for whatever reason (unknown or disabled user, wrong role, wrong or replayed
+    /// code, user locked, too soon after the last attempt); the technician is not told which.
+    /// The next attempt is allowed after `retry_after_ms`.
+    Rejected { retry_after_ms: u64 },
+    /// The port is locked (by this failure or before); only an administrator lifts it.
+    LockedOut,
+}
+
+/// A person who proved who they are at the CLI. Only [`Identity::authenticate_operator`] makes
+/// one.
+#[derive(Clone, Debug)]
+pub struct AuthenticatedUser {
+    username: String,
+    role: Role,
+    password_expired: bool,
+    totp_step: Option<u64>,
+}
+
+impl AuthenticatedUser {
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// True when the password is past its maximum age: every permission is refused until it
+    /// is changed (`warden user passwd` on oneself still works).
+    pub fn password_expired(&self) -> bool {
+        self.password_expired
+    }
+
+    /// The TOTP time step accepted in this sign-in, when the user has TOTP enrolled.
+    pub fn totp_step(&self) -> Option<u64> {
+        self.totp_step
+    }
+}
+
+/// An authenticated user allowed one permission. Only [`Identity::require`] makes one; the
+/// management operations take it as proof the check was done.
+#[must_use = "an authorization is proof of a check; pass it to the operation it allows"]
+#[derive(Clone, Debug)]
+pub struct Authorized {
+    user: AuthenticatedUser,
+    permission: Permission,
+}
+
+impl Authorized {
+    pub fn user(&self) -> &AuthenticatedUser {
+        &self.user
+    }
+
+    pub fn username(&self) -> &str {
+        &self.user.username
+    }
+
+    pub fn permission(&self) -> Permission {
+        self.permission
+    }
+}
+
+/// Why a sign-in failed, as the audit trail records it (never shown to the person).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    UnknownUser,
+    Disabled,
+    /// The role does not grant a shim session, or the user has no password (CLI).
+    NotAllowed,
+    NotEnrolled,
+    BadPassword,
+    Invalid,
+    Replay,
+    UserLocked,
+}
+
+impl Reason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownUser => "unknown_user",
+            Self::Disabled => "disabled",
+            Self::NotAllowed => "role_not_allowed",
+            Self::NotEnrolled => "totp_not_enrolled",
+            Self::BadPassword => "bad_password",
+            Self::Invalid => "totp_invalid",
+            Self::Replay => "totp_replay",
+            Self::UserLocked => "user_locked",
+        }
+    }
+}
+
+fn verdict_name(verdict: TotpVerdict) -> &'static str {
+    match verdict {
+        TotpVerdict::Accepted { .. } => "valid",
+        TotpVerdict::Replay { .. } => "replay",
+        TotpVerdict::Invalid => "invalid",
+    }
+}
+
+fn wait_ms(throttle: Throttle) -> u64 {
+    match throttle {
+        Throttle::Proceed => 0,
+        Throttle::Wait { wait_ms } => wait_ms,
+    }
+}
+
+impl Identity {
+    fn event(
+        &self,
+        now: UnixMs,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        outcome: Outcome,
+        details: serde_json::Value,
+    ) -> NewEvent {
+        NewEvent::new(now.timestamp(), actor, action, subject, outcome).with_details(details)
+    }
+
+    /// Records a failed attempt for a principal; returns the lock event if this failure locked
+    /// it.
+    fn count_failure(
+        &self,
+        record: &mut LockRecord,
+        principal: &str,
+        now: UnixMs,
+    ) -> Option<NewEvent> {
+        let was_locked = record.window.locked_at().is_some();
+        let state = record
+            .window
+            .record_failure(&self.policy.lockout, now.secs());
+        record.throttle.record_failure(now.0);
+        match state {
+            LockoutState::Locked { since } if !was_locked => Some(self.event(
+                now,
+                "warden",
+                "lockout.lock",
+                principal,
+                Outcome::Success,
+                json!({
+                    "max_failures": self.policy.lockout.max_failures(),
+                    "window_secs": self.policy.lockout.window_secs(),
+                    "locked_at": since,
+                }),
+            )),
+            _ => None,
+        }
+    }
+
+    fn count_success(record: &mut LockRecord, now: UnixMs) {
+        record.window.record_success();
+        record.throttle.record_success(now.0);
+    }
+
+    /// Opens a user's TOTP secret, or the decoy for anyone who has none (same work either way).
+    fn totp_secret(&self, user: Option<&UserRow>) -> Result<(TotpSecret, bool), StoreError> {
+        let (sealed, label, real) = match user.and_then(|u| u.totp.as_ref().map(|t| (u, t))) {
+            Some((user, totp)) => (&totp.sealed, totp_label(&user.username), true),
+            None => (&self.decoy_totp, DECOY_LABEL.to_vec(), false),
+        };
+        let bytes = warden_core::aead::open(&self.secrets_key, &label, sealed).map_err(|_| {
+            StoreError::Corrupt(
+                "identity: a stored TOTP secret does not open (moved to another user, or sealed \
+                 under another key)"
+                    .into(),
+            )
+        })?;
+        let secret = TotpSecret::from_bytes(SecretBytes::new(bytes.expose_secret().to_vec()))
+            .map_err(|err| StoreError::Corrupt(format!("identity: stored TOTP secret: {err}")))?;
+        Ok((secret, real))
+    }
+
+    /// The parameters to verify a user's code with: the user's algorithm, digits and period,
+    /// and the policy's window.
+    fn verify_params(&self, user: Option<&UserRow>) -> TotpParams {
+        let mut params = user
+            .and_then(|u| u.totp.as_ref().map(|t| t.params))
+            .unwrap_or(self.policy.totp);
+        params.window = self.policy.totp.window;
+        params
+    }
+
+    /// A technician at shim port `port` typed `username` and `code`. Checks, in one
+    /// transaction: port and user lockouts, attempt spacing for both, the user (exists, enabled,
+    /// a role that grants `shim.session`, TOTP enrolled), the code (constant time, the whole
+    /// window) and its freshness (later than the last accepted step: compare-and-set). Every
+    /// attempt is counted and audited (`login.totp`, subject `port:ID`, reason in the details;
+    /// replays as `totp_replay`); the fifth failure in the window locks the user and the port
+    /// (`lockout.lock`).
+    pub fn authenticate_technician(
+        &mut self,
+        db: &mut Database,
+        username: &str,
+        code: &[u8],
+        now: UnixMs,
+        port: &PortId,
+    ) -> Result<AuthOutcome, StoreError> {
+        let (name, actor) = claimed_name(username);
+        let user_key = format!("user:{actor}");
+        let port_key = format!("port:{}", port.as_str());
+        let tx = db
+            .conn_mut()
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut user_lock = rows::load_lock(&tx, &user_key)?;
+        let mut port_lock = rows::load_lock(&tx, &port_key)?;
+        let policy = self.policy.lockout;
+        let failure = |reason: &str, extra: serde_json::Value| {
+            let mut details = json!({ "reason": reason, "user": user_key });
+            if let (Some(map), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra)
+            {
+                map.extend(extra);
+            }
+            details
+        };
+
+        if port_lock.window.state(&policy, now.secs()).is_locked() {
+            let event = self.event(
+                now,
+                &actor,
+                "login.totp",
+                &port_key,
+                Outcome::Failure,
+                failure("port_locked", json!({})),
+            );
+            self.commit_with(tx, vec![event])?.finish(db)?;
+            return Ok(AuthOutcome::LockedOut);
+        }
+        let backoff = self.policy.backoff;
+        let wait = wait_ms(user_lock.throttle.check(&backoff, now.0))
+            .max(wait_ms(port_lock.throttle.check(&backoff, now.0)));
+        if wait > 0 {
+            let event = self.event(
+                now,
+                &actor,
+                "login.totp",
+                &port_key,
+                Outcome::Failure,
+                failure("throttled", json!({ "retry_after_ms": wait })),
+            );
+            self.commit_with(tx, vec![event])?.finish(db)?;
+            return Ok(AuthOutcome::Rejected {
+                retry_after_ms: wait,
+            });
+        }
+
+        let user = match &name {
+            Some(name) => rows::load_user(&tx, name.as_str())?,
+            None => None,
+        };
+        let user_locked = user_lock.window.state(&policy, now.secs()).is_locked();
+        let (secret, real) = self.totp_secret(user.as_ref())?;
+        let params = self.verify_params(user.as_ref());
+        let last = user.as_ref().and_then(|u| u.last_accepted_step);
+        // Always verified, whoever it is, so the time taken does not depend on the name.
+        let verdict = params.verify(&secret, code, now.secs(), last);
+        drop(secret);
+
+        let refusal = match &user {
+            None => Some(Reason::UnknownUser),
+            Some(u) if u.disabled => Some(Reason::Disabled),
+            Some(u) if !authorize(u.role, Permission::ShimSessionAccess).is_allowed() => {
+                Some(Reason::NotAllowed)
+            }
+            Some(_) if !real => Some(Reason::NotEnrolled),
+            Some(_) if user_locked => Some(Reason::UserLocked),
+            Some(_) => match verdict {
+                TotpVerdict::Accepted { .. } => None,
+                TotpVerdict::Replay { .. } => Some(Reason::Replay),
+                TotpVerdict::Invalid => Some(Reason::Invalid),
+            },
+        };
+
+        if let (None, Some(user), TotpVerdict::Accepted { step }) = (refusal, &user, verdict) {
+            if rows::advance_step(&tx, user.id, step)? {
+                Self::count_success(&mut user_lock, now);
+                Self::count_success(&mut port_lock, now);
+                rows::save_lock(&tx, &user_key, &user_lock)?;
+                rows::save_lock(&tx, &port_key, &port_lock)?;
+                let event = self.event(
+                    now,
+                    &user.username,
+                    "login.totp",
+                    &port_key,
+                    Outcome::Success,
+                    json!({ "step": step, "user": user_key }),
+                );
+                self.commit_with(tx, vec![event])?.finish(db)?;
+                return Ok(AuthOutcome::Accepted {
+                    username: user.username.clone(),
+                    step,
+                });
+            }
+        }
+        // A compare-and-set that lost is a replay too.
+        let reason = refusal.unwrap_or(Reason::Replay);
+        let mut extra = json!({});
+        if let TotpVerdict::Accepted { step } | TotpVerdict::Replay { step } = verdict {
+            if real && matches!(reason, Reason::Replay) {
+                extra = json!({ "step": step, "last_accepted_step": last });
+            }
+        }
+        if reason == Reason::UserLocked {
+            extra = json!({ "code": verdict_name(verdict) });
+        }
+        let mut events = vec![self.event(
+            now,
+            &actor,
+            "login.totp",
+            &port_key,
+            Outcome::Failure,
+            failure(reason.as_str(), extra),
+        )];
+        events.extend(self.count_failure(&mut user_lock, &user_key, now));
+        events.extend(self.count_failure(&mut port_lock, &port_key, now));
+        rows::save_lock(&tx, &user_key, &user_lock)?;
+        rows::save_lock(&tx, &port_key, &port_lock)?;
+        let port_locked = port_lock.window.locked_at().is_some();
+        let retry_after_ms = wait_ms(user_lock.throttle.check(&backoff, now.0))
+            .max(wait_ms(port_lock.throttle.check(&backoff, now.0)));
+        self.commit_with(tx, events)?.finish(db)?;
+        if port_locked {
+            Ok(AuthOutcome::LockedOut)
+        } else {
+            Ok(AuthOutcome::Rejected { retry_after_ms })
+        }
+    }
+
+    /// A person at the CLI: user name, password, and the one-time code when the user has TOTP
+    /// enrolled. The password is checked against the user's Argon2id hash, or against the decoy
+    /// hash when there is no such user (or no password), so every attempt costs the same.
+    ///
+    /// Refusals are counted against `user:NAME` (the fifth in the window locks it, until an
+    /// administrator unlocks it) and spaced out by the backoff policy; each attempt is audited
+    /// as `login.cli` with the reason. A correct password without the needed code answers
+    /// [`AuthError::TotpRequired`] without counting or auditing, so the caller can ask for the
+    /// code and call again.
+    pub fn authenticate_operator(
+        &mut self,
+        db: &mut Database,
+        username: &str,
+        password: &Password,
+        totp_code: Option<&str>,
+        now: UnixMs,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        let (name, actor) = claimed_name(username);
+        let user_key = format!("user:{actor}");
+        let policy = self.policy.lockout;
+
+        // Locked or too soon: refused before any expensive work.
+        {
+            let tx = db
+                .conn_mut()
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let lock = rows::load_lock(&tx, &user_key)?;
+            if let Some(refusal) = self.precheck(&lock, now) {
+                let (reason, err) = match refusal {
+                    Precheck::Locked => (
+                        "user_locked",
+                        AuthError::LockedOut {
+                            username: actor.clone(),
+                        },
+                    ),
+                    Precheck::Wait(retry_after_ms) => {
+                        ("throttled", AuthError::RateLimited { retry_after_ms })
+                    }
+                };
+                let event = self.event(
+                    now,
+                    &actor,
+                    "login.cli",
+                    &user_key,
+                    Outcome::Failure,
+                    json!({ "reason": reason }),
+                );
+                self.commit_with(tx, vec![event])?.finish(db)?;
+                return Err(err);
+            }
+        }
+
+        // The password, outside any transaction: Argon2id takes a while, and the shim must not
+        // wait for it.
+        let user = match &name {
+            Some(name) => rows::load_user(db.conn(), name.as_str())?,
+            None => None,
+        };
+        let stored = user.as_ref().and_then(|u| u.password_phc.as_deref());
+        let hash = match stored.map(PasswordHash::parse) {
+            Some(Ok(hash)) => Some(hash),
+            Some(Err(err)) => {
+                tracing::error!(user = %actor, error = %err, "stored password hash is unusable");
+                None
+            }
+            None => None,
+        };
+        let check_against = match &hash {
+            Some(hash) => hash.clone(),
+            None => PasswordHash::parse(&self.decoy_phc).map_err(|err| {
+                StoreError::Corrupt(format!("identity: stored decoy hash: {err}"))
+            })?,
+        };
+        let password_ok = check_against.verify(password).is_match() && hash.is_some();
+        let enrolled = user.as_ref().is_some_and(|u| u.totp.is_some());
+        let usable = user.as_ref().is_some_and(|u| !u.disabled);
+        if password_ok && usable && enrolled && totp_code.is_none() {
+            return Err(AuthError::TotpRequired {
+                username: actor.clone(),
+            });
+        }
+        let rehash = match &hash {
+            Some(hash) if password_ok && usable && self.policy.password.needs_rehash(hash) => {
+                Some(self.policy.password.hash(password).map_err(|err| {
+                    StoreError::Corrupt(format!("identity: rehashing a password: {err}"))
+                })?)
+            }
+            _ => None,
+        };
+
+        let tx = db
+            .conn_mut()
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut lock = rows::load_lock(&tx, &user_key)?;
+        // Re-read: a lock, a disable or an accepted code may have landed meanwhile.
+        let user = match &name {
+            Some(name) => rows::load_user(&tx, name.as_str())?,
+            None => None,
+        };
+        let locked = lock.window.state(&policy, now.secs()).is_locked();
+        let mut totp_step = None;
+        let mut verdict = None;
+        let refusal = match &user {
+            None => Some(Reason::UnknownUser),
+            Some(u) if u.disabled => Some(Reason::Disabled),
+            Some(u) if u.password_phc.is_none() => Some(Reason::NotAllowed),
+            Some(_) if !password_ok => Some(Reason::BadPassword),
+            Some(_) if locked => Some(Reason::UserLocked),
+            Some(u) if u.totp.is_some() => {
+                let (secret, _) = self.totp_secret(Some(u))?;
+                let params = self.verify_params(Some(u));
+                let v = params.verify(
+                    &secret,
+                    totp_code.unwrap_or_default().trim(),
+                    now.secs(),
+                    u.last_accepted_step,
+                );
+                verdict = Some(v);
+                match v {
+                    TotpVerdict::Accepted { step } => {
+                        if rows::advance_step(&tx, u.id, step)? {
+                            totp_step = Some(step);
+                            None
+                        } else {
+                            Some(Reason::Replay)
+                        }
+                    }
+                    TotpVerdict::Replay { .. } => Some(Reason::Replay),
+                    TotpVerdict::Invalid => Some(Reason::Invalid),
+                }
+            }
+            Some(_) => None,
+        };
+
+        match (refusal, user) {
+            (None, Some(user)) => {
+                Self::count_success(&mut lock, now);
+                rows::save_lock(&tx, &user_key, &lock)?;
+                if let Some(new_hash) = &rehash {
+                    rows::rehash_password(&tx, user.id, new_hash.as_phc())?;
+                }
+                let expired = match user.password_changed {
+                    Some(changed) => matches!(
+                        self.policy.password.expiry(changed, now.secs()),
+                        PasswordExpiry::Expired { .. }
+                    ),
+                    None => false,
+                };
+                let mut factors = vec!["password"];
+                if totp_step.is_some() {
+                    factors.push("totp");
+                }
+                let mut details = json!({ "factors": factors, "password_expired": expired });
+                if let (Some(map), Some(step)) = (details.as_object_mut(), totp_step) {
+                    map.insert("step".into(), json!(step));
+                }
+                if let (Some(map), true) = (details.as_object_mut(), rehash.is_some()) {
+                    map.insert("rehashed".into(), json!(true));
+                }
+                let event = self.event(
+                    now,
+                    &user.username,
+                    "login.cli",
+                    &user_key,
+                    Outcome::Success,
+                    details,
+                );
+                self.commit_with(tx, vec![event])?.finish(db)?;
+                Ok(AuthenticatedUser {
+                    username: user.username,
+                    role: user.role,
+                    password_expired: expired,
+                    totp_step,
+                })
+            }
+            (refusal, _) => {
+                let reason = refusal.unwrap_or(Reason::UnknownUser);
+                let mut details = json!({ "reason": reason.as_str() });
+                if let (Some(map), Some(TotpVerdict::Replay { step })) =
+                    (details.as_object_mut(), verdict)
+                {
+                    map.insert("step".into(), json!(step));
+                }
+                let mut events = vec![self.event(
+                    now,
+                    &actor,
+                    "login.cli",
+                    &user_key,
+                    Outcome::Failure,
+                    details,
+                )];
+                events.extend(self.count_failure(&mut lock, &user_key, now));
+                rows::save_lock(&tx, &user_key, &lock)?;
+                let now_locked = lock.window.locked_at().is_some();
+                self.commit_with(tx, events)?.finish(db)?;
+                if now_locked {
+                    Err(AuthError::LockedOut { username: actor })
+                } else {
+                    Err(AuthError::Failed)
+                }
+            }
+        }
+    }
+
+    fn precheck(&self, lock: &LockRecord, now: UnixMs) -> Option<Precheck> {
+        if lock
+            .window
+            .state(&self.policy.lockout, now.secs())
+            .is_locked()
+        {
+            return Some(Precheck::Locked);
+        }
+        match lock.throttle.check(&self.policy.backoff, now.0) {
+            Throttle::Proceed => None,
+            Throttle::Wait { wait_ms } => Some(Precheck::Wait(wait_ms)),
+        }
+    }
+
+    /// Allows `user` one `permission` for `action` (the command, e.g. `user.add`), or records
+    /// the denial (`action`, outcome `denied`, with the permission and role) and refuses. An
+    /// expired password is refused for every permission.
+    pub fn require(
+        &mut self,
+        db: &mut Database,
+        user: &AuthenticatedUser,
+        permission: Permission,
+        action: &str,
+        now: UnixMs,
+    ) -> Result<Authorized, AuthError> {
+        let decision = if user.password_expired {
+            Err("password_expired")
+        } else {
+            match authorize(user.role, permission) {
+                Decision::Allow => Ok(()),
+                Decision::Deny {
+                    reason: DenyReason::NotGranted { .. },
+                } => Err("not_granted"),
+            }
+        };
+        match decision {
+            Ok(()) => Ok(Authorized {
+                user: user.clone(),
+                permission,
+            }),
+            Err(reason) => {
+                let event = self.event(
+                    now,
+                    &user.username,
+                    action,
+                    &format!("permission:{permission}"),
+                    Outcome::Denied,
+                    json!({
+                        "permission": permission.name(),
+                        "role": user.role.name(),
+                        "reason": reason,
+                    }),
+                );
+                self.audit.append(db, vec![event])?;
+                if user.password_expired {
+                    Err(AuthError::PasswordExpired {
+                        username: user.username.clone(),
+                    })
+                } else {
+                    Err(AuthError::Denied {
+                        username: user.username.clone(),
+                        role: user.role,
+                        permission,
+                    })
+                }
+            }
+        }
+    }
+}
+
+enum Precheck {
+    Locked,
+    Wait(u64),
+}
