@@ -28,7 +28,10 @@ pub enum PassphraseSource {
     File(PathBuf),
     Fd(u32),
     Env(&'static str),
-    Prompt,
+    /// An interactive prompt; `alternatives` names the other sources, for the error off a terminal.
+    Prompt {
+        alternatives: &'static str,
+    },
 }
 
 impl PassphraseSource {
@@ -48,7 +51,9 @@ impl PassphraseSource {
         if std::env::var_os(ENV_PASSPHRASE).is_some() {
             return Self::Env(ENV_PASSPHRASE);
         }
-        Self::Prompt
+        Self::Prompt {
+            alternatives: "--passphrase-file, --passphrase-fd, $CREDENTIALS_DIRECTORY/warden-passphrase or $WARDEN_PASSPHRASE (tests only)",
+        }
     }
 
     /// The auditor's passphrase: `--auditor-passphrase-file`, `WARDEN_AUDITOR_PASSPHRASE`
@@ -60,7 +65,9 @@ impl PassphraseSource {
         if std::env::var_os(ENV_AUDITOR_PASSPHRASE).is_some() {
             return Self::Env(ENV_AUDITOR_PASSPHRASE);
         }
-        Self::Prompt
+        Self::Prompt {
+            alternatives: "--auditor-passphrase-file or $WARDEN_AUDITOR_PASSPHRASE (tests only)",
+        }
     }
 
     /// Reads the passphrase. `confirm` asks twice at an interactive prompt (for `init`).
@@ -88,12 +95,9 @@ impl PassphraseSource {
                     .map_err(|_| anyhow::anyhow!("{name} is not valid UTF-8"))?;
                 Ok(Passphrase::new(value))
             }
-            Self::Prompt => {
+            Self::Prompt { alternatives } => {
                 if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
-                    bail!(
-                        "no passphrase source: not on a terminal, and none of --passphrase-file, \
-                         --passphrase-fd, $CREDENTIALS_DIRECTORY/{SYSTEMD_CREDENTIAL} or the environment variable is set"
-                    );
+                    bail!("no passphrase source: not on a terminal to ask, and none of {alternatives} is given");
                 }
                 let first = Passphrase::new(rpassword::prompt_password(prompt)?);
                 if confirm {

@@ -150,12 +150,14 @@ pub fn run(args: &InitArgs, global: &GlobalArgs) -> Result<()> {
         ),
         true,
     )?;
-    let auditor_passphrase = PassphraseSource::for_auditor(global).read(
-        "Auditor passphrase (protects the exported initial audit key; at least 16 characters): ",
-        true,
-    )?;
     // The first administrator, asked for (and checked) before anything is written.
     let first_admin = crate::cmd::user::FirstAdmin::from_args(&args.identity)?;
+    let auditor_passphrase = PassphraseSource::for_auditor(global)
+        .read(
+            "Auditor passphrase (protects the exported initial audit key; at least 16 characters): ",
+            true,
+        )
+        .context("the auditor passphrase")?;
     let mut made = provision(
         root,
         &passphrase,
