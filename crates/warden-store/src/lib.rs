@@ -3,13 +3,14 @@
 //! [`Database::open`] keys SQLCipher with the raw `database` purpose key (no second KDF), refuses a
 //! library built without SQLCipher, tells a wrong key from a plain SQLite file or a foreign
 //! database, and brings the schema up to date with forward-only migrations ([`migrations`]).
-//! Capabilities own their tables: the audit chain ([`audit`]) here; users, spool, OTA queue
-//! come with their issues. All SQL is parameterized.
+//! Capabilities own their tables: the audit chain ([`audit`]), the OTA server's cards, script
+//! queue, results and sessions ([`ota`]); users and the spool come with their issues. All SQL is parameterized.
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod db;
 pub mod migrations;
+pub mod ota;
 
 pub use db::{Database, StoreError, DB_FILE};
 

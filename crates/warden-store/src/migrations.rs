@@ -16,10 +16,11 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "audit chain",
-    sql: "
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "audit chain",
+        sql: "
         CREATE TABLE audit_events (
             seq     INTEGER PRIMARY KEY,
             epoch   INTEGER NOT NULL,
@@ -50,7 +51,13 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
             created TEXT    NOT NULL
         );
     ",
-}];
+    },
+    Migration {
+        version: 2,
+        name: "ota: cards and PSKs, script queue, results, sessions",
+        sql: crate::ota::MIGRATION_SQL,
+    },
+];
 
 /// The schema version this build brings a database to.
 pub fn latest() -> i64 {
