@@ -26,7 +26,9 @@
 
 pub mod admin;
 pub mod apdu;
+pub mod bench;
 pub mod config;
+pub mod dashboard;
 pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -34,6 +36,7 @@ pub mod gp;
 pub mod keys;
 pub mod metrics;
 pub mod script;
+pub mod scriptfile;
 pub mod server;
 pub mod session;
 pub mod simulator;

@@ -70,6 +70,9 @@ pub enum Command {
     /// Seal and open configuration files (Fernet under the config key).
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// SCP81 OTA: PSK-TLS admin server, script queue, keys, UICC simulator, load generator.
+    #[command(subcommand)]
+    Ota(crate::cmd::ota::OtaCommand),
     /// Show what warden does, end to end, in a throwaway directory.
     Demo(DemoArgs),
 }

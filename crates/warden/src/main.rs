@@ -46,6 +46,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Init(args) => cmd::init::run(args, &cli.global),
         Command::Vault(cmd) => cmd::vault::run(cmd, &cli.global),
         Command::Config(cmd) => cmd::config::run(cmd, &cli.global),
+        Command::Ota(cmd) => cmd::ota::run(cmd, &cli.global),
         Command::Demo(args) => cmd::demo::run(args),
     }
 }

@@ -3,4 +3,5 @@
 pub mod config;
 pub mod demo;
 pub mod init;
+pub mod ota;
 pub mod vault;
