@@ -154,10 +154,12 @@ pub enum KeySource {
     Database,
 }
 
+type KeyMap = Arc<HashMap<String, Arc<Psk>>>;
+
 /// The keys the PSK callback sees: an immutable map swapped whole on reload.
 #[derive(Clone, Default)]
 pub struct KeyCache {
-    inner: Arc<RwLock<Arc<HashMap<String, Arc<Psk>>>>>,
+    inner: Arc<RwLock<KeyMap>>,
 }
 
 impl KeyCache {

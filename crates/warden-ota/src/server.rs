@@ -90,10 +90,12 @@ impl CardSlot {
 }
 
 /// Connections in their handshake, oldest first; over the limit, the oldest is told to go.
+type HandshakeQueue = Arc<Mutex<VecDeque<(u64, Arc<Notify>)>>>;
+
 #[derive(Clone)]
 struct HandshakeSlots {
     max: usize,
-    queue: Arc<Mutex<VecDeque<(u64, Arc<Notify>)>>>,
+    queue: HandshakeQueue,
 }
 
 struct HandshakeSlot {
@@ -1131,6 +1133,15 @@ struct Plan {
     resumed_without_state: bool,
 }
 
+/// (script, status, response body, exchanges, round trip in µs), as the store job writes them.
+type StoredResults = (
+    u64,
+    &'static str,
+    Vec<u8>,
+    Vec<db::ExchangeRow>,
+    Option<u64>,
+);
+
 struct PlannedResults {
     script: u64,
     status: ScriptStatus,
@@ -1347,7 +1358,6 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
             queued
                 .as_ref()
                 .filter(|q| q.id.0 == *id)
-                .or_else(|| None)
                 .map(|q| (*id, q.script.apdus().map(|a| a.to_hex()).collect()))
         })
         .collect();
@@ -1358,13 +1368,7 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         let peer = ctx.peer.to_string();
         let plan_deliveries = plan.deliveries.clone();
         let delivered_commands = delivered_commands.clone();
-        let results: Vec<(
-            u64,
-            &'static str,
-            Vec<u8>,
-            Vec<db::ExchangeRow>,
-            Option<u64>,
-        )> = plan
+        let results: Vec<StoredResults> = plan
             .results
             .iter()
             .map(|r| {

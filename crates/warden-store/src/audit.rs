@@ -433,7 +433,7 @@ fn read_row(conn: &rusqlite::Connection, seq: u64) -> Result<Option<StoredRow>, 
         .query_row(
             "SELECT seq, epoch, ts, actor, action, subject, outcome, details, mac FROM audit_events WHERE seq = ?1",
             params![seq as i64],
-            |r| row_to_stored(r),
+            row_to_stored,
         )
         .optional()?)
 }
@@ -449,7 +449,7 @@ pub fn read_rows(
          WHERE seq >= ?1 ORDER BY seq LIMIT ?2",
     )?;
     let limit = limit.map_or(-1, |l| l as i64);
-    let rows = stmt.query_map(params![from as i64, limit], |r| row_to_stored(r))?;
+    let rows = stmt.query_map(params![from as i64, limit], row_to_stored)?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 

@@ -209,12 +209,12 @@ pub fn list_cards(conn: &Connection) -> Result<Vec<CardRow>, OtaStoreError> {
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// A stored key as loaded: the identity and the opened key (or why it did not open).
+pub type LoadedKey = (String, Result<SecretBytes, OtaStoreError>);
+
 /// Every stored key, opened: for the server's in-memory key cache. A row that does not open
 /// is reported by identity and skipped by the caller.
-pub fn load_keys(
-    conn: &Connection,
-    db_key: &Key32,
-) -> Result<Vec<(String, Result<SecretBytes, OtaStoreError>)>, OtaStoreError> {
+pub fn load_keys(conn: &Connection, db_key: &Key32) -> Result<Vec<LoadedKey>, OtaStoreError> {
     let mut stmt = conn.prepare("SELECT identity, psk_sealed FROM ota_cards ORDER BY identity")?;
     let rows = stmt.query_map([], |r| {
         Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))

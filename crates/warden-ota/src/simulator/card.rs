@@ -2,7 +2,7 @@
 //!
 //! It keeps a registry (the Issuer Security Domain, executable load files with their modules,
 //! applications), the selected application, and a secure-channel flag set by INITIALIZE UPDATE
-//! + EXTERNAL AUTHENTICATE. It answers SELECT, GET STATUS (TLV format), GET DATA, INSTALL [for
+//! and EXTERNAL AUTHENTICATE. It answers SELECT, GET STATUS (TLV format), GET DATA, INSTALL [for
 //! install], DELETE, INITIALIZE UPDATE and EXTERNAL AUTHENTICATE; anything else gets `6D00`.
 //! The secure channel is simulated (no SCP02/SCP03 cryptography): enough to exercise the
 //! command flow, not to test keys. No I/O: tests drive it with plain values.

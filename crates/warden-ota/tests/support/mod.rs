@@ -33,12 +33,13 @@ pub fn psk(byte: u8) -> Arc<Psk> {
 }
 
 pub fn config() -> ServerConfig {
-    let mut c = ServerConfig::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    // Generous: the test machine may be loaded.
-    c.handshake_timeout = Duration::from_secs(20);
-    c.idle_timeout = Duration::from_secs(30);
-    c
+    // Generous timeouts: the test machine may be loaded.
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        handshake_timeout: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(30),
+        ..ServerConfig::default()
+    }
 }
 
 pub async fn start(config: ServerConfig) -> TestServer {

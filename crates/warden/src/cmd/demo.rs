@@ -221,8 +221,10 @@ fn ota_step(root: &Path, keys: &warden_core::keyring::PurposeKeys) -> Result<()>
         .build()?;
     rt.block_on(async {
         let store = warden_ota::store::StoreHandle::start(database, db_key, audit_key);
-        let mut config = warden_ota::config::ServerConfig::default();
-        config.listen = "127.0.0.1:0".parse()?;
+        let config = warden_ota::config::ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        };
         let events = warden_ota::events::EventBus::default();
         let server = warden_ota::server::Server::new(config, KeyCache::new(), store.clone(), events.clone())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
