@@ -48,7 +48,7 @@ struct RawFile {
     targeted_application: Option<String>,
     #[serde(default)]
     coding: Option<RawCoding>,
-    commands: Vec<RawCommand>,
+    commands: Vec<std::collections::BTreeMap<String, serde_yaml_ng::Value>>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -65,8 +65,7 @@ enum RawCoding {
     Indefinite,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// One command: a map with a single key naming it (`select: AID`, `install: {…}`).
 enum RawCommand {
     Select(String),
     GetStatus(String),
@@ -158,6 +157,41 @@ fn aid(field: &str, text: &str) -> Result<Aid, String> {
     Aid::from_hex(text).map_err(|e| format!("{field}: {e}"))
 }
 
+fn raw_command(
+    map: std::collections::BTreeMap<String, serde_yaml_ng::Value>,
+) -> Result<RawCommand, String> {
+    let mut it = map.into_iter();
+    let (Some((name, value)), None) = (it.next(), it.next()) else {
+        return Err(
+            "each command is one key: select, get_status, get_data, install, delete or apdu".into(),
+        );
+    };
+    fn text(name: &str, v: serde_yaml_ng::Value) -> Result<String, String> {
+        match v {
+            serde_yaml_ng::Value::String(s) => Ok(s),
+            serde_yaml_ng::Value::Number(n) => Ok(n.to_string()),
+            _ => Err(format!("{name}: a hex string is expected")),
+        }
+    }
+    Ok(match name.as_str() {
+        "select" => RawCommand::Select(text(&name, value)?),
+        "get_status" => RawCommand::GetStatus(text(&name, value)?),
+        "get_data" => RawCommand::GetData(text(&name, value)?),
+        "apdu" => RawCommand::Apdu(text(&name, value)?),
+        "install" => RawCommand::Install(
+            serde_yaml_ng::from_value(value).map_err(|e| format!("install: {e}"))?,
+        ),
+        "delete" => RawCommand::Delete(
+            serde_yaml_ng::from_value(value).map_err(|e| format!("delete: {e}"))?,
+        ),
+        other => {
+            return Err(format!(
+                "unknown command {other:?}: select, get_status, get_data, install, delete or apdu"
+            ))
+        }
+    })
+}
+
 fn command(raw: RawCommand) -> Result<CommandApdu, String> {
     Ok(match raw {
         RawCommand::Select(a) => gp::select_by_aid(&aid("select", &a)?),
@@ -201,9 +235,11 @@ pub fn parse(text: &str) -> Result<PlannedScript, ScriptFileError> {
     }
     let mut apdus = Vec::with_capacity(raw.commands.len());
     for (i, c) in raw.commands.into_iter().enumerate() {
-        apdus.push(command(c).map_err(|message| ScriptFileError::Command {
-            index: i + 1,
-            message,
+        apdus.push(raw_command(c).and_then(command).map_err(|message| {
+            ScriptFileError::Command {
+                index: i + 1,
+                message,
+            }
         })?);
     }
     let mut script = CommandScript::new(apdus);
@@ -270,7 +306,7 @@ mod tests {
         let e = parse("commands:\n  - sel: A000000151000000\n")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("commands[0]") || e.contains("sel"), "{e}");
+        assert!(e.contains("command 1") && e.contains("\"sel\""), "{e}");
         assert!(matches!(
             parse("commands: []\n"),
             Err(ScriptFileError::Empty)
