@@ -4,13 +4,15 @@
 //! library built without SQLCipher, tells a wrong key from a plain SQLite file or a foreign
 //! database, and brings the schema up to date with forward-only migrations ([`migrations`]).
 //! Capabilities own their tables: the audit chain ([`audit`]), the SIEM outbox ([`spool`]),
-//! users, passwords, TOTP credentials and lockouts ([`identity`]). All SQL is parameterized.
+//! users, passwords, TOTP credentials and lockouts ([`identity`]), the OTA server's cards,
+//! script queue, results and sessions ([`ota`]). All SQL is parameterized.
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod db;
 pub mod identity;
 pub mod migrations;
+pub mod ota;
 pub mod spool;
 
 pub use db::{Database, StoreError, DB_FILE};

@@ -84,6 +84,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "identity: users, password history, TOTP replay state, lockouts",
         sql: crate::identity::MIGRATION_SQL,
     },
+    Migration {
+        version: 4,
+        name: "ota: cards and PSKs, script queue, results, sessions",
+        sql: crate::ota::MIGRATION_SQL,
+    },
 ];
 
 /// The schema version this build brings a database to.

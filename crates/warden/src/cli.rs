@@ -80,6 +80,9 @@ pub enum Command {
     /// Check the SIEM link (RFC 5425 over mutual TLS, CEF).
     #[command(subcommand)]
     Siem(SiemCommand),
+    /// SCP81 OTA: PSK-TLS admin server, script queue, keys, UICC simulator, load generator.
+    #[command(subcommand)]
+    Ota(crate::cmd::ota::OtaCommand),
     /// Show what warden does, end to end, in a throwaway directory.
     Demo(DemoArgs),
     /// Users, roles, passwords, TOTP enrollment and lockouts (see docs/access-control.md).

@@ -163,7 +163,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     identity_steps(&dir, &keys)?;
 
-    step("6. The forward-secure audit chain");
+    step("6. OTA: PSK-TLS admin server (GlobalPlatform Amendment B) and a simulated UICC");
+    ota_step(&root, &keys)?;
+
+    step("7. The forward-secure audit chain");
     let audit = AuditLog::new(keys.get(Purpose::Audit).clone())
         .with_siem_spool(Spool::new(SpoolLimits::default()));
     let events: Vec<NewEvent> = [
@@ -381,5 +384,113 @@ fn identity_steps(
         count("lockout.unlock"),
         count("user.create")
     ));
+    Ok(())
+}
+
+/// The OTA step: a server on 127.0.0.1 (port chosen by the OS), a card with a PSK in the
+/// database, two queued scripts, a simulated card that runs them, and a card with a wrong key.
+fn ota_step(root: &Path, keys: &warden_core::keyring::PurposeKeys) -> Result<()> {
+    use std::sync::Arc;
+    use warden_ota::admin::Redelivery;
+    use warden_ota::gp::{self, Aid, InstallForInstall, Occurrence, StatusSubset};
+    use warden_ota::keys::{KeyCache, Psk};
+    use warden_ota::script::CommandScript;
+    use warden_ota::simulator::{self, CardConfig, GpCard};
+    use warden_store::ota as db;
+
+    let db_key = keys.get(Purpose::Database).clone();
+    let audit_key = keys.get(Purpose::Audit).clone();
+    let database = warden_store::Database::open(&root.join(warden_store::DB_FILE), &db_key)?;
+    let psk_bytes = warden_core::rand::array::<16>();
+    db::add_key(database.conn(), &db_key, "demo-card", &psk_bytes, false)?;
+    let psk = Arc::new(Psk::new(psk_bytes.to_vec())?);
+    ok("card demo-card: 16-byte PSK stored in the database, sealed under the database key");
+    let isd = Aid::from_hex("A000000151000000")?;
+    let inventory = CommandScript::new([
+        gp::select_by_aid(&isd),
+        gp::get_status(StatusSubset::Applications, Occurrence::FirstOrAll, &[])?,
+        gp::get_data(gp::data_object::CPLC),
+    ]);
+    let new_app = Aid::from_hex("A00000055910100102")?;
+    let install = CommandScript::new([
+        InstallForInstall::new(
+            Aid::from_hex("A0000005591010")?,
+            Aid::from_hex("A000000559101001")?,
+            new_app.clone(),
+        )
+        .to_apdu()?,
+        gp::get_status(StatusSubset::Applications, Occurrence::FirstOrAll, &[])?,
+    ]);
+    for (script, redelivery) in [
+        (&inventory, Redelivery::Allowed),
+        (&install, Redelivery::Forbidden),
+    ] {
+        db::push_script(
+            database.conn(),
+            &db::NewScript {
+                card: "demo-card".into(),
+                label: None,
+                body: script.encode(),
+                targeted_application: None,
+                redelivery: match redelivery {
+                    Redelivery::Allowed => db::StoredRedelivery::Allowed,
+                    Redelivery::Forbidden => db::StoredRedelivery::Forbidden,
+                },
+            },
+        )?;
+    }
+    ok("queued: an inventory script (SELECT ISD, GET STATUS, GET DATA CPLC) and an INSTALL");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = warden_ota::store::StoreHandle::start(database, db_key, audit_key);
+        let config = warden_ota::config::ServerConfig {
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        };
+        let events = warden_ota::events::EventBus::default();
+        let server = warden_ota::server::Server::new(config, KeyCache::new(), store.clone(), events.clone())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let s = server.clone();
+        let task = tokio::spawn(async move { s.run(listener, async { let _ = stopped.await; }).await });
+        while !events.recent().iter().any(|e| e.event.name() == "server_started") {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        ok(format!("server listening on {addr} (PSK-TLS 1.2 and 1.3, NULL suites off)"));
+
+        let mut card = GpCard::new();
+        let report = simulator::run_session(&CardConfig::new(addr, "demo-card", psk.clone()), &mut card).await?;
+        ok(format!(
+            "simulated card: {} {} handshake in {:.1} ms, {} scripts, {} APDUs, {} HTTP requests on one connection, ended with 204",
+            report.tls_version, report.cipher, report.handshake.as_secs_f64() * 1000.0,
+            report.scripts.len(), report.apdus(), report.requests
+        ));
+        for r in store.call(|tx, _| db::script_reports(tx, "demo-card", None)).await? {
+            println!("    script {} [{}] status {}", r.id, r.state, r.script_status.as_deref().unwrap_or("-"));
+            for e in &r.exchanges {
+                let sw = e.sw.map_or("-".to_string(), |sw| format!("{sw:04X}"));
+                println!("      > {}  < SW {sw}", warden_ota::apdu::to_hex(&e.command));
+            }
+        }
+        ensure!(card.apps.iter().any(|a| a.aid == new_app), "the INSTALL did not reach the card");
+        ok("the card's registry now holds the new application; results are in the database");
+
+        let wrong = Arc::new(Psk::new(vec![0x55; 16])?);
+        match simulator::connect(addr, "demo-card", wrong, &Default::default()).await {
+            Err(e) => ok(format!("a card with the wrong key is refused: {e}")),
+            Ok(_) => anyhow::bail!("a wrong key was accepted"),
+        }
+        let _ = stop.send(());
+        task.await??;
+        let audited: i64 = warden_store::Database::open(&root.join(warden_store::DB_FILE), keys.get(Purpose::Database))?
+            .conn()
+            .query_row("SELECT count(*) FROM audit_events WHERE action LIKE 'ota.%'", [], |r| r.get(0))?;
+        ok(format!("{audited} OTA audit events in the chain (sessions, scripts, every APDU exchange, the mismatch)"));
+        Ok::<(), anyhow::Error>(())
+    })?;
     Ok(())
 }

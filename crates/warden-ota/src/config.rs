@@ -1,0 +1,524 @@
+//! `ota.yaml`: the server's configuration, parsed once into typed values.
+//!
+//! Unknown keys are refused, and every error names the key path (`tls.handshake_timeout_secs`)
+//! and the line. Durations are whole seconds; limits are checked here, not at use.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::tls::CipherGroups;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {key}: {message}")]
+    Parse {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "default_listen")]
+    listen: String,
+    #[serde(default = "default_admin_path")]
+    admin_path: String,
+    #[serde(default)]
+    expected_host: Option<String>,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default)]
+    max_handshakes: Option<usize>,
+    #[serde(default)]
+    tls: RawTls,
+    #[serde(default)]
+    sessions: RawSessions,
+    #[serde(default)]
+    errors: RawErrors,
+    #[serde(default)]
+    keys: RawKeys,
+    #[serde(default)]
+    events: RawEvents,
+    #[serde(default)]
+    dashboard: RawDashboard,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default = "yes")]
+    production: bool,
+    #[serde(default)]
+    legacy: bool,
+    #[serde(default)]
+    null_ciphers: bool,
+    #[serde(default = "yes")]
+    tls13: bool,
+    #[serde(default = "default_handshake_timeout")]
+    handshake_timeout_secs: u64,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        Self {
+            production: true,
+            legacy: false,
+            null_ciphers: false,
+            tls13: true,
+            handshake_timeout_secs: default_handshake_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    #[serde(default = "default_idle")]
+    idle_timeout_secs: u64,
+    #[serde(default = "default_session_timeout")]
+    session_timeout_secs: u64,
+    #[serde(default = "default_resume_window")]
+    resume_window_secs: u64,
+    #[serde(default = "default_max_body")]
+    max_body_bytes: usize,
+}
+
+impl Default for RawSessions {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: default_idle(),
+            session_timeout_secs: default_session_timeout(),
+            resume_window_secs: default_resume_window(),
+            max_body_bytes: default_max_body(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawErrors {
+    #[serde(default = "default_mismatch_threshold")]
+    psk_mismatch_threshold: u32,
+    #[serde(default = "default_window")]
+    psk_mismatch_window_secs: u64,
+    #[serde(default = "default_error_rate")]
+    error_rate_threshold: f64,
+    #[serde(default = "default_window")]
+    error_rate_window_secs: u64,
+    #[serde(default = "default_error_rate_min")]
+    error_rate_min_connections: u32,
+}
+
+impl Default for RawErrors {
+    fn default() -> Self {
+        Self {
+            psk_mismatch_threshold: default_mismatch_threshold(),
+            psk_mismatch_window_secs: default_window(),
+            error_rate_threshold: default_error_rate(),
+            error_rate_window_secs: default_window(),
+            error_rate_min_connections: default_error_rate_min(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeys {
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default = "yes")]
+    database: bool,
+    #[serde(default = "default_reload")]
+    reload_secs: u64,
+}
+
+impl Default for RawKeys {
+    fn default() -> Self {
+        Self {
+            file: None,
+            database: true,
+            reload_secs: default_reload(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvents {
+    #[serde(default)]
+    jsonl: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDashboard {
+    #[serde(default)]
+    listen: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listen() -> String {
+    "127.0.0.1:8443".into()
+}
+fn default_admin_path() -> String {
+    "/admin".into()
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_handshake_timeout() -> u64 {
+    30
+}
+fn default_idle() -> u64 {
+    60
+}
+fn default_session_timeout() -> u64 {
+    300
+}
+fn default_resume_window() -> u64 {
+    300
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_mismatch_threshold() -> u32 {
+    3
+}
+fn default_window() -> u64 {
+    60
+}
+fn default_error_rate() -> f64 {
+    0.5
+}
+fn default_error_rate_min() -> u32 {
+    20
+}
+fn default_reload() -> u64 {
+    2
+}
+
+/// Where PSKs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySources {
+    /// A YAML key file (`keys: - identity: …  key: <hex>`), re-read when it changes.
+    pub file: Option<PathBuf>,
+    /// The `ota_cards` table of the database.
+    pub database: bool,
+    /// How often the sources are checked for changes.
+    pub reload: Duration,
+}
+
+/// Thresholds for the error events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorPolicy {
+    /// PSK mismatches from one source address within `psk_mismatch_window` that raise the
+    /// `psk_mismatch_threshold` warning.
+    pub psk_mismatch_threshold: u32,
+    pub psk_mismatch_window: Duration,
+    /// Share of failed connections within `error_rate_window` that raises `high_error_rate`,
+    /// once at least `error_rate_min_connections` were seen in the window.
+    pub error_rate_threshold: f64,
+    pub error_rate_window: Duration,
+    pub error_rate_min_connections: u32,
+}
+
+impl Default for ErrorPolicy {
+    fn default() -> Self {
+        let e = RawErrors::default();
+        Self {
+            psk_mismatch_threshold: e.psk_mismatch_threshold,
+            psk_mismatch_window: Duration::from_secs(e.psk_mismatch_window_secs),
+            error_rate_threshold: e.error_rate_threshold,
+            error_rate_window: Duration::from_secs(e.error_rate_window_secs),
+            error_rate_min_connections: e.error_rate_min_connections,
+        }
+    }
+}
+
+/// The server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The path of the card's first POST (the admin URI configured on the card).
+    pub admin_path: String,
+    /// If set, the `Host` header must name this host.
+    pub expected_host: Option<String>,
+    /// Connections held at once (handshaking and established).
+    pub max_connections: usize,
+    /// Connections in the TLS handshake at once; past it the oldest handshake is dropped, so
+    /// silent or slow clients cannot crowd out real cards.
+    pub max_handshakes: usize,
+    pub ciphers: CipherGroups,
+    pub handshake_timeout: Duration,
+    /// Longest wait for the card's next request (or the rest of a request body).
+    pub idle_timeout: Duration,
+    /// Longest admin session, from the handshake on.
+    pub session_timeout: Duration,
+    /// How long an unfinished admin session is kept for a card to resume on a new connection.
+    pub resume_window: Duration,
+    pub max_body: usize,
+    pub errors: ErrorPolicy,
+    pub keys: KeySources,
+    /// Events as JSON lines to this file (`-` for standard output).
+    pub events_jsonl: Option<PathBuf>,
+    /// The local dashboard, REST and `/metrics` (loopback addresses only).
+    pub dashboard: Option<SocketAddr>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self::from_raw(
+            Path::new("<defaults>"),
+            serde_yaml_ng::from_str::<RawConfig>("{}").expect("defaults parse"),
+        )
+        .expect("defaults are valid")
+    }
+}
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let message = e.inner().to_string();
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                message,
+            }
+        })?;
+        Self::from_raw(path, raw)
+    }
+
+    fn from_raw(path: &Path, raw: RawConfig) -> Result<Self, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let listen: SocketAddr = raw
+            .listen
+            .parse()
+            .map_err(|e| invalid("listen", format!("{:?} is not IP:PORT ({e})", raw.listen)))?;
+        crate::admin::SessionConfig::new(raw.admin_path.clone(), "check")
+            .map_err(|e| invalid("admin_path", e.to_string()))?;
+        if raw.max_connections == 0 || raw.max_connections > 1_000_000 {
+            return Err(invalid(
+                "max_connections",
+                "must be 1 to 1000000".to_string(),
+            ));
+        }
+        let max_handshakes = raw
+            .max_handshakes
+            .unwrap_or_else(|| (raw.max_connections / 4).clamp(1, 4096));
+        if max_handshakes == 0 || max_handshakes > raw.max_connections {
+            return Err(invalid(
+                "max_handshakes",
+                "must be 1 to max_connections".into(),
+            ));
+        }
+        let secs = |key: &'static str, v: u64| {
+            if v == 0 || v > 86_400 {
+                Err(invalid(key, format!("{v} is not 1 to 86400 seconds")))
+            } else {
+                Ok(Duration::from_secs(v))
+            }
+        };
+        let ciphers = CipherGroups {
+            production: raw.tls.production,
+            legacy: raw.tls.legacy,
+            null: raw.tls.null_ciphers,
+            tls13: raw.tls.tls13,
+        };
+        if !ciphers.production && !ciphers.legacy && !ciphers.null && !ciphers.tls13 {
+            return Err(invalid(
+                "tls",
+                "every cipher group is disabled; enable at least one".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&raw.errors.error_rate_threshold) {
+            return Err(invalid(
+                "errors.error_rate_threshold",
+                "must be between 0 and 1".into(),
+            ));
+        }
+        if raw.errors.psk_mismatch_threshold == 0 {
+            return Err(invalid(
+                "errors.psk_mismatch_threshold",
+                "must be at least 1".into(),
+            ));
+        }
+        if raw.sessions.max_body_bytes < 64 || raw.sessions.max_body_bytes > 16 << 20 {
+            return Err(invalid(
+                "sessions.max_body_bytes",
+                "must be 64 bytes to 16 MiB".into(),
+            ));
+        }
+        let dashboard = match raw.dashboard.listen {
+            None => None,
+            Some(s) => {
+                let addr: SocketAddr = s.parse().map_err(|e| {
+                    invalid("dashboard.listen", format!("{s:?} is not IP:PORT ({e})"))
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(invalid(
+                        "dashboard.listen",
+                        format!("{addr} is not a loopback address; the dashboard has no authentication and is local only"),
+                    ));
+                }
+                Some(addr)
+            }
+        };
+        if raw.keys.file.is_none() && !raw.keys.database {
+            return Err(invalid(
+                "keys",
+                "no key source: set keys.file or keys.database".into(),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| {
+            if p.is_relative() && p != Path::new("-") {
+                base.join(p)
+            } else {
+                p
+            }
+        };
+        Ok(Self {
+            listen,
+            admin_path: raw.admin_path,
+            expected_host: raw.expected_host,
+            max_connections: raw.max_connections,
+            max_handshakes,
+            ciphers,
+            handshake_timeout: secs("tls.handshake_timeout_secs", raw.tls.handshake_timeout_secs)?,
+            idle_timeout: secs("sessions.idle_timeout_secs", raw.sessions.idle_timeout_secs)?,
+            session_timeout: secs(
+                "sessions.session_timeout_secs",
+                raw.sessions.session_timeout_secs,
+            )?,
+            resume_window: secs(
+                "sessions.resume_window_secs",
+                raw.sessions.resume_window_secs,
+            )?,
+            max_body: raw.sessions.max_body_bytes,
+            errors: ErrorPolicy {
+                psk_mismatch_threshold: raw.errors.psk_mismatch_threshold,
+                psk_mismatch_window: secs(
+                    "errors.psk_mismatch_window_secs",
+                    raw.errors.psk_mismatch_window_secs,
+                )?,
+                error_rate_threshold: raw.errors.error_rate_threshold,
+                error_rate_window: secs(
+                    "errors.error_rate_window_secs",
+                    raw.errors.error_rate_window_secs,
+                )?,
+                error_rate_min_connections: raw.errors.error_rate_min_connections.max(1),
+            },
+            keys: KeySources {
+                file: raw.keys.file.map(resolve),
+                database: raw.keys.database,
+                reload: secs("keys.reload_secs", raw.keys.reload_secs)?,
+            },
+            events_jsonl: raw.events.jsonl.map(resolve),
+            dashboard,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::parse(Path::new("/etc/warden/ota.yaml"), text)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.max_connections, 10_000);
+        assert_eq!(c.max_handshakes, 2500);
+        assert!(c.ciphers.production && c.ciphers.tls13 && !c.ciphers.null && !c.ciphers.legacy);
+        assert_eq!(c.handshake_timeout, Duration::from_secs(30));
+        assert!(c.keys.database && c.keys.file.is_none());
+    }
+
+    #[test]
+    fn full_file_and_relative_paths() {
+        let c = parse(
+            "listen: 0.0.0.0:9000\nadmin_path: /ram\nmax_connections: 20000\ntls:\n  null_ciphers: true\n  legacy: true\n  handshake_timeout_secs: 5\nkeys:\n  file: psk_keys.yaml\n  database: false\nevents:\n  jsonl: events.jsonl\ndashboard:\n  listen: 127.0.0.1:9443\n",
+        )
+        .unwrap();
+        assert_eq!(c.admin_path, "/ram");
+        assert!(c.ciphers.null && c.ciphers.legacy);
+        assert_eq!(
+            c.keys.file.as_deref(),
+            Some(Path::new("/etc/warden/psk_keys.yaml"))
+        );
+        assert_eq!(
+            c.events_jsonl.as_deref(),
+            Some(Path::new("/etc/warden/events.jsonl"))
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = parse("tls:\n  handshake_timeout_secs: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tls.handshake_timeout_secs"), "{e}");
+        let e = parse("tls:\n  nul_ciphers: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nul_ciphers"), "{e}");
+        let e = parse("dashboard:\n  listen: 0.0.0.0:80\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("dashboard.listen") && e.contains("loopback"),
+            "{e}"
+        );
+        let e = parse("admin_path: admin\n").unwrap_err().to_string();
+        assert!(e.contains("admin_path"), "{e}");
+        let e = parse("tls:\n  production: false\n  tls13: false\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("every cipher group"), "{e}");
+        assert!(parse("max_connections: 0\n").is_err());
+        assert!(parse("sessions:\n  idle_timeout_secs: 0\n").is_err());
+        assert!(parse("keys:\n  database: false\n").is_err());
+    }
+}

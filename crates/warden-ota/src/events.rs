@@ -1,0 +1,333 @@
+//! Server events: the seed's event table (plus a few), published to subscribers and written as
+//! JSON lines.
+//!
+//! Events are for dashboards and monitoring; the audit chain (in the store) is the evidence.
+//! Names follow the seed. `apdu_received` / `apdu_sent` keep the seed's point of view, the
+//! card's: a C-APDU the card received (we sent it in a script), an R-APDU the card sent back.
+//! No event carries key material; APDU bytes are carried in hex.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::broadcast;
+
+use crate::tls::{Alert, HandshakeProgress};
+
+/// One event. Serialized as `{"event": "<name>", "timestamp": …, <fields>}`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    ServerStarted {
+        listen: String,
+        ciphers: Vec<&'static str>,
+        null_ciphers: bool,
+        max_connections: usize,
+    },
+    ServerStopped {
+        reason: String,
+        open_sessions: usize,
+    },
+    TlsHandshakeStart {
+        conn_id: u64,
+        client_addr: String,
+    },
+    TlsHandshakeComplete {
+        session_id: String,
+        psk_identity: String,
+        cipher_suite: String,
+        tls_version: String,
+        client_addr: String,
+        handshake_ms: f64,
+        null_cipher: bool,
+    },
+    /// The handshake stopped without a refusal from us: timeout, cut connection, eviction.
+    HandshakeInterrupted {
+        client_addr: String,
+        reason: String,
+        partial_state: HandshakeProgress,
+        /// Nothing after the ClientHello: probably the network, not the card's configuration.
+        potential_network_issue: bool,
+    },
+    /// The handshake was refused (other than a PSK mismatch).
+    HandshakeFailed {
+        client_addr: String,
+        kind: &'static str,
+        reason: String,
+        identity: Option<String>,
+        alert_sent: Option<Alert>,
+        partial_state: HandshakeProgress,
+    },
+    PskMismatch {
+        identity: String,
+        client_addr: String,
+        tls_version: Option<&'static str>,
+        alert_sent: Option<Alert>,
+        /// Mismatches from this source address within the window, this one included.
+        count_in_window: u32,
+    },
+    /// Several mismatches from one source: a card (or the server) is misconfigured.
+    PskMismatchThreshold {
+        client_addr: String,
+        count: u32,
+        window_secs: u64,
+        identities: Vec<String>,
+    },
+    SessionActive {
+        session_id: String,
+        psk_identity: String,
+        agent: String,
+        resumed: bool,
+    },
+    ScriptDelivered {
+        session_id: String,
+        card: String,
+        script_id: u64,
+        commands: usize,
+        redelivery: bool,
+    },
+    ScriptCompleted {
+        session_id: String,
+        card: String,
+        script_id: u64,
+        status: &'static str,
+        executed: Option<u32>,
+        round_trip_ms: Option<f64>,
+    },
+    ScriptOutcomeUnknown {
+        session_id: String,
+        card: String,
+        script_id: u64,
+    },
+    /// The card received this C-APDU (in a script we sent).
+    ApduReceived {
+        session_id: String,
+        script_id: u64,
+        index: usize,
+        command_hex: String,
+    },
+    /// The card sent this R-APDU back. `timing_ms` is the script's round trip (Amendment B does
+    /// not carry per-command timing).
+    ApduSent {
+        session_id: String,
+        script_id: u64,
+        index: usize,
+        command_hex: String,
+        response_hex: String,
+        sw: String,
+        timing_ms: Option<f64>,
+    },
+    RequestRefused {
+        session_id: String,
+        status: u16,
+        reason: String,
+    },
+    SessionEnded {
+        session_id: String,
+        psk_identity: String,
+        duration: f64,
+        command_count: u64,
+        scripts: u64,
+        status: String,
+        close_reason: &'static str,
+    },
+    ConnectionInterrupted {
+        session_id: String,
+        psk_identity: String,
+        last_command: Option<String>,
+        in_flight_script: Option<u64>,
+    },
+    HighErrorRate {
+        error_type: String,
+        rate: f64,
+        threshold: f64,
+        window_secs: u64,
+        connections: u64,
+    },
+    KeysReloaded {
+        count: usize,
+        conflicts: Vec<String>,
+    },
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ServerStarted { .. } => "server_started",
+            Self::ServerStopped { .. } => "server_stopped",
+            Self::TlsHandshakeStart { .. } => "tls_handshake_start",
+            Self::TlsHandshakeComplete { .. } => "tls_handshake_complete",
+            Self::HandshakeInterrupted { .. } => "handshake_interrupted",
+            Self::HandshakeFailed { .. } => "handshake_failed",
+            Self::PskMismatch { .. } => "psk_mismatch",
+            Self::PskMismatchThreshold { .. } => "psk_mismatch_threshold",
+            Self::SessionActive { .. } => "session_active",
+            Self::ScriptDelivered { .. } => "script_delivered",
+            Self::ScriptCompleted { .. } => "script_completed",
+            Self::ScriptOutcomeUnknown { .. } => "script_outcome_unknown",
+            Self::ApduReceived { .. } => "apdu_received",
+            Self::ApduSent { .. } => "apdu_sent",
+            Self::RequestRefused { .. } => "request_refused",
+            Self::SessionEnded { .. } => "session_ended",
+            Self::ConnectionInterrupted { .. } => "connection_interrupted",
+            Self::HighErrorRate { .. } => "high_error_rate",
+            Self::KeysReloaded { .. } => "keys_reloaded",
+        }
+    }
+}
+
+/// An event with its time.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub timestamp: String,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl EventRecord {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+const RECENT: usize = 256;
+
+/// Publishes events to any number of subscribers; keeps the most recent for the dashboard.
+/// A slow subscriber loses the oldest events (and learns how many), never slows the server.
+#[derive(Clone)]
+pub struct EventBus {
+    tx: broadcast::Sender<Arc<EventRecord>>,
+    recent: Arc<Mutex<VecDeque<Arc<EventRecord>>>>,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        Self::new(8192)
+    }
+}
+
+impl EventBus {
+    pub fn new(capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(16));
+        Self {
+            tx,
+            recent: Arc::new(Mutex::new(VecDeque::with_capacity(RECENT))),
+        }
+    }
+
+    pub fn emit(&self, event: Event) {
+        let record = Arc::new(EventRecord {
+            timestamp: warden_store::now_rfc3339(),
+            event,
+        });
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(record.clone());
+        }
+        let _ = self.tx.send(record);
+    }
+
+    /// A new subscriber; it sees events emitted from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EventRecord>> {
+        self.tx.subscribe()
+    }
+
+    /// The most recent events, oldest first.
+    pub fn recent(&self) -> Vec<Arc<EventRecord>> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Writes every event as one JSON line to `path` (appending; `-` for standard output)
+    /// until the bus closes. Lost events (a slow disk) are counted in a `events_lost` line.
+    pub fn spawn_jsonl_writer(&self, path: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
+        let mut rx = self.subscribe();
+        let mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = if path == Path::new("-") {
+            Box::new(tokio::io::stdout())
+        } else {
+            use std::os::unix::fs::OpenOptionsExt;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .mode(0o600)
+                .append(true)
+                .open(path)?;
+            Box::new(tokio::fs::File::from_std(file))
+        };
+        Ok(tokio::spawn(async move {
+            loop {
+                let line = match rx.recv().await {
+                    Ok(record) => record.to_json(),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        format!(
+                            "{{\"event\":\"events_lost\",\"timestamp\":\"{}\",\"count\":{n}}}",
+                            warden_store::now_rfc3339()
+                        )
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if out.write_all(line.as_bytes()).await.is_err()
+                    || out.write_all(b"\n").await.is_err()
+                {
+                    break;
+                }
+                // Flush when the queue is drained, so a reader sees lines promptly.
+                if rx.is_empty() && out.flush().await.is_err() {
+                    break;
+                }
+            }
+            let _ = out.flush().await;
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_and_json_lines() {
+        let bus = EventBus::new(16);
+        let mut rx = bus.subscribe();
+        bus.emit(Event::PskMismatch {
+            identity: "card-1".into(),
+            client_addr: "127.0.0.1:1".into(),
+            tls_version: Some("TLSv1.2"),
+            alert_sent: Some(Alert {
+                code: 20,
+                name: "bad_record_mac",
+                fatal: true,
+            }),
+            count_in_window: 1,
+        });
+        let got = rx.recv().await.unwrap();
+        assert_eq!(got.event.name(), "psk_mismatch");
+        let json: serde_json::Value = serde_json::from_str(&got.to_json()).unwrap();
+        assert_eq!(json["event"], "psk_mismatch");
+        assert_eq!(json["identity"], "card-1");
+        assert_eq!(json["alert_sent"]["code"], 20);
+        assert!(json["timestamp"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(bus.recent().len(), 1);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        let writer = bus.spawn_jsonl_writer(&path).unwrap();
+        bus.emit(Event::KeysReloaded {
+            count: 2,
+            conflicts: vec![],
+        });
+        drop(bus);
+        drop(rx);
+        writer.await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"event\":\"keys_reloaded\""), "{text}");
+    }
+}

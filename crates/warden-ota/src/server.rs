@@ -1,0 +1,1642 @@
+//! The admin server: accept loop, PSK-TLS handshake, hyper HTTP/1.1, and the glue between the
+//! admin state machine ([`crate::admin`]) and the store.
+//!
+//! [`Server::run`] takes a bound listener and a shutdown future (STYLE: `run(listener,
+//! shutdown)`). A semaphore holds the connection limit; a second, smaller pool holds the
+//! connections still in their handshake, and when it is full the oldest handshake is dropped,
+//! so silent or garbage clients cannot keep a real card out. On shutdown the server stops
+//! accepting, asks every connection to finish its current request, and waits for them (up to
+//! a drain deadline).
+//!
+//! Per request: the body is read (bounded in size and time), turned into an
+//! [`AdminRequest`], and handed to the card's admin [`Session`] together with the next queued
+//! script. The step's effects (script delivered, results, …) and their audit events are
+//! written in one transaction, and only after the commit does the HTTP response leave: a
+//! script is marked in flight before the card can run it, and results are stored before the
+//! card is told they arrived. Admin sessions are kept per card, not per connection, so a card
+//! that lost its connection can resume on a new one (`X-Admin-Resume: true`).
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_openssl::SslStream;
+use warden_core::audit::Outcome;
+use warden_store::ota as db;
+
+use crate::admin::{
+    header, AdminRequest, AdminResponse, Effect, QueuedScript, Redelivery, ScriptId, ScriptStatus,
+    Session, SessionConfig, ADMIN_PROTOCOL,
+};
+use crate::apdu::{to_hex, ResponseApdu};
+use crate::config::ServerConfig;
+use crate::events::{Event, EventBus};
+use crate::gp::Aid;
+use crate::keys::{merge_sources, read_key_file, KeyCache, Psk};
+use crate::metrics::{HandshakeLabel, Metrics};
+use crate::script::{CommandScript, ResponseScript};
+use crate::session::{CloseReason, Closed, Handshaking, Lifecycle, SessionState, TlsInfo};
+use crate::store::{audit_event, StoreFailure, StoreHandle};
+use crate::tls::{classify, ConnTrace, FailureKind, ServerTls, TlsError};
+
+/// How long a stopping server waits for open connections to finish.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A running session, as the dashboard lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveSession {
+    pub session_id: String,
+    pub psk_identity: String,
+    pub peer: String,
+    pub state: SessionState,
+    pub tls_version: String,
+    pub cipher_suite: String,
+    pub started: String,
+    pub requests: u64,
+}
+
+/// The admin state kept per card, across connections (for resume).
+struct CardSlot {
+    session: Option<Session>,
+    /// The next pending script, read in the same transaction as the last step's effects
+    /// (`None` inside: no script; outer `None`: not known, read it).
+    next: Option<Option<db::PendingScript>>,
+    /// Scripts sent and not yet answered: their commands (to pair with R-APDUs) and send time.
+    in_flight: HashMap<u64, (CommandScript, Instant)>,
+    last_used: Instant,
+}
+
+impl CardSlot {
+    fn new() -> Self {
+        Self {
+            session: None,
+            next: None,
+            in_flight: HashMap::new(),
+            last_used: Instant::now(),
+        }
+    }
+}
+
+/// Connections in their handshake, oldest first; over the limit, the oldest is told to go.
+type HandshakeQueue = Arc<Mutex<VecDeque<(u64, Arc<Notify>)>>>;
+
+#[derive(Clone)]
+struct HandshakeSlots {
+    max: usize,
+    queue: HandshakeQueue,
+}
+
+struct HandshakeSlot {
+    slots: HandshakeSlots,
+    id: u64,
+    evict: Arc<Notify>,
+}
+
+impl HandshakeSlots {
+    fn enter(&self, id: u64) -> (HandshakeSlot, bool) {
+        let evict = Arc::new(Notify::new());
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mut evicted = false;
+        while q.len() >= self.max {
+            if let Some((_, oldest)) = q.pop_front() {
+                oldest.notify_one();
+                evicted = true;
+            }
+        }
+        q.push_back((id, evict.clone()));
+        (
+            HandshakeSlot {
+                slots: self.clone(),
+                id,
+                evict,
+            },
+            evicted,
+        )
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut q = self.slots.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pos) = q.iter().position(|(id, _)| *id == self.id) {
+            q.remove(pos);
+        }
+    }
+}
+
+/// PSK mismatches per source address, in a sliding window.
+#[derive(Default)]
+struct MismatchTracker {
+    by_source: HashMap<IpAddr, VecDeque<(Instant, String)>>,
+}
+
+impl MismatchTracker {
+    const MAX_SOURCES: usize = 10_000;
+
+    fn record(
+        &mut self,
+        source: IpAddr,
+        identity: &str,
+        now: Instant,
+        window: Duration,
+    ) -> (u32, Vec<String>) {
+        if self.by_source.len() >= Self::MAX_SOURCES {
+            self.by_source.retain(|_, q| {
+                q.retain(|(t, _)| now.duration_since(*t) < window);
+                !q.is_empty()
+            });
+        }
+        let q = self.by_source.entry(source).or_default();
+        q.retain(|(t, _)| now.duration_since(*t) < window);
+        q.push_back((now, identity.to_string()));
+        let mut ids: Vec<String> = q.iter().map(|(_, i)| i.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        (q.len() as u32, ids)
+    }
+}
+
+/// Connection outcomes per second, for the error-rate alarm.
+#[derive(Default)]
+struct ErrorRate {
+    buckets: VecDeque<(u64, u32, u32)>,
+    last_alarm: Option<Instant>,
+}
+
+impl ErrorRate {
+    /// Records one outcome; returns (rate, total, dominant error type) when the alarm fires.
+    fn record(
+        &mut self,
+        error: bool,
+        now: Instant,
+        epoch: Instant,
+        cfg: &crate::config::ErrorPolicy,
+    ) -> Option<(f64, u64)> {
+        let sec = now.duration_since(epoch).as_secs();
+        let window = cfg.error_rate_window.as_secs().max(1);
+        while self
+            .buckets
+            .front()
+            .is_some_and(|(s, _, _)| s + window <= sec)
+        {
+            self.buckets.pop_front();
+        }
+        match self.buckets.back_mut() {
+            Some((s, ok, err)) if *s == sec => {
+                if error {
+                    *err += 1
+                } else {
+                    *ok += 1
+                }
+            }
+            _ => self
+                .buckets
+                .push_back((sec, u32::from(!error), u32::from(error))),
+        }
+        if !error {
+            return None;
+        }
+        let (ok, err) = self.buckets.iter().fold((0u64, 0u64), |(a, b), (_, o, e)| {
+            (a + *o as u64, b + *e as u64)
+        });
+        let total = ok + err;
+        let rate = err as f64 / total.max(1) as f64;
+        let quiet = self
+            .last_alarm
+            .is_none_or(|t| now.duration_since(t) >= cfg.error_rate_window);
+        if total >= u64::from(cfg.error_rate_min_connections)
+            && rate >= cfg.error_rate_threshold
+            && quiet
+        {
+            self.last_alarm = Some(now);
+            return Some((rate, total));
+        }
+        None
+    }
+}
+
+struct State {
+    config: ServerConfig,
+    tls: ServerTls,
+    keys: KeyCache,
+    store: StoreHandle,
+    events: EventBus,
+    metrics: Arc<Metrics>,
+    cards: Mutex<HashMap<String, Arc<tokio::sync::Mutex<CardSlot>>>>,
+    live: Mutex<HashMap<u64, LiveSession>>,
+    mismatches: Mutex<MismatchTracker>,
+    errors: Mutex<ErrorRate>,
+    epoch: Instant,
+    handshakes: HandshakeSlots,
+    next_conn: AtomicU64,
+}
+
+/// The OTA admin server. Cheap to clone; clones share everything.
+#[derive(Clone)]
+pub struct Server {
+    state: Arc<State>,
+}
+
+impl Server {
+    /// Builds the TLS context and the server state. Keys are loaded by [`Server::reload_keys`]
+    /// (called by [`Server::run`]), or inserted into `keys` directly.
+    pub fn new(
+        config: ServerConfig,
+        keys: KeyCache,
+        store: StoreHandle,
+        events: EventBus,
+    ) -> Result<Self, TlsError> {
+        let tls = ServerTls::new(config.ciphers, keys.clone())?;
+        let handshakes = HandshakeSlots {
+            max: config.max_handshakes,
+            queue: Arc::new(Mutex::new(VecDeque::new())),
+        };
+        Ok(Self {
+            state: Arc::new(State {
+                config,
+                tls,
+                keys,
+                store,
+                events,
+                metrics: Arc::new(Metrics::new()),
+                cards: Mutex::new(HashMap::new()),
+                live: Mutex::new(HashMap::new()),
+                mismatches: Mutex::new(MismatchTracker::default()),
+                errors: Mutex::new(ErrorRate::default()),
+                epoch: Instant::now(),
+                handshakes,
+                next_conn: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.state.config
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.state.metrics.clone()
+    }
+
+    pub fn events(&self) -> &EventBus {
+        &self.state.events
+    }
+
+    pub fn store(&self) -> &StoreHandle {
+        &self.state.store
+    }
+
+    pub fn tls(&self) -> &ServerTls {
+        &self.state.tls
+    }
+
+    /// Sessions open now.
+    pub fn live_sessions(&self) -> Vec<LiveSession> {
+        let live = self.state.live.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<LiveSession> = live.values().cloned().collect();
+        v.sort_by(|a, b| a.started.cmp(&b.started));
+        v
+    }
+
+    /// Reads every key source and swaps the cache. Returns (keys, conflicting identities).
+    pub async fn reload_keys(&self) -> Result<(usize, Vec<String>), String> {
+        let s = &self.state;
+        let file_keys = match s.config.keys.file.clone() {
+            Some(path) => tokio::task::spawn_blocking(move || read_key_file(&path))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("key file: {e}"))?,
+            None => Vec::new(),
+        };
+        let db_keys = if s.config.keys.database {
+            let rows = s
+                .store
+                .call(|tx, ctx| db::load_keys(tx, ctx.db_key()))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut keys = Vec::with_capacity(rows.len());
+            for (id, opened) in rows {
+                match opened.map(Psk::from_secret) {
+                    Ok(psk) => keys.push((id, psk)),
+                    Err(e) => tracing::error!(identity = %id, error = %e, "stored PSK skipped"),
+                }
+            }
+            keys
+        } else {
+            Vec::new()
+        };
+        let (map, conflicts) = merge_sources(file_keys, db_keys);
+        for id in &conflicts {
+            tracing::error!(identity = %id, "identity has different keys in the key file and the database; its card is refused until fixed");
+        }
+        let count = map.len();
+        s.keys.replace(map);
+        s.metrics.keys_loaded.set(count as i64);
+        s.events.emit(Event::KeysReloaded {
+            count,
+            conflicts: conflicts.clone(),
+        });
+        Ok((count, conflicts))
+    }
+
+    /// Reloads keys whenever the key file or the database's keys change.
+    async fn watch_keys(self) {
+        let s = &self.state;
+        let file_stamp = |path: &std::path::Path| {
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| (m.modified().ok(), m.len()))
+        };
+        let mut last_file = s.config.keys.file.as_deref().map(file_stamp);
+        let mut last_version = if s.config.keys.database {
+            s.store.call(|tx, _| db::keys_version(tx)).await.ok()
+        } else {
+            None
+        };
+        let mut tick = tokio::time::interval(s.config.keys.reload);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let file_now = s.config.keys.file.as_deref().map(file_stamp);
+            let version_now = if s.config.keys.database {
+                s.store.call(|tx, _| db::keys_version(tx)).await.ok()
+            } else {
+                None
+            };
+            if file_now != last_file || version_now != last_version {
+                match self.reload_keys().await {
+                    Ok((n, _)) => tracing::info!(keys = n, "PSK keys reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "PSK key reload failed; keeping the previous keys")
+                    }
+                }
+                last_file = file_now;
+                last_version = version_now;
+            }
+        }
+    }
+
+    /// Drops per-card admin sessions nobody used within the resume window.
+    async fn janitor(self) {
+        let window = self.state.config.resume_window;
+        let mut tick = tokio::time::interval(Duration::from_secs(5).min(window));
+        loop {
+            tick.tick().await;
+            let mut cards = self.state.cards.lock().unwrap_or_else(|e| e.into_inner());
+            cards.retain(|_, slot| {
+                if Arc::strong_count(slot) > 1 {
+                    return true;
+                }
+                match slot.try_lock() {
+                    Ok(s) => s.last_used.elapsed() < window,
+                    Err(_) => true,
+                }
+            });
+        }
+    }
+
+    /// Serves `listener` until `shutdown` resolves, then drains open connections.
+    pub async fn run(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let s = &self.state;
+        let listen = listener.local_addr()?;
+        if let Err(e) = self.reload_keys().await {
+            tracing::error!(error = %e, "initial PSK key load failed; no card can connect until it succeeds");
+        }
+        let closed = s
+            .store
+            .call(|tx, _| db::close_stale_sessions(tx, "server_restart"))
+            .await
+            .unwrap_or(0);
+        if closed > 0 {
+            tracing::warn!(
+                sessions = closed,
+                "sessions left open by a previous run marked closed"
+            );
+        }
+        let resolved = s.tls.resolved().clone();
+        if resolved.null_enabled {
+            tracing::warn!("!!! NULL cipher suites are ENABLED: traffic using them is NOT ENCRYPTED. For testing only; never in production. !!!");
+        }
+        for missing in &resolved.unavailable {
+            tracing::warn!(
+                suite = missing,
+                "configured cipher suite is not available in this OpenSSL; not offered"
+            );
+        }
+        s.events.emit(Event::ServerStarted {
+            listen: listen.to_string(),
+            ciphers: resolved.all(),
+            null_ciphers: resolved.null_enabled,
+            max_connections: s.config.max_connections,
+        });
+        tracing::info!(%listen, ciphers = ?resolved.all(), max_connections = s.config.max_connections, "OTA admin server listening");
+        s.store.spawn("audit server start", {
+            let details = serde_json::json!({"listen": listen.to_string(), "ciphers": resolved.all(), "null_ciphers": resolved.null_enabled});
+            move |tx, ctx| {
+                ctx.audit(
+                    tx,
+                    vec![audit_event("warden-ota", "ota.server.start", &listen.to_string(), Outcome::Success)
+                        .with_details(details)],
+                )
+            }
+        });
+
+        let background = [
+            tokio::spawn(self.clone().watch_keys()),
+            tokio::spawn(self.clone().janitor()),
+        ];
+        let limit = Arc::new(Semaphore::new(s.config.max_connections));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => p.expect("semaphore never closed"),
+                () = &mut shutdown => break,
+            };
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let conn_id = s.next_conn.fetch_add(1, Ordering::Relaxed);
+            let (slot, evicted) = s.handshakes.enter(conn_id);
+            if evicted {
+                tracing::debug!("handshake pool full: dropped the oldest handshake");
+            }
+            tokio::spawn(connection(
+                s.clone(),
+                tcp,
+                peer,
+                conn_id,
+                permit,
+                slot,
+                stop_rx.clone(),
+            ));
+        }
+        drop(listener);
+        let open = s.config.max_connections - limit.available_permits();
+        tracing::info!(open, "OTA server stopping: draining connections");
+        let _ = stop_tx.send(true);
+        let all = u32::try_from(s.config.max_connections).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(DRAIN_DEADLINE, limit.acquire_many(all))
+            .await
+            .is_ok();
+        for task in background {
+            task.abort();
+        }
+        let left = if drained {
+            0
+        } else {
+            s.config.max_connections - limit.available_permits()
+        };
+        s.events.emit(Event::ServerStopped {
+            reason: "shutdown".into(),
+            open_sessions: left,
+        });
+        let done = s
+            .store
+            .call(move |tx, ctx| {
+                ctx.audit(
+                    tx,
+                    vec![audit_event(
+                        "warden-ota",
+                        "ota.server.stop",
+                        &listen.to_string(),
+                        Outcome::Success,
+                    )
+                    .with_details(serde_json::json!({"open_sessions": left}))],
+                )
+            })
+            .await;
+        if let Err(e) = done {
+            tracing::error!(error = %e, "could not audit the server stop");
+        }
+        Ok(())
+    }
+}
+
+/// Decrements a gauge when dropped.
+struct GaugeGuard<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+enum HandshakeEnd {
+    Ssl(openssl::ssl::Error),
+    Setup(String),
+    Timeout,
+    Evicted,
+    Shutdown,
+}
+
+async fn connection(
+    s: Arc<State>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    _permit: OwnedSemaphorePermit,
+    slot: HandshakeSlot,
+    mut stop: watch::Receiver<bool>,
+) {
+    s.metrics.connections_accepted.inc();
+    s.metrics.connections_open.inc();
+    let _open = GaugeGuard(&s.metrics.connections_open);
+    let _ = tcp.set_nodelay(true);
+    let handshaking = Handshaking::new(conn_id, peer);
+    s.events.emit(Event::TlsHandshakeStart {
+        conn_id,
+        client_addr: peer.to_string(),
+    });
+    let trace = ConnTrace::new();
+    s.metrics.handshakes_in_progress.inc();
+    let result = async {
+        let ssl = s
+            .tls
+            .new_ssl(trace.clone())
+            .map_err(|e| HandshakeEnd::Setup(e.to_string()))?;
+        let mut stream = SslStream::new(ssl, tcp).map_err(|e| HandshakeEnd::Setup(e.to_string()))?;
+        let evicted = slot.evict.clone();
+        tokio::select! {
+            r = tokio::time::timeout(s.config.handshake_timeout, std::pin::Pin::new(&mut stream).accept()) => match r {
+                Ok(Ok(())) => Ok(stream),
+                Ok(Err(e)) => Err(HandshakeEnd::Ssl(e)),
+                Err(_) => Err(HandshakeEnd::Timeout),
+            },
+            () = evicted.notified() => Err(HandshakeEnd::Evicted),
+            _ = stop.changed() => Err(HandshakeEnd::Shutdown),
+        }
+    }
+    .await;
+    s.metrics.handshakes_in_progress.dec();
+    drop(slot);
+    let stream = match result {
+        Ok(stream) => stream,
+        Err(end) => {
+            handshake_failed(&s, handshaking, end, &trace);
+            return;
+        }
+    };
+
+    let progress = trace.snapshot();
+    let ssl = stream.ssl();
+    let identity = progress
+        .identity
+        .clone()
+        .or_else(|| {
+            ssl.psk_identity()
+                .map(|i| String::from_utf8_lossy(i).into_owned())
+        })
+        .unwrap_or_default();
+    let cipher = ssl
+        .current_cipher()
+        .map_or("unknown", |c| c.name())
+        .to_string();
+    let version = ssl.version_str().to_string();
+    let null_cipher = cipher.contains("NULL");
+    let handshake = handshaking.started.elapsed();
+    let session_id = uuid::Uuid::new_v4().simple().to_string();
+    s.metrics.handshake_seconds.observe(handshake.as_secs_f64());
+    s.metrics
+        .handshakes_completed
+        .get_or_create(&HandshakeLabel {
+            version: version.clone(),
+            cipher: cipher.clone(),
+        })
+        .inc();
+    if null_cipher {
+        tracing::warn!(%peer, identity = %identity, cipher = %cipher, session_id = %session_id, "!!! NULL cipher connection: this session is NOT ENCRYPTED !!!");
+    }
+    s.events.emit(Event::TlsHandshakeComplete {
+        session_id: session_id.clone(),
+        psk_identity: identity.clone(),
+        cipher_suite: cipher.clone(),
+        tls_version: version.clone(),
+        client_addr: peer.to_string(),
+        handshake_ms: handshake.as_secs_f64() * 1000.0,
+        null_cipher,
+    });
+    {
+        let (sid, id, p, v, c) = (
+            session_id.clone(),
+            identity.clone(),
+            peer.to_string(),
+            version.clone(),
+            cipher.clone(),
+        );
+        s.store.spawn("session connected", move |tx, ctx| {
+            db::insert_session(
+                tx,
+                &db::NewSession {
+                    id: &sid,
+                    card: Some(&id),
+                    peer: &p,
+                    tls_version: Some(&v),
+                    cipher: Some(&c),
+                    state: SessionState::Connected.as_str(),
+                },
+            )?;
+            ctx.audit(
+                tx,
+                vec![
+                    audit_event(&id, "ota.session.connect", &p, Outcome::Success).with_details(
+                        serde_json::json!({"session_id": sid, "tls_version": v, "cipher": c}),
+                    ),
+                ],
+            )
+        });
+    }
+    let connected = handshaking.complete(
+        session_id.clone(),
+        TlsInfo {
+            psk_identity: identity.clone(),
+            tls_version: version.clone(),
+            cipher_suite: cipher.clone(),
+            null_cipher,
+            handshake,
+        },
+    );
+    s.live.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        conn_id,
+        LiveSession {
+            session_id: session_id.clone(),
+            psk_identity: identity.clone(),
+            peer: peer.to_string(),
+            state: SessionState::Connected,
+            tls_version: version,
+            cipher_suite: cipher,
+            started: warden_store::now_rfc3339(),
+            requests: 0,
+        },
+    );
+    s.metrics.sessions_active.inc();
+    let _active = GaugeGuard(&s.metrics.sessions_active);
+
+    let ctx = Arc::new(ConnCtx {
+        s: s.clone(),
+        conn_id,
+        session_id,
+        identity,
+        peer,
+        started: Instant::now(),
+        last_activity_ms: AtomicU64::new(0),
+        busy: AtomicBool::new(false),
+        has_admin: AtomicBool::new(false),
+        lifecycle: Mutex::new(Some(Lifecycle::Connected(connected))),
+        counters: Mutex::new(Counters::default()),
+    });
+    let reason = serve_http(&ctx, stream, &mut stop).await;
+    close_session(&ctx, reason);
+    s.live
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&conn_id);
+}
+
+fn handshake_failed(s: &State, handshaking: Handshaking, end: HandshakeEnd, trace: &ConnTrace) {
+    let peer = handshaking.peer;
+    let progress = trace.snapshot();
+    let (kind, reason) = match end {
+        HandshakeEnd::Ssl(e) => classify(&e, &progress),
+        HandshakeEnd::Setup(e) => (FailureKind::Other, e),
+        HandshakeEnd::Timeout => (
+            FailureKind::Timeout,
+            format!(
+                "no complete handshake within {} s",
+                s.config.handshake_timeout.as_secs()
+            ),
+        ),
+        HandshakeEnd::Evicted => (
+            FailureKind::Evicted,
+            "too many handshakes at once; this was the oldest".into(),
+        ),
+        HandshakeEnd::Shutdown => (FailureKind::Shutdown, "server shutting down".into()),
+    };
+    let closed = handshaking.fail(if kind == FailureKind::Timeout {
+        CloseReason::Timeout
+    } else if kind == FailureKind::Shutdown {
+        CloseReason::ServerShutdown
+    } else {
+        CloseReason::Error
+    });
+    s.metrics.handshake_failed(kind.as_str());
+    s.metrics.session_ended(closed.reason.as_str());
+    match kind {
+        FailureKind::PskMismatch => {
+            let identity = progress.identity.clone().unwrap_or_default();
+            s.metrics.psk_mismatches.inc();
+            let (count, identities) = s
+                .mismatches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(
+                    peer.ip(),
+                    &identity,
+                    Instant::now(),
+                    s.config.errors.psk_mismatch_window,
+                );
+            let version = match progress.alert_sent.map(|a| a.code) {
+                Some(47) => Some("TLSv1.3"),
+                Some(20) => Some("TLSv1.2"),
+                _ => None,
+            };
+            tracing::warn!(%peer, identity = %identity, alert = ?progress.alert_sent.map(|a| a.name), count, "PSK mismatch: the identity is known but the key differs");
+            s.events.emit(Event::PskMismatch {
+                identity: identity.clone(),
+                client_addr: peer.to_string(),
+                tls_version: version,
+                alert_sent: progress.alert_sent,
+                count_in_window: count,
+            });
+            if count == s.config.errors.psk_mismatch_threshold {
+                tracing::warn!(source = %peer.ip(), count, identities = ?identities, "repeated PSK mismatches from one source: a card or the key store is misconfigured");
+                s.events.emit(Event::PskMismatchThreshold {
+                    client_addr: peer.ip().to_string(),
+                    count,
+                    window_secs: s.config.errors.psk_mismatch_window.as_secs(),
+                    identities,
+                });
+            }
+            let p = peer.to_string();
+            let alert = progress.alert_sent;
+            s.store.spawn("audit psk mismatch", move |tx, ctx| {
+                ctx.audit(
+                    tx,
+                    vec![
+                        audit_event(&identity, "ota.tls.psk_mismatch", &p, Outcome::Denied)
+                            .with_details(serde_json::json!({"alert_sent": alert})),
+                    ],
+                )
+            });
+        }
+        k if k.is_interruption() => {
+            let network = progress.client_hello_only() || !progress.client_hello_received;
+            if network {
+                tracing::info!(%peer, reason = %reason, last = ?progress.last_message_type, "handshake interrupted after the ClientHello or before it: potential network issue");
+            } else {
+                tracing::warn!(%peer, reason = %reason, last = ?progress.last_message_type, "handshake interrupted mid-way: handshake failure");
+            }
+            s.events.emit(Event::HandshakeInterrupted {
+                client_addr: peer.to_string(),
+                reason: format!("{}: {reason}", kind.as_str()),
+                partial_state: progress,
+                potential_network_issue: network,
+            });
+        }
+        _ => {
+            tracing::info!(%peer, kind = kind.as_str(), reason = %reason, identity = ?progress.identity, alert = ?progress.alert_sent.map(|a| a.name), "handshake refused");
+            let identity = progress.identity.clone();
+            s.events.emit(Event::HandshakeFailed {
+                client_addr: peer.to_string(),
+                kind: kind.as_str(),
+                reason: reason.clone(),
+                identity: identity.clone(),
+                alert_sent: progress.alert_sent,
+                partial_state: progress.clone(),
+            });
+            if let Some(identity) = identity {
+                let p = peer.to_string();
+                let k = kind.as_str();
+                s.store.spawn("audit handshake refusal", move |tx, ctx| {
+                    ctx.audit(
+                        tx,
+                        vec![
+                            audit_event(&identity, "ota.tls.refused", &p, Outcome::Denied)
+                                .with_details(serde_json::json!({"kind": k})),
+                        ],
+                    )
+                });
+            }
+        }
+    }
+    if kind != FailureKind::Shutdown {
+        record_outcome(s, true, kind.as_str());
+    }
+    let _ = closed;
+}
+
+fn record_outcome(s: &State, error: bool, error_type: &str) {
+    let fired = s.errors.lock().unwrap_or_else(|e| e.into_inner()).record(
+        error,
+        Instant::now(),
+        s.epoch,
+        &s.config.errors,
+    );
+    if let Some((rate, total)) = fired {
+        tracing::warn!(
+            rate,
+            connections = total,
+            error_type,
+            "high error rate on the OTA server"
+        );
+        s.events.emit(Event::HighErrorRate {
+            error_type: error_type.to_string(),
+            rate,
+            threshold: s.config.errors.error_rate_threshold,
+            window_secs: s.config.errors.error_rate_window.as_secs(),
+            connections: total,
+        });
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    requests: u64,
+    scripts: u64,
+    apdus: u64,
+    last_command: Option<String>,
+    in_flight: Option<u64>,
+    finished: bool,
+    refused_close: bool,
+    agent: Option<String>,
+    last_status: Option<String>,
+}
+
+/// What a connection's request handlers share.
+struct ConnCtx {
+    s: Arc<State>,
+    conn_id: u64,
+    session_id: String,
+    identity: String,
+    peer: SocketAddr,
+    started: Instant,
+    last_activity_ms: AtomicU64,
+    busy: AtomicBool,
+    /// Set by the first admin request on this connection.
+    has_admin: AtomicBool,
+    lifecycle: Mutex<Option<Lifecycle>>,
+    counters: Mutex<Counters>,
+}
+
+impl ConnCtx {
+    fn touch(&self) {
+        self.last_activity_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn serve_http(
+    ctx: &Arc<ConnCtx>,
+    stream: SslStream<TcpStream>,
+    stop: &mut watch::Receiver<bool>,
+) -> CloseReason {
+    let s = &ctx.s;
+    let service_ctx = ctx.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = service_ctx.clone();
+        async move { Ok::<_, Infallible>(handle_request(ctx, req).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.config.idle_timeout)
+        .keep_alive(true)
+        .max_buf_size(64 * 1024);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let deadline = tokio::time::Instant::now() + s.config.session_timeout;
+    let mut forced: Option<CloseReason> = None;
+    let mut grace_until: Option<tokio::time::Instant> = None;
+    let result = loop {
+        let idle_check = tokio::time::Instant::now()
+            + s.config
+                .idle_timeout
+                .saturating_sub(ctx.idle_for())
+                .max(Duration::from_millis(100));
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            () = tokio::time::sleep_until(idle_check), if forced.is_none() => {
+                if !ctx.busy.load(Ordering::Relaxed) && ctx.idle_for() >= s.config.idle_timeout {
+                    forced = Some(CloseReason::Timeout);
+                    conn.as_mut().graceful_shutdown();
+                    grace_until = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                }
+            }
+            () = tokio::time::sleep_until(deadline), if forced.is_none() => {
+                forced = Some(CloseReason::Timeout);
+                conn.as_mut().graceful_shutdown();
+                grace_until = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+            }
+            _ = stop.changed(), if forced.is_none() => {
+                forced = Some(CloseReason::ServerShutdown);
+                conn.as_mut().graceful_shutdown();
+                grace_until = Some(tokio::time::Instant::now() + DRAIN_DEADLINE);
+            }
+            () = async { match grace_until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
+                break Ok(());
+            }
+        }
+    };
+    let counters = ctx.counters();
+    if counters.finished {
+        return CloseReason::Normal;
+    }
+    if let Some(reason) = forced {
+        return reason;
+    }
+    if counters.refused_close {
+        return CloseReason::Error;
+    }
+    match result {
+        Err(e) if e.is_timeout() => CloseReason::Timeout,
+        Err(e) if e.is_parse() || e.is_parse_status() => CloseReason::Error,
+        _ => CloseReason::Interrupted,
+    }
+}
+
+fn close_session(ctx: &ConnCtx, reason: CloseReason) {
+    let s = &ctx.s;
+    let lifecycle = ctx
+        .lifecycle
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let Some(lifecycle) = lifecycle else { return };
+    let closed: Closed = lifecycle.close(reason);
+    let c = ctx.counters();
+    s.metrics.session_ended(reason.as_str());
+    if reason == CloseReason::Interrupted {
+        tracing::warn!(session_id = %ctx.session_id, identity = %ctx.identity, last_command = ?c.last_command, in_flight = ?c.in_flight, "connection interrupted before the admin session ended");
+        s.events.emit(Event::ConnectionInterrupted {
+            session_id: ctx.session_id.clone(),
+            psk_identity: ctx.identity.clone(),
+            last_command: c.last_command.clone(),
+            in_flight_script: c.in_flight,
+        });
+    }
+    s.events.emit(Event::SessionEnded {
+        session_id: ctx.session_id.clone(),
+        psk_identity: ctx.identity.clone(),
+        duration: closed.duration.as_secs_f64(),
+        command_count: c.apdus,
+        scripts: c.scripts,
+        status: c.last_status.clone().unwrap_or_else(|| "none".into()),
+        close_reason: reason.as_str(),
+    });
+    if reason != CloseReason::ServerShutdown {
+        record_outcome(s, reason.is_error(), reason.as_str());
+    }
+    let (sid, id, agent, scripts, apdus) = (
+        ctx.session_id.clone(),
+        ctx.identity.clone(),
+        c.agent.clone(),
+        c.scripts,
+        c.apdus,
+    );
+    let from = closed.from.as_str();
+    let duration = closed.duration.as_secs_f64();
+    let peer = ctx.peer.to_string();
+    s.store.spawn("session closed", move |tx, jctx| {
+        db::update_session(
+            tx,
+            &sid,
+            SessionState::Closed.as_str(),
+            agent.as_deref(),
+            scripts,
+            apdus,
+            Some(reason.as_str()),
+        )?;
+        let outcome = if reason == CloseReason::Normal {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        };
+        jctx.audit(
+            tx,
+            vec![
+                audit_event(&id, "ota.session.close", &peer, outcome).with_details(
+                    serde_json::json!({"session_id": sid, "close_reason": reason.as_str(),
+                        "from_state": from, "duration_s": duration, "scripts": scripts, "apdus": apdus}),
+                ),
+            ],
+        )
+    });
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+fn build_response(r: &AdminResponse) -> HttpResponse {
+    let mut b = Response::builder().status(r.status);
+    for (name, value) in &r.headers {
+        b = b.header(*name, value.as_str());
+    }
+    if r.status == 405 {
+        b = b.header("Allow", "POST");
+    }
+    if r.close {
+        b = b.header("Connection", "close");
+    }
+    b.body(Full::new(Bytes::from(r.body.clone())))
+        .unwrap_or_else(|_| plain_error(500))
+}
+
+fn plain_error(status: u16) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    r.headers_mut().insert(
+        header::X_ADMIN_PROTOCOL,
+        hyper::header::HeaderValue::from_static(ADMIN_PROTOCOL),
+    );
+    r.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+async fn handle_request(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HttpResponse {
+    ctx.busy.store(true, Ordering::Relaxed);
+    ctx.touch();
+    let response = handle_admin(&ctx, req).await;
+    ctx.touch();
+    ctx.busy.store(false, Ordering::Relaxed);
+    let status = response.status().as_u16();
+    ctx.s.metrics.http_response(status);
+    if status >= 400 {
+        ctx.counters().refused_close = true;
+    }
+    response
+}
+
+fn refuse(ctx: &ConnCtx, status: u16, reason: String) -> HttpResponse {
+    tracing::info!(session_id = %ctx.session_id, status, reason = %reason, "admin request refused");
+    ctx.s.events.emit(Event::RequestRefused {
+        session_id: ctx.session_id.clone(),
+        status,
+        reason,
+    });
+    plain_error(status)
+}
+
+fn to_queued(p: &db::PendingScript) -> Result<QueuedScript, String> {
+    let script = CommandScript::decode(&p.body)
+        .map_err(|e| format!("queued script {} does not decode: {e}", p.id))?;
+    let targeted_application = p
+        .targeted_application
+        .as_deref()
+        .map(Aid::parse_targeted_application)
+        .transpose()
+        .map_err(|e| format!("queued script {}: {e}", p.id))?;
+    Ok(QueuedScript {
+        id: ScriptId(p.id),
+        script,
+        targeted_application,
+        redelivery: match p.redelivery {
+            db::StoredRedelivery::Allowed => Redelivery::Allowed,
+            db::StoredRedelivery::Forbidden => Redelivery::Forbidden,
+        },
+    })
+}
+
+/// Store writes and events for one step, prepared before the transaction.
+struct Plan {
+    deliveries: Vec<(u64, bool)>,
+    results: Vec<PlannedResults>,
+    unknown: Vec<u64>,
+    duplicates: Vec<(u64, bool)>,
+    finished: bool,
+    opened: Option<String>,
+    resumed_without_state: bool,
+}
+
+/// (script, status, response body, exchanges, round trip in µs), as the store job writes them.
+type StoredResults = (
+    u64,
+    &'static str,
+    Vec<u8>,
+    Vec<db::ExchangeRow>,
+    Option<u64>,
+);
+
+struct PlannedResults {
+    script: u64,
+    status: ScriptStatus,
+    body: Vec<u8>,
+    executed: Option<u32>,
+    exchanges: Vec<db::ExchangeRow>,
+    round_trip: Option<Duration>,
+}
+
+fn pair_exchanges(
+    commands: Option<&CommandScript>,
+    responses: Option<&ResponseScript>,
+) -> Vec<db::ExchangeRow> {
+    let cmds: Vec<Vec<u8>> = commands
+        .map(|c| c.apdus().map(|a| a.to_bytes()).collect())
+        .unwrap_or_default();
+    let resps: Vec<&ResponseApdu> = responses
+        .map(|r| r.responses().collect())
+        .unwrap_or_default();
+    let n = cmds.len().max(resps.len());
+    (0..n)
+        .map(|i| db::ExchangeRow {
+            command: cmds.get(i).cloned().unwrap_or_default(),
+            response: resps.get(i).map(|r| r.to_bytes()),
+            sw: resps.get(i).map(|r| r.sw()),
+        })
+        .collect()
+}
+
+async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpResponse {
+    let s = &ctx.s;
+    let (parts, body) = req.into_parts();
+    let collected = tokio::time::timeout(
+        s.config.idle_timeout,
+        Limited::new(body, s.config.max_body).collect(),
+    )
+    .await;
+    let body = match collected {
+        Err(_) => {
+            return refuse(
+                ctx,
+                408,
+                format!(
+                    "request body not complete within {} s",
+                    s.config.idle_timeout.as_secs()
+                ),
+            )
+        }
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return refuse(
+                ctx,
+                413,
+                format!("request body exceeds {} bytes", s.config.max_body),
+            )
+        }
+        Ok(Err(e)) => return refuse(ctx, 400, format!("request body: {e}")),
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    let mut headers = Vec::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        match value.to_str() {
+            Ok(v) => headers.push((name.as_str().to_string(), v.to_string())),
+            Err(_) => {
+                return refuse(
+                    ctx,
+                    400,
+                    format!("header {} is not visible ASCII", name.as_str()),
+                )
+            }
+        }
+    }
+    let request = AdminRequest {
+        method: parts.method.as_str().to_string(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.to_string(), |p| p.as_str().to_string()),
+        headers,
+        body: body.to_vec(),
+    };
+    let resume = request.headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case(header::X_ADMIN_RESUME) && v.trim().eq_ignore_ascii_case("true")
+    });
+    ctx.counters().requests += 1;
+
+    let card = ctx.identity.clone();
+    let slot_arc = {
+        let mut cards = s.cards.lock().unwrap_or_else(|e| e.into_inner());
+        cards
+            .entry(card.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(CardSlot::new())))
+            .clone()
+    };
+    let mut slot = slot_arc.lock().await;
+    slot.last_used = Instant::now();
+    let first_on_conn = !ctx.has_admin.swap(true, Ordering::Relaxed);
+    let usable = slot.session.is_some();
+    let fresh = if first_on_conn {
+        !(resume && usable)
+    } else {
+        !usable
+    };
+    let mut resumed_session = false;
+    if fresh {
+        let mut config =
+            match SessionConfig::new(s.config.admin_path.clone(), ctx.session_id.clone()) {
+                Ok(c) => c,
+                Err(e) => return refuse(ctx, 500, e.to_string()),
+            };
+        config.expected_host = s.config.expected_host.clone();
+        config.max_body = s.config.max_body;
+        slot.session = Some(Session::new(config));
+        slot.next = None;
+        slot.in_flight.clear();
+    } else if first_on_conn {
+        resumed_session = true;
+    }
+    // The next script: from the last step's transaction, or read now (settling scripts a lost
+    // session left in flight first, when this is a fresh session).
+    let pending = match slot.next.take() {
+        Some(p) => p,
+        None => {
+            let c = card.clone();
+            match s
+                .store
+                .call(move |tx, jctx| {
+                    if fresh {
+                        let r = db::recover_in_flight(tx, &c)?;
+                        if !r.requeued.is_empty() || !r.unknown.is_empty() {
+                            jctx.audit(
+                                tx,
+                                vec![audit_event("warden-ota", "ota.script.recover", &c, Outcome::Success)
+                                    .with_details(serde_json::json!({"requeued": r.requeued, "outcome_unknown": r.unknown}))],
+                            )?;
+                        }
+                    }
+                    db::next_pending(tx, &c)
+                })
+                .await
+            {
+                Ok(p) => p,
+                Err(e) => return refuse(ctx, 503, e.to_string()),
+            }
+        }
+    };
+    let queued = match pending.as_ref().map(to_queued).transpose() {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(card = %card, error = %e, "cannot deliver a queued script");
+            return refuse(ctx, 500, e);
+        }
+    };
+    let session = slot.session.take().expect("set above");
+    let before = session.clone();
+    let step = session.handle(&request, queued.as_ref());
+    if let Some(err) = &step.error {
+        slot.session = Some(step.session);
+        slot.next = Some(pending);
+        let reason = err.to_string();
+        tracing::info!(session_id = %ctx.session_id, status = err.status(), reason = %reason, "admin request refused");
+        s.events.emit(Event::RequestRefused {
+            session_id: ctx.session_id.clone(),
+            status: err.status(),
+            reason,
+        });
+        return build_response(&step.response);
+    }
+
+    // Plan the store writes.
+    let mut plan = Plan {
+        deliveries: Vec::new(),
+        results: Vec::new(),
+        unknown: Vec::new(),
+        duplicates: Vec::new(),
+        finished: false,
+        opened: None,
+        resumed_without_state: false,
+    };
+    for effect in &step.effects {
+        match effect {
+            Effect::SessionOpened { agent } => plan.opened = Some(agent.clone()),
+            Effect::Delivered { script, .. } => plan.deliveries.push((script.0, false)),
+            Effect::Redelivered { script, .. } => plan.deliveries.push((script.0, true)),
+            Effect::Results {
+                script,
+                status,
+                responses,
+            } => {
+                let sent = slot.in_flight.get(&script.0);
+                plan.results.push(PlannedResults {
+                    script: script.0,
+                    status: *status,
+                    body: request.body.clone(),
+                    executed: responses.as_ref().and_then(|r| r.executed_count()),
+                    exchanges: pair_exchanges(sent.map(|(c, _)| c), responses.as_ref()),
+                    round_trip: sent.map(|(_, t)| t.elapsed()),
+                });
+            }
+            Effect::DuplicateResults { script, identical } => {
+                plan.duplicates.push((script.0, *identical))
+            }
+            Effect::OutcomeUnknown { script } => plan.unknown.push(script.0),
+            Effect::ResumeWithoutState { .. } => plan.resumed_without_state = true,
+            Effect::Finished => plan.finished = true,
+        }
+    }
+    let delivered_commands: Vec<(u64, Vec<String>)> = plan
+        .deliveries
+        .iter()
+        .filter_map(|(id, _)| {
+            queued
+                .as_ref()
+                .filter(|q| q.id.0 == *id)
+                .map(|q| (*id, q.script.apdus().map(|a| a.to_hex()).collect()))
+        })
+        .collect();
+
+    let write = {
+        let card = card.clone();
+        let sid = ctx.session_id.clone();
+        let peer = ctx.peer.to_string();
+        let plan_deliveries = plan.deliveries.clone();
+        let delivered_commands = delivered_commands.clone();
+        let results: Vec<StoredResults> = plan
+            .results
+            .iter()
+            .map(|r| {
+                (
+                    r.script,
+                    r.status.as_str(),
+                    r.body.clone(),
+                    r.exchanges.clone(),
+                    r.round_trip.map(|d| d.as_micros() as u64),
+                )
+            })
+            .collect();
+        let unknown = plan.unknown.clone();
+        let duplicates = plan.duplicates.clone();
+        let opened = plan.opened.clone();
+        let finished = plan.finished;
+        let resumed_without_state = plan.resumed_without_state;
+        move |tx: &rusqlite::Transaction<'_>, jctx: &crate::store::JobCtx| {
+            let now = warden_store::now_rfc3339();
+            let mut audit = Vec::new();
+            if let Some(agent) = &opened {
+                db::update_session(
+                    tx,
+                    &sid,
+                    SessionState::Active.as_str(),
+                    Some(agent),
+                    0,
+                    0,
+                    None,
+                )?;
+                audit.push(
+                    audit_event(&card, "ota.session.open", &peer, Outcome::Success).with_details(
+                        serde_json::json!({"session_id": sid, "agent": agent, "resumed_without_state": resumed_without_state}),
+                    ),
+                );
+            }
+            for (id, redelivery) in &plan_deliveries {
+                db::mark_delivered(tx, *id, &sid, &now)?;
+                let commands = delivered_commands
+                    .iter()
+                    .find(|(i, _)| i == id)
+                    .map(|(_, c)| c.clone())
+                    .unwrap_or_default();
+                audit.push(
+                    audit_event(&card, "ota.script.deliver", &format!("script {id}"), Outcome::Success)
+                        .with_details(serde_json::json!({"session_id": sid, "redelivery": redelivery, "commands": commands})),
+                );
+            }
+            for (id, status, body, exchanges, rtt) in &results {
+                let body = if body.is_empty() {
+                    None
+                } else {
+                    Some(body.as_slice())
+                };
+                db::record_results(tx, *id, status, body, exchanges, *rtt)?;
+                for (i, e) in exchanges.iter().enumerate() {
+                    let ok = e.sw.is_some_and(|sw| {
+                        let r = ResponseApdu::new(Vec::new(), sw);
+                        r.is_success() || r.is_warning()
+                    });
+                    audit.push(
+                        audit_event(
+                            &card,
+                            "ota.apdu",
+                            &format!("script {id}"),
+                            if ok {
+                                Outcome::Success
+                            } else {
+                                Outcome::Failure
+                            },
+                        )
+                        .with_details(serde_json::json!({
+                            "session_id": sid, "index": i,
+                            "command": to_hex(&e.command),
+                            "response": e.response.as_deref().map(to_hex),
+                            "sw": e.sw.map(|sw| format!("{sw:04X}")),
+                        })),
+                    );
+                }
+                audit.push(
+                    audit_event(
+                        &card,
+                        "ota.script.complete",
+                        &format!("script {id}"),
+                        if *status == "ok" { Outcome::Success } else { Outcome::Failure },
+                    )
+                    .with_details(serde_json::json!({"session_id": sid, "script_status": status, "exchanges": exchanges.len(), "round_trip_us": rtt})),
+                );
+            }
+            for id in &unknown {
+                db::mark_outcome_unknown(tx, *id)?;
+                audit.push(
+                    audit_event(
+                        &card,
+                        "ota.script.outcome_unknown",
+                        &format!("script {id}"),
+                        Outcome::Error,
+                    )
+                    .with_details(serde_json::json!({"session_id": sid})),
+                );
+            }
+            for (id, identical) in &duplicates {
+                audit.push(
+                    audit_event(
+                        &card,
+                        "ota.script.duplicate_results",
+                        &format!("script {id}"),
+                        Outcome::Success,
+                    )
+                    .with_details(serde_json::json!({"session_id": sid, "identical": identical})),
+                );
+            }
+            if finished {
+                audit.push(
+                    audit_event(&card, "ota.session.finish", &peer, Outcome::Success)
+                        .with_details(serde_json::json!({"session_id": sid})),
+                );
+            }
+            jctx.audit(tx, audit)?;
+            db::next_pending(tx, &card)
+        }
+    };
+    let next = match s.store.call(write).await {
+        Ok(next) => next,
+        Err(StoreFailure(e)) => {
+            // Nothing was stored: the card sees an error and the session stays where it was.
+            slot.session = Some(before);
+            slot.next = None;
+            tracing::error!(session_id = %ctx.session_id, error = %e, "store write failed; request refused");
+            return refuse(ctx, 503, "the server could not store the step".into());
+        }
+    };
+    let agent_now = step.session.agent().unwrap_or_default().to_string();
+    slot.session = Some(step.session);
+    slot.next = Some(next);
+
+    // Bookkeeping and events, after the commit.
+    for (id, redelivery) in &plan.deliveries {
+        if let Some(q) = queued.as_ref().filter(|q| q.id.0 == *id) {
+            slot.in_flight
+                .insert(*id, (q.script.clone(), Instant::now()));
+        } else if let Some(entry) = slot.in_flight.get_mut(id) {
+            entry.1 = Instant::now();
+        }
+        let commands = delivered_commands
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, c)| c.clone())
+            .unwrap_or_else(|| {
+                slot.in_flight
+                    .get(id)
+                    .map(|(c, _)| c.apdus().map(|a| a.to_hex()).collect())
+                    .unwrap_or_default()
+            });
+        s.metrics.scripts_delivered.inc();
+        s.events.emit(Event::ScriptDelivered {
+            session_id: ctx.session_id.clone(),
+            card: card.clone(),
+            script_id: *id,
+            commands: commands.len(),
+            redelivery: *redelivery,
+        });
+        for (index, command_hex) in commands.iter().enumerate() {
+            s.events.emit(Event::ApduReceived {
+                session_id: ctx.session_id.clone(),
+                script_id: *id,
+                index,
+                command_hex: command_hex.clone(),
+            });
+        }
+        let mut c = ctx.counters();
+        c.in_flight = Some(*id);
+        c.last_command = commands.last().cloned();
+        if !*redelivery {
+            c.scripts += 1;
+        }
+    }
+    for r in &plan.results {
+        slot.in_flight.remove(&r.script);
+        let timing_ms = r.round_trip.map(|d| d.as_secs_f64() * 1000.0);
+        let answered = r.exchanges.iter().filter(|e| e.sw.is_some()).count() as u64;
+        s.metrics.apdus_exchanged.inc_by(answered);
+        s.metrics
+            .scripts_completed
+            .get_or_create(&crate::metrics::StatusLabel {
+                status: r.status.as_str().into(),
+            })
+            .inc();
+        for (index, e) in r.exchanges.iter().enumerate() {
+            if let (Some(resp), Some(sw)) = (&e.response, e.sw) {
+                s.events.emit(Event::ApduSent {
+                    session_id: ctx.session_id.clone(),
+                    script_id: r.script,
+                    index,
+                    command_hex: to_hex(&e.command),
+                    response_hex: to_hex(resp),
+                    sw: format!("{sw:04X}"),
+                    timing_ms,
+                });
+            }
+        }
+        s.events.emit(Event::ScriptCompleted {
+            session_id: ctx.session_id.clone(),
+            card: card.clone(),
+            script_id: r.script,
+            status: r.status.as_str(),
+            executed: r.executed,
+            round_trip_ms: timing_ms,
+        });
+        let mut c = ctx.counters();
+        c.apdus += answered;
+        c.in_flight = None;
+        c.last_status = Some(r.status.as_str().to_string());
+    }
+    for id in &plan.unknown {
+        slot.in_flight.remove(id);
+        tracing::warn!(card = %card, script = id, "a resume left it unknown whether the card ran this script; it was not sent again (check the card, e.g. with GET STATUS)");
+        s.events.emit(Event::ScriptOutcomeUnknown {
+            session_id: ctx.session_id.clone(),
+            card: card.clone(),
+            script_id: *id,
+        });
+    }
+    for (id, identical) in &plan.duplicates {
+        if !identical {
+            tracing::warn!(card = %card, script = id, "a resumed request repeated results for a script, with different content; the first results are kept");
+        }
+    }
+    if let Some(agent) = &plan.opened {
+        let mut lc = ctx.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = lc.take() {
+            let (l, first) = l.activate(agent);
+            if first {
+                s.events.emit(Event::SessionActive {
+                    session_id: ctx.session_id.clone(),
+                    psk_identity: card.clone(),
+                    agent: agent.clone(),
+                    resumed: resumed_session,
+                });
+            }
+            *lc = Some(l);
+        }
+        ctx.counters().agent = Some(agent.clone());
+    } else if resumed_session {
+        let mut lc = ctx.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = lc.take() {
+            let agent = agent_now.clone();
+            let (l, first) = l.activate(&agent);
+            if first {
+                s.events.emit(Event::SessionActive {
+                    session_id: ctx.session_id.clone(),
+                    psk_identity: card.clone(),
+                    agent,
+                    resumed: true,
+                });
+            }
+            *lc = Some(l);
+        }
+    }
+    if plan.finished {
+        ctx.counters().finished = true;
+    }
+    {
+        let mut live = s.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = live.get_mut(&ctx.conn_id) {
+            l.state = SessionState::Active;
+            l.requests += 1;
+        }
+    }
+    build_response(&step.response)
+}

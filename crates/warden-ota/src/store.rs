@@ -1,0 +1,331 @@
+//! The server's database thread: SQLite work off the async runtime, with group commit.
+//!
+//! One thread owns the [`Database`]. Async code sends it jobs (closures over a transaction) and
+//! awaits the reply. The thread takes every job waiting, runs them in one `BEGIN IMMEDIATE`
+//! transaction (each in its own savepoint, so one failing job does not undo the others),
+//! commits once, and only then answers: a caller that got `Ok` knows its writes are on disk
+//! (`synchronous = FULL`). Under load, many sessions share one fsync.
+//!
+//! Audit events go through [`JobCtx::audit`], inside the same transaction as the change they
+//! describe.
+
+use std::sync::mpsc;
+
+use rusqlite::Transaction;
+use warden_core::audit::{AuditKey, ChainId, NewEvent, Outcome};
+use warden_core::secret::Key32;
+use warden_store::audit::{AuditLog, AuditPolicy};
+use warden_store::ota::OtaStoreError;
+use warden_store::{Database, StoreError};
+
+/// The store failed: the message says why (never key material).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreFailure(pub String);
+
+impl From<OtaStoreError> for StoreFailure {
+    fn from(e: OtaStoreError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// What a job can use besides the transaction.
+pub struct JobCtx {
+    audit: AuditLog,
+    db_key: Key32,
+    evolved: std::cell::Cell<bool>,
+}
+
+impl JobCtx {
+    /// Appends audit events in the job's transaction.
+    pub fn audit(&self, tx: &Transaction<'_>, events: Vec<NewEvent>) -> Result<(), OtaStoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let appended = self.audit.append_in(tx, events)?;
+        if appended.evolved {
+            self.evolved.set(true);
+        }
+        Ok(())
+    }
+
+    /// The `database` purpose key, to open sealed PSKs.
+    pub fn db_key(&self) -> &Key32 {
+        &self.db_key
+    }
+}
+
+type Completion = Box<dyn FnOnce(Option<&StoreFailure>) + Send>;
+type Job = Box<dyn FnOnce(&Transaction<'_>, &JobCtx) -> (bool, Completion) + Send>;
+
+/// A handle to the database thread; cheap to clone. The thread stops when every handle is gone.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+/// An audit event for now.
+pub fn audit_event(actor: &str, action: &str, subject: &str, outcome: Outcome) -> NewEvent {
+    NewEvent::new(
+        warden_store::audit::timestamp_now(),
+        clip(actor),
+        action,
+        clip(subject),
+        outcome,
+    )
+}
+
+/// Audit text fields are at most 256 bytes.
+fn clip(s: &str) -> String {
+    if s.len() <= 200 {
+        return s.to_string();
+    }
+    let mut end = 200;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// For tests on bare databases: starts an audit chain if there is none. `warden init` starts the
+/// real chain and exports its initial key for the auditor; this one exports nothing. Returns
+/// true if it created one.
+#[doc(hidden)]
+pub fn ensure_audit_chain(db: &mut Database, audit_key: &Key32) -> Result<bool, StoreError> {
+    let exists: i64 = db
+        .conn()
+        .query_row("SELECT count(*) FROM audit_state", [], |r| r.get(0))?;
+    if exists > 0 {
+        return Ok(false);
+    }
+    AuditLog::new(audit_key.clone()).create(
+        db,
+        AuditKey::random(),
+        ChainId::random(),
+        AuditPolicy::default(),
+    )?;
+    Ok(true)
+}
+
+impl StoreHandle {
+    /// Starts the database thread with an open database, the `database` purpose key (for
+    /// sealed PSKs) and the `audit` purpose key. The audit chain must exist
+    /// ([`ensure_audit_chain`]).
+    pub fn start(db: Database, db_key: Key32, audit_key: Key32) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("warden-ota-db".into())
+            .spawn(move || run(db, rx, db_key, audit_key))
+            .expect("spawn the database thread");
+        Self { tx }
+    }
+
+    fn send(&self, job: Job) -> Result<(), StoreFailure> {
+        self.tx
+            .send(job)
+            .map_err(|_| StoreFailure("the database thread has stopped".into()))
+    }
+
+    /// Runs `f` in the next transaction; resolves after the commit.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreFailure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<T, OtaStoreError> + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(Box::new(move |tx, ctx| {
+            let result = f(tx, ctx);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |commit| {
+                let out = match (result, commit) {
+                    (Ok(v), None) => Ok(v),
+                    (Ok(_), Some(e)) => Err(e.clone()),
+                    (Err(e), _) => Err(StoreFailure::from(e)),
+                };
+                let _ = reply.send(out);
+            });
+            (ok, completion)
+        }))?;
+        rx.await
+            .map_err(|_| StoreFailure("the database thread stopped during a call".into()))?
+    }
+
+    /// Like [`StoreHandle::call`], from synchronous code (not on a runtime thread).
+    pub fn call_blocking<T, F>(&self, f: F) -> Result<T, StoreFailure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<T, OtaStoreError> + Send + 'static,
+    {
+        let (reply, rx) = mpsc::channel();
+        self.send(Box::new(move |tx, ctx| {
+            let result = f(tx, ctx);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |commit| {
+                let out = match (result, commit) {
+                    (Ok(v), None) => Ok(v),
+                    (Ok(_), Some(e)) => Err(e.clone()),
+                    (Err(e), _) => Err(StoreFailure::from(e)),
+                };
+                let _ = reply.send(out);
+            });
+            (ok, completion)
+        }))?;
+        rx.recv()
+            .map_err(|_| StoreFailure("the database thread stopped during a call".into()))?
+    }
+
+    /// Runs `f` without waiting; a failure is logged.
+    pub fn spawn<F>(&self, what: &'static str, f: F)
+    where
+        F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<(), OtaStoreError> + Send + 'static,
+    {
+        let sent = self.send(Box::new(move |tx, ctx| {
+            let result = f(tx, ctx);
+            let ok = result.is_ok();
+            let completion: Completion = Box::new(move |commit| {
+                if let Err(e) = result {
+                    tracing::error!(what, error = %e, "store write failed");
+                } else if let Some(e) = commit {
+                    tracing::error!(what, error = %e, "store commit failed");
+                }
+            });
+            (ok, completion)
+        }));
+        if let Err(e) = sent {
+            tracing::error!(what, error = %e, "store write dropped");
+        }
+    }
+}
+
+const MAX_BATCH: usize = 512;
+
+fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key32) {
+    let ctx = JobCtx {
+        // Every session and APDU exchange also goes to the SIEM, in the same transaction.
+        audit: AuditLog::new(audit_key).with_siem_spool(warden_store::spool::Spool::new(
+            warden_store::spool::SpoolLimits::default(),
+        )),
+        db_key,
+        evolved: std::cell::Cell::new(false),
+    };
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let tx = match db
+            .conn_mut()
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                let failure = StoreFailure(format!("cannot begin a transaction: {e}"));
+                tracing::error!(error = %failure, "database unavailable");
+                // Dropping a job drops its reply channel: each waiting caller gets an error.
+                drop(batch);
+                continue;
+            }
+        };
+        let mut completions = Vec::with_capacity(batch.len());
+        for job in batch {
+            if let Err(e) = tx.execute_batch("SAVEPOINT job") {
+                let failure = StoreFailure(format!("savepoint: {e}"));
+                completions.push(Box::new(move |_: Option<&StoreFailure>| {
+                    tracing::error!(error = %failure, "store job skipped");
+                }) as Completion);
+                continue;
+            }
+            let (ok, completion) = job(&tx, &ctx);
+            let end = if ok {
+                tx.execute_batch("RELEASE job")
+            } else {
+                tx.execute_batch("ROLLBACK TO job; RELEASE job")
+            };
+            if let Err(e) = end {
+                tracing::error!(error = %e, "store savepoint release failed");
+            }
+            completions.push(completion);
+        }
+        let commit = tx
+            .commit()
+            .err()
+            .map(|e| StoreFailure(format!("commit failed: {e}")));
+        for completion in completions {
+            completion(commit.as_ref());
+        }
+        if ctx.evolved.replace(false) {
+            if let Err(e) = AuditLog::erase_old_keys(&db) {
+                tracing::error!(error = %e, "could not checkpoint the WAL after an audit key evolution");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, StoreHandle) {
+        let dir = tempfile::tempdir().unwrap();
+        let db_key = Key32::from_bytes([1; 32]);
+        let audit_key = Key32::from_bytes([2; 32]);
+        let mut db = Database::open(&dir.path().join("w.db"), &db_key).unwrap();
+        assert!(ensure_audit_chain(&mut db, &audit_key).unwrap());
+        assert!(!ensure_audit_chain(&mut db, &audit_key).unwrap());
+        (dir, StoreHandle::start(db, db_key, audit_key))
+    }
+
+    #[tokio::test]
+    async fn calls_commit_and_failures_roll_back_alone() {
+        let (_dir, store) = open();
+        let ok = store.call(|tx, ctx| {
+            warden_store::ota::add_key(tx, ctx.db_key(), "card-1", &[3; 16], false)?;
+            ctx.audit(
+                tx,
+                vec![audit_event(
+                    "admin",
+                    "ota.key.add",
+                    "card-1",
+                    Outcome::Success,
+                )],
+            )?;
+            Ok(7)
+        });
+        let bad = store.call(|tx, ctx| {
+            warden_store::ota::add_key(tx, ctx.db_key(), "card-2", &[3; 16], false)?;
+            // Fails after a write: the write must be rolled back.
+            warden_store::ota::add_key(tx, ctx.db_key(), "card-1", &[3; 16], false)?;
+            Ok(())
+        });
+        let (ok, bad) = tokio::join!(ok, bad);
+        assert_eq!(ok.unwrap(), 7);
+        assert!(bad.unwrap_err().0.contains("already has a key"));
+        let cards = store
+            .call(|tx, _| warden_store::ota::list_cards(tx))
+            .await
+            .unwrap();
+        assert_eq!(cards.len(), 1, "card-2's insert was rolled back");
+        let audited: i64 = store
+            .call(|tx, _| {
+                Ok(tx.query_row(
+                    "SELECT count(*) FROM audit_events WHERE action = 'ota.key.add'",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(audited, 1);
+        let s2 = store.clone();
+        let n = tokio::task::spawn_blocking(move || {
+            s2.call_blocking(|tx, _| Ok(warden_store::ota::list_cards(tx)?.len()))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(n, 1);
+    }
+}
