@@ -73,6 +73,8 @@ pub enum EndReason {
     IdleTimeout,
     Tamper(String),
     StorageExhausted(String),
+    /// The daemon is stopping (SIGTERM): the session is closed cleanly first.
+    Shutdown,
 }
 
 impl fmt::Display for EndReason {
@@ -83,6 +85,7 @@ impl fmt::Display for EndReason {
             Self::IdleTimeout => f.write_str("idle timeout"),
             Self::Tamper(source) => write!(f, "tamper detected: {source}"),
             Self::StorageExhausted(detail) => write!(f, "storage exhausted: {detail}"),
+            Self::Shutdown => f.write_str("the shim is shutting down"),
         }
     }
 }
@@ -117,6 +120,8 @@ pub enum Input<'a> {
     Reset {
         admin: String,
     },
+    /// The daemon is stopping: end an open session cleanly.
+    Shutdown,
 }
 
 /// What the driver must do, in order.
@@ -230,9 +235,14 @@ pub enum Shim {
 }
 
 impl Shim {
-    /// The state after a (re)start: LOCKED when the persisted port lock says so.
-    pub fn start(port_locked: bool) -> Self {
-        if port_locked {
+    /// The state after a (re)start, from what was persisted: an emergency stop survives a
+    /// restart (power-cycling the box must not lift it), then the port lock.
+    pub fn start(port_locked: bool, emergency_stop: bool) -> Self {
+        if emergency_stop {
+            Self::EmergencyStop(EmergencyStop {
+                last_notice_ms: None,
+            })
+        } else if port_locked {
             Self::Locked(Locked {
                 last_notice_ms: None,
             })
@@ -291,6 +301,12 @@ impl Shim {
         // Tamper wins everywhere: cut forwarding first, then record and alert.
         if let Input::Tamper(source) = input {
             return self.emergency_stop(EndReason::Tamper(source.clone()), source, out);
+        }
+        // Storage exhausted (recording, audit trail or spool cannot take more): nothing may
+        // happen that cannot be recorded, so forwarding stops everywhere (seed 000).
+        if let Input::StorageExhausted(detail) = input {
+            let source = format!("storage exhausted: {detail}");
+            return self.emergency_stop(EndReason::StorageExhausted(detail), source, out);
         }
         match (self, input) {
             // ---- IDLE
@@ -432,11 +448,7 @@ impl Shim {
                 ));
                 o.end(EndReason::IdleTimeout, out)
             }
-            (state @ Self::Open(_), Input::StorageExhausted(detail)) => state.emergency_stop(
-                EndReason::StorageExhausted(detail.clone()),
-                format!("storage exhausted: {detail}"),
-                out,
-            ),
+            (Self::Open(o), Input::Shutdown) => o.end(EndReason::Shutdown, out),
             (state @ Self::Open(_), _) => (state, None),
 
             // ---- FLUSHED: waiting for the recorder to close the file

@@ -13,7 +13,7 @@ struct Run {
 impl Run {
     fn new(locked: bool) -> Self {
         Self {
-            shim: Some(Shim::start(locked)),
+            shim: Some(Shim::start(locked, false)),
             config: MachineConfig::default(),
             now: 0,
         }
@@ -200,7 +200,9 @@ fn lockout_persists_and_only_reset_lifts_it() {
         .any(|a| matches!(a, Action::PersistPortLock { locked: false })));
     assert_eq!(run.state(), StateName::Idle);
     // A restart with the persisted lock starts LOCKED.
-    assert_eq!(Shim::start(true).name(), StateName::Locked);
+    assert_eq!(Shim::start(true, false).name(), StateName::Locked);
+    // An emergency stop survives a restart too, and wins over the lock.
+    assert_eq!(Shim::start(true, true).name(), StateName::EmergencyStop);
 }
 
 #[test]
@@ -256,5 +258,25 @@ fn challenge_times_out_and_can_be_cancelled() {
     assert_eq!(run.state(), StateName::Idle);
     run.feed(Input::Tech(b"\r"));
     run.feed(Input::Tech(b"te\x03"));
+    assert_eq!(run.state(), StateName::Idle);
+}
+
+#[test]
+fn storage_exhausted_anywhere_stops_forwarding() {
+    let mut run = Run::new(false);
+    let actions = run.feed(Input::StorageExhausted("audit spool full".into()));
+    assert!(matches!(actions[0], Action::Alert { .. }));
+    assert_eq!(run.state(), StateName::EmergencyStop);
+}
+
+#[test]
+fn shutdown_closes_an_open_session_cleanly() {
+    let mut run = Run::new(false);
+    run.login();
+    let actions = run.feed(Input::Shutdown);
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::CloseSession(EndReason::Shutdown))));
+    run.feed(Input::RecordingClosed);
     assert_eq!(run.state(), StateName::Idle);
 }

@@ -13,6 +13,7 @@ pub mod db;
 pub mod identity;
 pub mod migrations;
 pub mod ota;
+pub mod shim;
 pub mod spool;
 
 pub use db::{Database, StoreError, DB_FILE};

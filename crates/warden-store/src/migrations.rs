@@ -89,6 +89,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "ota: cards and PSKs, script queue, results, sessions",
         sql: crate::ota::MIGRATION_SQL,
     },
+    Migration {
+        version: 5,
+        name: "shim: persisted emergency stop",
+        sql: crate::shim::MIGRATION_SQL,
+    },
 ];
 
 /// The schema version this build brings a database to.

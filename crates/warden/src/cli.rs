@@ -83,6 +83,9 @@ pub enum Command {
     /// SCP81 OTA: PSK-TLS admin server, script queue, keys, UICC simulator, load generator.
     #[command(subcommand)]
     Ota(crate::cmd::ota::OtaCommand),
+    /// The serial MFA shim: run the daemon, show its state, reset it.
+    #[command(subcommand)]
+    Shim(crate::cmd::shim::ShimCommand),
     /// Show what warden does, end to end, in a throwaway directory.
     Demo(DemoArgs),
     /// Users, roles, passwords, TOTP enrollment and lockouts (see docs/access-control.md).

@@ -51,6 +51,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => cmd::audit::run(cmd, &cli.global),
         Command::Siem(cmd) => cmd::siem::run(cmd, &cli.global),
         Command::Ota(cmd) => cmd::ota::run(cmd, &cli.global),
+        Command::Shim(cmd) => cmd::shim::run(cmd, &cli.global),
         Command::Demo(args) => cmd::demo::run(args),
         Command::User(args) => cmd::user::run(args, &cli.global),
     }

@@ -3,4 +3,7 @@
 
 pub mod control;
 pub mod recorder;
+pub mod run;
 pub mod tamper;
+
+pub use run::{Daemon, DaemonError, DaemonPaths, HostError, ShimEvent, ShimHost};

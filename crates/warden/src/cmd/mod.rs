@@ -5,6 +5,7 @@ pub mod config;
 pub mod demo;
 pub mod init;
 pub mod ota;
+pub mod shim;
 pub mod siem;
 pub mod user;
 pub mod vault;

@@ -1,0 +1,648 @@
+//! The shim end to end: the real `warden shim run` between two real PTY pairs (technician and
+//! device), a real SQLCipher store, real TOTP codes. Every test drives the technician's side
+//! byte by byte as a laptop would.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{run, Fixture};
+use warden_core::keyring::Purpose;
+use warden_core::totp::KeyUri;
+use warden_shim::serial::VirtualSerialPair;
+
+const FAST: &str = r#"{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},
+    "backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}"#;
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Rig {
+    fx: Fixture,
+    tech: VirtualSerialPair,
+    device: VirtualSerialPair,
+    child: Option<Child>,
+    config: PathBuf,
+    socket: PathBuf,
+    tamper: PathBuf,
+    uri: KeyUri,
+}
+
+fn nonblocking(file: &std::fs::File) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+}
+
+impl Rig {
+    /// A data directory with technician `tess` (TOTP with 2-second steps, so tests that log in
+    /// more than once wait at most 2 s for a fresh code) and a running shim.
+    fn start(extra_yaml: &str) -> Self {
+        let fx = Fixture::with_identity_policy(FAST);
+        let mut add = fx.warden();
+        add.args([
+            "user",
+            "add",
+            "tess",
+            "--role",
+            "technician",
+            "--period",
+            "2",
+            "--no-qr",
+            "--json",
+        ]);
+        let out = run(fx.as_admin(&mut add));
+        out.ok();
+        let json: serde_json::Value = serde_json::from_str(out.stdout_text().trim()).unwrap();
+        let uri = KeyUri::parse(json["totp"]["uri"].as_str().unwrap()).unwrap();
+
+        let tech = VirtualSerialPair::new().unwrap();
+        let device = VirtualSerialPair::new().unwrap();
+        nonblocking(&tech.endpoint);
+        nonblocking(&device.endpoint);
+        let socket = fx.path("run/shim.sock");
+        let tamper = fx.path("tamper-trigger");
+        let config = fx.file(
+            "shim.yaml",
+            format!(
+                "shim_id: shim-01\ndevice_name: empump-12\n\
+                 technician_port:\n  path: {}\n  baud: 115200\n\
+                 device_port:\n  path: {}\n  baud: 9600\n\
+                 control_socket: {}\n\
+                 tamper:\n  file: {}\n  poll_interval_ms: 20\n\
+                 recording:\n  flush_interval_ms: 50\n{extra_yaml}",
+                tech.path.display(),
+                device.path.display(),
+                socket.display(),
+                tamper.display(),
+            )
+            .as_bytes(),
+        );
+        let mut rig = Self {
+            fx,
+            tech,
+            device,
+            child: None,
+            config,
+            socket,
+            tamper,
+            uri,
+        };
+        rig.spawn();
+        rig
+    }
+
+    fn spawn(&mut self) {
+        let child = self
+            .fx
+            .warden()
+            .args(["shim", "run", "--config"])
+            .arg(&self.config)
+            .env("WARDEN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.fx.path("shim.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while self.status().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the shim did not start: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.fx.path("shim.log")).unwrap_or_default()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `warden shim status`: the state name, or None when the daemon does not answer.
+    fn status(&self) -> Option<String> {
+        let reply = warden_shim::daemon::control::request(
+            &self.socket,
+            &warden_shim::daemon::control::ControlRequest::Status,
+        )
+        .ok()?;
+        Some(reply.state)
+    }
+
+    fn wait_state(&self, state: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if self.status().as_deref() == Some(state) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never reached {state} (now {:?}): {}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn code(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        self.uri
+            .params()
+            .code_at(self.uri.secret(), now)
+            .expose_secret()
+            .to_string()
+    }
+
+    /// Waits until the next TOTP step begins (steps are 2 s here).
+    fn next_step(&self) {
+        let step = |now: u64| now / 2;
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs()
+        };
+        let start = step(now());
+        while step(now()) == start {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn type_tech(&mut self, bytes: &[u8]) {
+        self.tech.endpoint.write_all(bytes).unwrap();
+    }
+
+    fn login_with(&mut self, code: &str) -> Vec<u8> {
+        self.type_tech(b"\r");
+        read_until(&mut self.tech.endpoint, b"technician id: ");
+        self.type_tech(b"tess\r");
+        read_until(&mut self.tech.endpoint, b"one-time code: ");
+        self.type_tech(format!("{code}\r").as_bytes());
+        read_until_any(
+            &mut self.tech.endpoint,
+            &[b"access granted", b"access denied", b"locked"],
+        )
+    }
+
+    fn login(&mut self) {
+        let code = self.code();
+        let reply = self.login_with(&code);
+        assert!(
+            contains(&reply, b"access granted"),
+            "login failed: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        self.wait_state("OPEN");
+    }
+
+    fn reset(&self) {
+        let mut cmd = self.fx.warden();
+        cmd.args(["shim", "reset", "--config"]).arg(&self.config);
+        run(self.fx.as_admin(&mut cmd)).ok();
+    }
+
+    fn sessions(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.fx.data_dir.join("sessions"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn audit_actions(&self) -> Vec<(String, String, serde_json::Value)> {
+        let db = warden_store::Database::open(
+            &self.fx.data_dir.join("state/warden.db"),
+            &self.fx.key(Purpose::Database),
+        )
+        .unwrap();
+        warden_store::audit::read_rows(&db, 1, None)
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.action,
+                    r.outcome,
+                    serde_json::from_str(&r.details).unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn read_until_any(file: &mut std::fs::File, needles: &[&[u8]]) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if needles.iter().any(|n| contains(&got, n)) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting; got {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        match file.read(&mut buf) {
+            Ok(0) => std::thread::sleep(Duration::from_millis(5)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn read_until(file: &mut std::fs::File, needle: &[u8]) -> Vec<u8> {
+    read_until_any(file, &[needle])
+}
+
+/// Reads exactly `len` bytes (or fails after the timeout).
+fn read_exact_within(file: &mut std::fs::File, len: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + WAIT;
+    while got.len() < len {
+        assert!(
+            Instant::now() < deadline,
+            "timed out with {} of {len} bytes",
+            got.len()
+        );
+        match file.read(&mut buf[..(len - got.len()).min(4096)]) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            Ok(_) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+    got
+}
+
+/// Nothing arrives on `file` for `quiet`.
+fn assert_silent(file: &mut std::fs::File, quiet: Duration) {
+    let mut buf = [0u8; 256];
+    let until = Instant::now() + quiet;
+    while Instant::now() < until {
+        match file.read(&mut buf) {
+            Ok(n) if n > 0 => panic!("unexpected bytes: {:?}", &buf[..n]),
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+fn vault_verify(fx: &Fixture, file: &Path) -> support::Run {
+    run(fx.warden().args(["vault", "verify"]).arg(file))
+}
+
+#[test]
+fn login_traffic_both_ways_byte_exact_and_logout() {
+    let mut rig = Rig::start("");
+    // Nothing typed before OPEN reaches the device.
+    rig.type_tech(b"rm -rf /\r");
+    read_until(&mut rig.tech.endpoint, b"technician id: ");
+    rig.login();
+    assert_silent(&mut rig.device.endpoint, Duration::from_millis(100));
+
+    // Every byte value, both ways. (No `~` at a line start: 0x7e follows 0x7d.)
+    let all: Vec<u8> = (0..=255u8).collect();
+    rig.type_tech(&all);
+    assert_eq!(read_exact_within(&mut rig.device.endpoint, all.len()), all);
+    let reply: Vec<u8> = (0..=255u8).rev().cycle().take(2000).collect();
+    rig.device.endpoint.write_all(&reply).unwrap();
+    assert_eq!(
+        read_exact_within(&mut rig.tech.endpoint, reply.len()),
+        reply
+    );
+
+    // `~.` at a line start ends the session; the escape never reaches the device.
+    rig.type_tech(b"\r~.");
+    rig.wait_state("IDLE");
+    assert_eq!(read_exact_within(&mut rig.device.endpoint, 1), b"\r");
+
+    // One sealed recording, complete, whose hash is in the audit chain.
+    let sessions = rig.sessions();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let name = sessions[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    assert!(name.ends_with(".empump-12-tess.session"), "{name}");
+    vault_verify(&rig.fx, &sessions[0]).ok();
+    let sha = hex::encode(openssl::sha::sha256(&std::fs::read(&sessions[0]).unwrap()));
+    let actions = rig.audit_actions();
+    let close = actions
+        .iter()
+        .find(|(a, _, _)| a == "session.close")
+        .expect("session.close audited");
+    assert_eq!(close.2["sha256"], sha);
+    assert_eq!(close.2["complete"], true);
+    for needed in [
+        "shim.start",
+        "login.totp",
+        "session.open",
+        "shim.transition",
+    ] {
+        assert!(
+            actions.iter().any(|(a, _, _)| a == needed),
+            "{needed} missing from the audit chain"
+        );
+    }
+    let transitions: Vec<String> = actions
+        .iter()
+        .filter(|(a, _, _)| a == "shim.transition")
+        .map(|(_, _, d)| {
+            format!(
+                "{}->{}",
+                d["from"].as_str().unwrap(),
+                d["to"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for expected in [
+        "IDLE->CHALLENGE",
+        "CHALLENGE->OPEN",
+        "OPEN->FLUSHED",
+        "FLUSHED->IDLE",
+    ] {
+        assert!(
+            transitions.iter().any(|t| t == expected),
+            "{expected} not in {transitions:?}"
+        );
+    }
+
+    // The recording replays what happened.
+    let out = run(rig
+        .fx
+        .warden()
+        .args(["vault", "open"])
+        .arg(&sessions[0])
+        .arg("-"));
+    out.ok();
+    let plain = out.stdout;
+    assert!(contains(&plain, &all) && contains(&plain, &reply[..256]));
+}
+
+#[test]
+fn five_failures_lock_the_port_until_an_administrator_resets_it() {
+    let mut rig = Rig::start("");
+    for attempt in 1..=5 {
+        let reply = rig.login_with("000000");
+        if attempt < 5 {
+            assert!(contains(&reply, b"access denied"), "attempt {attempt}");
+        } else {
+            assert!(
+                contains(&reply, b"locked"),
+                "attempt {attempt}: {}",
+                String::from_utf8_lossy(&reply)
+            );
+        }
+    }
+    rig.wait_state("LOCKED");
+    // A correct code changes nothing while locked, and the lock survives a restart.
+    rig.next_step();
+    let code = rig.code();
+    rig.type_tech(format!("\rtess\r{code}\r").as_bytes());
+    assert_silent(&mut rig.device.endpoint, Duration::from_millis(200));
+    assert_eq!(rig.status().as_deref(), Some("LOCKED"));
+    rig.kill();
+    rig.spawn();
+    rig.wait_state("LOCKED");
+    assert_silent(&mut rig.device.endpoint, Duration::from_millis(100));
+    rig.reset();
+    rig.wait_state("IDLE");
+    // The five failures locked the technician too: the port reset alone does not let tess in.
+    rig.next_step();
+    let code = rig.code();
+    assert!(contains(&rig.login_with(&code), b"access denied"));
+    let mut unlock = rig.fx.warden();
+    unlock.args(["user", "unlock", "tess"]);
+    run(rig.fx.as_admin(&mut unlock)).ok();
+    rig.next_step();
+    rig.login();
+    let actions = rig.audit_actions();
+    assert!(actions.iter().any(|(a, _, _)| a == "lockout.lock"));
+    assert!(actions.iter().any(|(a, _, _)| a == "shim.reset"));
+}
+
+#[test]
+fn a_replayed_code_is_refused() {
+    let mut rig = Rig::start("");
+    let code = rig.code();
+    let reply = rig.login_with(&code);
+    assert!(contains(&reply, b"access granted"));
+    rig.type_tech(b"\r~.");
+    rig.wait_state("IDLE");
+    let reply = rig.login_with(&code);
+    assert!(
+        contains(&reply, b"access denied"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(rig
+        .audit_actions()
+        .iter()
+        .any(|(a, o, d)| a == "login.totp" && o != "success" && d.to_string().contains("replay")));
+}
+
+#[test]
+fn tamper_in_open_stops_forwarding_until_reset() {
+    let mut rig = Rig::start("");
+    rig.login();
+    std::fs::write(&rig.tamper, b"").unwrap();
+    rig.wait_state("EMERGENCY_STOP");
+    read_until(&mut rig.tech.endpoint, b"EMERGENCY STOP");
+    rig.type_tech(b"after tamper\r");
+    rig.device
+        .endpoint
+        .write_all(b"device after tamper")
+        .unwrap();
+    assert_silent(&mut rig.device.endpoint, Duration::from_millis(300));
+    // An alert file, and the stop survives a restart.
+    let alerts: Vec<_> = std::fs::read_dir(rig.fx.data_dir.join("alerts"))
+        .unwrap()
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    std::fs::remove_file(&rig.tamper).unwrap();
+    rig.kill();
+    rig.spawn();
+    rig.wait_state("EMERGENCY_STOP");
+    rig.reset();
+    rig.wait_state("IDLE");
+    rig.next_step();
+    rig.login();
+    let actions = rig.audit_actions();
+    assert!(actions.iter().any(|(a, _, _)| a == "shim.tamper"));
+    let spooled: i64 = warden_store::Database::open(
+        &rig.fx.data_dir.join("state/warden.db"),
+        &rig.fx.key(Purpose::Database),
+    )
+    .unwrap()
+    .conn()
+    .query_row(
+        "SELECT count(*) FROM siem_spool WHERE kind = 'tamper_alert'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap();
+    assert_eq!(
+        spooled, 1,
+        "the alert waits in the SIEM spool at the highest priority"
+    );
+}
+
+#[test]
+fn an_idle_session_ends_by_itself() {
+    let mut rig = Rig::start("session:\n  idle_timeout_secs: 2\n");
+    rig.login();
+    rig.wait_state("IDLE");
+    read_until(&mut rig.tech.endpoint, b"inactivity");
+    let actions = rig.audit_actions();
+    let close = actions
+        .iter()
+        .find(|(a, _, _)| a == "session.close")
+        .unwrap();
+    assert_eq!(close.2["reason"], "idle timeout");
+}
+
+#[test]
+fn exhausted_recording_storage_is_an_emergency_stop_with_the_recording_intact() {
+    // A 64 KiB budget for sessions/: the recording hits it, the shim stops forwarding, and the
+    // file opens with --recover up to its last sealed segment.
+    let mut rig = Rig::start("  budget_bytes: 65536\n");
+    rig.login();
+    let chunk = vec![b'x'; 4096];
+    let mut sent = 0;
+    while rig.status().as_deref() == Some("OPEN") && sent < 512 * 1024 {
+        rig.type_tech(&chunk);
+        sent += chunk.len();
+        let _ = read_exact_within(&mut rig.device.endpoint, chunk.len());
+        std::thread::sleep(Duration::from_millis(60));
+    }
+    rig.wait_state("EMERGENCY_STOP");
+    let sessions = rig.sessions();
+    assert_eq!(sessions.len(), 1);
+    let out = rig.fx.path("recovered.bin");
+    let result = run(rig
+        .fx
+        .warden()
+        .args(["vault", "open", "--recover"])
+        .arg(&sessions[0])
+        .arg(&out));
+    result.ok();
+    let recovered = std::fs::read(&out).unwrap();
+    assert!(
+        contains(&recovered, &chunk[..1024]),
+        "the recovered prefix holds the session's traffic"
+    );
+    assert!(rig
+        .audit_actions()
+        .iter()
+        .any(|(a, _, d)| a == "shim.transition"
+            && d["reason"].as_str().unwrap().contains("storage exhausted")));
+}
+
+#[test]
+fn sigkill_mid_session_leaves_recoverable_recordings_and_a_valid_chain() {
+    let mut rig = Rig::start("");
+    for round in 0..3 {
+        if round > 0 {
+            rig.spawn();
+            rig.next_step();
+        }
+        rig.login();
+        for i in 0..20 {
+            rig.type_tech(format!("round {round} line {i}\r").as_bytes());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Let at least one flush interval pass, then kill without warning.
+        std::thread::sleep(Duration::from_millis(200));
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(rig.pid()),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        rig.kill();
+    }
+    for session in rig.sessions() {
+        let out = rig.fx.path("recovered");
+        let _ = std::fs::remove_file(&out);
+        run(rig
+            .fx
+            .warden()
+            .args(["vault", "open", "--recover"])
+            .arg(&session)
+            .arg(&out))
+        .ok();
+        let recovered = std::fs::read(&out).unwrap();
+        assert!(
+            contains(&recovered, b"line 0"),
+            "{}: the flushed part is readable",
+            session.display()
+        );
+    }
+    assert_eq!(rig.sessions().len(), 3);
+    run(rig.fx.warden().args(["audit", "verify"])).ok();
+}
+
+#[test]
+fn the_daemon_opens_no_network_listener() {
+    let rig = Rig::start("");
+    let pid = rig.pid();
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|l| l.to_string_lossy().to_string())
+        .filter_map(|l| {
+            l.strip_prefix("socket:[")
+                .and_then(|s| s.strip_suffix(']'))
+                .map(String::from)
+        })
+        .collect();
+    assert!(!inodes.is_empty(), "the control socket is open");
+    for table in ["tcp", "tcp6", "udp", "udp6", "raw", "raw6"] {
+        let text = std::fs::read_to_string(format!("/proc/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let inode = line.split_whitespace().nth(9).unwrap_or("");
+            assert!(
+                !inodes.iter().any(|i| i == inode),
+                "the shim has an inet socket in /proc/net/{table}: {line}"
+            );
+        }
+    }
+    // Its only socket is the 0600 Unix control socket.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&rig.socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
