@@ -6,4 +6,4 @@ pub mod recorder;
 pub mod run;
 pub mod tamper;
 
-pub use run::{Daemon, DaemonError, DaemonPaths, HostError, ShimEvent, ShimHost};
+pub use run::{Daemon, DaemonError, DaemonPaths, HostError, ShimEvent, ShimHost, ShutdownHandle};

@@ -132,6 +132,21 @@ enum Wake {
     Shutdown,
 }
 
+/// Stops a running daemon from another thread (tests, the demo, benchmarks): the session is
+/// closed cleanly, as on SIGTERM.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    tx: Sender<Wake>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Wake::Shutdown);
+        let _ = self.waker.wake();
+    }
+}
+
 /// Inputs the loop produces for itself while performing actions.
 enum Followup {
     Auth(AuthDecision),
@@ -248,6 +263,14 @@ impl<H: ShimHost> Daemon<H> {
         if let Some(port) = port {
             let fd = port.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    /// A handle that stops this daemon once it runs.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            tx: self.wake_tx.clone(),
+            waker: Arc::clone(&self.waker),
         }
     }
 
@@ -611,7 +634,7 @@ impl<H: ShimHost> Daemon<H> {
     }
 
     fn open_session(&mut self, technician_id: String) {
-        let id = Uuid::from_bytes(warden_core::rand::array());
+        let id = uuid::Builder::from_random_bytes(warden_core::rand::array()).into_uuid();
         let started = OffsetDateTime::now_utc();
         let path = session_path(
             &self.paths.sessions,

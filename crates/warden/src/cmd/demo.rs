@@ -161,12 +161,15 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         token.len()
     ));
 
-    identity_steps(&dir, &keys)?;
+    let admin_password = identity_steps(&dir, &keys)?;
 
-    step("6. OTA: PSK-TLS admin server (GlobalPlatform Amendment B) and a simulated UICC");
+    step("6. The serial MFA shim between a technician's laptop and a device (real PTYs)");
+    shim_step(&dir, &keys, &admin_password)?;
+
+    step("7. OTA: PSK-TLS admin server (GlobalPlatform Amendment B) and a simulated UICC");
     ota_step(&root, &keys)?;
 
-    step("7. The forward-secure audit chain");
+    step("8. The forward-secure audit chain");
     let audit = AuditLog::new(keys.get(Purpose::Audit).clone())
         .with_siem_spool(Spool::new(SpoolLimits::default()));
     let events: Vec<NewEvent> = [
@@ -259,10 +262,11 @@ fn write_sample(path: &Path, len: usize) -> Result<()> {
 }
 
 /// Users, TOTP with replay protection, lockout and unlock, each in the audit chain.
+/// Returns the first administrator's password (`root`), for the steps after it.
 fn identity_steps(
     dir: &warden_core::datadir::DataDir,
     keys: &warden_core::keyring::PurposeKeys,
-) -> Result<()> {
+) -> Result<warden_core::password::Password> {
     use warden_core::password::Password;
     use warden_core::rbac::{Permission, Role};
     use warden_store::identity::{
@@ -384,7 +388,7 @@ fn identity_steps(
         count("lockout.unlock"),
         count("user.create")
     ));
-    Ok(())
+    Ok(password)
 }
 
 /// The OTA step: a server on 127.0.0.1 (port chosen by the OS), a card with a PSK in the
@@ -492,5 +496,100 @@ fn ota_step(root: &Path, keys: &warden_core::keyring::PurposeKeys) -> Result<()>
         ok(format!("{audited} OTA audit events in the chain (sessions, scripts, every APDU exchange, the mismatch)"));
         Ok::<(), anyhow::Error>(())
     })?;
+    Ok(())
+}
+
+/// A real shim on two PTY pairs: a technician logs in with a fresh code, talks to a simulated
+/// infusion pump, ends the session with `~.`; the recording is then read back.
+fn shim_step(
+    dir: &warden_core::datadir::DataDir,
+    keys: &warden_core::keyring::PurposeKeys,
+    admin_password: &warden_core::password::Password,
+) -> Result<()> {
+    use crate::cmd::shim_live::{add_technician, current_code, read_until, LiveShim};
+    use std::io::Read;
+
+    let uri = add_technician(dir, keys, "root", admin_password, "tara")?;
+    ok("technician tara enrolled (TOTP, no password)");
+    let work = dir.root().join("shim-run");
+    warden_core::fsx::create_private_dir(&work)?;
+    let mut shim = LiveShim::start(dir, keys, &work, "ward3-shim")?;
+    ok(format!(
+        "shim running: technician side {} <-> device side {}; no network listener, control socket {}",
+        shim.tech.path.display(),
+        shim.device.path.display(),
+        shim.control_socket.display()
+    ));
+    // The simulated device: an infusion pump's service console.
+    let mut device = shim.device.endpoint.try_clone()?;
+    let pump = std::thread::spawn(move || {
+        let mut line = Vec::new();
+        let mut buf = [0u8; 256];
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while Instant::now() < deadline {
+            match device.read(&mut buf) {
+                Ok(n) if n > 0 => {
+                    line.extend_from_slice(&buf[..n]);
+                    if line.ends_with(b"\r") {
+                        let answer: &[u8] = if line.starts_with(b"status") {
+                            b"PUMP OK  rate=5.0 ml/h  volume=42.7 ml  battery=88%\r\npump> "
+                        } else {
+                            b"?\r\npump> "
+                        };
+                        let _ = device.write_all(answer);
+                        if line.starts_with(b"quit") {
+                            return;
+                        }
+                        line.clear();
+                    }
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(2)),
+            }
+        }
+    });
+    shim.type_tech(b"status\r")?;
+    let login = shim.login("tara", &current_code(&uri))?;
+    ok(format!("tara typed a fresh one-time code: OPEN after {:.1} ms (what was typed before never reached the pump)", login.as_secs_f64() * 1000.0));
+    shim.type_tech(b"status\r")?;
+    let reply = read_until(&mut shim.tech.endpoint, b"pump> ")?;
+    ok(format!(
+        "pump answered through the shim: {}",
+        String::from_utf8_lossy(&reply)
+            .lines()
+            .find(|l| l.contains("PUMP"))
+            .unwrap_or("")
+            .trim()
+    ));
+    shim.type_tech(b"quit\r")?;
+    read_until(&mut shim.tech.endpoint, b"pump> ")?;
+    shim.type_tech(b"~.")?;
+    shim.wait_state("IDLE")?;
+    ok("~. ended the session: OPEN -> FLUSHED -> IDLE, recording closed and its SHA-256 put in the audit chain");
+    shim.stop()?;
+    let _ = pump.join();
+
+    let session = std::fs::read_dir(dir.sessions())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("tara"))
+        .context("no session file")?;
+    let file = std::fs::File::open(&session)?;
+    let sealed = warden_core::stream::SealedReader::new(
+        file,
+        Purpose::Recordings,
+        keys.get(Purpose::Recordings),
+    )?;
+    let reader = warden_shim::recording::RecordReader::new(sealed)?;
+    let metadata = reader.metadata().clone();
+    let mut dump = Vec::new();
+    warden_shim::recording::write_dump(&metadata, reader, &mut dump)?;
+    ok(format!(
+        "played back {} ({} bytes sealed); the text dump:",
+        session.file_name().unwrap_or_default().to_string_lossy(),
+        std::fs::metadata(&session)?.len()
+    ));
+    for line in String::from_utf8_lossy(&dump).lines().take(12) {
+        println!("      {line}");
+    }
     Ok(())
 }

@@ -110,12 +110,44 @@ pub fn load_config(path: &Path, global: &GlobalArgs) -> Result<(ShimConfig, Vec<
 fn run_daemon(path: &Path, global: &GlobalArgs) -> Result<()> {
     let (config, bytes) = load_config(path, global)?;
     let mut unlocker = Unlocker::open(global)?;
-    let database_key = unlocker.key(Purpose::Database)?;
-    let audit_key = unlocker.key(Purpose::Audit)?;
-    let recordings_key = unlocker.key(Purpose::Recordings)?;
-    let db_path = unlocker.dir.root().join(warden_store::DB_FILE);
-    let db = Database::open(&db_path, &database_key)?;
-    let mut identity = Identity::load(&db, database_key.clone(), audit_key.clone())?;
+    let keys = DaemonKeys {
+        database: unlocker.key(Purpose::Database)?,
+        audit: unlocker.key(Purpose::Audit)?,
+        recordings: unlocker.key(Purpose::Recordings)?,
+        config: unlocker.key(Purpose::Config)?,
+    };
+    eprintln!(
+        "warden shim {}: technician {} <-> device {} ({}); control socket {}",
+        config.shim_id,
+        config.technician_port.path.display(),
+        config.device_port.path.display(),
+        config.device_name,
+        config.control_socket.display()
+    );
+    let (daemon, _runtime) = build_daemon(config, &bytes, &unlocker.dir, keys)?;
+    daemon.run(true)?;
+    Ok(())
+}
+
+/// The purpose keys a daemon needs.
+pub struct DaemonKeys {
+    pub database: warden_core::secret::Key32,
+    pub audit: warden_core::secret::Key32,
+    pub recordings: warden_core::secret::Key32,
+    pub config: warden_core::secret::Key32,
+}
+
+/// Opens the ports and the store and builds the daemon (not yet running). The returned runtime
+/// carries the SIEM forwarder, when one is configured; keep it alive while the daemon runs.
+pub fn build_daemon(
+    config: ShimConfig,
+    bytes: &[u8],
+    dir: &warden_core::datadir::DataDir,
+    keys: DaemonKeys,
+) -> Result<(Daemon<StoreHost>, tokio::runtime::Runtime)> {
+    let db_path = dir.root().join(warden_store::DB_FILE);
+    let db = Database::open(&db_path, &keys.database)?;
+    let mut identity = Identity::load(&db, keys.database.clone(), keys.audit.clone())?;
     // The shim's own lockout thresholds; attempt spacing stays as the identity policy says.
     let backoff = identity.policy().backoff;
     identity.set_lockout_policy(
@@ -135,44 +167,34 @@ fn run_daemon(path: &Path, global: &GlobalArgs) -> Result<()> {
     let forwarder = match &config.siem {
         None => None,
         Some(_) => {
-            let settings = warden_siem::SiemConfig::from_yaml_document(&bytes)?.validate()?;
-            let sealer = ConfigSealer::new(&unlocker.key(Purpose::Config)?);
+            let settings = warden_siem::SiemConfig::from_yaml_document(bytes)?.validate()?;
+            let sealer = ConfigSealer::new(&keys.config);
             let client = warden_siem::TlsClient::from_settings(&settings, Some(&sealer))?;
-            let forwarder_db = Database::open(&db_path, &database_key)?;
+            let forwarder_db = Database::open(&db_path, &keys.database)?;
             let _guard = runtime.enter();
             Some(warden_siem::spawn(forwarder_db, &settings, client))
         }
     };
-
     let paths = DaemonPaths {
-        sessions: unlocker.dir.sessions(),
-        heartbeats: unlocker.dir.heartbeats(),
-        alerts: unlocker.dir.alerts(),
+        sessions: dir.sessions(),
+        heartbeats: dir.heartbeats(),
+        alerts: dir.alerts(),
     };
     let host = StoreHost {
         db,
         identity,
-        audit: AuditLog::new(audit_key).with_siem_spool(Spool::new(SpoolLimits::default())),
+        audit: AuditLog::new(keys.audit).with_siem_spool(Spool::new(SpoolLimits::default())),
         spool: Spool::new(SpoolLimits::default()),
         port: PortId::parse(&config.shim_id)?,
         shim_id: config.shim_id.clone(),
         forwarder,
     };
-    eprintln!(
-        "warden shim {}: technician {} <-> device {} ({}); control socket {}",
-        config.shim_id,
-        config.technician_port.path.display(),
-        config.device_port.path.display(),
-        config.device_name,
-        config.control_socket.display()
-    );
-    let daemon = Daemon::new(config, &bytes, paths, recordings_key, host)?;
-    daemon.run(true)?;
-    Ok(())
+    let daemon = Daemon::new(config, bytes, paths, keys.recordings, host)?;
+    Ok((daemon, runtime))
 }
 
 /// The daemon's host: identity, audit chain, SIEM spool, persisted emergency stop.
-struct StoreHost {
+pub struct StoreHost {
     db: Database,
     identity: Identity,
     audit: AuditLog,
