@@ -11,8 +11,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -69,9 +69,17 @@ pub struct RecorderLimits {
     pub file_budget_bytes: u64,
 }
 
+/// How often the recorder picks up queued chunks. The data path never wakes the recorder
+/// thread (a context switch per forwarded byte would cost latency on small boxes); it only
+/// appends to a queue that the recorder drains on this beat, and on close.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Chunks waiting for the recorder, shared with the data path.
+type Queue = Arc<Mutex<Vec<Command>>>;
+
 /// The data path's handle on the running recorder.
 pub struct Recorder {
-    commands: Sender<Command>,
+    queue: Queue,
     backlog: Arc<AtomicU64>,
     limits: RecorderLimits,
     exhausted: bool,
@@ -131,7 +139,8 @@ impl Recorder {
             .map_err(io::Error::other)?;
         let mut writer = RecordWriter::new(sealed, metadata).map_err(io::Error::other)?;
         writer.get_mut().seal_segment().map_err(io::Error::other)?;
-        let (commands, rx) = mpsc::channel();
+        let queue: Queue = Arc::new(Mutex::new(Vec::new()));
+        let thread_queue = Arc::clone(&queue);
         let backlog = Arc::new(AtomicU64::new(0));
         let thread_backlog = Arc::clone(&backlog);
         let path = path.to_path_buf();
@@ -140,7 +149,7 @@ impl Recorder {
             .spawn(move || {
                 run(
                     writer,
-                    rx,
+                    thread_queue,
                     thread_backlog,
                     limits.flush_interval,
                     path,
@@ -149,7 +158,7 @@ impl Recorder {
                 )
             })?;
         Ok(Self {
-            commands,
+            queue,
             backlog,
             limits,
             exhausted: false,
@@ -181,11 +190,19 @@ impl Recorder {
             direction,
             bytes: bytes.to_vec(),
         };
-        self.commands.send(command).is_ok()
+        self.push(command);
+        true
+    }
+
+    fn push(&self, command: Command) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(command);
     }
 
     pub fn event(&mut self, label: &str) {
-        let _ = self.commands.send(Command::Event {
+        self.push(Command::Event {
             t_us: self.t_us(),
             label: label.to_string(),
         });
@@ -193,15 +210,17 @@ impl Recorder {
 
     /// Asks the recorder to finish the file; a [`RecorderReport::Closed`] follows.
     pub fn close(mut self) {
-        let _ = self.commands.send(Command::Close { t_us: self.t_us() });
-        // The thread reports and ends on its own; detach it.
-        drop(self.thread.take());
+        self.push(Command::Close { t_us: self.t_us() });
+        // Wake it now rather than at its next beat; it reports and ends on its own.
+        if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
+        }
     }
 }
 
 fn run(
     mut writer: RecordWriter<SealedWriter<HashingFile>>,
-    commands: Receiver<Command>,
+    queue: Queue,
     backlog: Arc<AtomicU64>,
     flush_interval: Duration,
     path: PathBuf,
@@ -216,96 +235,105 @@ fn run(
     let mut chunks = 0u64;
     let mut dirty = false;
     let mut next_flush = Instant::now() + flush_interval;
+    let mut batch = Vec::new();
     loop {
-        let timeout = next_flush.saturating_duration_since(Instant::now());
-        let command = match commands.recv_timeout(timeout) {
-            Ok(command) => Some(command),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => Some(Command::Close { t_us: 0 }),
-        };
-        let result = match command {
-            None => {
-                next_flush = Instant::now() + flush_interval;
-                if dirty && failed.is_none() {
-                    dirty = false;
-                    writer.get_mut().seal_segment().map_err(|e| e.to_string())
-                } else {
-                    Ok(())
-                }
-            }
-            Some(Command::Chunk {
-                t_us,
-                direction,
-                bytes,
-            }) => {
-                backlog.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
-                chunks += 1;
-                dirty = true;
-                if failed.is_some() {
-                    Ok(())
-                } else {
-                    writer
-                        .write_chunk(t_us, direction, &bytes)
-                        .map_err(|e| e.to_string())
-                }
-            }
-            Some(Command::Event { t_us, label }) => {
-                dirty = true;
-                if failed.is_some() {
-                    Ok(())
-                } else {
-                    writer.write_event(t_us, &label).map_err(|e| e.to_string())
-                }
-            }
-            Some(Command::Close { t_us }) => {
-                let complete = failed.is_none();
-                let sink = if complete {
-                    writer
-                        .finish(t_us)
-                        .map_err(|e| e.to_string())
-                        .and_then(|sealed| {
-                            sealed
-                                .finish()
-                                .map(|(sink, _)| sink)
-                                .map_err(|e| e.to_string())
-                        })
-                } else {
-                    Ok(writer.into_inner().into_inner())
-                };
-                let closed = match sink {
-                    Ok(mut sink) => {
-                        let _ = sink.flush();
-                        ClosedRecording {
-                            path,
-                            sha256: sink.hasher.finish(),
-                            file_bytes: sink.written,
-                            chunks,
-                            complete,
-                        }
+        std::thread::park_timeout(
+            DRAIN_INTERVAL.min(next_flush.saturating_duration_since(Instant::now())),
+        );
+        std::mem::swap(
+            &mut batch,
+            &mut *queue.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+        let due = Instant::now() >= next_flush;
+        let mut commands: Vec<Option<Command>> = batch.drain(..).map(Some).collect();
+        if due {
+            commands.push(None);
+        }
+        for command in commands {
+            let result = match command {
+                None => {
+                    next_flush = Instant::now() + flush_interval;
+                    if dirty && failed.is_none() {
+                        dirty = false;
+                        writer.get_mut().seal_segment().map_err(|e| e.to_string())
+                    } else {
+                        Ok(())
                     }
-                    Err(detail) => {
-                        report(RecorderReport::Exhausted { detail });
-                        let sha256 = std::fs::read(&path)
-                            .map(|b| openssl::sha::sha256(&b))
-                            .unwrap_or([0; 32]);
-                        let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                        ClosedRecording {
-                            path,
-                            sha256,
-                            file_bytes,
-                            chunks,
-                            complete: false,
-                        }
+                }
+                Some(Command::Chunk {
+                    t_us,
+                    direction,
+                    bytes,
+                }) => {
+                    backlog.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+                    chunks += 1;
+                    dirty = true;
+                    if failed.is_some() {
+                        Ok(())
+                    } else {
+                        writer
+                            .write_chunk(t_us, direction, &bytes)
+                            .map_err(|e| e.to_string())
                     }
-                };
-                report(RecorderReport::Closed(closed));
-                return;
-            }
-        };
-        if let Err(detail) = result {
-            if failed.is_none() {
-                failed = Some(detail.clone());
-                report(RecorderReport::Exhausted { detail });
+                }
+                Some(Command::Event { t_us, label }) => {
+                    dirty = true;
+                    if failed.is_some() {
+                        Ok(())
+                    } else {
+                        writer.write_event(t_us, &label).map_err(|e| e.to_string())
+                    }
+                }
+                Some(Command::Close { t_us }) => {
+                    let complete = failed.is_none();
+                    let sink = if complete {
+                        writer
+                            .finish(t_us)
+                            .map_err(|e| e.to_string())
+                            .and_then(|sealed| {
+                                sealed
+                                    .finish()
+                                    .map(|(sink, _)| sink)
+                                    .map_err(|e| e.to_string())
+                            })
+                    } else {
+                        Ok(writer.into_inner().into_inner())
+                    };
+                    let closed = match sink {
+                        Ok(mut sink) => {
+                            let _ = sink.flush();
+                            ClosedRecording {
+                                path,
+                                sha256: sink.hasher.finish(),
+                                file_bytes: sink.written,
+                                chunks,
+                                complete,
+                            }
+                        }
+                        Err(detail) => {
+                            report(RecorderReport::Exhausted { detail });
+                            let sha256 = std::fs::read(&path)
+                                .map(|b| openssl::sha::sha256(&b))
+                                .unwrap_or([0; 32]);
+                            let file_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                            ClosedRecording {
+                                path,
+                                sha256,
+                                file_bytes,
+                                chunks,
+                                complete: false,
+                            }
+                        }
+                    };
+                    report(RecorderReport::Closed(closed));
+                    return;
+                }
+            };
+            if let Err(detail) = result {
+                if failed.is_none() {
+                    failed = Some(detail.clone());
+                    report(RecorderReport::Exhausted { detail });
+                }
             }
         }
     }

@@ -1,13 +1,15 @@
 //! One serial port, opened with the configured line settings and used non-blocking from the
 //! shim's poll loop. Reads and writes never wait; readiness comes from `poll(2)`.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 use serialport::{SerialPort, TTYPort};
 
@@ -79,8 +81,11 @@ pub enum PortError {
     Io { path: PathBuf, source: io::Error },
 }
 
-/// An open serial port in non-blocking mode.
+/// An open serial port in non-blocking mode: a plain descriptor for the data path (one
+/// syscall per read or write) and a second, configuring handle for line settings and the
+/// modem-status lines.
 pub struct Port {
+    data: File,
     tty: TTYPort,
     path: PathBuf,
 }
@@ -95,7 +100,15 @@ impl Port {
         let path_text = path
             .to_str()
             .ok_or_else(|| open_error("path is not UTF-8".into()))?;
+        let data = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags((OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
+            .open(path)
+            .map_err(|e| open_error(e.to_string()))?;
+        // A second, configuring handle: line settings apply to the line, so `data` gets them.
         let tty = serialport::new(path_text, settings.baud)
+            .exclusive(false)
             .data_bits(match settings.data_bits {
                 DataBits::Five => serialport::DataBits::Five,
                 DataBits::Six => serialport::DataBits::Six,
@@ -116,13 +129,13 @@ impl Port {
                 FlowControl::Software => serialport::FlowControl::Software,
                 FlowControl::Hardware => serialport::FlowControl::Hardware,
             })
-            // Zero timeout: the port's own read/write never wait; the poll loop does.
             .timeout(Duration::ZERO)
             .open_native()
             .map_err(|e| open_error(e.to_string()))?;
-        fcntl(tty.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-            .map_err(|e| open_error(format!("cannot make it non-blocking: {e}")))?;
+        rustix::termios::ioctl_tiocexcl(&data)
+            .map_err(|e| open_error(format!("cannot make it exclusive: {e}")))?;
         Ok(Self {
+            data,
             tty,
             path: path.to_path_buf(),
         })
@@ -142,17 +155,27 @@ impl Port {
     /// Reads what is available: `Ok(Some(n))` bytes, `Ok(None)` when nothing is ready, and
     /// `Err` for a hang-up (EIO on a PTY whose other side closed) or another error.
     pub fn read_available(&self, buf: &mut [u8]) -> Result<Option<usize>, PortError> {
-        match nix::unistd::read(self.tty.as_raw_fd(), buf) {
+        match (&self.data).read(buf) {
             Ok(0) => Err(self.io_error(Errno::EIO)),
             Ok(n) => Ok(Some(n)),
-            Err(Errno::EAGAIN) | Err(Errno::EINTR) => Ok(None),
-            Err(errno) => Err(self.io_error(errno)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(source) => Err(PortError::Io {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 
     /// Writes as much of `data` as the port accepts now; returns how much.
     pub fn write_available(&mut self, data: &[u8]) -> Result<usize, PortError> {
-        match self.tty.write(data) {
+        match (&self.data).write(data) {
             Ok(n) => Ok(n),
             Err(e)
                 if matches!(
@@ -178,6 +201,6 @@ impl Port {
     }
 
     pub fn raw_fd(&self) -> RawFd {
-        self.tty.as_raw_fd()
+        self.data.as_raw_fd()
     }
 }

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod init;
 pub mod ota;
 pub mod shim;
+pub mod shim_bench;
 pub mod shim_live;
 pub mod siem;
 pub mod user;

@@ -39,6 +39,15 @@ pub enum ShimCommand {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Measure latency and throughput through a throwaway shim on PTYs, next to socat.
+    Bench {
+        /// One-byte round trips to time.
+        #[arg(long, default_value_t = 2000)]
+        rounds: usize,
+        /// MiB sent one way for the throughput figure.
+        #[arg(long, default_value_t = 16)]
+        mib: usize,
+    },
     /// Return a LOCKED or EMERGENCY_STOP shim to IDLE (an administrator signs in).
     Reset {
         #[arg(long, value_name = "FILE")]
@@ -51,6 +60,7 @@ pub enum ShimCommand {
 pub fn run(cmd: &ShimCommand, global: &GlobalArgs) -> Result<()> {
     match cmd {
         ShimCommand::Run { config } => run_daemon(config, global),
+        ShimCommand::Bench { rounds, mib } => crate::cmd::shim_bench::run(*rounds, *mib),
         ShimCommand::Status { config } => {
             let (config, _) = load_config(config, global)?;
             let reply = control::request(&config.control_socket, &ControlRequest::Status)?;

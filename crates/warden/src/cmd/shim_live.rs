@@ -119,7 +119,7 @@ impl LiveShim {
         let thread = std::thread::Builder::new()
             .name("shim".into())
             .spawn(move || daemon.run(false).map_err(anyhow::Error::from))?;
-        let shim = Self {
+        let mut shim = Self {
             tech,
             device,
             control_socket,
@@ -127,7 +127,15 @@ impl LiveShim {
             thread: Some(thread),
             _runtime: runtime,
         };
-        shim.wait_state("IDLE")?;
+        if let Err(err) = shim.wait_state("IDLE") {
+            // Say why the daemon did not come up, if it stopped.
+            if let Some(thread) = shim.thread.take().filter(|t| t.is_finished()) {
+                thread
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("the shim thread panicked"))??;
+            }
+            return Err(err);
+        }
         Ok(shim)
     }
 
