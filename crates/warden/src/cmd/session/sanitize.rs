@@ -482,6 +482,90 @@ mod tests {
         assert_eq!(both(b"\xe2\x82\x1b[1m"), "\u{FFFD}\x1b[1m".as_bytes());
     }
 
+    /// What may appear in sanitized output, checked independently of the sanitizer's states:
+    /// valid UTF-8; no control characters but TAB, LF, CR, BS and ESC; every ESC starts one of
+    /// the kept ESC sequences or a CSI of digits and separators (optionally `?`) ending in a
+    /// kept final byte.
+    fn assert_safe(out: &[u8]) {
+        let text = std::str::from_utf8(out).expect("sanitized output is UTF-8");
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\t' | '\n' | '\r' | '\u{8}' => {}
+                '\u{1b}' => match chars.next() {
+                    Some('7' | '8' | 'D' | 'E' | 'M') => {}
+                    Some('[') => {
+                        let mut params = String::new();
+                        let last = loop {
+                            match chars.next() {
+                                Some(p @ ('0'..='9' | ';' | ':' | '?')) => params.push(p),
+                                Some(last) => break last,
+                                None => panic!("unfinished CSI in {text:?}"),
+                            }
+                        };
+                        assert!(
+                            "mABCDEFGHfdea`IZJKX@PLMSTgsurhl".contains(last),
+                            "CSI {params:?} {last:?} in {text:?}"
+                        );
+                        assert!(!params[1.min(params.len())..].contains('?'));
+                        assert!(params.len() <= MAX_CSI_PARAMS);
+                    }
+                    other => panic!("ESC {other:?} in {text:?}"),
+                },
+                c if c.is_control() => panic!("control {c:?} in {text:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "ESC Some(']')")]
+    fn the_output_check_catches_an_osc() {
+        assert_safe(b"ok\x1b]0;title\x07");
+    }
+
+    #[test]
+    fn security_random_input_never_yields_unsafe_output() {
+        // Inputs drawn mostly from the bytes that matter to a terminal parser, so escape
+        // sequences of every kind, broken and nested, come up often. Deterministic (xorshift).
+        const ALPHABET: &[u8] =
+            b"\x1b\x1b\x1b[[]]P_^X\\?;:0123456789mhlHJtnqc$ !\x07\x18\x1a\x05\x0e\
+            \r\n\t\x08\x7f\x9b\x9d\xc2\xe2\x82\xacaZ";
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..5000 {
+            let len = (next() % 64) as usize;
+            let input: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if r % 8 == 0 {
+                        (r >> 8) as u8 // any byte
+                    } else {
+                        ALPHABET[(r >> 8) as usize % ALPHABET.len()]
+                    }
+                })
+                .collect();
+            // Whole, and split at a random point: the same output, and safe.
+            let mut whole = Vec::new();
+            let mut s = TerminalSanitizer::new();
+            s.feed(&input, &mut whole);
+            s.finish(&mut whole);
+            let cut = if len == 0 { 0 } else { (next() as usize) % len };
+            let mut split = Vec::new();
+            let mut s = TerminalSanitizer::new();
+            s.feed(&input[..cut], &mut split);
+            s.feed(&input[cut..], &mut split);
+            s.finish(&mut split);
+            assert_eq!(whole, split, "input {input:?} split at {cut}");
+            assert_safe(&whole);
+        }
+    }
+
     #[test]
     fn finish_undoes_what_the_replay_changed() {
         let mut s = TerminalSanitizer::new();
