@@ -1,6 +1,7 @@
 //! Command-line arguments: parsed once, at the edge, into typed values.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -90,6 +91,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Users, roles, passwords, TOTP enrollment and lockouts (see docs/access-control.md).
     User(UserArgs),
+    /// Session recordings made by the shim (DATA_DIR/sessions): list, replay, export.
+    #[command(subcommand)]
+    Session(SessionCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +250,105 @@ pub struct DemoArgs {
     /// Keep the demo's data directory here instead of a temporary one.
     #[arg(long)]
     pub keep: Option<PathBuf>,
+}
+
+// ------------------------------------------------------------------------ sessions
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// Every recording in DATA_DIR/sessions: when, how long, device, technician, shim, bytes
+    /// each way, and whether it verifies (complete, cut short, damaged). Needs the master
+    /// passphrase only.
+    List {
+        /// One JSON object with every fact, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replay what the device showed the technician, with the recorded timing. Terminal
+    /// control sequences that could harm your terminal are removed unless --raw is given.
+    /// Needs `recording.play` (administrator, auditor); the replay is audited.
+    Play(PlayArgs),
+    /// Write a recording as asciicast v2 (`asciinema play`), JSON Lines or a text/hex dump.
+    /// Needs `recording.export` (auditor); the export is audited.
+    Export(SessionExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlayArgs {
+    #[command(flatten)]
+    pub actor: ActorArgs,
+    /// The recording: a path, or a file name in DATA_DIR/sessions.
+    pub file: PathBuf,
+    /// Playback speed: 2 is twice as fast, 0.5 half as fast.
+    #[arg(long, value_name = "N", default_value = "1", value_parser = parse_speed)]
+    pub speed: f64,
+    /// Shorten every pause longer than SECS (recorded time) to SECS.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub skip_idle: Option<Duration>,
+    /// Also show what the technician typed (most devices echo it anyway).
+    #[arg(long)]
+    pub include_input: bool,
+    /// Write the recorded bytes unchanged, escape sequences included (title changes, clipboard
+    /// writes, terminal queries): only for recordings you trust.
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionExportArgs {
+    #[command(flatten)]
+    pub actor: ActorArgs,
+    /// The recording: a path, or a file name in DATA_DIR/sessions.
+    pub file: PathBuf,
+    /// asciicast (v2, for `asciinema play`), jsonl (lossless, for tools) or text (lossless
+    /// text/hex dump, for people and grep).
+    #[arg(long, value_enum)]
+    pub format: SessionFormat,
+    /// Output file, created 0600 and only once complete (default: standard output).
+    #[arg(short, long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// For a recording that was cut short (crash, power loss, storage exhausted): export what
+    /// verifies and exit 0 with a warning, instead of exit code 3.
+    #[arg(long)]
+    pub recover: bool,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SessionFormat {
+    Asciicast,
+    Jsonl,
+    Text,
+}
+
+impl SessionFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Asciicast => "asciicast",
+            Self::Jsonl => "jsonl",
+            Self::Text => "text",
+        }
+    }
+}
+
+fn parse_speed(text: &str) -> Result<f64, String> {
+    let speed: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !speed.is_finite() || speed <= 0.0 || speed > 1_000_000.0 {
+        return Err("the speed must be greater than 0 and at most 1000000".into());
+    }
+    Ok(speed)
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| "the idle limit must be a number of seconds, 0 or more".to_string())
 }
 
 // ------------------------------------------------------------------------ identity

@@ -15,17 +15,19 @@ use warden_core::datadir::DataDirError;
 use warden_core::keyring::KeyringError;
 use warden_core::sealed_config::SealedConfigError;
 use warden_core::stream::StreamError;
+use warden_shim::recording::RecordError;
 use warden_store::identity::AuthError;
 
 use cli::{Cli, Command, LogFormat};
 
 /// Exit codes: 0 success, 1 error, 2 usage (from clap), 3 damaged or unverifiable data,
-/// 4 wrong passphrase or key, 5 sign-in refused or access denied.
+/// 4 wrong passphrase or key, 5 sign-in refused or access denied, 130 stopped by Ctrl-C.
 mod exit {
     pub const ERROR: u8 = 1;
     pub const DAMAGED: u8 = 3;
     pub const WRONG_KEY: u8 = 4;
     pub const ACCESS: u8 = 5;
+    pub const INTERRUPTED: u8 = 130;
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,11 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // Stopping on request is not an error.
+            if let Some(stopped) = find::<cmd::session::Interrupted>(&err) {
+                eprintln!("{stopped}");
+                return ExitCode::from(exit::INTERRUPTED);
+            }
             eprintln!("error: {err:#}");
             if let Some(hint) = hint(&err) {
                 eprintln!("hint: {hint}");
@@ -54,6 +61,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Shim(cmd) => cmd::shim::run(cmd, &cli.global),
         Command::Demo(args) => cmd::demo::run(args),
         Command::User(args) => cmd::user::run(args, &cli.global),
+        Command::Session(cmd) => cmd::session::run(cmd, &cli.global),
     }
 }
 
@@ -92,8 +100,16 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             _ => exit::ERROR,
         };
     }
-    if find::<SealedConfigError>(err).is_some() || find::<cmd::audit::ChainDamaged>(err).is_some() {
+    if find::<SealedConfigError>(err).is_some()
+        || find::<cmd::audit::ChainDamaged>(err).is_some()
+        || find::<cmd::session::CutShortRefused>(err).is_some()
+    {
         return exit::DAMAGED;
+    }
+    if let Some(record) = find::<RecordError>(err) {
+        if !matches!(record, RecordError::Io(_)) {
+            return exit::DAMAGED;
+        }
     }
     if let Some(warden_core::auditor_key::AuditorKeyError::WrongPassphrase) = find(err) {
         return exit::WRONG_KEY;

@@ -5,6 +5,7 @@ pub mod config;
 pub mod demo;
 pub mod init;
 pub mod ota;
+pub mod session;
 pub mod shim;
 pub mod shim_bench;
 pub mod shim_live;

@@ -53,8 +53,7 @@ impl Session {
 }
 
 /// Opens the database and the identity service (database and audit keys from the passphrase).
-pub fn open_identity(global: &GlobalArgs) -> Result<(Database, Identity)> {
-    let mut unlocker = Unlocker::open(global)?;
+pub fn open_identity(unlocker: &mut Unlocker) -> Result<(Database, Identity)> {
     let database_key = unlocker.key(Purpose::Database)?;
     let audit_key = unlocker.key(Purpose::Audit)?;
     let db = Database::open(
@@ -68,10 +67,16 @@ pub fn open_identity(global: &GlobalArgs) -> Result<(Database, Identity)> {
 /// Signs in the person named by `--as` / `$WARDEN_USER`: password, then a one-time code when
 /// they have TOTP enrolled. Every attempt is audited; refusals exit with code 5.
 pub fn sign_in(global: &GlobalArgs, actor: &ActorArgs) -> Result<Session> {
+    sign_in_with(&mut Unlocker::open(global)?, actor)
+}
+
+/// [`sign_in`] with an unlocker the caller keeps, for commands that need other purpose keys
+/// after the sign-in (the passphrase is read only once).
+pub fn sign_in_with(unlocker: &mut Unlocker, actor: &ActorArgs) -> Result<Session> {
     let username = actor.acting_user.clone().ok_or_else(|| {
         anyhow!("this command needs to know who you are: pass --as USER (or set WARDEN_USER)")
     })?;
-    let (mut db, mut identity) = open_identity(global)?;
+    let (mut db, mut identity) = open_identity(unlocker)?;
     let password = read_password(actor.password_file.as_deref(), &username)?;
     let mut code = actor.totp.clone().map(zeroize::Zeroizing::new);
     loop {
@@ -109,7 +114,17 @@ pub fn sign_in_for(
     permission: Permission,
     action: &str,
 ) -> Result<(Session, Authorized)> {
-    let mut session = sign_in(global, actor)?;
+    sign_in_for_with(&mut Unlocker::open(global)?, actor, permission, action)
+}
+
+/// [`sign_in_for`] with an unlocker the caller keeps (see [`sign_in_with`]).
+pub fn sign_in_for_with(
+    unlocker: &mut Unlocker,
+    actor: &ActorArgs,
+    permission: Permission,
+    action: &str,
+) -> Result<(Session, Authorized)> {
+    let mut session = sign_in_with(unlocker, actor)?;
     let authorized = session.authorize(permission, action)?;
     Ok((session, authorized))
 }

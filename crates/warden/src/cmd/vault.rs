@@ -87,13 +87,13 @@ fn open_input(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
 }
 
 /// The output: standard output, or a file that only appears at its path once complete.
-enum Output {
+pub(crate) enum Output {
     Stdout(BufWriter<io::StdoutLock<'static>>),
     File(BufWriter<PendingFile>),
 }
 
 impl Output {
-    fn create(path: &Path, force: bool) -> Result<Self> {
+    pub(crate) fn create(path: &Path, force: bool) -> Result<Self> {
         if is_stdio(path) {
             return Ok(Self::Stdout(BufWriter::with_capacity(
                 IO_BUFFER,
@@ -110,7 +110,7 @@ impl Output {
     }
 
     /// Makes the output final: flushes standard output, or renames the file into place.
-    fn commit(self) -> Result<()> {
+    pub(crate) fn commit(self) -> Result<()> {
         match self {
             Self::Stdout(mut out) => out.flush()?,
             Self::File(out) => out.into_inner().map_err(|e| e.into_error())?.commit()?,

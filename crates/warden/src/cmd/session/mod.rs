@@ -1,0 +1,169 @@
+//! `warden session`: the shim's session recordings (DATA_DIR/sessions) — list them, replay one
+//! in the terminal, export one as asciicast, JSON Lines or a text dump.
+//!
+//! Every command reads a file through [`read::read_session`]: the sealed stream is verified
+//! segment by segment and only verified bytes are decoded. A recording cut short (its final
+//! segment missing after a crash, power loss or full storage) still gives every record up to the
+//! cut, and is labelled so; a damaged one (modified, reordered or spliced segments, a wrong key)
+//! is named and refused. `list` needs the master passphrase only; `play` and `export` sign the
+//! person in (`recording.play`, `recording.export`) and append who read which file (and its
+//! SHA-256) to the audit chain.
+
+mod export;
+mod list;
+mod play;
+mod read;
+mod sanitize;
+
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::Result;
+use serde_json::json;
+use time::OffsetDateTime;
+use warden_core::audit::{NewEvent, Outcome};
+
+use crate::cli::{GlobalArgs, SessionCommand};
+use read::SessionRead;
+
+pub use play::Interrupted;
+
+pub fn run(cmd: &SessionCommand, global: &GlobalArgs) -> Result<()> {
+    match cmd {
+        SessionCommand::List { json } => list::run(global, *json),
+        SessionCommand::Play(args) => play::run(global, args),
+        SessionCommand::Export(args) => export::run(global, args),
+    }
+}
+
+/// A recording was cut short and the command was not told to accept that; `main` maps it to
+/// exit code 3 (damaged or unverifiable data).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CutShortRefused(pub String);
+
+/// FILE as given if something is there; otherwise a bare file name is looked up in
+/// DATA_DIR/sessions.
+fn resolve(file: &Path, sessions: &Path) -> PathBuf {
+    if file.symlink_metadata().is_ok() {
+        return file.to_path_buf();
+    }
+    let mut components = file.components();
+    match (components.next(), components.next()) {
+        (Some(Component::Normal(name)), None) => sessions.join(name),
+        _ => file.to_path_buf(),
+    }
+}
+
+/// A path safe to print: control and invisible formatting characters (which could disguise a
+/// name or act on the terminal) are escaped.
+fn printable(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.display().to_string().chars() {
+        let disguising = matches!(c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+        if c.is_control() || disguising {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `H:MM:SS` of a time in microseconds.
+fn duration(t_us: u64) -> String {
+    let secs = t_us / 1_000_000;
+    format!("{}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// `2026-04-15 09:22:03` (UTC).
+fn start_time(t: OffsetDateTime) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    t.format(&format).unwrap_or_else(|_| "?".into())
+}
+
+/// `2026-04-15T09:22:03.123456Z`, as in the recording's metadata.
+fn rfc3339(t: OffsetDateTime) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.format(&format).unwrap_or_else(|_| "?".into())
+}
+
+/// `512 B`, `12.3 KiB`, `4.0 MiB`.
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// The audit event for reading `path` (`recording.play`, `recording.export`): who, which file
+/// and its SHA-256, which session, what state it was in, plus `extra` details.
+fn audit_event<T>(
+    actor: &str,
+    action: &str,
+    path: &Path,
+    read: &SessionRead<T>,
+    outcome: Outcome,
+    extra: serde_json::Value,
+) -> NewEvent {
+    let mut details = json!({
+        "file": path.display().to_string(),
+        "sha256": hex::encode(read.file.sha256),
+        "file_bytes": read.file.bytes,
+        "session_id": read.metadata.as_ref().map(|m| m.session_id().hyphenated().to_string()),
+        "status": read.status.json_name(),
+        "problem": read.status.problem(),
+        "chunks": read.tally.chunks,
+    });
+    if let (Some(details), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra) {
+        details.extend(extra);
+    }
+    NewEvent::new(
+        warden_store::audit::timestamp_now(),
+        actor,
+        action,
+        path.display().to_string(),
+        outcome,
+    )
+    .with_details(details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(duration(0), "0:00:00");
+        assert_eq!(duration(3_723_999_999), "1:02:03");
+        assert_eq!(size(512), "512 B");
+        assert_eq!(size(12_595), "12.3 KiB");
+        assert_eq!(size(4 * 1024 * 1024), "4.0 MiB");
+        assert_eq!(
+            printable(Path::new("a\u{1b}]0;x\u{7}\u{202e}b")),
+            "a\\u{1b}]0;x\\u{7}\\u{202e}b"
+        );
+    }
+
+    #[test]
+    fn bare_names_are_looked_up_in_the_sessions_directory() {
+        let sessions = Path::new("/data/sessions");
+        assert_eq!(
+            resolve(Path::new("no-such-file.session"), sessions),
+            sessions.join("no-such-file.session")
+        );
+        assert_eq!(
+            resolve(Path::new("elsewhere/x.session"), sessions),
+            Path::new("elsewhere/x.session")
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! `warden session play`: replays what the device showed, with the recorded timing.
+//!
+//! The file is read twice: first to verify all of it and hash it (a damaged recording is refused
+//! before anything is shown, and the audit event names the file's SHA-256), then to play it with
+//! the pure [`play`](warden_shim::recording::play) timing. Output goes through the
+//! [`TerminalSanitizer`] unless `--raw` is given. Ctrl-C (or SIGTERM) stops between two writes,
+//! puts the terminal back, and exits with code 130; a second Ctrl-C exits at once.
+
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use warden_core::audit::Outcome;
+use warden_core::keyring::Purpose;
+use warden_core::rbac::Permission;
+use warden_shim::recording::{play, PlayOptions, RecordError, RecordingMetadata};
+
+use super::read::{self, Records, SessionRead, Status};
+use super::sanitize::TerminalSanitizer;
+use super::{audit_event, duration, printable, resolve, start_time};
+use crate::cli::{GlobalArgs, PlayArgs};
+use crate::keys::Unlocker;
+
+/// The longest sleep between two checks for Ctrl-C.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The replay was stopped by Ctrl-C; `main` prints this without `error:` and exits 130.
+#[derive(Debug, thiserror::Error)]
+#[error("replay stopped by Ctrl-C at {at} of {total}")]
+pub struct Interrupted {
+    at: String,
+    total: String,
+}
+
+/// How a replay ended.
+enum Ended {
+    /// All the records that verify were played.
+    Played,
+    /// Stopped by a signal after the step recorded at this time.
+    Interrupted { at_us: u64 },
+    /// Standard output was closed (e.g. piped into `head`).
+    OutputClosed,
+}
+
+pub fn run(global: &GlobalArgs, args: &PlayArgs) -> Result<()> {
+    let mut unlocker = Unlocker::open(global)?;
+    let (mut session, allowed) = crate::cmd::user::sign_in_for_with(
+        &mut unlocker,
+        &args.actor,
+        Permission::RecordingPlay,
+        "recording.play",
+    )?;
+    let key = unlocker.key(Purpose::Recordings)?;
+    let path = resolve(&args.file, &unlocker.dir.sessions());
+    let name = printable(&path);
+    let mut options = PlayOptions::new(args.speed)?.include_input(args.include_input);
+    if let Some(limit) = args.skip_idle {
+        options = options.idle_limit(limit);
+    }
+
+    // First pass: verify and hash everything before showing anything.
+    let scan = read::read_session(&path, &key, |_, records| Ok(((), read::drain(records))))?;
+    let refused = scan.metadata.is_none()
+        || matches!(scan.status, Status::Damaged(_) | Status::Unreadable(_));
+    let event = audit_event(
+        allowed.username(),
+        "recording.play",
+        &path,
+        &scan,
+        if refused {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        },
+        json!({
+            "speed": args.speed,
+            "skip_idle_s": args.skip_idle.map(|d| d.as_secs_f64()),
+            "include_input": args.include_input,
+            "sanitized": !args.raw,
+        }),
+    );
+    unlocker.audit_log()?.append(&mut session.db, vec![event])?;
+    let cut_short = match &scan.status {
+        Status::CutShort(cut) => Some(cut.to_string()),
+        _ => None,
+    };
+    let tally = scan.tally;
+    let metadata = match (scan.status, scan.metadata) {
+        (status @ (Status::Damaged(_) | Status::Unreadable(_)), _) => {
+            return Err(status.into_error(&name).expect("damaged or unreadable"))
+        }
+        (_, Some(metadata)) => metadata,
+        (_, None) => {
+            return Err(super::CutShortRefused(format!(
+                "{name} was cut short and holds nothing to play: {}",
+                cut_short.unwrap_or_default()
+            ))
+            .into())
+        }
+    };
+    eprintln!(
+        "{}",
+        header(&metadata, tally.duration_us(), args, cut_short.is_some())
+    );
+    if let Some(problem) = &cut_short {
+        eprintln!(
+            "warning: {name} was cut short; only the {} chunks that verify ({} of recorded time) will play: {problem}",
+            tally.chunks,
+            duration(tally.duration_us())
+        );
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first is being handled ends the process at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .context("cannot handle Ctrl-C")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot handle Ctrl-C")?;
+    }
+    let played = read::read_session(&path, &key, |_, records| {
+        replay(records, options, !args.raw, &stop)
+    })?;
+    match played.output {
+        Some(Ended::Interrupted { at_us }) => {
+            return Err(Interrupted {
+                at: duration(at_us),
+                total: duration(tally.duration_us()),
+            }
+            .into())
+        }
+        Some(Ended::OutputClosed) => return Ok(()),
+        Some(Ended::Played) | None => {}
+    }
+    // The file changed between the two readings: say what the replay found.
+    check_second_reading(played, &name)?;
+    if cut_short.is_some() {
+        eprintln!("end of what verifies: the recording was cut short here");
+    }
+    Ok(())
+}
+
+fn check_second_reading(played: SessionRead<Ended>, name: &str) -> Result<()> {
+    match played.status.into_error(name) {
+        Some(err) => Err(err.context("the file changed while it was being played")),
+        None => Ok(()),
+    }
+}
+
+/// `session 6f96…: tech-001 on empump-12 via shim-a, 2026-04-15 09:22:03 UTC, 0:12:31 — …`
+fn header(metadata: &RecordingMetadata, duration_us: u64, args: &PlayArgs, cut: bool) -> String {
+    let mut line = format!(
+        "session {}: {} on {} via {}, started {} UTC, {}{}; speed {}×",
+        metadata.session_id().hyphenated(),
+        metadata.technician_id(),
+        metadata.device_name(),
+        metadata.shim_id(),
+        start_time(metadata.started_at()),
+        duration(duration_us),
+        if cut { " (CUT SHORT)" } else { "" },
+        args.speed,
+    );
+    if let Some(limit) = args.skip_idle {
+        line.push_str(&format!(", pauses capped at {}s", limit.as_secs_f64()));
+    }
+    if args.include_input {
+        line.push_str(", with input");
+    }
+    line.push_str(if args.raw {
+        ", RAW (escape sequences unfiltered)"
+    } else {
+        ""
+    });
+    line.push_str("; Ctrl-C stops");
+    line
+}
+
+/// Plays `records` to standard output; returns how it ended and how the records ended.
+fn replay(
+    records: &mut Records<'_>,
+    options: PlayOptions,
+    sanitize: bool,
+    stop: &AtomicBool,
+) -> Result<(Ended, Result<(), RecordError>)> {
+    let mut out = io::stdout().lock();
+    let mut sanitizer = sanitize.then(TerminalSanitizer::new);
+    let mut buf = Vec::new();
+    let mut result = Ok(());
+    let mut ended = Ended::Played;
+    let mut shown_us = 0;
+    for step in play(&mut *records, options) {
+        let step = match step {
+            Ok(step) => step,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
+        if !wait(step.delay, stop) {
+            ended = Ended::Interrupted { at_us: shown_us };
+            break;
+        }
+        buf.clear();
+        match &mut sanitizer {
+            Some(s) => s.feed(&step.data, &mut buf),
+            None => buf.extend_from_slice(&step.data),
+        }
+        match write(&mut out, &buf) {
+            Ok(()) => shown_us = step.t_us,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                return Ok((Ended::OutputClosed, result));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot write to the terminal")),
+        }
+    }
+    if let Some(mut s) = sanitizer {
+        buf.clear();
+        s.finish(&mut buf);
+        match write(&mut out, &buf) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            Err(e) => return Err(anyhow::Error::new(e).context("cannot write to the terminal")),
+        }
+    }
+    Ok((ended, result))
+}
+
+fn write(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// Sleeps for `delay`, watching `stop`; false if it was set.
+fn wait(delay: Duration, stop: &AtomicBool) -> bool {
+    let deadline = Instant::now() + delay;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return true;
+        }
+        std::thread::sleep((deadline - now).min(POLL));
+    }
+}
