@@ -646,3 +646,59 @@ fn the_daemon_opens_no_network_listener() {
         0o600
     );
 }
+
+/// Unmounts a test tmpfs on drop.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_really_full_disk_is_an_emergency_stop_with_the_recording_intact() {
+    // sessions/ on a 256 KiB tmpfs: the recorder's write fails with ENOSPC mid-session.
+    let mut rig = Rig::start("");
+    let sessions = rig.fx.data_dir.join("sessions");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs"])
+        .arg(&sessions)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        assert!(
+            std::env::var("CI").is_err(),
+            "CI=true: this test needs to mount a tmpfs (run as root)"
+        );
+        eprintln!("SKIP: cannot mount a tmpfs here (not root)");
+        return;
+    }
+    let _mount = Mount(sessions.clone());
+    rig.login();
+    let chunk = vec![b'y'; 4096];
+    let mut sent = 0;
+    while rig.status().as_deref() == Some("OPEN") && sent < 4 << 20 {
+        rig.type_tech(&chunk);
+        sent += chunk.len();
+        let _ = read_exact_within(&mut rig.device.endpoint, chunk.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rig.wait_state("EMERGENCY_STOP");
+    let file = rig.sessions().pop().expect("a session file");
+    let out = rig.fx.path("recovered-full.bin");
+    run(rig
+        .fx
+        .warden()
+        .args(["vault", "open", "--recover"])
+        .arg(&file)
+        .arg(&out))
+    .ok();
+    assert!(contains(&std::fs::read(&out).unwrap(), &chunk[..2048]));
+    assert!(rig
+        .audit_actions()
+        .iter()
+        .any(|(a, _, d)| a == "shim.transition"
+            && d["reason"].as_str().unwrap().contains("storage exhausted")));
+}
