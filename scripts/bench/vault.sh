@@ -15,7 +15,9 @@ mkdir -p "$DIR" && trap 'rm -rf "$DIR"' EXIT
 cd "$DIR"
 printf 'benchmark-passphrase-0123456789\n' > pass && chmod 600 pass
 printf 'Bench-Admin-Password-1\n' > admin-pass && chmod 600 admin-pass
-"$W" --data-dir data --passphrase-file pass init --kdf-iterations 1000 --admin bench --admin-password-file admin-pass 2>/dev/null
+printf 'benchmark-auditor-passphrase-42\n' > auditor && chmod 600 auditor
+"$W" --data-dir data --passphrase-file pass --auditor-passphrase-file auditor \
+  init --kdf-iterations 1000 --admin bench --admin-password-file admin-pass 2>/dev/null
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > plain.bin
 
 # Best of RUNS: elapsed seconds and peak RSS (KiB).

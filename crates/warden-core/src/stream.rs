@@ -148,9 +148,11 @@ fn gcm(
     let mut crypter = Crypter::new(Cipher::aes_256_gcm(), mode, key, Some(nonce))?;
     crypter.pad(false);
     crypter.aad_update(aad)?;
-    // OpenSSL's wrapper wants room for one extra block.
-    out.clear();
-    out.resize(input.len() + 16, 0);
+    // OpenSSL's wrapper wants room for one extra block. Only grow (and zero-fill) the buffer
+    // when it is too short: a reused buffer costs no memset per segment.
+    if out.len() < input.len() + 16 {
+        out.resize(input.len() + 16, 0);
+    }
     let mut written = crypter.update(input, out)?;
     if decrypting {
         crypter.set_tag(tag)?;
@@ -231,7 +233,7 @@ impl<W: Write> SealedWriter<W> {
             data_key,
             segment_size,
             buffer: Vec::with_capacity(segment_size),
-            scratch: Vec::with_capacity(segment_size + 32),
+            scratch: Vec::new(),
             counter: 0,
             plaintext_bytes: 0,
         })
@@ -257,23 +259,30 @@ impl<W: Write> SealedWriter<W> {
         }
         let plaintext = plaintext.unwrap_or(&self.buffer);
         let nonce = self.header.nonce(self.counter, kind);
-        let mut tag = [0u8; TAG_LEN];
-        gcm(
+        // The whole frame — header, ciphertext, tag — is built in one reused buffer and written
+        // with one call (no copy into a write buffer for full segments).
+        let len = plaintext.len();
+        let frame_len = FRAME_HEADER_LEN + len + TAG_LEN;
+        if self.scratch.len() < frame_len + 16 {
+            self.scratch.resize(frame_len + 16, 0);
+        }
+        self.scratch[..4].copy_from_slice(&self.header.marker());
+        self.scratch[4] = kind;
+        self.scratch[5..9].copy_from_slice(&(len as u32).to_be_bytes());
+        let mut crypter = Crypter::new(
+            Cipher::aes_256_gcm(),
             Mode::Encrypt,
             self.data_key.expose_secret(),
-            &nonce,
-            &self.header.bytes,
-            plaintext,
-            &mut self.scratch,
-            &mut tag,
+            Some(&nonce),
         )?;
-        let mut frame_header = [0u8; FRAME_HEADER_LEN];
-        frame_header[..4].copy_from_slice(&self.header.marker());
-        frame_header[4] = kind;
-        frame_header[5..9].copy_from_slice(&(plaintext.len() as u32).to_be_bytes());
-        self.inner.write_all(&frame_header)?;
-        self.inner.write_all(&self.scratch)?;
-        self.inner.write_all(&tag)?;
+        crypter.pad(false);
+        crypter.aad_update(&self.header.bytes)?;
+        let body = &mut self.scratch[FRAME_HEADER_LEN..];
+        let mut written = crypter.update(plaintext, body)?;
+        written += crypter.finalize(&mut body[written..])?;
+        debug_assert_eq!(written, len, "GCM output is as long as its input");
+        crypter.get_tag(&mut body[len..len + TAG_LEN])?;
+        self.inner.write_all(&self.scratch[..frame_len])?;
         self.counter += 1;
         Ok(())
     }
@@ -513,8 +522,19 @@ impl<R: Read> SealedReader<R> {
     /// After [`Segment::Final`] the stream has been checked for trailing bytes; calling again
     /// returns `Final` with an empty `out`.
     pub fn next_segment(&mut self, out: &mut Vec<u8>) -> Result<Segment, StreamError> {
-        out.clear();
+        let result = self.read_segment(out);
+        if result.is_err() {
+            // Nothing unverified (or stale) is ever left in `out`.
+            out.clear();
+        }
+        result
+    }
+
+    /// `out` is reused as is (no clearing, so no zero-fill per segment) and truncated to the
+    /// plaintext on success.
+    fn read_segment(&mut self, out: &mut Vec<u8>) -> Result<Segment, StreamError> {
         if self.finished {
+            out.clear();
             return Ok(Segment::Final);
         }
         let mut frame_header = [0u8; FRAME_HEADER_LEN];
