@@ -6,6 +6,7 @@
 mod cli;
 mod cmd;
 mod keys;
+mod pipeline;
 mod progress;
 
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! `warden vault`: seal, open and verify files as sealed streams under the `recordings` key.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -14,8 +14,7 @@ use warden_core::stream::{
 
 use crate::cli::{GlobalArgs, VaultCommand};
 use crate::keys::Unlocker;
-
-const IO_BUFFER: usize = 1024 * 1024;
+use crate::pipeline::{ReadAhead, WriteBehind};
 
 pub fn run(cmd: &VaultCommand, global: &GlobalArgs) -> Result<()> {
     let mut unlocker = Unlocker::open(global)?;
@@ -72,10 +71,11 @@ fn is_stdio(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
-/// Opens the input: a file (with its size, for progress) or standard input.
-fn open_input(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
+/// Opens the input — a file (with its size, for progress) or standard input — and reads it
+/// ahead on another thread, so reading overlaps with AES-GCM.
+fn open_input(path: &Path) -> Result<(ReadAhead, Option<u64>)> {
     if is_stdio(path) {
-        return Ok((Box::new(io::stdin().lock()), None));
+        return Ok((ReadAhead::new(io::stdin()), None));
     }
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let len = file
@@ -83,54 +83,20 @@ fn open_input(path: &Path) -> Result<(Box<dyn Read>, Option<u64>)> {
         .ok()
         .filter(|m| m.is_file())
         .map(|m| m.len());
-    Ok((Box::new(file), len))
+    Ok((ReadAhead::new(file), len))
 }
 
-/// The output: standard output, or a file that only appears at its path once complete.
-pub(crate) enum Output {
-    Stdout(BufWriter<io::StdoutLock<'static>>),
-    File(BufWriter<PendingFile>),
+/// Where output goes: standard output, or a file that only appears at its path once complete.
+enum Sink {
+    Stdout(io::Stdout),
+    File(PendingFile),
 }
 
-impl Output {
-    pub(crate) fn create(path: &Path, force: bool) -> Result<Self> {
-        if is_stdio(path) {
-            return Ok(Self::Stdout(BufWriter::with_capacity(
-                IO_BUFFER,
-                io::stdout().lock(),
-            )));
-        }
-        if !force && path.symlink_metadata().is_ok() {
-            bail!("{} exists; pass --force to replace it", path.display());
-        }
-        Ok(Self::File(BufWriter::with_capacity(
-            IO_BUFFER,
-            PendingFile::create(path)?,
-        )))
-    }
-
-    /// Makes the output final: flushes standard output, or renames the file into place.
-    pub(crate) fn commit(self) -> Result<()> {
-        match self {
-            Self::Stdout(mut out) => out.flush()?,
-            Self::File(out) => out.into_inner().map_err(|e| e.into_error())?.commit()?,
-        }
-        Ok(())
-    }
-}
-
-impl Write for Output {
+impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Self::Stdout(w) => w.write(buf),
             Self::File(w) => w.write(buf),
-        }
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Self::Stdout(w) => w.write_all(buf),
-            Self::File(w) => w.write_all(buf),
         }
     }
 
@@ -139,6 +105,42 @@ impl Write for Output {
             Self::Stdout(w) => w.flush(),
             Self::File(w) => w.flush(),
         }
+    }
+}
+
+/// The output, written on another thread so writing overlaps with AES-GCM.
+pub(crate) struct Output(WriteBehind<Sink>);
+
+impl Output {
+    pub(crate) fn create(path: &Path, force: bool) -> Result<Self> {
+        if is_stdio(path) {
+            return Ok(Self(WriteBehind::new(Sink::Stdout(io::stdout()))));
+        }
+        if !force && path.symlink_metadata().is_ok() {
+            bail!("{} exists; pass --force to replace it", path.display());
+        }
+        Ok(Self(WriteBehind::new(Sink::File(PendingFile::create(
+            path,
+        )?))))
+    }
+
+    /// Makes the output final: flushes standard output, or renames the file into place.
+    pub(crate) fn commit(self) -> Result<()> {
+        match self.0.finish()? {
+            Sink::Stdout(mut out) => out.flush()?,
+            Sink::File(file) => file.commit()?,
+        }
+        Ok(())
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 
@@ -177,12 +179,8 @@ pub fn open_file(
     force: bool,
 ) -> Result<Opened> {
     let (reader, len) = open_input(input)?;
-    let mut reader = SealedReader::new(
-        BufReader::with_capacity(IO_BUFFER, reader),
-        Purpose::Recordings,
-        key,
-    )
-    .with_context(|| format!("cannot open {}", input.display()))?;
+    let mut reader = SealedReader::new(reader, Purpose::Recordings, key)
+        .with_context(|| format!("cannot open {}", input.display()))?;
     let mut out = Output::create(output, force)?;
     let bar = crate::progress::bytes(len, "opening");
     let result = stream::open_to(&mut reader, &mut out, |n| {
@@ -221,12 +219,8 @@ pub fn open_file(
 
 pub fn verify_file(key: &Key32, path: &Path) -> Result<StreamSummary> {
     let (reader, _) = open_input(path)?;
-    let mut reader = SealedReader::new(
-        BufReader::with_capacity(IO_BUFFER, reader),
-        Purpose::Recordings,
-        key,
-    )
-    .with_context(|| format!("cannot verify {}", path.display()))?;
+    let mut reader = SealedReader::new(reader, Purpose::Recordings, key)
+        .with_context(|| format!("cannot verify {}", path.display()))?;
     stream::open_to(&mut reader, &mut io::sink(), |_| {}).map_err(|err| {
         anyhow::Error::new(err).context(format!("{} failed verification", path.display()))
     })
