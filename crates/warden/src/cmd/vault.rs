@@ -124,6 +124,15 @@ impl Output {
         )?))))
     }
 
+    /// After a failure: a file output disappears (nothing half-written is left); on standard
+    /// output the verified bytes already handed over are written out (a pipe cannot be taken
+    /// back, and the exit status says the stream was incomplete).
+    pub(crate) fn abandon(self) {
+        if let Ok(Sink::Stdout(mut out)) = self.0.finish() {
+            let _ = out.flush();
+        }
+    }
+
     /// Makes the output final: flushes standard output, or renames the file into place.
     pub(crate) fn commit(self) -> Result<()> {
         match self.0.finish()? {
@@ -209,11 +218,17 @@ pub fn open_file(
                 unverified_bytes,
             })
         }
-        Err(err @ StreamError::Truncated { .. }) => Err(anyhow::Error::new(err).context(format!(
-            "refusing to open {} (use --recover to keep the verified prefix)",
-            input.display()
-        ))),
-        Err(err) => Err(anyhow::Error::new(err).context(format!("{} is damaged", input.display()))),
+        Err(err @ StreamError::Truncated { .. }) => {
+            out.abandon();
+            Err(anyhow::Error::new(err).context(format!(
+                "refusing to open {} (use --recover to keep the verified prefix)",
+                input.display()
+            )))
+        }
+        Err(err) => {
+            out.abandon();
+            Err(anyhow::Error::new(err).context(format!("{} is damaged", input.display())))
+        }
     }
 }
 
