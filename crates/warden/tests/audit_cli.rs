@@ -21,10 +21,7 @@ for row in rows:
 
 const AUDITOR_PASSWORD: &str = "Auditor-Reads-Trails-1";
 
-/// Test identity policy: cheap Argon2id and no spacing between sign-ins (several CLI sign-ins
-/// follow each other within a second here).
-const FAST: &str = r#"{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},
-    "backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}"#;
+const FAST: &str = support::FAST_IDENTITY_POLICY;
 
 /// Adds an auditor (as the fixture's administrator) and returns the password file to sign in.
 fn add_auditor(fx: &Fixture) -> std::path::PathBuf {

@@ -16,9 +16,7 @@ use warden_core::keyring::Purpose;
 use warden_store::audit::{read_rows, StoredRow};
 use warden_store::Database;
 
-/// Cheap Argon2id and no attempt spacing, so a test can fail five times in a row.
-const FAST: &str = r#"{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},
-    "backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}"#;
+const FAST: &str = support::FAST_IDENTITY_POLICY;
 
 fn under_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")

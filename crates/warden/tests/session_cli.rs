@@ -24,9 +24,7 @@ use warden_core::secret::Key32;
 use warden_core::stream::SealedWriter;
 use warden_shim::recording::{Direction, RecordWriter, RecordingMetadata};
 
-/// Cheap Argon2id and no spacing between sign-ins (several CLI sign-ins follow each other).
-const FAST: &str = r#"{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},
-    "backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}"#;
+const FAST: &str = support::FAST_IDENTITY_POLICY;
 const AUDITOR_PASSWORD: &str = "Auditor-Reads-Trails-1";
 const OPERATOR_PASSWORD: &str = "Operator-Runs-Shims-22";
 

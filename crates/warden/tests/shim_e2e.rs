@@ -15,8 +15,7 @@ use warden_core::keyring::Purpose;
 use warden_core::totp::KeyUri;
 use warden_shim::serial::VirtualSerialPair;
 
-const FAST: &str = r#"{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},
-    "backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}"#;
+const FAST: &str = support::FAST_IDENTITY_POLICY;
 const WAIT: Duration = Duration::from_secs(20);
 
 struct Rig {

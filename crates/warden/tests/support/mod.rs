@@ -23,6 +23,11 @@ pub const PASSPHRASE: &str = "interop test passphrase: correct horse battery sta
 /// The auditor's passphrase for the fixture's exported initial audit key.
 pub const AUDITOR_PASSPHRASE: &str = "auditor test passphrase: tr0ub4dor&3 is long";
 
+/// A test identity policy: cheap Argon2id and no spacing between sign-ins (tests sign in several
+/// times a second). Give it to `Fixture::with_identity_policy`.
+pub const FAST_IDENTITY_POLICY: &str = r#"{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},
+    "backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}"#;
+
 /// Fast PBKDF2 for tests (the minimum warden accepts).
 pub const KDF_ITERATIONS: &str = "1000";
 
