@@ -165,6 +165,38 @@ fn gcm(
     Ok(())
 }
 
+/// Seals one segment into `out` as a complete frame (marker, kind, length, ciphertext, tag);
+/// returns the frame's length. `out` must hold the frame plus one byte (OpenSSL's wrapper wants
+/// room for one more block).
+fn seal_frame(
+    header: &Header,
+    data_key: &Key32,
+    counter: u64,
+    kind: u8,
+    plaintext: &[u8],
+    out: &mut [u8],
+) -> Result<usize, StreamError> {
+    let len = plaintext.len();
+    out[..4].copy_from_slice(&header.marker());
+    out[4] = kind;
+    out[5..9].copy_from_slice(&(len as u32).to_be_bytes());
+    let nonce = header.nonce(counter, kind);
+    let mut crypter = Crypter::new(
+        Cipher::aes_256_gcm(),
+        Mode::Encrypt,
+        data_key.expose_secret(),
+        Some(&nonce),
+    )?;
+    crypter.pad(false);
+    crypter.aad_update(&header.bytes)?;
+    let body = &mut out[FRAME_HEADER_LEN..];
+    let mut written = crypter.update(plaintext, body)?;
+    written += crypter.finalize(&mut body[written..])?;
+    debug_assert_eq!(written, len, "GCM output is as long as its input");
+    crypter.get_tag(&mut body[len..len + TAG_LEN])?;
+    Ok(FRAME_HEADER_LEN + len + TAG_LEN)
+}
+
 /// Writes a sealed stream. `finish` consumes the writer and writes the final segment, so a
 /// stream cannot be finished twice or written to afterwards.
 pub struct SealedWriter<W: Write> {
@@ -258,30 +290,20 @@ impl<W: Write> SealedWriter<W> {
             return Err(StreamError::TooManySegments);
         }
         let plaintext = plaintext.unwrap_or(&self.buffer);
-        let nonce = self.header.nonce(self.counter, kind);
         // The whole frame — header, ciphertext, tag — is built in one reused buffer and written
         // with one call (no copy into a write buffer for full segments).
-        let len = plaintext.len();
-        let frame_len = FRAME_HEADER_LEN + len + TAG_LEN;
-        if self.scratch.len() < frame_len + 16 {
-            self.scratch.resize(frame_len + 16, 0);
+        let slot_len = FRAME_HEADER_LEN + plaintext.len() + TAG_LEN + 1;
+        if self.scratch.len() < slot_len {
+            self.scratch.resize(slot_len, 0);
         }
-        self.scratch[..4].copy_from_slice(&self.header.marker());
-        self.scratch[4] = kind;
-        self.scratch[5..9].copy_from_slice(&(len as u32).to_be_bytes());
-        let mut crypter = Crypter::new(
-            Cipher::aes_256_gcm(),
-            Mode::Encrypt,
-            self.data_key.expose_secret(),
-            Some(&nonce),
+        let frame_len = seal_frame(
+            &self.header,
+            &self.data_key,
+            self.counter,
+            kind,
+            plaintext,
+            &mut self.scratch,
         )?;
-        crypter.pad(false);
-        crypter.aad_update(&self.header.bytes)?;
-        let body = &mut self.scratch[FRAME_HEADER_LEN..];
-        let mut written = crypter.update(plaintext, body)?;
-        written += crypter.finalize(&mut body[written..])?;
-        debug_assert_eq!(written, len, "GCM output is as long as its input");
-        crypter.get_tag(&mut body[len..len + TAG_LEN])?;
         self.inner.write_all(&self.scratch[..frame_len])?;
         self.counter += 1;
         Ok(())
