@@ -165,12 +165,67 @@ fn gcm(
     Ok(())
 }
 
+/// AES-256-GCM for one stream's segments: the context and key schedule are set up once per
+/// stream; each segment only sets its nonce (what `openssl speed` does too).
+struct SegmentCipher {
+    ctx: openssl::cipher_ctx::CipherCtx,
+}
+
+impl SegmentCipher {
+    fn new(data_key: &Key32, encrypt: bool) -> Result<Self, openssl::error::ErrorStack> {
+        let mut ctx = openssl::cipher_ctx::CipherCtx::new()?;
+        let cipher = openssl::cipher::Cipher::aes_256_gcm();
+        if encrypt {
+            ctx.encrypt_init(Some(cipher), Some(data_key.expose_secret()), None)?;
+        } else {
+            ctx.decrypt_init(Some(cipher), Some(data_key.expose_secret()), None)?;
+        }
+        ctx.set_padding(false);
+        Ok(Self { ctx })
+    }
+
+    /// Encrypts `input` into `out` (at least `input.len() + 16` long); returns the ciphertext
+    /// length and writes the tag.
+    fn seal(
+        &mut self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        out: &mut [u8],
+        tag: &mut [u8],
+    ) -> Result<usize, openssl::error::ErrorStack> {
+        self.ctx.encrypt_init(None, None, Some(nonce))?;
+        self.ctx.cipher_update(aad, None)?;
+        let n = self.ctx.cipher_update(input, Some(out))?;
+        let m = self.ctx.cipher_final(&mut out[n..])?;
+        self.ctx.tag(tag)?;
+        Ok(n + m)
+    }
+
+    /// Decrypts and authenticates; `out` must be at least `input.len() + 16` long.
+    fn open(
+        &mut self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        input: &[u8],
+        tag: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, openssl::error::ErrorStack> {
+        self.ctx.decrypt_init(None, None, Some(nonce))?;
+        self.ctx.set_tag(tag)?;
+        self.ctx.cipher_update(aad, None)?;
+        let n = self.ctx.cipher_update(input, Some(out))?;
+        let m = self.ctx.cipher_final(&mut out[n..])?;
+        Ok(n + m)
+    }
+}
+
 /// Seals one segment into `out` as a complete frame (marker, kind, length, ciphertext, tag);
 /// returns the frame's length. `out` must hold the frame plus one byte (OpenSSL's wrapper wants
 /// room for one more block).
 fn seal_frame(
     header: &Header,
-    data_key: &Key32,
+    cipher: &mut SegmentCipher,
     counter: u64,
     kind: u8,
     plaintext: &[u8],
@@ -181,19 +236,13 @@ fn seal_frame(
     out[4] = kind;
     out[5..9].copy_from_slice(&(len as u32).to_be_bytes());
     let nonce = header.nonce(counter, kind);
-    let mut crypter = Crypter::new(
-        Cipher::aes_256_gcm(),
-        Mode::Encrypt,
-        data_key.expose_secret(),
-        Some(&nonce),
-    )?;
-    crypter.pad(false);
-    crypter.aad_update(&header.bytes)?;
-    let body = &mut out[FRAME_HEADER_LEN..];
-    let mut written = crypter.update(plaintext, body)?;
-    written += crypter.finalize(&mut body[written..])?;
+    let (body, rest) = out[FRAME_HEADER_LEN..].split_at_mut(len + TAG_LEN);
+    let _ = rest;
+    let mut tag = [0u8; TAG_LEN];
+    // The body slot holds the ciphertext and then the tag; OpenSSL writes at most `len` bytes.
+    let written = cipher.seal(&nonce, &header.bytes, plaintext, body, &mut tag)?;
     debug_assert_eq!(written, len, "GCM output is as long as its input");
-    crypter.get_tag(&mut body[len..len + TAG_LEN])?;
+    body[len..len + TAG_LEN].copy_from_slice(&tag);
     Ok(FRAME_HEADER_LEN + len + TAG_LEN)
 }
 
@@ -202,7 +251,7 @@ fn seal_frame(
 pub struct SealedWriter<W: Write> {
     inner: W,
     header: Header,
-    data_key: Key32,
+    cipher: SegmentCipher,
     segment_size: usize,
     buffer: Vec<u8>,
     scratch: Vec<u8>,
@@ -253,6 +302,7 @@ impl<W: Write> SealedWriter<W> {
         inner.write_all(&bytes)?;
 
         let segment_size = segment_size as usize;
+        let cipher = SegmentCipher::new(&data_key, true)?;
         Ok(Self {
             inner,
             header: Header {
@@ -262,7 +312,7 @@ impl<W: Write> SealedWriter<W> {
                 nonce_prefix,
                 bytes,
             },
-            data_key,
+            cipher,
             segment_size,
             buffer: Vec::with_capacity(segment_size),
             scratch: Vec::new(),
@@ -298,7 +348,7 @@ impl<W: Write> SealedWriter<W> {
         }
         let frame_len = seal_frame(
             &self.header,
-            &self.data_key,
+            &mut self.cipher,
             self.counter,
             kind,
             plaintext,
@@ -399,7 +449,9 @@ pub enum Segment {
 pub struct SealedReader<R: Read> {
     inner: R,
     header: Header,
+    /// Kept for diagnosing a failed segment (trial decryption at other positions).
     data_key: Key32,
+    cipher: SegmentCipher,
     frame: Vec<u8>,
     position: u64,
     plaintext_bytes: u64,
@@ -503,6 +555,7 @@ impl<R: Read> SealedReader<R> {
         Ok(Self {
             inner,
             header,
+            cipher: SegmentCipher::new(&data_key, false)?,
             data_key,
             frame: Vec::with_capacity(capacity),
             position: 0,
@@ -585,28 +638,28 @@ impl<R: Read> SealedReader<R> {
         if segment >= MAX_SEGMENTS {
             return Err(StreamError::TooManySegments);
         }
-        self.frame.clear();
-        self.frame.resize(len + TAG_LEN, 0);
-        if read_full(&mut self.inner, &mut self.frame)? < len + TAG_LEN {
+        // Buffers only grow: no zero-fill per segment.
+        if self.frame.len() < len + TAG_LEN {
+            self.frame.resize(len + TAG_LEN, 0);
+        }
+        if read_full(&mut self.inner, &mut self.frame[..len + TAG_LEN])? < len + TAG_LEN {
             return Err(self.truncated());
         }
-        let (ciphertext, tag) = self.frame.split_at(len);
-        let mut tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
+        if out.len() < len + 16 {
+            out.resize(len + 16, 0);
+        }
+        let (ciphertext, tag) = self.frame[..len + TAG_LEN].split_at(len);
         let nonce = self.header.nonce(segment, kind);
-        let key = self.data_key.expose_secret();
-        if gcm(
-            Mode::Decrypt,
-            key,
-            &nonce,
-            &self.header.bytes,
-            ciphertext,
-            out,
-            &mut tag,
-        )
-        .is_err()
+        match self
+            .cipher
+            .open(&nonce, &self.header.bytes, ciphertext, tag, out)
         {
-            out.clear();
-            return Err(self.diagnose(segment, kind, &mut tag));
+            Ok(n) => out.truncate(n),
+            Err(_) => {
+                out.clear();
+                let mut tag: [u8; TAG_LEN] = tag.try_into().expect("16 bytes");
+                return Err(self.diagnose(segment, kind, len, &mut tag));
+            }
         }
         self.position += 1;
         self.plaintext_bytes += out.len() as u64;
@@ -633,8 +686,13 @@ impl<R: Read> SealedReader<R> {
 
     /// A segment failed authentication at `position`: find out whether it is another segment
     /// of this same file (reordered, duplicated) or damaged.
-    fn diagnose(&self, position: u64, kind: u8, tag: &mut [u8; TAG_LEN]) -> StreamError {
-        let len = self.frame.len() - TAG_LEN;
+    fn diagnose(
+        &self,
+        position: u64,
+        kind: u8,
+        len: usize,
+        tag: &mut [u8; TAG_LEN],
+    ) -> StreamError {
         let ciphertext = &self.frame[..len];
         let mut scratch = Vec::with_capacity(len + 16);
         let low = position.saturating_sub(SEARCH_BEHIND);
