@@ -202,9 +202,7 @@ const MAX_BATCH: usize = 512;
 fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key32) {
     let ctx = JobCtx {
         // Every session and APDU exchange also goes to the SIEM, in the same transaction.
-        audit: AuditLog::new(audit_key).with_siem_spool(warden_store::spool::Spool::new(
-            warden_store::spool::SpoolLimits::default(),
-        )),
+        audit: AuditLog::forwarding_to_siem(audit_key),
         db_key,
         evolved: std::cell::Cell::new(false),
     };

@@ -128,6 +128,12 @@ impl AuditLog {
         }
     }
 
+    /// The chain as every warden command and daemon uses it: each record and checkpoint is also
+    /// queued for the SIEM (default spool limits) in the same transaction.
+    pub fn forwarding_to_siem(purpose_key: Key32) -> Self {
+        Self::new(purpose_key).with_siem_spool(Spool::new(crate::spool::SpoolLimits::default()))
+    }
+
     /// Also queue every record and checkpoint for the SIEM.
     pub fn with_siem_spool(mut self, spool: Spool) -> Self {
         self.spool = Some(spool);

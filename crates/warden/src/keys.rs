@@ -154,9 +154,9 @@ impl Unlocker {
         )?)
     }
 
-    /// The audit chain, with the `audit` key.
+    /// The audit chain, with the `audit` key; its events are queued for the SIEM.
     pub fn audit_log(&mut self) -> Result<warden_store::audit::AuditLog> {
-        Ok(warden_store::audit::AuditLog::new(
+        Ok(warden_store::audit::AuditLog::forwarding_to_siem(
             self.key(Purpose::Audit)?,
         ))
     }

@@ -155,12 +155,3 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
     }
     None
 }
-
-/// The current UTC time in RFC 3339 with microseconds.
-pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
-    now.format(&format).expect("UTC timestamps always format")
-}

@@ -228,6 +228,21 @@ fn export_formats_carry_who_what_when_outcome_and_the_verdict() {
     let last_event: serde_json::Value = serde_json::from_str(tail.stdout_text().trim()).unwrap();
     assert_eq!(last_event["action"], "audit.export");
     assert_eq!(last_event["actor"], "aud");
+    // Like every audit event, the export is queued for the SIEM in the same transaction.
+    let db = warden_store::Database::open(&db_path(&fx), &fx.key(Purpose::Database)).unwrap();
+    let spooled: i64 = db
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM siem_spool WHERE kind = 'audit_event'
+             AND payload LIKE '%\"action\":\"audit.export\"%' AND payload LIKE '%\"user\":\"aud\"%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        spooled >= 1,
+        "the export's audit event is not in the SIEM spool"
+    );
     for field in [
         "seq",
         "timestamp",

@@ -359,9 +359,7 @@ impl Identity {
             policy,
             secrets_key: database_key,
             // Sign-ins, failures and lockouts go to the SIEM with every other audit event.
-            audit: AuditLog::new(audit_key).with_siem_spool(crate::spool::Spool::new(
-                crate::spool::SpoolLimits::default(),
-            )),
+            audit: AuditLog::forwarding_to_siem(audit_key),
             decoy_phc,
             decoy_totp,
         }

@@ -298,7 +298,7 @@ fn write_jsonl(
         }
     };
     let header = json!({"type": "warden-audit-export", "version": 1, "chain_id": verdict.head.chain_id.to_string(),
-                        "exported_at": crate::now_rfc3339(), "verification": verification});
+                        "exported_at": warden_store::now_rfc3339(), "verification": verification});
     writeln!(out, "{header}")?;
     for row in rows {
         let mut value = serde_json::to_value(row)?;

@@ -15,7 +15,6 @@ use warden_core::keyring::Purpose;
 use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::Passphrase;
 use warden_store::audit::{timestamp_now, AuditLog, AuditPolicy, VerifyFrom};
-use warden_store::spool::{Spool, SpoolLimits};
 
 use crate::cli::DemoArgs;
 use crate::cmd::init::{provision, Provisioned};
@@ -170,8 +169,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     ota_step(&root, &keys)?;
 
     step("8. The forward-secure audit chain");
-    let audit = AuditLog::new(keys.get(Purpose::Audit).clone())
-        .with_siem_spool(Spool::new(SpoolLimits::default()));
+    let audit = AuditLog::forwarding_to_siem(keys.get(Purpose::Audit).clone());
     let events: Vec<NewEvent> = [
         "vault.seal",
         "vault.open",

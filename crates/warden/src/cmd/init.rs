@@ -13,7 +13,6 @@ use warden_core::kdf::KdfParams;
 use warden_core::keyring::{Purpose, PurposeKeys, SecurityFile};
 use warden_core::secret::Passphrase;
 use warden_store::audit::{timestamp_now, AuditLog, AuditPolicy};
-use warden_store::spool::{Spool, SpoolLimits};
 use warden_store::Database;
 
 use crate::cli::{GlobalArgs, InitArgs, KdfChoice};
@@ -88,7 +87,7 @@ pub fn provision(
         bail!("the auditor passphrase must differ from the master passphrase (the auditor verifies what the box cannot rewrite)");
     }
     // Everything that can fail on input is computed before anything is written.
-    let (security, keys) = SecurityFile::create(passphrase, kdf, crate::now_rfc3339())?;
+    let (security, keys) = SecurityFile::create(passphrase, kdf, warden_store::now_rfc3339())?;
     let k0 = AuditKey::random();
     let chain_id = ChainId::random();
     let auditor_file = AuditorKeyFile::seal(&k0, &chain_id, auditor_passphrase, kdf)?;
@@ -102,8 +101,7 @@ pub fn provision(
         &dir.root().join(warden_store::DB_FILE),
         keys.get(Purpose::Database),
     )?;
-    let audit = AuditLog::new(keys.get(Purpose::Audit).clone())
-        .with_siem_spool(Spool::new(SpoolLimits::default()));
+    let audit = AuditLog::forwarding_to_siem(keys.get(Purpose::Audit).clone());
     audit.create(&mut db, k0, chain_id, policy)?;
     let event = NewEvent::new(
         timestamp_now(),

@@ -320,11 +320,7 @@ fn with_audit<T>(
         .conn_mut()
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let (value, events) = f(&tx)?;
-    let appended = AuditLog::new(audit_key.clone())
-        .with_siem_spool(warden_store::spool::Spool::new(
-            warden_store::spool::SpoolLimits::default(),
-        ))
-        .append_in(&tx, events)?;
+    let appended = AuditLog::forwarding_to_siem(audit_key.clone()).append_in(&tx, events)?;
     tx.commit()?;
     if appended.evolved {
         AuditLog::erase_old_keys(db)?;

@@ -193,7 +193,7 @@ pub fn build_daemon(
     let host = StoreHost {
         db,
         identity,
-        audit: AuditLog::new(keys.audit).with_siem_spool(Spool::new(SpoolLimits::default())),
+        audit: AuditLog::forwarding_to_siem(keys.audit),
         spool: Spool::new(SpoolLimits::default()),
         port: PortId::parse(&config.shim_id)?,
         shim_id: config.shim_id.clone(),
