@@ -5,6 +5,8 @@
 //! overwrites deleted content (old audit keys) instead of leaving it in free pages.
 
 use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use warden_core::secret::Key32;
@@ -65,6 +67,27 @@ impl StoreError {
     }
 }
 
+/// Returns once SQLCipher can key connections in this process.
+///
+/// SQLite marks itself initialized before it runs SQLCipher's own initialization
+/// (`SQLITE_EXTRA_INIT`), so a thread that opens its first connection while another thread is
+/// still in that window gets a failed `PRAGMA key`. A keyed in-memory probe succeeds only after
+/// SQLCipher is ready; every open waits for it, once per process.
+fn wait_until_sqlcipher_is_ready() {
+    static READY: Once = Once::new();
+    READY.call_once(|| {
+        for _ in 0..200 {
+            let keyed = Connection::open_in_memory()
+                .and_then(|probe| probe.execute_batch("PRAGMA key = 'readiness-probe';"));
+            if keyed.is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Still failing: the real open reports the cause.
+    });
+}
+
 /// An open, keyed, migrated warden database.
 pub struct Database {
     conn: Connection,
@@ -85,6 +108,7 @@ impl Database {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        wait_until_sqlcipher_is_ready();
         let conn = Connection::open_with_flags(path, flags)?;
         let db = Self::key_and_check(conn, path, key)?;
         migrations::migrate(&db.conn, path)?;
@@ -100,6 +124,7 @@ impl Database {
                 source,
             })?;
         }
+        wait_until_sqlcipher_is_ready();
         let conn = Connection::open(path)?;
         Self::key_and_check(conn, path, key)
     }

@@ -130,3 +130,51 @@ fn migrates_from_every_earlier_version() {
         assert!(tables >= MIGRATIONS.len() as i64);
     }
 }
+
+/// Child process body: threads that open their first databases at the same instant.
+#[test]
+#[ignore = "child process: run by first_opens_racing_in_a_fresh_process_all_succeed"]
+fn racing_first_opens_child() {
+    let dir = std::env::var("WARDEN_RACE_CHILD_DIR").expect("spawned by the race test");
+    let threads = 8;
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let barrier = barrier.clone();
+            let path = std::path::Path::new(&dir).join(format!("race-{i}.db"));
+            std::thread::spawn(move || {
+                barrier.wait();
+                Database::open(&path, &key(1)).map(drop)
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap().unwrap();
+    }
+}
+
+/// SQLite marks itself initialized before SQLCipher's own initialization has run, so a thread
+/// that opens a database while another is still initializing would see `PRAGMA key` fail.
+/// Every open must wait until SQLCipher is ready. Each round is a fresh process.
+#[test]
+fn first_opens_racing_in_a_fresh_process_all_succeed() {
+    let exe = std::env::current_exe().unwrap();
+    for round in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let output = std::process::Command::new(&exe)
+            .args([
+                "racing_first_opens_child",
+                "--exact",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("WARDEN_RACE_CHILD_DIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "round {round}: a racing first open failed:\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+}
