@@ -547,6 +547,13 @@ impl Open {
         if !enabled {
             return (bytes.to_vec(), false);
         }
+        if !self.tilde_pending && !self.has_line_start_tilde(bytes) {
+            // The common case on the data path: nothing to interpret, the chunk goes as is.
+            if let Some(&last) = bytes.last() {
+                self.at_line_start = last == b'\r' || last == b'\n';
+            }
+            return (bytes.to_vec(), false);
+        }
         let mut forward = Vec::with_capacity(bytes.len() + 1);
         for &byte in bytes {
             if self.tilde_pending {
@@ -568,6 +575,14 @@ impl Open {
             self.at_line_start = byte == b'\r' || byte == b'\n';
         }
         (forward, false)
+    }
+
+    /// Whether a `~` in `bytes` stands at the start of a line (so may begin an escape).
+    fn has_line_start_tilde(&self, bytes: &[u8]) -> bool {
+        memchr::memchr_iter(b'~', bytes).any(|i| match i {
+            0 => self.at_line_start,
+            _ => matches!(bytes[i - 1], b'\r' | b'\n'),
+        })
     }
 
     fn end(self, reason: EndReason, out: &mut Vec<Action>) -> (Shim, Option<String>) {

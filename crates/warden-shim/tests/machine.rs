@@ -280,3 +280,61 @@ fn shutdown_closes_an_open_session_cleanly() {
     run.feed(Input::RecordingClosed);
     assert_eq!(run.state(), StateName::Idle);
 }
+
+/// The escape rules byte by byte, as the seed states them: `~.` at the start of a line ends
+/// the session, `~~` there sends one `~`, any other byte after such a `~` sends both.
+fn escape_model(input: &[u8]) -> (Vec<u8>, bool) {
+    let (mut out, mut line_start, mut tilde) = (Vec::new(), true, false);
+    for &byte in input {
+        if tilde {
+            tilde = false;
+            match byte {
+                b'.' => return (out, true),
+                b'~' => {
+                    out.push(b'~');
+                    line_start = false;
+                    continue;
+                }
+                _ => out.push(b'~'),
+            }
+        } else if byte == b'~' && line_start {
+            tilde = true;
+            continue;
+        }
+        out.push(byte);
+        line_start = byte == b'\r' || byte == b'\n';
+    }
+    (out, false)
+}
+
+proptest::proptest! {
+    /// However the technician's bytes are split into reads, what reaches the device and whether
+    /// the session ends match the byte-by-byte rules (the scan has a fast path for chunks that
+    /// hold no escape).
+    #[test]
+    fn escape_scan_matches_the_byte_by_byte_rules_for_any_chunking(
+        input in proptest::collection::vec(proptest::sample::select(b"ab~.\r\n".to_vec()), 0..64),
+        cuts in proptest::collection::vec(0usize..64, 0..6),
+    ) {
+        let (expected, ends) = escape_model(&input);
+        let mut run = Run::new(false);
+        run.login();
+        let mut cuts: Vec<usize> = cuts.into_iter().filter(|&c| c < input.len()).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let (mut sent, mut ended, mut from) = (Vec::new(), false, 0);
+        for to in cuts.into_iter().chain([input.len()]) {
+            let actions = run.feed(Input::Tech(&input[from..to]));
+            sent.extend(forwarded_to_device(&actions));
+            ended |= actions
+                .iter()
+                .any(|a| matches!(a, Action::CloseSession(EndReason::EscapeSequence)));
+            from = to;
+            if ended {
+                break;
+            }
+        }
+        proptest::prop_assert_eq!(sent, expected);
+        proptest::prop_assert_eq!(ended, ends);
+    }
+}

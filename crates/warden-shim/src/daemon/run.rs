@@ -173,6 +173,10 @@ pub struct Daemon<H: ShimHost> {
     device: Option<Port>,
     tech_out: VecDeque<u8>,
     device_out: VecDeque<u8>,
+    /// Whether writable events are asked for on a port: only while its output queue is not
+    /// empty, so a write does not wake the loop again for nothing.
+    tech_waiting_to_write: bool,
+    device_waiting_to_write: bool,
     recorder: Option<Recorder>,
     session: Option<Session>,
     close_reason: Option<EndReason>,
@@ -219,6 +223,8 @@ impl<H: ShimHost> Daemon<H> {
             device: None,
             tech_out: VecDeque::new(),
             device_out: VecDeque::new(),
+            tech_waiting_to_write: false,
+            device_waiting_to_write: false,
             recorder: None,
             session: None,
             close_reason: None,
@@ -239,16 +245,14 @@ impl<H: ShimHost> Daemon<H> {
         let fd = port.raw_fd();
         self.poll
             .registry()
-            .register(
-                &mut SourceFd(&fd),
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
             .map_err(DaemonError::Poll)?;
         if token == TECH {
+            self.tech_waiting_to_write = false;
             self.carrier = port.carrier_detect();
             self.tech = Some(port);
         } else {
+            self.device_waiting_to_write = false;
             self.device = Some(port);
         }
         Ok(())
@@ -419,7 +423,8 @@ impl<H: ShimHost> Daemon<H> {
 
     /// Reads everything available on a port and feeds it to the machine.
     fn read_port(&mut self, token: Token) {
-        let mut buf = [0u8; 4096];
+        // Larger than a tty's 4 KiB input buffer, so a full read is also a short one.
+        let mut buf = [0u8; 16 * 1024];
         loop {
             let port = if token == TECH {
                 self.tech.as_ref()
@@ -434,6 +439,12 @@ impl<H: ShimHost> Daemon<H> {
                         self.feed(Input::Tech(bytes));
                     } else {
                         self.feed(Input::Device(bytes));
+                    }
+                    if n < buf.len() {
+                        // A short read emptied the port: whatever arrives next raises a new
+                        // readable edge (epoll(7) on stream-oriented files), so no extra
+                        // read that would only answer EAGAIN.
+                        return;
                     }
                 }
                 Ok(None) => return,
@@ -489,12 +500,21 @@ impl<H: ShimHost> Daemon<H> {
         self.carrier = now;
     }
 
-    /// Writes what the port accepts now; the rest waits for the next writable event.
+    /// Writes what the port accepts now; the rest waits for the next writable event, which is
+    /// asked for only while something waits.
     fn flush(&mut self, token: Token) {
-        let (port, queue) = if token == TECH {
-            (self.tech.as_mut(), &mut self.tech_out)
+        let (port, queue, waiting) = if token == TECH {
+            (
+                self.tech.as_mut(),
+                &mut self.tech_out,
+                &mut self.tech_waiting_to_write,
+            )
         } else {
-            (self.device.as_mut(), &mut self.device_out)
+            (
+                self.device.as_mut(),
+                &mut self.device_out,
+                &mut self.device_waiting_to_write,
+            )
         };
         let Some(port) = port else { return };
         while !queue.is_empty() {
@@ -509,6 +529,23 @@ impl<H: ShimHost> Daemon<H> {
                     queue.clear();
                     break;
                 }
+            }
+        }
+        let wait = !queue.is_empty();
+        if wait != *waiting {
+            let interest = if wait {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let fd = port.raw_fd();
+            match self
+                .poll
+                .registry()
+                .reregister(&mut SourceFd(&fd), token, interest)
+            {
+                Ok(()) => *waiting = wait,
+                Err(err) => tracing::warn!(error = %err, "cannot change serial port events"),
             }
         }
     }

@@ -17,7 +17,10 @@ use warden_store::audit::AuditPolicy;
 use warden_store::identity::{Identity, IdentityPolicy, UnixMs, Username};
 
 use crate::cmd::init::provision;
-use crate::cmd::shim_live::{add_technician, current_code, read_exact_polled, LiveShim};
+use crate::cmd::shim_live::{
+    add_technician, current_code, nonblocking, read_exact_polled, LiveShim,
+};
+use warden_shim::serial::VirtualSerialPair;
 
 const ECHO: u8 = 1;
 const SINK: u8 = 2;
@@ -61,7 +64,7 @@ impl Device {
         }
     }
 
-    fn stop(mut self) {
+    fn stop(&mut self) {
         self.mode.store(STOP, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -69,66 +72,101 @@ impl Device {
     }
 }
 
-struct Figures {
-    median_us: f64,
-    p99_us: f64,
-    throughput_mb_s: f64,
+/// One relay under test, seen from the technician's side.
+struct Relay {
+    tech: std::fs::File,
+    device: Device,
+    rtts: Vec<f64>,
+    throughput_mb_s: Vec<f64>,
+}
+
+impl Relay {
+    fn new(tech: std::fs::File, device_endpoint: std::fs::File) -> Self {
+        Self {
+            tech,
+            device: Device::start(device_endpoint),
+            rtts: Vec::new(),
+            throughput_mb_s: Vec::new(),
+        }
+    }
+
+    /// One byte technician -> device -> technician; returns microseconds.
+    fn round_trip(&mut self) -> Result<f64> {
+        let mut one = [0u8; 1];
+        let started = Instant::now();
+        self.tech.write_all(b"a")?;
+        read_exact_polled(&mut self.tech, &mut one)?;
+        Ok(started.elapsed().as_secs_f64() * 1e6)
+    }
+
+    /// `bytes` one way into a device that swallows them.
+    fn bulk(&mut self, bytes: usize) -> Result<()> {
+        self.device.mode.store(SINK, Ordering::Relaxed);
+        let before = self.device.received.load(Ordering::Relaxed);
+        let chunk = vec![b'x'; 4096];
+        let started = Instant::now();
+        let mut written = 0;
+        while written < bytes {
+            match self
+                .tech
+                .write(&chunk[..(bytes - written).min(chunk.len())])
+            {
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_micros(50))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.device.received.load(Ordering::Relaxed) - before < bytes as u64 {
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {bytes} bytes arrived",
+                    self.device.received.load(Ordering::Relaxed) - before
+                );
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        self.throughput_mb_s
+            .push(bytes as f64 / started.elapsed().as_secs_f64() / 1e6);
+        self.device.mode.store(ECHO, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn median_p99(&mut self) -> (f64, f64) {
+        self.rtts.sort_by(f64::total_cmp);
+        (percentile(&self.rtts, 0.5), percentile(&self.rtts, 0.99))
+    }
+
+    fn median_throughput(&mut self) -> f64 {
+        self.throughput_mb_s.sort_by(f64::total_cmp);
+        percentile(&self.throughput_mb_s, 0.5)
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Round trips of one byte technician → device → technician, then `bytes` one way.
-fn measure(
-    tech: &mut std::fs::File,
-    device: &Device,
-    rounds: usize,
-    bytes: usize,
-) -> Result<Figures> {
-    let mut rtts = Vec::with_capacity(rounds);
-    let mut one = [0u8; 1];
+/// Both relays measured in the same time window: round trips alternate between them one by
+/// one, and bulk transfers alternate A B B A, so the scheduler, the kernel's tty workers and
+/// any background load treat both alike.
+fn measure(relays: &mut [Relay; 2], rounds: usize, bytes: usize) -> Result<()> {
     for i in 0..rounds + 50 {
-        let started = Instant::now();
-        tech.write_all(b"a")?;
-        read_exact_polled(tech, &mut one)?;
-        if i >= 50 {
-            rtts.push(started.elapsed().as_secs_f64() * 1e6);
-        }
-    }
-    rtts.sort_by(f64::total_cmp);
-
-    device.mode.store(SINK, Ordering::Relaxed);
-    let before = device.received.load(Ordering::Relaxed);
-    let chunk = vec![b'x'; 4096];
-    let started = Instant::now();
-    let mut written = 0;
-    while written < bytes {
-        match tech.write(&chunk[..(bytes - written).min(chunk.len())]) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_micros(50))
+        for relay in relays.iter_mut() {
+            let rtt = relay.round_trip()?;
+            if i >= 50 {
+                relay.rtts.push(rtt);
             }
-            Err(e) => return Err(e.into()),
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while device.received.load(Ordering::Relaxed) - before < bytes as u64 {
-        if Instant::now() > deadline {
-            bail!(
-                "only {} of {bytes} bytes arrived",
-                device.received.load(Ordering::Relaxed) - before
-            );
+    for order in [[0, 1], [1, 0], [0, 1], [1, 0]] {
+        for index in order {
+            relays[index].bulk(bytes)?;
         }
-        std::thread::sleep(Duration::from_micros(200));
     }
-    let secs = started.elapsed().as_secs_f64();
-    device.mode.store(ECHO, Ordering::Relaxed);
-    Ok(Figures {
-        median_us: percentile(&rtts, 0.5),
-        p99_us: percentile(&rtts, 0.99),
-        throughput_mb_s: bytes as f64 / secs / 1e6,
-    })
+    Ok(())
 }
 
 fn start_socat(tech: &std::path::Path, device: &std::path::Path) -> Result<Child> {
@@ -142,6 +180,46 @@ fn start_socat(tech: &std::path::Path, device: &std::path::Path) -> Result<Child
         .context("cannot start socat (apt-get install socat)")
 }
 
+/// socat relaying a PTY pair set up exactly like the shim's.
+struct Socat {
+    child: Child,
+    tech: VirtualSerialPair,
+    device: VirtualSerialPair,
+}
+
+impl Socat {
+    fn start() -> Result<Self> {
+        let tech = VirtualSerialPair::new()?;
+        let device = VirtualSerialPair::new()?;
+        nonblocking(&tech.endpoint)?;
+        nonblocking(&device.endpoint)?;
+        let child = start_socat(&tech.path, &device.path)?;
+        let mut socat = Self {
+            child,
+            tech,
+            device,
+        };
+        // socat is ready when a byte makes it across.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut probe = [0u8; 1];
+        socat.tech.endpoint.write_all(b"?")?;
+        loop {
+            match socat.device.endpoint.read(&mut probe) {
+                Ok(1) => break,
+                _ if Instant::now() > deadline => bail!("socat relays nothing"),
+                _ => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        Ok(socat)
+    }
+}
+
+impl Drop for Socat {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 pub fn run(rounds: usize, mib: usize) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let root = tmp.path().join("data");
@@ -182,40 +260,34 @@ pub fn run(rounds: usize, mib: usize) -> Result<()> {
     drop(db);
     let uri = add_technician(&made.dir, &made.keys, "root", &password, "bench")?;
 
-    // warden
+    // warden and socat side by side, each between its own two PTY pairs
     let work = tmp.path().join("run");
     warden_core::fsx::create_private_dir(&work)?;
     let mut shim = LiveShim::start(&made.dir, &made.keys, &work, "bench-shim")?;
     let login = shim.login("bench", &current_code(&uri))?;
-    let device = Device::start(shim.device.endpoint.try_clone()?);
-    let ours = measure(&mut shim.tech.endpoint, &device, rounds, mib << 20)?;
-    device.stop();
-    shim.type_tech(b"\r~.")?;
-    shim.wait_state("IDLE")?;
-    let (tech_path, device_path) = (shim.tech.path.clone(), shim.device.path.clone());
-    let mut tech = shim.tech.endpoint.try_clone()?;
-    let device_endpoint = shim.device.endpoint.try_clone()?;
-    let keep_ptys = (
-        shim.tech.endpoint.try_clone()?,
-        shim.device.endpoint.try_clone()?,
-    );
+    let socat = Socat::start()?;
+    let mut relays = [
+        Relay::new(
+            shim.tech.endpoint.try_clone()?,
+            shim.device.endpoint.try_clone()?,
+        ),
+        Relay::new(
+            socat.tech.endpoint.try_clone()?,
+            socat.device.endpoint.try_clone()?,
+        ),
+    ];
+    let measured = measure(&mut relays, rounds, mib << 20);
+    let [mut ours, mut theirs] = relays;
+    ours.device.stop();
+    theirs.device.stop();
+    drop(socat);
     shim.stop()?;
+    measured?;
+    let ((ours_median, ours_p99), (theirs_median, theirs_p99)) =
+        (ours.median_p99(), theirs.median_p99());
+    let (ours_mb_s, theirs_mb_s) = (ours.median_throughput(), theirs.median_throughput());
 
-    // socat on the same PTY pairs
-    let mut socat = start_socat(&tech_path, &device_path)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let device = Device::start(device_endpoint);
-    // Drain whatever the shim printed last, then check socat relays.
-    let mut scratch = [0u8; 4096];
-    while tech.read(&mut scratch).map(|n| n > 0).unwrap_or(false) {}
-    let theirs = measure(&mut tech, &device, rounds, mib << 20);
-    device.stop();
-    let _ = socat.kill();
-    let _ = socat.wait();
-    drop(keep_ptys);
-    let theirs = theirs?;
-
-    println!("shim bench: {rounds} one-byte round trips (technician -> device -> technician) and {mib} MiB one way, on PTYs");
+    println!("shim bench: {rounds} one-byte round trips (technician -> device -> technician) per relay, alternating warden and socat, and {mib} MiB one way four times each (A B B A), on PTYs");
     println!(
         "machine: {} cores, {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -226,20 +298,20 @@ pub fn run(rounds: usize, mib: usize) -> Result<()> {
     println!("|---|---:|---:|---:|");
     println!(
         "| warden shim (OPEN, recording on) | {:.0} | {:.0} | {:.1} |",
-        ours.median_us, ours.p99_us, ours.throughput_mb_s
+        ours_median, ours_p99, ours_mb_s
     );
     println!(
-        "| socat -b 65536 (same PTYs) | {:.0} | {:.0} | {:.1} |",
-        theirs.median_us, theirs.p99_us, theirs.throughput_mb_s
+        "| socat -b 65536 (identical PTY pairs) | {:.0} | {:.0} | {:.1} |",
+        theirs_median, theirs_p99, theirs_mb_s
     );
     println!();
     println!(
         "median latency ratio warden/socat: {:.2} (target <= 1.5)",
-        ours.median_us / theirs.median_us
+        ours_median / theirs_median
     );
     println!(
         "throughput ratio warden/socat: {:.2} (target >= 1.0)",
-        ours.throughput_mb_s / theirs.throughput_mb_s
+        ours_mb_s / theirs_mb_s
     );
     println!(
         "login to OPEN (code Enter -> \"access granted\"): {:.1} ms (target < 500 ms)",

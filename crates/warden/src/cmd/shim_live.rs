@@ -84,7 +84,7 @@ pub struct LiveShim {
     _runtime: tokio::runtime::Runtime,
 }
 
-fn nonblocking(file: &std::fs::File) -> Result<()> {
+pub fn nonblocking(file: &std::fs::File) -> Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     fcntl(file.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     Ok(())
