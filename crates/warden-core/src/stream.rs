@@ -8,7 +8,7 @@
 //! (power loss, truncation) is told apart from modification, reordering, duplication and
 //! splicing. The byte-level format is specified in `docs/formats/sealed-stream.md`.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use openssl::symm::{Cipher, Crypter, Mode};
 
@@ -246,9 +246,49 @@ fn seal_frame(
     Ok(FRAME_HEADER_LEN + len + TAG_LEN)
 }
 
+/// Where a [`SealedWriter`] puts the stream's bytes. Every [`Write`] is one: each frame is
+/// sealed into the writer's reused scratch buffer and written with one call. A sink that owns
+/// its buffers implements this directly and has frames sealed straight into them, saving a copy
+/// of every byte.
+pub trait FrameSink {
+    /// Appends at most `max_len` bytes, produced by `fill` into the slice it is given (exactly
+    /// `max_len` long); `fill` returns how many it produced. `scratch` is the writer's buffer,
+    /// for sinks that need one.
+    fn put_frame(
+        &mut self,
+        max_len: usize,
+        scratch: &mut Vec<u8>,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<usize, StreamError>,
+    ) -> Result<(), StreamError>;
+
+    /// Pushes everything appended so far towards its destination.
+    fn flush_frames(&mut self) -> io::Result<()>;
+}
+
+impl<W: Write> FrameSink for W {
+    fn put_frame(
+        &mut self,
+        max_len: usize,
+        scratch: &mut Vec<u8>,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<usize, StreamError>,
+    ) -> Result<(), StreamError> {
+        // The scratch buffer only grows: no zero-fill per frame.
+        if scratch.len() < max_len {
+            scratch.resize(max_len, 0);
+        }
+        let len = fill(&mut scratch[..max_len])?;
+        self.write_all(&scratch[..len])?;
+        Ok(())
+    }
+
+    fn flush_frames(&mut self) -> io::Result<()> {
+        self.flush()
+    }
+}
+
 /// Writes a sealed stream. `finish` consumes the writer and writes the final segment, so a
 /// stream cannot be finished twice or written to afterwards.
-pub struct SealedWriter<W: Write> {
+pub struct SealedWriter<W: FrameSink> {
     inner: W,
     header: Header,
     cipher: SegmentCipher,
@@ -259,7 +299,7 @@ pub struct SealedWriter<W: Write> {
     plaintext_bytes: u64,
 }
 
-impl<W: Write> SealedWriter<W> {
+impl<W: FrameSink> SealedWriter<W> {
     /// Starts a stream: draws a fresh data key, wraps it under `purpose_key`, writes the header.
     pub fn new(
         mut inner: W,
@@ -299,7 +339,11 @@ impl<W: Write> SealedWriter<W> {
         )?;
         bytes[59..91].copy_from_slice(&wrapped);
         bytes[91..107].copy_from_slice(&wrap_tag);
-        inner.write_all(&bytes)?;
+        let mut scratch = Vec::new();
+        inner.put_frame(HEADER_LEN, &mut scratch, &mut |slot| {
+            slot.copy_from_slice(&bytes);
+            Ok(HEADER_LEN)
+        })?;
 
         let segment_size = segment_size as usize;
         let cipher = SegmentCipher::new(&data_key, true)?;
@@ -315,7 +359,7 @@ impl<W: Write> SealedWriter<W> {
             cipher,
             segment_size,
             buffer: Vec::with_capacity(segment_size),
-            scratch: Vec::new(),
+            scratch,
             counter: 0,
             plaintext_bytes: 0,
         })
@@ -340,21 +384,14 @@ impl<W: Write> SealedWriter<W> {
             return Err(StreamError::TooManySegments);
         }
         let plaintext = plaintext.unwrap_or(&self.buffer);
-        // The whole frame — header, ciphertext, tag — is built in one reused buffer and written
-        // with one call (no copy into a write buffer for full segments).
+        // The whole frame — header, ciphertext, tag — is sealed into one slot of the sink (or
+        // the reused scratch buffer) and handed over at once. OpenSSL wants one spare byte.
         let slot_len = FRAME_HEADER_LEN + plaintext.len() + TAG_LEN + 1;
-        if self.scratch.len() < slot_len {
-            self.scratch.resize(slot_len, 0);
-        }
-        let frame_len = seal_frame(
-            &self.header,
-            &mut self.cipher,
-            self.counter,
-            kind,
-            plaintext,
-            &mut self.scratch,
-        )?;
-        self.inner.write_all(&self.scratch[..frame_len])?;
+        let (header, cipher, counter) = (&self.header, &mut self.cipher, self.counter);
+        self.inner
+            .put_frame(slot_len, &mut self.scratch, &mut |slot| {
+                seal_frame(header, cipher, counter, kind, plaintext, slot)
+            })?;
         self.counter += 1;
         Ok(())
     }
@@ -366,7 +403,7 @@ impl<W: Write> SealedWriter<W> {
             self.emit(None, KIND_MORE)?;
             self.buffer.clear();
         }
-        self.inner.flush()?;
+        self.inner.flush_frames()?;
         Ok(())
     }
 
@@ -406,7 +443,7 @@ impl<W: Write> SealedWriter<W> {
     pub fn finish(mut self) -> Result<(W, StreamSummary), StreamError> {
         self.emit(None, KIND_FINAL)?;
         self.buffer.clear();
-        self.inner.flush()?;
+        self.inner.flush_frames()?;
         let summary = StreamSummary {
             segments: self.counter,
             plaintext_bytes: self.plaintext_bytes,
@@ -416,7 +453,7 @@ impl<W: Write> SealedWriter<W> {
     }
 }
 
-impl<W: Write> Write for SealedWriter<W> {
+impl<W: FrameSink> Write for SealedWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_plaintext(buf).map_err(into_io)?;
         Ok(buf.len())
@@ -425,7 +462,7 @@ impl<W: Write> Write for SealedWriter<W> {
     /// Flushes the inner writer only; use [`SealedWriter::seal_segment`] to make buffered
     /// plaintext durable.
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        self.inner.flush_frames()
     }
 }
 
@@ -759,21 +796,23 @@ pub fn open_to<R: Read, W: Write>(
     }
 }
 
-/// Seals everything from `input` into `writer`'s stream and finishes it.
-pub fn seal_from<R: Read, W: Write>(
+/// Seals everything from `input` into `writer`'s stream and finishes it. Plaintext is sealed
+/// straight from `input`'s buffer (whole segments are not copied first).
+pub fn seal_from<R: BufRead, W: FrameSink>(
     input: &mut R,
     mut writer: SealedWriter<W>,
     mut progress: impl FnMut(u64),
 ) -> Result<(W, StreamSummary), StreamError> {
-    let mut buf = vec![0u8; (writer.segment_size * 4).max(256 * 1024)];
     loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
+        let chunk = match input.fill_buf() {
+            Ok([]) => break,
+            Ok(chunk) => chunk,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         };
-        writer.write_plaintext(&buf[..n])?;
+        let n = chunk.len();
+        writer.write_plaintext(chunk)?;
+        input.consume(n);
         progress(writer.plaintext_bytes());
     }
     writer.finish()

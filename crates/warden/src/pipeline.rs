@@ -1,9 +1,11 @@
 //! Read-ahead and write-behind threads for the vault commands, so reading, AES-GCM and writing
 //! overlap on two cores. Memory stays bounded: a few fixed-size buffers in flight, recycled.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
+
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
+use warden_core::stream::{FrameSink, StreamError};
 
 const CHUNK: usize = 1024 * 1024;
 /// Buffers in flight per direction (each `CHUNK` bytes).
@@ -59,12 +61,10 @@ impl ReadAhead {
     }
 }
 
-impl Read for ReadAhead {
-    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.current.len() {
-            if self.done {
-                return Ok(0);
-            }
+impl BufRead for ReadAhead {
+    /// The current read-ahead buffer, as it came from the reading thread (no copy).
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos == self.current.len() && !self.done {
             let next = match self.full.recv() {
                 Ok(result) => result?,
                 Err(_) => Vec::new(),
@@ -76,33 +76,45 @@ impl Read for ReadAhead {
             let _ = self.empty.try_send(used);
             self.pos = 0;
         }
-        let n = out.len().min(self.current.len() - self.pos);
-        out[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.current[self.pos..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.pos = (self.pos + amount).min(self.current.len());
+    }
+}
+
+impl Read for ReadAhead {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = out.len().min(available.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
 
 /// Writes to its sink on a background thread. `finish` flushes, joins, and returns the sink
-/// (and the first write error, if any).
+/// (and the first write error, if any). Buffers travel with how much of them is filled and keep
+/// their length when recycled, so filling them in place never zero-fills.
 pub struct WriteBehind<W: Write + Send + 'static> {
     buf: Vec<u8>,
-    full: Option<SyncSender<Vec<u8>>>,
+    filled: usize,
+    full: Option<SyncSender<(Vec<u8>, usize)>>,
     empty: Receiver<Vec<u8>>,
     thread: Option<JoinHandle<(W, io::Result<()>)>>,
 }
 
 impl<W: Write + Send + 'static> WriteBehind<W> {
     pub fn new(mut sink: W) -> Self {
-        let (full, full_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH);
+        let (full, full_rx) = mpsc::sync_channel::<(Vec<u8>, usize)>(DEPTH);
         let (empty_tx, empty) = mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
         let thread = std::thread::spawn(move || {
             let mut result = Ok(());
-            for mut buf in full_rx {
+            for (buf, filled) in full_rx {
                 if result.is_ok() {
-                    result = sink.write_all(&buf);
+                    result = sink.write_all(&buf[..filled]);
                 }
-                buf.clear();
                 let _ = empty_tx.try_send(buf);
             }
             if result.is_ok() {
@@ -111,7 +123,8 @@ impl<W: Write + Send + 'static> WriteBehind<W> {
             (sink, result)
         });
         Self {
-            buf: Vec::with_capacity(CHUNK),
+            buf: Vec::new(),
+            filled: 0,
             full: Some(full),
             empty,
             thread: Some(thread),
@@ -119,20 +132,40 @@ impl<W: Write + Send + 'static> WriteBehind<W> {
     }
 
     fn send(&mut self) -> io::Result<()> {
-        let next = self
-            .empty
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK));
+        let next = self.empty.try_recv().unwrap_or_default();
         let buf = std::mem::replace(&mut self.buf, next);
+        let filled = std::mem::take(&mut self.filled);
         let sender = self.full.as_ref().expect("present until finish");
         sender
-            .send(buf)
+            .send((buf, filled))
             .map_err(|_| io::Error::other("the writer thread stopped"))
+    }
+
+    /// A slot of exactly `len` bytes at the end of the current buffer, sending the buffer
+    /// first when it has no room. The slot counts as written only once `commit` says so.
+    fn slot(&mut self, len: usize) -> io::Result<&mut [u8]> {
+        if self.filled + len > self.buf.len().max(CHUNK) && self.filled > 0 {
+            self.send()?;
+        }
+        let end = self.filled + len;
+        if self.buf.len() < end {
+            // Only a new (or too small) buffer is extended; recycled ones keep their length.
+            self.buf.resize(end.max(CHUNK), 0);
+        }
+        Ok(&mut self.buf[self.filled..end])
+    }
+
+    fn commit(&mut self, len: usize) -> io::Result<()> {
+        self.filled += len;
+        if self.filled >= CHUNK {
+            self.send()?;
+        }
+        Ok(())
     }
 
     /// Writes out everything, stops the thread, and returns the sink.
     pub fn finish(mut self) -> io::Result<W> {
-        if !self.buf.is_empty() {
+        if self.filled > 0 {
             self.send()?;
         }
         drop(self.full.take());
@@ -159,17 +192,37 @@ impl<W: Write + Send + 'static> Drop for WriteBehind<W> {
 
 impl<W: Write + Send + 'static> Write for WriteBehind<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = CHUNK - self.buf.len();
-        let n = room.min(data.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.send()?;
-        }
+        // `commit` sends a full buffer at once, so there is always room here.
+        let n = (CHUNK - self.filled).min(data.len());
+        self.slot(n)?.copy_from_slice(&data[..n]);
+        self.commit(n)?;
         Ok(n)
     }
 
     /// Data is flushed by `finish`; a flush in the middle would only add a round trip.
     fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A [`WriteBehind`] seen as a frame sink: sealed frames go straight into the buffer the
+/// writing thread will write (no copy).
+pub struct FramesInto<'a, W: Write + Send + 'static>(pub &'a mut WriteBehind<W>);
+
+impl<W: Write + Send + 'static> FrameSink for FramesInto<'_, W> {
+    fn put_frame(
+        &mut self,
+        max_len: usize,
+        _scratch: &mut Vec<u8>,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<usize, StreamError>,
+    ) -> Result<(), StreamError> {
+        let len = fill(self.0.slot(max_len)?)?;
+        self.0.commit(len)?;
+        Ok(())
+    }
+
+    /// Data is flushed by `finish`.
+    fn flush_frames(&mut self) -> io::Result<()> {
         Ok(())
     }
 }
@@ -194,6 +247,29 @@ mod tests {
             writer.write_all(&buf[..n]).unwrap();
         }
         assert_eq!(writer.finish().unwrap(), data);
+    }
+
+    #[test]
+    fn frames_sealed_in_place_make_a_stream_that_opens_to_the_same_bytes() {
+        use warden_core::keyring::Purpose;
+        use warden_core::secret::Key32;
+        use warden_core::stream::{open_to, seal_from, SealedReader, SealedWriter};
+
+        let key = Key32::from_bytes([9; 32]);
+        // Segments that do not divide the buffer size, so frames keep crossing buffer ends.
+        let data: Vec<u8> = (0..3 * CHUNK + 777).map(|i| (i * 7 % 253) as u8).collect();
+        let mut reader = ReadAhead::new(io::Cursor::new(data.clone()));
+        let mut behind = WriteBehind::new(Vec::new());
+        let writer =
+            SealedWriter::new(FramesInto(&mut behind), Purpose::Recordings, &key, 50_000).unwrap();
+        let (_, summary) = seal_from(&mut reader, writer, |_| {}).unwrap();
+        assert_eq!(summary.plaintext_bytes, data.len() as u64);
+        let sealed = behind.finish().unwrap();
+
+        let mut opened = Vec::new();
+        let mut reader = SealedReader::new(&sealed[..], Purpose::Recordings, &key).unwrap();
+        open_to(&mut reader, &mut opened, |_| {}).unwrap();
+        assert_eq!(opened, data);
     }
 
     struct Failing;

@@ -14,7 +14,7 @@ use warden_core::stream::{
 
 use crate::cli::{GlobalArgs, VaultCommand};
 use crate::keys::Unlocker;
-use crate::pipeline::{ReadAhead, WriteBehind};
+use crate::pipeline::{FramesInto, ReadAhead, WriteBehind};
 
 pub fn run(cmd: &VaultCommand, global: &GlobalArgs) -> Result<()> {
     let mut unlocker = Unlocker::open(global)?;
@@ -87,7 +87,7 @@ fn open_input(path: &Path) -> Result<(ReadAhead, Option<u64>)> {
 }
 
 /// Where output goes: standard output, or a file that only appears at its path once complete.
-enum Sink {
+pub(crate) enum Sink {
     Stdout(io::Stdout),
     File(PendingFile),
 }
@@ -143,6 +143,13 @@ impl Output {
     }
 }
 
+impl Output {
+    /// The output as a sink for sealed frames, which are sealed straight into its buffers.
+    pub(crate) fn frames(&mut self) -> FramesInto<'_, Sink> {
+        FramesInto(&mut self.0)
+    }
+}
+
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.0.write(buf)
@@ -157,7 +164,7 @@ pub fn seal_file(key: &Key32, input: &Path, output: &Path, force: bool) -> Resul
     let (mut reader, len) = open_input(input)?;
     let mut out = Output::create(output, force)?;
     let bar = crate::progress::bytes(len, "sealing");
-    let writer = SealedWriter::new(&mut out, Purpose::Recordings, key, DEFAULT_SEGMENT_SIZE)?;
+    let writer = SealedWriter::new(out.frames(), Purpose::Recordings, key, DEFAULT_SEGMENT_SIZE)?;
     let (_, summary) = stream::seal_from(&mut reader, writer, |n| {
         if let Some(bar) = &bar {
             bar.set_position(n)
