@@ -8,7 +8,7 @@
 //! When the key evolves, the old sealed key is overwritten (`secure_delete`) and the WAL is
 //! checkpointed with TRUNCATE, so the old key leaves the disk too.
 
-use std::sync::Mutex;
+use std::sync::{mpsc, Mutex};
 
 use rusqlite::{params, OptionalExtension, Transaction};
 use warden_core::audit::{
@@ -475,45 +475,120 @@ impl AuditLog {
              WHERE seq >= ?1 ORDER BY seq",
         )?;
         let mut rows = stmt.query(params![from_seq as i64])?;
-        let mut verdict = None;
-        while let Some(row) = rows.next()? {
-            // Borrowed straight from SQLite's row buffer: no allocation per row. A field that is
-            // not text (someone stored a blob or a number) reads as empty, i.e. as damage.
-            let text = |i: usize| {
-                row.get_ref(i)
-                    .ok()
-                    .and_then(|v| v.as_str().ok())
-                    .unwrap_or("")
-            };
-            let record = RecordRef {
-                seq: row.get::<_, i64>(0)? as u64,
-                epoch: row
-                    .get::<_, i64>(1)
-                    .map_or(u32::MAX, |e| u32::try_from(e).unwrap_or(u32::MAX)),
-                timestamp: text(2),
-                actor: text(3),
-                action: text(4),
-                subject: text(5),
-                outcome: text(6),
-                details: text(7),
-                mac: row
-                    .get_ref(8)
-                    .ok()
-                    .and_then(|v| v.as_blob().ok())
-                    .unwrap_or(&[]),
-            };
-            if let Err(damage) = verifier.push(record) {
-                verdict = Some(Err(damage));
-                break;
+        // Two stages on two cores: this thread steps SQLite (page decryption included) and
+        // copies rows into batches; another checks the chain. The checker stops at the first
+        // damage, which stops the reading too.
+        let (full_tx, full_rx) = mpsc::sync_channel::<RowBatch>(4);
+        let (empty_tx, empty_rx) = mpsc::sync_channel::<RowBatch>(6);
+        let result = std::thread::scope(|scope| {
+            let checker = scope.spawn(move || {
+                for batch in full_rx {
+                    for record in batch.records() {
+                        verifier.push(record)?;
+                    }
+                    let _ = empty_tx.try_send(batch);
+                }
+                verifier.finish()
+            });
+            let mut batch = RowBatch::default();
+            while let Some(row) = rows.next()? {
+                batch.push(row)?;
+                if batch.len() == ROWS_PER_BATCH {
+                    let next = empty_rx.try_recv().unwrap_or_default();
+                    if full_tx.send(std::mem::replace(&mut batch, next)).is_err() {
+                        break; // the checker found damage
+                    }
+                    batch.clear();
+                }
             }
-        }
+            if batch.len() > 0 {
+                let _ = full_tx.send(batch);
+            }
+            drop(full_tx);
+            checker
+                .join()
+                .map_err(|_| corrupt("the chain checker panicked"))
+        })?;
         drop(rows);
         drop(stmt);
-        let result = verdict.unwrap_or_else(|| verifier.finish());
         Ok(ChainVerdict {
             result,
             from_seq,
             head,
+        })
+    }
+}
+
+/// Rows handed from the reading thread to the chain checker per batch.
+const ROWS_PER_BATCH: usize = 512;
+
+/// Stored rows copied out of SQLite: every field's bytes in one buffer, with offsets.
+#[derive(Default)]
+struct RowBatch {
+    bytes: Vec<u8>,
+    rows: Vec<RowSpans>,
+}
+
+struct RowSpans {
+    seq: u64,
+    epoch: u32,
+    /// End offsets in `bytes` of ts, actor, action, subject, outcome, details, mac.
+    ends: [usize; 7],
+}
+
+impl RowBatch {
+    fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.rows.clear();
+    }
+
+    fn push(&mut self, row: &rusqlite::Row<'_>) -> Result<(), rusqlite::Error> {
+        let seq = row.get::<_, i64>(0)? as u64;
+        let epoch = row
+            .get::<_, i64>(1)
+            .map_or(u32::MAX, |e| u32::try_from(e).unwrap_or(u32::MAX));
+        let mut ends = [0; 7];
+        for (i, end) in ends.iter_mut().enumerate() {
+            // A text field that is not text (someone stored a blob or a number), or a MAC that
+            // is not a blob, reads as empty, i.e. as damage.
+            let field = match (i, row.get_ref(i + 2)) {
+                (6, Ok(value)) => value.as_blob().unwrap_or(&[]),
+                (_, Ok(value)) => value.as_str().map(str::as_bytes).unwrap_or(&[]),
+                (_, Err(_)) => &[],
+            };
+            self.bytes.extend_from_slice(field);
+            *end = self.bytes.len();
+        }
+        self.rows.push(RowSpans { seq, epoch, ends });
+        Ok(())
+    }
+
+    fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
+        let mut start = 0;
+        self.rows.iter().map(move |row| {
+            let mut field = |i: usize| {
+                let bytes = &self.bytes[start..row.ends[i]];
+                start = row.ends[i];
+                bytes
+            };
+            let mut text = |i: usize| std::str::from_utf8(field(i)).unwrap_or("");
+            let (timestamp, actor, action, subject, outcome, details) =
+                (text(0), text(1), text(2), text(3), text(4), text(5));
+            RecordRef {
+                seq: row.seq,
+                epoch: row.epoch,
+                timestamp,
+                actor,
+                action,
+                subject,
+                outcome,
+                details,
+                mac: field(6),
+            }
         })
     }
 }
