@@ -97,6 +97,14 @@ pub struct Database {
 impl Database {
     /// Opens (creating if missing, 0600) the database at `path` with the raw `database` key.
     pub fn open(path: &Path, key: &Key32) -> Result<Self, StoreError> {
+        let db = Self::open_unmigrated(path, key)?;
+        migrations::migrate(&db.conn, path)?;
+        Ok(db)
+    }
+
+    /// Opens without migrating, for tests that build databases at older schema versions.
+    #[doc(hidden)]
+    pub fn open_unmigrated(path: &Path, key: &Key32) -> Result<Self, StoreError> {
         if path.symlink_metadata().is_err() {
             // Create it ourselves so it is 0600 from the start (SQLite would use 0644);
             // SQLite gives the -wal and -shm files the same mode as the database.
@@ -110,22 +118,6 @@ impl Database {
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         wait_until_sqlcipher_is_ready();
         let conn = Connection::open_with_flags(path, flags)?;
-        let db = Self::key_and_check(conn, path, key)?;
-        migrations::migrate(&db.conn, path)?;
-        Ok(db)
-    }
-
-    /// Opens without migrating, for tests that build databases at older schema versions.
-    #[doc(hidden)]
-    pub fn open_unmigrated(path: &Path, key: &Key32) -> Result<Self, StoreError> {
-        if path.symlink_metadata().is_err() {
-            warden_core::fsx::create_private_new(path).map_err(|source| StoreError::Create {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        }
-        wait_until_sqlcipher_is_ready();
-        let conn = Connection::open(path)?;
         Self::key_and_check(conn, path, key)
     }
 
