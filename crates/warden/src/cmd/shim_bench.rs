@@ -169,17 +169,6 @@ fn measure(relays: &mut [Relay; 2], rounds: usize, bytes: usize) -> Result<()> {
     Ok(())
 }
 
-fn start_socat(tech: &std::path::Path, device: &std::path::Path) -> Result<Child> {
-    Command::new("socat")
-        .args(["-b", "65536"])
-        .arg(format!("{},raw,echo=0", tech.display()))
-        .arg(format!("{},raw,echo=0", device.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("cannot start socat (apt-get install socat)")
-}
-
 /// socat relaying a PTY pair set up exactly like the shim's.
 struct Socat {
     child: Child,
@@ -193,7 +182,14 @@ impl Socat {
         let device = VirtualSerialPair::new()?;
         nonblocking(&tech.endpoint)?;
         nonblocking(&device.endpoint)?;
-        let child = start_socat(&tech.path, &device.path)?;
+        let child = Command::new("socat")
+            .args(["-b", "65536"])
+            .arg(format!("{},raw,echo=0", tech.path.display()))
+            .arg(format!("{},raw,echo=0", device.path.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start socat (apt-get install socat)")?;
         let mut socat = Self {
             child,
             tech,
