@@ -5,25 +5,9 @@
 //! a [`Decision`] the caller cannot silently drop. The grants are fixed in code, in one `match`,
 //! so they are reviewed like code and cannot drift with configuration:
 //!
-//! | permission          | name               | Technician | Operator | Administrator | Auditor |
-//! |---------------------|--------------------|:----------:|:--------:|:-------------:|:-------:|
-//! | `ShimSessionAccess` | `shim.session`     | ✔          |          |               |         |
-//! | `RecordingPlay`     | `recording.play`   |            |          | ✔             | ✔       |
-//! | `RecordingExport`   | `recording.export` |            |          |               | ✔       |
-//! | `AuditVerify`       | `audit.verify`     |            |          | ✔             | ✔       |
-//! | `AuditExport`       | `audit.export`     |            |          |               | ✔       |
-//! | `AuditTail`         | `audit.tail`       |            |          | ✔             | ✔       |
-//! | `UserManage`        | `user.manage`      |            |          | ✔             |         |
-//! | `KeyRotate`         | `key.rotate`       |            |          | ✔             |         |
-//! | `KeyExport`         | `key.export`       |            |          | ✔             |         |
-//! | `ShimReset`         | `shim.reset`       |            |          | ✔             |         |
-//! | `OtaKeyManage`      | `ota.key.manage`   |            |          | ✔             |         |
-//! | `OtaScriptPush`     | `ota.script.push`  |            | ✔        | ✔             |         |
-//! | `OtaResultsView`    | `ota.results.view` |            | ✔        | ✔             | ✔       |
-//! | `VaultSeal`         | `vault.seal`       |            | ✔        | ✔             |         |
-//! | `VaultOpen`         | `vault.open`       |            | ✔        | ✔             | ✔       |
-//! | `ConfigSeal`        | `config.seal`      |            |          | ✔             |         |
-//! | `ConfigOpen`        | `config.open`      |            |          | ✔             |         |
+//! The grant table, rendered by [`permission_table_markdown`], is in `docs/access-control.md`
+//! (a test keeps the two identical). Daemons act as [`ServiceKind`] principals with their own,
+//! smaller grants.
 //!
 //! Why, following the seed's table: a **Technician** services devices ("calibration only", no
 //! PHI) and gets exactly one thing, a session through the shim, which is recorded. An
@@ -152,10 +136,20 @@ pub enum Permission {
     ConfigSeal,
     /// Open sealed configuration files.
     ConfigOpen,
+    /// Check a sealed vault file's integrity without decrypting it anywhere.
+    VaultVerify,
+    /// List the shim's session recordings (who, when, how long, intact or not).
+    RecordingList,
+    /// Ask a shim daemon for its state.
+    ShimStatus,
+    /// Send a test event to the SIEM named in a configuration.
+    SiemTest,
+    /// Read the audit chain's latest checkpoint (to keep it off the box).
+    AuditCheckpoint,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 17] = [
+    pub const ALL: [Permission; 22] = [
         Self::ShimSessionAccess,
         Self::RecordingPlay,
         Self::RecordingExport,
@@ -173,6 +167,11 @@ impl Permission {
         Self::VaultOpen,
         Self::ConfigSeal,
         Self::ConfigOpen,
+        Self::VaultVerify,
+        Self::RecordingList,
+        Self::ShimStatus,
+        Self::SiemTest,
+        Self::AuditCheckpoint,
     ];
 
     /// The dotted name used in audit events and messages, e.g. `audit.export`.
@@ -195,6 +194,11 @@ impl Permission {
             Self::VaultOpen => "vault.open",
             Self::ConfigSeal => "config.seal",
             Self::ConfigOpen => "config.open",
+            Self::VaultVerify => "vault.verify",
+            Self::RecordingList => "recording.list",
+            Self::ShimStatus => "shim.status",
+            Self::SiemTest => "siem.test",
+            Self::AuditCheckpoint => "audit.checkpoint",
         }
     }
 }
@@ -241,6 +245,11 @@ impl From<Permission> for &'static str {
 pub enum DenyReason {
     #[error("the {role} role does not grant {permission}")]
     NotGranted { role: Role, permission: Permission },
+    #[error("the {kind} service does not have {permission}")]
+    ServiceNotGranted {
+        kind: ServiceKind,
+        permission: Permission,
+    },
 }
 
 /// The answer to "may this role do this?".
@@ -263,6 +272,60 @@ impl Decision {
             Self::Deny { reason } => Err(reason),
         }
     }
+}
+
+impl Permission {
+    /// The command that needs this permission, for the documentation table.
+    pub fn commands(self) -> &'static str {
+        match self {
+            Self::ShimSessionAccess => "a session through the shim (TOTP at the serial port)",
+            Self::RecordingPlay => "`session play`",
+            Self::RecordingExport => "`session export`",
+            Self::RecordingList => "`session list`",
+            Self::AuditVerify => "`audit verify`",
+            Self::AuditExport => "`audit export`",
+            Self::AuditTail => "`audit tail`",
+            Self::AuditCheckpoint => "`audit checkpoint`",
+            Self::UserManage => "`user add/list/show/disable/enable/unlock/policy`, others' `passwd` and `enroll-totp`",
+            Self::KeyRotate => "(key slots: rotation, passphrase change)",
+            Self::KeyExport => "(key slots: recovery key)",
+            Self::ShimReset => "`shim reset`, `user unlock --port`",
+            Self::ShimStatus => "`shim status`",
+            Self::OtaKeyManage => "`ota keys add/remove/import/list`",
+            Self::OtaScriptPush => "`ota push`",
+            Self::OtaResultsView => "`ota results`, `ota sessions`",
+            Self::VaultSeal => "`vault seal`",
+            Self::VaultOpen => "`vault open`",
+            Self::VaultVerify => "`vault verify`",
+            Self::ConfigSeal => "`config seal`",
+            Self::ConfigOpen => "`config open`",
+            Self::SiemTest => "`siem test`",
+        }
+    }
+}
+
+/// The permission table of `docs/access-control.md`: one row per permission, one column per
+/// role and per service.
+pub fn permission_table_markdown() -> String {
+    let mut out = String::from(
+        "| permission | commands | technician | operator | administrator | auditor | shim daemon | ota server |\n\
+         |---|---|:-:|:-:|:-:|:-:|:-:|:-:|\n",
+    );
+    let mark = |yes: bool| if yes { "✔" } else { "" };
+    for permission in Permission::ALL {
+        out.push_str(&format!("| `{permission}` | {} |", permission.commands()));
+        for role in Role::ALL {
+            out.push_str(&format!(" {} |", mark(is_granted(role, permission))));
+        }
+        for kind in ServiceKind::ALL {
+            out.push_str(&format!(
+                " {} |",
+                mark(is_granted_to_service(kind, permission))
+            ));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 /// Decides whether `role` may exercise `permission`.
@@ -299,6 +362,68 @@ fn is_granted(role: Role, permission: Permission) -> bool {
         VaultOpen => matches!(role, Operator | Administrator | Auditor),
         ConfigSeal => matches!(role, Administrator),
         ConfigOpen => matches!(role, Administrator),
+        VaultVerify => matches!(role, Operator | Administrator | Auditor),
+        RecordingList => matches!(role, Administrator | Auditor),
+        ShimStatus => matches!(role, Operator | Administrator | Auditor),
+        SiemTest => matches!(role, Administrator),
+        AuditCheckpoint => matches!(role, Administrator | Auditor),
+    }
+}
+
+/// A daemon that acts as its own principal (it signs in with the keys it was started with,
+/// not with a person's password). Its events name it as their actor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ServiceKind {
+    /// `warden shim run`: the serial MFA gate.
+    ShimDaemon,
+    /// `warden ota serve`: the SCP81 admin server.
+    OtaServer,
+}
+
+impl ServiceKind {
+    pub const ALL: [ServiceKind; 2] = [Self::ShimDaemon, Self::OtaServer];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ShimDaemon => "shim daemon",
+            Self::OtaServer => "ota server",
+        }
+    }
+
+    /// Every permission this service has, in [`Permission::ALL`] order.
+    pub fn permissions(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL
+            .into_iter()
+            .filter(move |permission| is_granted_to_service(self, *permission))
+    }
+}
+
+impl fmt::Display for ServiceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Decides whether a service may exercise `permission`.
+pub fn authorize_service(kind: ServiceKind, permission: Permission) -> Decision {
+    if is_granted_to_service(kind, permission) {
+        Decision::Allow
+    } else {
+        Decision::Deny {
+            reason: DenyReason::ServiceNotGranted { kind, permission },
+        }
+    }
+}
+
+/// What the daemons may do on their own: open their sealed configuration, and (the shim)
+/// carry out a reset an administrator asked for. Everything else they do — recording sessions,
+/// delivering queued scripts — is their job, audited under their name, not a permission.
+fn is_granted_to_service(kind: ServiceKind, permission: Permission) -> bool {
+    match kind {
+        ServiceKind::ShimDaemon => {
+            matches!(permission, Permission::ConfigOpen | Permission::ShimReset)
+        }
+        ServiceKind::OtaServer => matches!(permission, Permission::ConfigOpen),
     }
 }
 
@@ -308,7 +433,7 @@ mod tests {
 
     /// The whole matrix, written out again independently of `is_granted`:
     /// (permission, technician, operator, administrator, auditor).
-    const MATRIX: [(Permission, bool, bool, bool, bool); 17] = {
+    const MATRIX: [(Permission, bool, bool, bool, bool); 22] = {
         use Permission::*;
         const Y: bool = true;
         const N: bool = false;
@@ -330,6 +455,11 @@ mod tests {
             (VaultOpen, N, Y, Y, Y),
             (ConfigSeal, N, N, Y, N),
             (ConfigOpen, N, N, Y, N),
+            (VaultVerify, N, Y, Y, Y),
+            (RecordingList, N, N, Y, Y),
+            (ShimStatus, N, Y, Y, Y),
+            (SiemTest, N, N, Y, N),
+            (AuditCheckpoint, N, N, Y, Y),
         ]
     };
 
@@ -367,6 +497,27 @@ mod tests {
         assert!(!authorize(Role::Auditor, Permission::UserManage).is_allowed());
         assert!(authorize(Role::Technician, Permission::ShimSessionAccess).is_allowed());
         assert!(!authorize(Role::Administrator, Permission::ShimSessionAccess).is_allowed());
+    }
+
+    #[test]
+    fn services_get_only_what_their_daemon_needs() {
+        assert_eq!(
+            ServiceKind::ShimDaemon.permissions().collect::<Vec<_>>(),
+            [Permission::ShimReset, Permission::ConfigOpen]
+        );
+        assert_eq!(
+            ServiceKind::OtaServer.permissions().collect::<Vec<_>>(),
+            [Permission::ConfigOpen]
+        );
+        assert_eq!(
+            authorize_service(ServiceKind::OtaServer, Permission::OtaScriptPush),
+            Decision::Deny {
+                reason: DenyReason::ServiceNotGranted {
+                    kind: ServiceKind::OtaServer,
+                    permission: Permission::OtaScriptPush
+                }
+            }
+        );
     }
 
     #[test]

@@ -270,7 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db_key = Key32::from_bytes([1; 32]);
         let audit_key = Key32::from_bytes([2; 32]);
-        let mut db = Database::open(&dir.path().join("w.db"), &db_key).unwrap();
+        let mut db = Database::create(&dir.path().join("w.db"), &db_key).unwrap();
         assert!(ensure_audit_chain(&mut db, &audit_key).unwrap());
         assert!(!ensure_audit_chain(&mut db, &audit_key).unwrap());
         (dir, StoreHandle::start(db, db_key, audit_key))

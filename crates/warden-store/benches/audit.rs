@@ -25,7 +25,7 @@ fn event(i: u64) -> NewEvent {
 }
 
 fn warden_store(dir: &std::path::Path) -> (Database, AuditLog) {
-    let mut db = Database::open(&dir.join("warden.db"), &Key32::from_bytes([1; 32])).unwrap();
+    let mut db = Database::create(&dir.join("warden.db"), &Key32::from_bytes([1; 32])).unwrap();
     let log = AuditLog::new(Key32::from_bytes([2; 32]));
     let policy = AuditPolicy {
         epoch: EpochPolicy {

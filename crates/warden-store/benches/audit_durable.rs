@@ -39,7 +39,7 @@ fn main() {
     .unwrap();
 
     let mut db =
-        Database::open(&dir.path().join("warden.db"), &Key32::from_bytes([1; 32])).unwrap();
+        Database::create(&dir.path().join("warden.db"), &Key32::from_bytes([1; 32])).unwrap();
     let log = AuditLog::new(Key32::from_bytes([2; 32]));
     let policy = AuditPolicy {
         epoch: EpochPolicy {

@@ -23,7 +23,7 @@ fn technician_sign_in(c: &mut Criterion) {
     let path = dir.path().join("warden.db");
     let key = || Key32::from_bytes([7; 32]);
     let audit_key = || Key32::from_bytes([9; 32]);
-    let mut db = Database::open(&path, &key()).unwrap();
+    let mut db = Database::create(&path, &key()).unwrap();
     AuditLog::new(audit_key())
         .create(
             &mut db,

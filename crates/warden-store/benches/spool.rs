@@ -26,7 +26,8 @@ fn bench(c: &mut Criterion) {
         None => tempfile::tempdir(),
     }
     .unwrap();
-    let mut db = Database::open(&dir.path().join("bench.db"), &Key32::from_bytes([3; 32])).unwrap();
+    let mut db =
+        Database::create(&dir.path().join("bench.db"), &Key32::from_bytes([3; 32])).unwrap();
     let spool = Spool::default();
     let p = payload();
     let mut group = c.benchmark_group("spool_append");

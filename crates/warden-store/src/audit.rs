@@ -1,21 +1,28 @@
 //! Persistence of the audit chain: rows, the chain head, the current epoch key (sealed under
-//! the `audit` purpose key), and checkpoints.
+//! the `audit` purpose key), and checkpoints; and [`AuditedTx`], the one way a change and the
+//! audit events that describe it are committed together.
 //!
-//! Each append is one `BEGIN IMMEDIATE` transaction that reads the head, appends (evolving the
-//! key first when the epoch policy says so), writes the rows, the new head and the re-sealed key,
-//! and commits: a crash leaves the chain before or after, never between. Several processes can
-//! append (the daemon and an administrator's CLI): the head is re-read inside each transaction.
-//! When the key evolves, the old sealed key is overwritten (`secure_delete`) and the WAL is
-//! checkpointed with TRUNCATE, so the old key leaves the disk too.
+//! Each append happens inside a `BEGIN IMMEDIATE` transaction that reads the head, appends
+//! (evolving the key first when the epoch policy says so), writes the rows, the new head (last
+//! seq and MAC, on every append) and, on evolution, the re-sealed key; the caller's change
+//! commits in the same transaction: a crash leaves both before or both after, never between.
+//! Several processes can append (the daemon and an administrator's CLI): the head is re-read
+//! inside each transaction. When the key evolves, the old sealed key is overwritten
+//! (`secure_delete`) and, after the commit, the WAL is checkpointed with TRUNCATE, so the old
+//! key leaves the disk too.
+//!
+//! Verification checks the rows against the stored head and every stored checkpoint, so a tail
+//! cut from the table is named on the box; a cut that also rewrites the head and the
+//! checkpoints is only visible against a checkpoint kept off the box (the SIEM's).
 
 use std::sync::{mpsc, Mutex};
 
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use warden_core::audit::{
     AuditKey, AuditRecord, ChainHead, ChainId, ChainMac, ChainState, Checkpoint, EpochPolicy,
     NewEvent, RecordRef, Timestamp, Verifier, VerifyReport,
 };
-use warden_core::audit::{Damage, Outcome};
+use warden_core::audit::{Damage, DamageKind, Outcome};
 use warden_core::secret::Key32;
 
 use crate::db::{Database, StoreError};
@@ -115,6 +122,10 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+fn no_chain() -> StoreError {
+    corrupt("no audit chain in this database (was it created by `warden init`?)")
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("audit state: {what}"))
 }
@@ -211,52 +222,83 @@ impl AuditLog {
         Ok(())
     }
 
-    /// The chain's writing state as the database has it now. The head lives in the rows (the
-    /// last row's seq and MAC); `audit_state` keeps the epoch, its sealed key and a snapshot of
-    /// the head taken at the last evolution, which lets a removed tail be noticed here.
+    /// The chain's writing state as the database has it now: the head stored in `audit_state`
+    /// (committed with every append), checked against the last row, so nothing is appended to
+    /// a chain whose tail was cut or extended behind the head's back.
     fn load(&self, tx: &Transaction<'_>) -> Result<(ChainState, AuditPolicy), StoreError> {
-        let last: Option<(i64, Vec<u8>)> = tx
-            .prepare_cached("SELECT seq, mac FROM audit_events ORDER BY seq DESC LIMIT 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        // Fast path: nobody else appended since our last append (the last row is ours), so the
-        // cached state is current. Any other writer's append, epoch marker included, adds a row.
-        if let Some((seq, mac)) = &last {
+        let (next_seq, last_mac, last_row): (i64, Vec<u8>, Option<i64>) = tx
+            .prepare_cached(
+                "SELECT next_seq, last_mac, (SELECT max(seq) FROM audit_events) FROM audit_state WHERE id = 1",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?
+            .ok_or_else(no_chain)?;
+        let last_row = last_row.unwrap_or(0);
+        if last_row != next_seq - 1 {
+            return Err(corrupt(&if last_row < next_seq - 1 {
+                format!(
+                    "rows {}..{} are missing from the end of the chain; refusing to append (run `warden audit verify`)",
+                    last_row + 1,
+                    next_seq - 1
+                )
+            } else {
+                format!(
+                    "rows {}..{} lie beyond the stored head; refusing to append (run `warden audit verify`)",
+                    next_seq, last_row
+                )
+            }));
+        }
+        // Fast path: nobody else appended since our last append, so the cached state is current.
+        {
             let mut cache = self.cache.lock().expect("not poisoned");
             if let Some((state, policy)) = cache.take() {
                 let head = state.head();
-                if head.next_seq == *seq as u64 + 1
-                    && head.last_mac.as_bytes().as_slice() == mac.as_slice()
+                if head.next_seq == next_seq as u64
+                    && head.last_mac.as_bytes().as_slice() == last_mac.as_slice()
                 {
                     return Ok((state, policy));
                 }
             }
         }
+        self.read_state(tx)
+    }
+
+    /// The stored head, epoch and policy, and the current epoch key opened; the rows are not
+    /// looked at.
+    fn read_state(&self, tx: &Transaction<'_>) -> Result<(ChainState, AuditPolicy), StoreError> {
         let row = tx
             .prepare_cached(
-                "SELECT chain_id, next_seq, epoch, last_mac, epoch_first_seq, epoch_started,
-                        epoch_max_events, epoch_max_secs, checkpoint_every FROM audit_state WHERE id = 1",
+                "SELECT chain_id, epoch, epoch_first_seq, epoch_started, epoch_max_events,
+                        epoch_max_secs, checkpoint_every, key_sealed, next_seq, last_mac
+                 FROM audit_state WHERE id = 1",
             )?
-            .query_row(
-                [],
-                |r| {
-                    Ok((
+            .query_row([], |r| {
+                Ok((
+                    (
                         r.get::<_, Vec<u8>>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, u32>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, i64>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, Option<i64>>(7)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ),
+                    (
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ),
+                    (
+                        r.get::<_, Vec<u8>>(7)?,
                         r.get::<_, i64>(8)?,
-                    ))
-                },
-            )
+                        r.get::<_, Vec<u8>>(9)?,
+                    ),
+                ))
+            })
             .optional()?
-            .ok_or_else(|| corrupt("no audit chain in this database (was it created by `warden init`?)"))?;
-        let (chain_id, snap_next, epoch, snap_mac, first_seq, started, max_events, max_secs, every) =
-            row;
+            .ok_or_else(no_chain)?;
+        let (
+            (chain_id, epoch, first_seq, started),
+            (max_events, max_secs, every),
+            (sealed, next_seq, last_mac),
+        ) = row;
         let chain_id = ChainId(
             chain_id
                 .try_into()
@@ -269,31 +311,15 @@ impl AuditLog {
             },
             checkpoint_every: every.max(1) as u64,
         };
-        let (next_seq, last_mac) = match last {
-            Some((seq, mac)) if seq + 1 >= snap_next => (seq as u64 + 1, mac),
-            Some((seq, _)) => {
-                return Err(corrupt(&format!(
-                    "rows {}..{} are missing from the end of the chain; refusing to append (run `warden audit verify`)",
-                    seq + 1,
-                    snap_next - 1
-                )))
-            }
-            None if snap_next == 1 => (1, snap_mac),
-            None => return Err(corrupt("every row of the chain is missing; refusing to append")),
-        };
         let head = ChainHead {
             chain_id,
-            next_seq,
+            next_seq: next_seq as u64,
             epoch,
             last_mac: ChainMac::from_slice(&last_mac)
                 .ok_or_else(|| corrupt("a stored mac is not 32 bytes"))?,
             epoch_first_seq: first_seq as u64,
             epoch_started_unix: started as u64,
         };
-        let sealed: Vec<u8> =
-            tx.query_row("SELECT key_sealed FROM audit_state WHERE id = 1", [], |r| {
-                r.get(0)
-            })?;
         let label = [KEY_LABEL, chain_id.as_bytes(), &epoch.to_be_bytes()].concat();
         let key = warden_core::aead::open(&self.purpose_key, &label, &sealed).map_err(|_| {
             corrupt("the stored epoch key does not open (replaced, or sealed for another epoch)")
@@ -365,22 +391,27 @@ impl AuditLog {
                 ],
             )?;
         }
+        let head = state.head();
         if evolved {
-            // The key changed: overwrite the sealed key (the old one is gone with it) and take a
-            // snapshot of the head. Between evolutions the head is the last row.
-            let head = state.head();
-            tx.execute(
-                "UPDATE audit_state SET next_seq = ?1, epoch = ?2, last_mac = ?3, epoch_first_seq = ?4,
-                        epoch_started = ?5, key_sealed = ?6 WHERE id = 1",
-                params![
+            // The key changed: overwrite the sealed key (the old one is gone with it).
+            tx.prepare_cached(
+                "UPDATE audit_state SET epoch = ?1, epoch_first_seq = ?2, epoch_started = ?3,
+                        key_sealed = ?4 WHERE id = 1",
+            )?
+            .execute(params![
+                head.epoch,
+                head.epoch_first_seq as i64,
+                head.epoch_started_unix as i64,
+                seal_key(&self.purpose_key, &head.chain_id, head.epoch, state.key()),
+            ])?;
+        }
+        if !records.is_empty() {
+            // The head is committed with every append, so a cut tail is seen on the box.
+            tx.prepare_cached("UPDATE audit_state SET next_seq = ?1, last_mac = ?2 WHERE id = 1")?
+                .execute(params![
                     head.next_seq as i64,
-                    head.epoch,
-                    head.last_mac.as_bytes().as_slice(),
-                    head.epoch_first_seq as i64,
-                    head.epoch_started_unix as i64,
-                    seal_key(&self.purpose_key, &head.chain_id, head.epoch, state.key()),
-                ],
-            )?;
+                    head.last_mac.as_bytes().as_slice()
+                ])?;
         }
         self.forward(tx, &records, &checkpoints)?;
         *self.cache.lock().expect("not poisoned") = Some((state, policy));
@@ -391,17 +422,46 @@ impl AuditLog {
         })
     }
 
-    /// Appends `events` durably in a transaction of their own.
+    /// Appends `events` durably in a transaction of their own (a refusal, a sign-in, an
+    /// event that goes with no change).
     pub fn append(&self, db: &mut Database, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
-        let tx = db
-            .conn_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let appended = self.append_in(&tx, events)?;
+        let mut tx = self.begin(db)?;
+        let appended = tx.audit(events)?;
         tx.commit()?;
-        if appended.evolved {
-            Self::erase_old_keys(db)?;
-        }
         Ok(appended)
+    }
+
+    /// Opens the transaction a change and its audit events commit in (`BEGIN IMMEDIATE`).
+    pub fn begin<'a>(&'a self, db: &'a mut Database) -> Result<AuditedTx<'a>, StoreError> {
+        let conn = db.conn();
+        let tx = Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
+        Ok(AuditedTx {
+            log: self,
+            conn,
+            tx,
+            evolved: false,
+            events: 0,
+        })
+    }
+
+    /// Runs `change` in one transaction and commits it together with the audit events it
+    /// appended. Every privileged operation goes through here: a change that appended no
+    /// event is rolled back and refused, so an act cannot be committed without its evidence.
+    pub fn transact<T, E>(
+        &self,
+        db: &mut Database,
+        change: impl FnOnce(&mut AuditedTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut tx = self.begin(db)?;
+        let value = change(&mut tx)?;
+        if tx.events == 0 {
+            return Err(StoreError::Unaudited.into());
+        }
+        tx.commit()?;
+        Ok(value)
     }
 
     /// After a key evolution has committed: move the WAL into the database and truncate it, so
@@ -417,6 +477,24 @@ impl AuditLog {
         let tx = db.conn_mut().transaction()?;
         let (state, _) = self.load(&tx)?;
         Ok(state.head().clone())
+    }
+
+    /// Stored checkpoints at or after `from_seq`. A stored MAC that is not 32 bytes cannot
+    /// match anything and reads as all zeros, i.e. as damage at its seq.
+    fn checkpoints(tx: &Transaction<'_>, from_seq: u64) -> Result<Vec<Checkpoint>, StoreError> {
+        let mut stmt = tx.prepare("SELECT seq, mac FROM audit_checkpoints WHERE seq >= ?1")?;
+        let rows = stmt.query_map(params![from_seq as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, mac) = row?;
+            out.push(Checkpoint {
+                seq: seq as u64,
+                mac: ChainMac::from_slice(&mac).unwrap_or(ChainMac([0; 32])),
+            });
+        }
+        Ok(out)
     }
 
     /// The most recent checkpoint recorded, if any.
@@ -437,7 +515,8 @@ impl AuditLog {
         }))
     }
 
-    /// Verifies the stored chain, streaming rows in seq order.
+    /// Verifies the stored chain, streaming rows in seq order, against the stored head, every
+    /// stored checkpoint in range and `checkpoint` (a trusted one kept off the box).
     pub fn verify(
         &self,
         db: &mut Database,
@@ -445,7 +524,7 @@ impl AuditLog {
         checkpoint: Option<Checkpoint>,
     ) -> Result<ChainVerdict, StoreError> {
         let tx = db.conn_mut().transaction()?;
-        let (state, _) = self.load(&tx)?;
+        let (state, _) = self.read_state(&tx)?;
         let head = state.head().clone();
         let (verifier, from_seq) = match from {
             VerifyFrom::Genesis(k0) => (Verifier::from_genesis(k0, head.chain_id), 1),
@@ -456,9 +535,30 @@ impl AuditLog {
             }
             VerifyFrom::CurrentEpoch => {
                 let marker_seq = head.epoch_first_seq.saturating_sub(1);
-                let marker = read_row(&tx, marker_seq)?.ok_or_else(|| {
-                    corrupt(&format!("the epoch marker at seq {marker_seq} is missing"))
-                })?;
+                let Some(marker) = read_row(&tx, marker_seq)? else {
+                    // Without the marker the epoch cannot be anchored: the marker was removed,
+                    // or (no row after it either) the tail was cut from the last row left.
+                    let later: Option<i64> = tx.query_row(
+                        "SELECT min(seq) FROM audit_events WHERE seq > ?1",
+                        params![marker_seq as i64],
+                        |r| r.get(0),
+                    )?;
+                    let damage = match later {
+                        Some(_) => Damage {
+                            seq: marker_seq,
+                            kind: DamageKind::Removed,
+                        },
+                        None => Damage {
+                            seq: last_seq_in(&tx)? + 1,
+                            kind: DamageKind::Truncated,
+                        },
+                    };
+                    return Ok(ChainVerdict {
+                        result: Err(damage),
+                        from_seq: marker_seq,
+                        head,
+                    });
+                };
                 let key = AuditKey::from_bytes(*state.key().expose_secret());
                 (
                     Verifier::from_epoch(head.epoch, key, marker.view()),
@@ -466,10 +566,17 @@ impl AuditLog {
                 )
             }
         };
-        let mut verifier = match checkpoint {
-            Some(c) => verifier.with_checkpoint(c),
-            None => verifier,
+        let stored_head = Checkpoint {
+            seq: head.next_seq - 1,
+            mac: head.last_mac,
         };
+        let mut verifier = verifier.with_head(stored_head);
+        for stored in Self::checkpoints(&tx, from_seq)? {
+            verifier = verifier.with_checkpoint(stored);
+        }
+        if let Some(c) = checkpoint {
+            verifier = verifier.with_checkpoint(c);
+        }
         let mut stmt = tx.prepare(
             "SELECT seq, epoch, ts, actor, action, subject, outcome, details, mac FROM audit_events
              WHERE seq >= ?1 ORDER BY seq",
@@ -516,6 +623,62 @@ impl AuditLog {
             from_seq,
             head,
         })
+    }
+}
+
+/// A transaction whose audit events commit with the change they describe. Made by
+/// [`AuditLog::begin`]; dropped without [`AuditedTx::commit`], everything in it is rolled back.
+/// Derefs to the transaction for the change itself.
+#[must_use = "commit() it, or the change and its audit events are rolled back"]
+pub struct AuditedTx<'a> {
+    log: &'a AuditLog,
+    conn: &'a rusqlite::Connection,
+    tx: Transaction<'a>,
+    evolved: bool,
+    events: usize,
+}
+
+impl AuditedTx<'_> {
+    /// Appends `events` in this transaction.
+    pub fn audit(&mut self, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
+        if events.is_empty() {
+            return Ok(Appended::default());
+        }
+        self.events += events.len();
+        let appended = self.log.append_in(&self.tx, events)?;
+        self.evolved |= appended.evolved;
+        Ok(appended)
+    }
+
+    /// Appends one event.
+    pub fn audit_one(&mut self, event: NewEvent) -> Result<(), StoreError> {
+        self.audit(vec![event]).map(drop)
+    }
+
+    /// Events appended so far.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// Commits the change and its events; after an epoch key evolution, erases the old key
+    /// from the disk (WAL checkpoint).
+    pub fn commit(self) -> Result<(), StoreError> {
+        let Self {
+            conn, tx, evolved, ..
+        } = self;
+        tx.commit()?;
+        if evolved {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        }
+        Ok(())
+    }
+}
+
+impl<'a> std::ops::Deref for AuditedTx<'a> {
+    type Target = Transaction<'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
     }
 }
 
@@ -594,6 +757,7 @@ impl RowBatch {
 }
 
 /// What an append stored.
+#[derive(Default)]
 pub struct Appended {
     pub records: Vec<AuditRecord>,
     pub checkpoints: Vec<Checkpoint>,
@@ -641,11 +805,15 @@ pub fn read_rows(
 
 /// The highest stored seq (0 when empty).
 pub fn last_seq(db: &Database) -> Result<u64, StoreError> {
-    Ok(db
-        .conn()
-        .query_row("SELECT coalesce(max(seq), 0) FROM audit_events", [], |r| {
+    last_seq_in(db.conn())
+}
+
+fn last_seq_in(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
+    Ok(
+        conn.query_row("SELECT coalesce(max(seq), 0) FROM audit_events", [], |r| {
             r.get::<_, i64>(0)
-        })? as u64)
+        })? as u64,
+    )
 }
 
 /// A timestamp for `now`, in the chain's format.

@@ -55,6 +55,14 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    #[error(
+        "no database at {0} (is this an initialized data directory? `warden init` creates one)"
+    )]
+    Missing(PathBuf),
+    #[error("{0} exists already; refusing to create a database over it")]
+    Exists(PathBuf),
+    #[error("internal error: a change was about to be committed without an audit event; nothing was changed")]
+    Unaudited,
     #[error("audit event rejected: {0}")]
     AuditEvent(warden_core::audit::AuditError),
     #[error(transparent)]
@@ -95,23 +103,43 @@ pub struct Database {
 }
 
 impl Database {
-    /// Opens (creating if missing, 0600) the database at `path` with the raw `database` key.
+    /// Opens the existing database at `path` with the raw `database` key and migrates it. A
+    /// missing file is an error ([`StoreError::Missing`]), never silently a new database.
     pub fn open(path: &Path, key: &Key32) -> Result<Self, StoreError> {
+        if path.symlink_metadata().is_err() {
+            return Err(StoreError::Missing(path.to_path_buf()));
+        }
         let db = Self::open_unmigrated(path, key)?;
         migrations::migrate(&db.conn, path)?;
         Ok(db)
     }
 
-    /// Opens without migrating, for tests that build databases at older schema versions.
+    /// Creates a new database (0600) at `path`; fails if anything is there.
+    pub fn create(path: &Path, key: &Key32) -> Result<Self, StoreError> {
+        if path.symlink_metadata().is_ok() {
+            return Err(StoreError::Exists(path.to_path_buf()));
+        }
+        Self::create_file(path)?;
+        Self::open(path, key)
+    }
+
+    /// Creates the file ourselves so it is 0600 from the start (SQLite would use 0644); SQLite
+    /// gives the -wal and -shm files the same mode as the database.
+    fn create_file(path: &Path) -> Result<(), StoreError> {
+        warden_core::fsx::create_private_new(path)
+            .map(drop)
+            .map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })
+    }
+
+    /// Opens without migrating (creating the file when missing), for tests that build
+    /// databases at older schema versions.
     #[doc(hidden)]
     pub fn open_unmigrated(path: &Path, key: &Key32) -> Result<Self, StoreError> {
         if path.symlink_metadata().is_err() {
-            // Create it ourselves so it is 0600 from the start (SQLite would use 0644);
-            // SQLite gives the -wal and -shm files the same mode as the database.
-            warden_core::fsx::create_private_new(path).map_err(|source| StoreError::Create {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            Self::create_file(path)?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX

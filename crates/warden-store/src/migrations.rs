@@ -94,6 +94,18 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shim: persisted emergency stop",
         sql: crate::shim::MIGRATION_SQL,
     },
+    Migration {
+        version: 6,
+        name: "audit: the head is committed with every append",
+        // Until now the head was stored only when the key evolved; from here on it is the
+        // last row's seq and MAC, updated in every append's transaction.
+        sql: "
+        UPDATE audit_state SET
+            next_seq = (SELECT max(seq) + 1 FROM audit_events),
+            last_mac = (SELECT mac FROM audit_events ORDER BY seq DESC LIMIT 1)
+        WHERE (SELECT max(seq) FROM audit_events) >= next_seq;
+    ",
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -648,7 +648,7 @@ mod tests {
     fn db() -> (tempfile::TempDir, Database, Key32) {
         let dir = tempfile::tempdir().unwrap();
         let key = Key32::from_bytes([7; 32]);
-        let db = Database::open(&dir.path().join("w.db"), &key).unwrap();
+        let db = Database::create(&dir.path().join("w.db"), &key).unwrap();
         (dir, db, key)
     }
 

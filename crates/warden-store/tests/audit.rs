@@ -40,7 +40,7 @@ struct Fixture {
 fn fixture(events: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut db =
-        Database::open(&dir.path().join("warden.db"), &Key32::from_bytes([1; 32])).unwrap();
+        Database::create(&dir.path().join("warden.db"), &Key32::from_bytes([1; 32])).unwrap();
     let log = AuditLog::new(Key32::from_bytes([2; 32]));
     let chain_id = ChainId([3; 16]);
     log.create(&mut db, AuditKey::from_bytes(K0), chain_id, policy())
@@ -159,31 +159,131 @@ fn an_inserted_forged_row_is_named() {
     assert_eq!(verify_full(&mut f), Err((8, DamageKind::Inserted)));
 }
 
-#[test]
-fn a_cut_tail_is_seen_only_with_a_checkpoint() {
-    let mut f = fixture(20);
-    let checkpoint = AuditLog::latest_checkpoint(&f.db)
+fn verify_local(f: &mut Fixture) -> Result<u64, (u64, DamageKind)> {
+    f.log
+        .verify(&mut f.db, VerifyFrom::CurrentEpoch, None)
         .unwrap()
-        .expect("a checkpoint every 5 events");
+        .result
+        .map(|r| r.records)
+        .map_err(|d| (d.seq, d.kind))
+}
+
+fn last_seq(f: &Fixture) -> u64 {
+    warden_store::audit::last_seq(&f.db).unwrap()
+}
+
+/// Security regression (the journald FSS class, CVE-2023-31438): deleting the newest rows must
+/// not verify as OK. The head committed with every append names the cut at its first seq, on
+/// the box and from genesis, and nothing more is appended to the cut chain.
+#[test]
+fn a_cut_tail_is_named_on_the_box_and_from_genesis() {
+    for cut in [1, 2, 3, 6, 9, usize::MAX] {
+        let mut f = fixture(20);
+        let last = last_seq(&f);
+        let first_cut = if cut == usize::MAX {
+            1
+        } else {
+            last - cut as u64 + 1
+        };
+        f.db.conn()
+            .execute(
+                "DELETE FROM audit_events WHERE seq >= ?1",
+                params![first_cut as i64],
+            )
+            .unwrap();
+        assert_eq!(
+            verify_full(&mut f),
+            Err((first_cut, DamageKind::Truncated)),
+            "cut {cut} of {last}, from genesis"
+        );
+        assert_eq!(
+            verify_local(&mut f),
+            Err((first_cut, DamageKind::Truncated)),
+            "cut {cut} of {last}, on the box"
+        );
+        let refused = f.log.append(&mut f.db, vec![event(99)]).err().unwrap();
+        assert!(
+            refused.to_string().contains("missing from the end"),
+            "{refused}"
+        );
+    }
+}
+
+/// A missing epoch marker cannot anchor the current epoch: named damage, not an error.
+#[test]
+fn a_missing_epoch_marker_is_named() {
+    let mut f = fixture(20);
+    let head = f.log.head(&mut f.db).unwrap();
+    let marker = head.epoch_first_seq - 1;
     f.db.conn()
         .execute(
-            "DELETE FROM audit_events WHERE seq >= ?1",
-            params![checkpoint.seq as i64 - 2],
+            "DELETE FROM audit_events WHERE seq = ?1",
+            params![marker as i64],
         )
         .unwrap();
-    // Without the checkpoint the shorter chain is internally consistent.
+    assert_eq!(verify_local(&mut f), Err((marker, DamageKind::Removed)));
+    assert_eq!(verify_full(&mut f), Err((marker, DamageKind::Removed)));
+}
+
+/// Whoever holds the database key can cut the tail and rewrite the stored head and checkpoints
+/// to match: the box cannot see that (documented in docs/formats/audit-chain.md), a checkpoint
+/// kept off the box (the SIEM's) can.
+#[test]
+fn a_cut_that_also_rewrites_the_head_is_seen_only_against_an_off_box_checkpoint() {
+    let mut f = fixture(20);
+    let head = f.log.head(&mut f.db).unwrap();
+    let off_box = warden_core::audit::Checkpoint {
+        seq: head.next_seq - 1,
+        mac: head.last_mac,
+    };
+    let keep = head.next_seq - 4;
+    let conn = f.db.conn();
+    conn.execute(
+        "DELETE FROM audit_events WHERE seq > ?1",
+        params![keep as i64],
+    )
+    .unwrap();
+    conn.execute(
+        "DELETE FROM audit_checkpoints WHERE seq > ?1",
+        params![keep as i64],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE audit_state SET next_seq = ?1, last_mac = (SELECT mac FROM audit_events WHERE seq = ?2)",
+        params![keep as i64 + 1, keep as i64],
+    )
+    .unwrap();
+    assert!(verify_local(&mut f).is_ok());
     assert!(verify_full(&mut f).is_ok());
-    let verdict = f
-        .log
-        .verify(
-            &mut f.db,
-            VerifyFrom::Genesis(AuditKey::from_bytes(K0)),
-            Some(checkpoint),
+    for from in [
+        VerifyFrom::Genesis(AuditKey::from_bytes(K0)),
+        VerifyFrom::CurrentEpoch,
+    ] {
+        let damage = f
+            .log
+            .verify(&mut f.db, from, Some(off_box))
+            .unwrap()
+            .result
+            .unwrap_err();
+        assert_eq!((damage.seq, damage.kind), (keep + 1, DamageKind::Truncated));
+    }
+}
+
+/// A stored checkpoint that disagrees with its row is seen without any off-box help.
+#[test]
+fn a_stored_checkpoint_is_checked_on_the_box() {
+    let mut f = fixture(20);
+    let checkpoint = AuditLog::latest_checkpoint(&f.db).unwrap().unwrap();
+    f.db.conn()
+        .execute(
+            "UPDATE audit_checkpoints SET mac = zeroblob(32) WHERE seq = ?1",
+            params![checkpoint.seq as i64],
         )
         .unwrap();
-    let damage = verdict.result.unwrap_err();
-    assert_eq!(damage.kind, DamageKind::Truncated);
-    assert_eq!(damage.seq, checkpoint.seq - 2);
+    assert_eq!(
+        verify_full(&mut f),
+        Err((checkpoint.seq, DamageKind::Truncated))
+    );
 }
 
 #[test]
@@ -261,7 +361,7 @@ fn sigkill_mid_append_never_breaks_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.db");
     {
-        let mut db = Database::open(&path, &Key32::from_bytes([1; 32])).unwrap();
+        let mut db = Database::create(&path, &Key32::from_bytes([1; 32])).unwrap();
         AuditLog::new(Key32::from_bytes([2; 32]))
             .create(
                 &mut db,
@@ -324,7 +424,7 @@ fn every_record_and_checkpoint_is_queued_for_the_siem_in_the_same_transaction() 
     use warden_store::spool::{Spool, SpoolLimits};
     let dir = tempfile::tempdir().unwrap();
     let mut db =
-        Database::open(&dir.path().join("warden.db"), &Key32::from_bytes([1; 32])).unwrap();
+        Database::create(&dir.path().join("warden.db"), &Key32::from_bytes([1; 32])).unwrap();
     let limits = SpoolLimits {
         soft_limit: 20,
         hard_limit: 30,

@@ -14,7 +14,7 @@ fn key(b: u8) -> Key32 {
 fn creates_an_encrypted_private_database_at_the_latest_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.db");
-    let db = Database::open(&path, &key(1)).unwrap();
+    let db = Database::create(&path, &key(1)).unwrap();
     assert_eq!(db.schema_version().unwrap(), migrations::latest());
     assert!(
         db.cipher_version().unwrap().starts_with('4'),
@@ -31,16 +31,32 @@ fn creates_an_encrypted_private_database_at_the_latest_version() {
         b"SQLite format 3\0",
         "the file must not be plain SQLite"
     );
-    // Reopening is idempotent.
+    // Reopening is idempotent; creating again is refused.
     let db = Database::open(&path, &key(1)).unwrap();
     assert_eq!(db.schema_version().unwrap(), migrations::latest());
+    assert!(matches!(
+        Database::create(&path, &key(1)),
+        Err(StoreError::Exists(_))
+    ));
+}
+
+/// Opening never makes a database where none was: a wrong data directory is an error, not a
+/// fresh empty store that would then "verify".
+#[test]
+fn a_missing_database_is_an_error_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    let err = Database::open(&path, &key(1)).err().unwrap();
+    assert!(matches!(err, StoreError::Missing(_)), "{err}");
+    assert!(err.to_string().contains("warden init"), "{err}");
+    assert!(!path.exists());
 }
 
 #[test]
 fn wrong_key_is_reported_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.db");
-    Database::open(&path, &key(1)).unwrap();
+    Database::create(&path, &key(1)).unwrap();
     assert!(matches!(
         Database::open(&path, &key(2)),
         Err(StoreError::WrongKey(_))
@@ -89,7 +105,7 @@ fn plain_sqlite_and_foreign_databases_are_refused() {
 fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("warden.db");
-    let db = Database::open(&path, &key(1)).unwrap();
+    let db = Database::create(&path, &key(1)).unwrap();
     db.conn()
         .execute_batch(&format!(
             "PRAGMA user_version = {}",
@@ -144,7 +160,7 @@ fn racing_first_opens_child() {
             let path = std::path::Path::new(&dir).join(format!("race-{i}.db"));
             std::thread::spawn(move || {
                 barrier.wait();
-                Database::open(&path, &key(1)).map(drop)
+                Database::create(&path, &key(1)).map(drop)
             })
         })
         .collect();

@@ -39,7 +39,7 @@ impl Env {
     fn new(policy: &IdentityPolicy) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("warden.db");
-        let mut db = Database::open(&path, &Key32::from_bytes(DB_KEY)).unwrap();
+        let mut db = Database::create(&path, &Key32::from_bytes(DB_KEY)).unwrap();
         let k0 = [3u8; 32];
         AuditLog::new(Key32::from_bytes(AUDIT_KEY))
             .create(

@@ -334,6 +334,7 @@ fn an_intact_chain_verifies_from_genesis_and_from_the_current_epoch() {
             first_epoch: 0,
             last_epoch: 2,
             checkpoint_matched: true,
+            checkpoints_matched: 1,
         }
     );
     let head = built.state.head();
@@ -593,6 +594,55 @@ fn a_cut_off_tail_is_truncation_with_a_checkpoint_and_invisible_without() {
         from_genesis(built.k0, &built.rows, Some(wrong)),
         damage(12, DamageKind::Truncated)
     );
+}
+
+fn checkpoint_at(built: &Built, seq: u64) -> Checkpoint {
+    Checkpoint {
+        seq,
+        mac: ChainMac::from_slice(&built.rows[seq as usize - 1].mac).unwrap(),
+    }
+}
+
+/// The stored head and stored checkpoints, checked together: a cut tail is named at the first
+/// missing seq, whichever of them it falls behind.
+#[test]
+fn the_stored_head_and_every_stored_checkpoint_are_checked() {
+    let built = standard();
+    let head = checkpoint_at(&built, 30);
+    let verify = |rows: &[Row]| {
+        [10, 20, 25]
+            .into_iter()
+            .fold(
+                Verifier::from_genesis(AuditKey::from_bytes(built.k0), CHAIN_ID).with_head(head),
+                |v, seq| v.with_checkpoint(checkpoint_at(&built, seq)),
+            )
+            .verify_all(rows.iter().map(Row::view))
+    };
+    let report = verify(&built.rows).unwrap();
+    assert_eq!(report.checkpoints_matched, 4);
+    for keep in [29, 27, 24, 5, 0] {
+        assert_eq!(
+            verify(&built.rows[..keep]),
+            damage(keep as u64 + 1, DamageKind::Truncated),
+            "cut to {keep} rows"
+        );
+    }
+    // A row after the head was added without it.
+    let mut longer = standard();
+    let mut extended = longer.rows.clone();
+    extended.push(Row::from_record(
+        &longer.state.append(event(31, 3)).unwrap(),
+    ));
+    assert_eq!(verify(&extended), damage(31, DamageKind::Inserted));
+    // Checkpoints before the starting point cannot be checked and are ignored.
+    let later = Verifier::from_genesis(AuditKey::from_bytes(built.k0), CHAIN_ID)
+        .with_checkpoint(Checkpoint {
+            seq: 0,
+            mac: ChainMac([9; 32]),
+        })
+        .verify_all(built.rows.iter().map(Row::view))
+        .unwrap();
+    assert_eq!(later.checkpoints_matched, 0);
 }
 
 #[test]

@@ -99,8 +99,12 @@ pub struct VerifyReport {
     /// The epoch in force after the last row (one past the last marker's epoch if the chain
     /// ends with a marker).
     pub last_epoch: u32,
-    /// A checkpoint was given and the chain matched it at its seq.
+    /// At least one checkpoint (or the stored head) lay within the verified range and the chain
+    /// matched it at its seq.
     pub checkpoint_matched: bool,
+    /// How many checkpoints (the stored head included) lay within the verified range; each
+    /// matched.
+    pub checkpoints_matched: u64,
 }
 
 /// Checks a stored chain row by row. Feed rows in seq order with [`Verifier::push`], then call
@@ -112,8 +116,11 @@ pub struct Verifier {
     next_seq: u64,
     prev: [u8; 32],
     records: u64,
-    checkpoint: Option<Checkpoint>,
-    checkpoint_matched: bool,
+    /// Trusted (seq, MAC) pairs still ahead, sorted by seq (earliest last, popped as reached).
+    checkpoints: Vec<Checkpoint>,
+    checkpoints_matched: u64,
+    /// The stored head's seq: a row beyond it was added without the head (forged).
+    head_seq: Option<u64>,
     recent: Recent,
     buf: Vec<u8>,
     window: Vec<WinRow>,
@@ -164,8 +171,9 @@ impl Verifier {
             next_seq: anchor_seq.saturating_add(1),
             prev: anchor_mac,
             records: 0,
-            checkpoint: None,
-            checkpoint_matched: false,
+            checkpoints: Vec::new(),
+            checkpoints_matched: 0,
+            head_seq: None,
             recent,
             buf: Vec::with_capacity(512),
             window: Vec::new(),
@@ -173,11 +181,26 @@ impl Verifier {
         }
     }
 
-    /// Also checks the chain against a trusted checkpoint (from the SIEM). A checkpoint at or
-    /// before the starting point cannot be checked (`checkpoint_matched` stays false).
+    /// Also checks the chain against a trusted checkpoint (from the SIEM, or one stored on the
+    /// box); may be given any number of times. The chain must reach the checkpoint's seq and
+    /// carry its MAC there, else the verdict is [`DamageKind::Truncated`]. A checkpoint at or
+    /// before the starting point cannot be checked and is ignored.
     pub fn with_checkpoint(mut self, checkpoint: Checkpoint) -> Self {
-        self.checkpoint = Some(checkpoint);
+        if checkpoint.seq >= self.next_seq {
+            self.checkpoints.push(checkpoint);
+            // Descending, so the next one due is at the end.
+            self.checkpoints.sort_by(|a, b| b.seq.cmp(&a.seq));
+        }
         self
+    }
+
+    /// Also checks the chain against its stored head (the last seq and MAC committed with
+    /// every append): the chain must end exactly there. Rows missing before it are
+    /// [`DamageKind::Truncated`] (a cut tail), a different MAC there is too, and a row after
+    /// it is [`DamageKind::Inserted`] (added without the head).
+    pub fn with_head(mut self, head: Checkpoint) -> Self {
+        self.head_seq = Some(head.seq);
+        self.with_checkpoint(head)
     }
 
     /// Checks the next stored row. `Err` is the verdict: the first damage, final once given
@@ -195,6 +218,9 @@ impl Verifier {
             return Ok(());
         }
         let seq = self.next_seq;
+        if self.head_seq.is_some_and(|head| seq > head) {
+            return Err(self.fail(seq, DamageKind::Inserted));
+        }
         let verified = encode(&mut self.buf, seq, self.epoch, &row)
             && ct_eq(&self.key.chain_mac(&self.buf, &self.prev), row.mac);
         if !verified {
@@ -217,13 +243,12 @@ impl Verifier {
         if !self.window.is_empty() {
             return Err(self.decide());
         }
-        if let Some(checkpoint) = self.checkpoint {
-            if checkpoint.seq >= self.next_seq {
-                return Err(Damage {
-                    seq: self.next_seq,
-                    kind: DamageKind::Truncated,
-                });
-            }
+        if !self.checkpoints.is_empty() {
+            // A checkpoint (or the head) lies beyond the last row: the tail was cut off.
+            return Err(Damage {
+                seq: self.next_seq,
+                kind: DamageKind::Truncated,
+            });
         }
         Ok(VerifyReport {
             records: self.records,
@@ -231,7 +256,8 @@ impl Verifier {
             last_mac: ChainMac(self.prev),
             first_epoch: self.first_epoch,
             last_epoch: self.epoch,
-            checkpoint_matched: self.checkpoint_matched,
+            checkpoint_matched: self.checkpoints_matched > 0,
+            checkpoints_matched: self.checkpoints_matched,
         })
     }
 
@@ -252,13 +278,12 @@ impl Verifier {
         self.recent.insert(seq, self.epoch, self.prev);
         self.records += 1;
         self.next_seq = seq.saturating_add(1);
-        if let Some(checkpoint) = self.checkpoint {
-            if checkpoint.seq == seq {
-                if checkpoint.mac.0 != self.prev {
-                    return Err(self.fail(seq, DamageKind::Truncated));
-                }
-                self.checkpoint_matched = true;
+        while self.checkpoints.last().is_some_and(|c| c.seq == seq) {
+            let checkpoint = self.checkpoints.pop().expect("checked above");
+            if checkpoint.mac.0 != self.prev {
+                return Err(self.fail(seq, DamageKind::Truncated));
             }
+            self.checkpoints_matched += 1;
         }
         if row.action == EPOCH_MARKER_ACTION {
             // An authentic marker: it must commit to exactly the key we derive next.

@@ -51,7 +51,7 @@ pub async fn start_with(config: ServerConfig, prepare: impl FnOnce(&Database)) -
     let dir = tempfile::tempdir().unwrap();
     let db_key = Key32::from_bytes([0x11; 32]);
     let audit_key = Key32::from_bytes([0x22; 32]);
-    let mut db = Database::open(&dir.path().join("warden.db"), &db_key).unwrap();
+    let mut db = Database::create(&dir.path().join("warden.db"), &db_key).unwrap();
     ensure_audit_chain(&mut db, &audit_key).unwrap();
     prepare(&db);
     let store = StoreHandle::start(db, db_key, audit_key);

@@ -2,7 +2,6 @@
 //! passwords, TOTP enrollment, lifting lockouts; and reading users for `user list` / `show`.
 //! Every change commits together with its audit event.
 
-use rusqlite::TransactionBehavior;
 use serde::Serialize;
 use serde_json::json;
 use warden_core::audit::{NewEvent, Outcome};
@@ -62,17 +61,6 @@ pub struct LockInfo {
 }
 
 impl Identity {
-    fn check_authorization(by: &Authorized, needed: Permission) -> Result<(), IdentityError> {
-        if by.permission() == needed {
-            Ok(())
-        } else {
-            Err(IdentityError::WrongAuthorization {
-                needed,
-                given: by.permission(),
-            })
-        }
-    }
-
     fn new_enrollment(
         &self,
         username: &str,
@@ -121,9 +109,7 @@ impl Identity {
             Some(params) => Some(self.new_enrollment(username.as_str(), Some(params))?),
             None => None,
         };
-        let tx = db
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self.audit.begin(db)?;
         if rows::count_users(&tx)? > 0 {
             return Err(IdentityError::AlreadyHasUsers);
         }
@@ -151,7 +137,8 @@ impl Identity {
                 "totp": enrollment.is_some(),
             }),
         );
-        self.commit_with(tx, vec![event])?.finish(db)?;
+        tx.audit_one(event)?;
+        tx.commit()?;
         Ok(enrollment.map(|(uri, _)| uri))
     }
 
@@ -165,7 +152,7 @@ impl Identity {
         new: NewUser<'_>,
         now: UnixMs,
     ) -> Result<Option<KeyUri>, IdentityError> {
-        Self::check_authorization(by, Permission::UserManage)?;
+        by.check(Permission::UserManage)?;
         let NewUser {
             username,
             role,
@@ -184,9 +171,7 @@ impl Identity {
         } else {
             None
         };
-        let tx = db
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self.audit.begin(db)?;
         if rows::load_user(&tx, username.as_str())?.is_some() {
             return Err(IdentityError::UserExists(username.to_string()));
         }
@@ -197,7 +182,7 @@ impl Identity {
                 role,
                 password_phc: hash.as_ref().map(PasswordHash::as_phc),
                 created: now.secs(),
-                created_by: by.username(),
+                created_by: by.actor_name(),
             },
         )?;
         if let Some((uri, sealed)) = &enrollment {
@@ -205,12 +190,13 @@ impl Identity {
         }
         let event = self.event_now(
             now,
-            by.username(),
+            by.actor_name(),
             "user.create",
             &format!("user:{username}"),
             json!({ "role": role.name(), "totp": enrollment.is_some() }),
         );
-        self.commit_with(tx, vec![event])?.finish(db)?;
+        tx.audit_one(event)?;
+        tx.commit()?;
         Ok(enrollment.map(|(uri, _)| uri))
     }
 
@@ -224,10 +210,8 @@ impl Identity {
         disabled: bool,
         now: UnixMs,
     ) -> Result<bool, IdentityError> {
-        Self::check_authorization(by, Permission::UserManage)?;
-        let tx = db
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        by.check(Permission::UserManage)?;
+        let mut tx = self.audit.begin(db)?;
         let user = rows::load_user(&tx, username.as_str())?
             .ok_or_else(|| IdentityError::UnknownUser(username.to_string()))?;
         if disabled
@@ -240,7 +224,7 @@ impl Identity {
         rows::set_disabled(&tx, user.id, disabled)?;
         let event = self.event_now(
             now,
-            by.username(),
+            by.actor_name(),
             if disabled {
                 "user.disable"
             } else {
@@ -249,7 +233,8 @@ impl Identity {
             &format!("user:{username}"),
             json!({ "changed": changed }),
         );
-        self.commit_with(tx, vec![event])?.finish(db)?;
+        tx.audit_one(event)?;
+        tx.commit()?;
         Ok(changed)
     }
 
@@ -289,9 +274,7 @@ impl Identity {
             }
             Err(other) => return Err(other),
         };
-        let tx = db
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self.audit.begin(db)?;
         // The stored hash may have changed while we hashed; use the row as it is now.
         let current = rows::load_user(&tx, username)?
             .ok_or_else(|| IdentityError::UnknownUser(username.to_owned()))?;
@@ -311,7 +294,8 @@ impl Identity {
             &format!("user:{username}"),
             json!({ "self": actor == username }),
         );
-        self.commit_with(tx, vec![event])?.finish(db)?;
+        tx.audit_one(event)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -336,8 +320,8 @@ impl Identity {
         new_password: &Password,
         now: UnixMs,
     ) -> Result<(), IdentityError> {
-        Self::check_authorization(by, Permission::UserManage)?;
-        let actor = by.username().to_owned();
+        by.check(Permission::UserManage)?;
+        let actor = by.actor_name().to_owned();
         self.set_password_of(db, &actor, username.as_str(), new_password, now)
     }
 
@@ -350,9 +334,7 @@ impl Identity {
         now: UnixMs,
     ) -> Result<KeyUri, IdentityError> {
         let (uri, sealed) = self.new_enrollment(username, params)?;
-        let tx = db
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self.audit.begin(db)?;
         let user = rows::load_user(&tx, username)?
             .ok_or_else(|| IdentityError::UnknownUser(username.to_owned()))?;
         let replaced = user.totp.is_some();
@@ -370,7 +352,8 @@ impl Identity {
                 "replaced": replaced,
             }),
         );
-        self.commit_with(tx, vec![event])?.finish(db)?;
+        tx.audit_one(event)?;
+        tx.commit()?;
         Ok(uri)
     }
 
@@ -395,8 +378,8 @@ impl Identity {
         params: Option<TotpParams>,
         now: UnixMs,
     ) -> Result<KeyUri, IdentityError> {
-        Self::check_authorization(by, Permission::UserManage)?;
-        let actor = by.username().to_owned();
+        by.check(Permission::UserManage)?;
+        let actor = by.actor_name().to_owned();
         self.enroll(db, &actor, username.as_str(), params, now)
     }
 
@@ -413,11 +396,9 @@ impl Identity {
             Principal::User(_) => Permission::UserManage,
             Principal::Port(_) => Permission::ShimReset,
         };
-        Self::check_authorization(by, needed)?;
+        by.check(needed)?;
         let key = principal.key();
-        let tx = db
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self.audit.begin(db)?;
         if let Principal::User(name) = principal {
             if rows::load_user(&tx, name.as_str())?.is_none() {
                 return Err(IdentityError::UnknownUser(name.to_string()));
@@ -430,12 +411,13 @@ impl Identity {
         rows::save_lock(&tx, &key, &record)?;
         let event = self.event_now(
             now,
-            by.username(),
+            by.actor_name(),
             "lockout.unlock",
             &key,
             json!({ "was_locked": locked_at.is_some(), "locked_at": locked_at }),
         );
-        self.commit_with(tx, vec![event])?.finish(db)?;
+        tx.audit_one(event)?;
+        tx.commit()?;
         Ok(locked_at.is_some())
     }
 

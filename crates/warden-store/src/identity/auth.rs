@@ -1,12 +1,11 @@
 //! Authentication (the shim's TOTP challenge, the CLI's password plus TOTP) and authorization
 //! (a permission check that records its denials).
 
-use rusqlite::TransactionBehavior;
 use serde_json::json;
 use warden_core::audit::{NewEvent, Outcome};
 use warden_core::lockout::{LockoutState, Throttle};
 use warden_core::password::{Password, PasswordExpiry, PasswordHash};
-use warden_core::rbac::{authorize, Decision, DenyReason, Permission, Role};
+use warden_core::rbac::{authorize, authorize_service, Decision, Permission, Role, ServiceKind};
 use warden_core::secret::SecretBytes;
 use warden_core::totp::{TotpParams, TotpSecret, TotpVerdict};
 
@@ -61,26 +60,111 @@ impl AuthenticatedUser {
     }
 }
 
-/// An authenticated user allowed one permission. Only [`Identity::require`] makes one; the
-/// management operations take it as proof the check was done.
+/// A daemon acting as its own principal: the shim guarding one port, or the OTA server. It
+/// holds the keys it was started with, and its audit events name it (`service:shim:ID`,
+/// `service:ota`) — never a person, never a name from the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Service {
+    Shim(PortId),
+    Ota,
+}
+
+impl Service {
+    pub fn kind(&self) -> ServiceKind {
+        match self {
+            Self::Shim(_) => ServiceKind::ShimDaemon,
+            Self::Ota => ServiceKind::OtaServer,
+        }
+    }
+
+    /// The actor name in audit events. A colon cannot occur in a user name, so a service can
+    /// never be mistaken for a person.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Shim(port) => format!("service:shim:{}", port.as_str()),
+            Self::Ota => "service:ota".to_owned(),
+        }
+    }
+}
+
+/// Who acts: a person who signed in, or a daemon's service principal.
+#[derive(Clone, Debug)]
+pub enum Actor {
+    User(AuthenticatedUser),
+    Service(Service),
+}
+
+/// The actor name of `warden init` and of the documented break-glass path: the holder of the
+/// master passphrase, who signs in as nobody.
+pub const MASTER_PASSPHRASE_ACTOR: &str = "master-passphrase";
+
+/// The actor name of a refused command run without `--as`.
+pub const ANONYMOUS_ACTOR: &str = "anonymous";
+
+/// An actor allowed one permission. Only [`Identity::require`] (a signed-in user) and
+/// [`Identity::service`] (a daemon) make one; every privileged operation takes it as proof
+/// that the check was done and as the actor of its audit events.
 #[must_use = "an authorization is proof of a check; pass it to the operation it allows"]
 #[derive(Clone, Debug)]
 pub struct Authorized {
-    user: AuthenticatedUser,
+    actor: Actor,
+    name: String,
     permission: Permission,
 }
 
+/// An operation was handed an authorization for another permission (a programming error,
+/// refused all the same).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("this operation needs the {needed} permission, but the authorization is for {given}")]
+pub struct WrongAuthorization {
+    pub needed: Permission,
+    pub given: Permission,
+}
+
 impl Authorized {
-    pub fn user(&self) -> &AuthenticatedUser {
-        &self.user
+    fn new(actor: Actor, permission: Permission) -> Self {
+        let name = match &actor {
+            Actor::User(user) => user.username.clone(),
+            Actor::Service(service) => service.name(),
+        };
+        Self {
+            actor,
+            name,
+            permission,
+        }
     }
 
-    pub fn username(&self) -> &str {
-        &self.user.username
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// The actor's name as audit events record it: the user name, or `service:…`.
+    pub fn actor_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The signed-in user, when the actor is a person.
+    pub fn user(&self) -> Option<&AuthenticatedUser> {
+        match &self.actor {
+            Actor::User(user) => Some(user),
+            Actor::Service(_) => None,
+        }
     }
 
     pub fn permission(&self) -> Permission {
         self.permission
+    }
+
+    /// `Ok` when this authorization is for `needed`; every privileged operation starts here.
+    pub fn check(&self, needed: Permission) -> Result<(), WrongAuthorization> {
+        if self.permission == needed {
+            Ok(())
+        } else {
+            Err(WrongAuthorization {
+                needed,
+                given: self.permission,
+            })
+        }
     }
 }
 
@@ -222,9 +306,7 @@ impl Identity {
         let (name, actor) = claimed_name(username);
         let user_key = format!("user:{actor}");
         let port_key = format!("port:{}", port.as_str());
-        let tx = db
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self.audit.begin(db)?;
         let mut user_lock = rows::load_lock(&tx, &user_key)?;
         let mut port_lock = rows::load_lock(&tx, &port_key)?;
         let policy = self.policy.lockout;
@@ -246,7 +328,8 @@ impl Identity {
                 Outcome::Failure,
                 failure("port_locked", json!({})),
             );
-            self.commit_with(tx, vec![event])?.finish(db)?;
+            tx.audit_one(event)?;
+            tx.commit()?;
             return Ok(AuthOutcome::LockedOut);
         }
         let backoff = self.policy.backoff;
@@ -261,7 +344,8 @@ impl Identity {
                 Outcome::Failure,
                 failure("throttled", json!({ "retry_after_ms": wait })),
             );
-            self.commit_with(tx, vec![event])?.finish(db)?;
+            tx.audit_one(event)?;
+            tx.commit()?;
             return Ok(AuthOutcome::Rejected {
                 retry_after_ms: wait,
             });
@@ -308,7 +392,8 @@ impl Identity {
                     Outcome::Success,
                     json!({ "step": step, "user": user_key }),
                 );
-                self.commit_with(tx, vec![event])?.finish(db)?;
+                tx.audit_one(event)?;
+                tx.commit()?;
                 return Ok(AuthOutcome::Accepted {
                     username: user.username.clone(),
                     step,
@@ -341,7 +426,8 @@ impl Identity {
         let port_locked = port_lock.window.locked_at().is_some();
         let retry_after_ms = wait_ms(user_lock.throttle.check(&backoff, now.0))
             .max(wait_ms(port_lock.throttle.check(&backoff, now.0)));
-        self.commit_with(tx, events)?.finish(db)?;
+        tx.audit(events)?;
+        tx.commit()?;
         if port_locked {
             Ok(AuthOutcome::LockedOut)
         } else {
@@ -372,9 +458,7 @@ impl Identity {
 
         // Locked or too soon: refused before any expensive work.
         {
-            let tx = db
-                .conn_mut()
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut tx = self.audit.begin(db)?;
             let lock = rows::load_lock(&tx, &user_key)?;
             if let Some(refusal) = self.precheck(&lock, now) {
                 let (reason, err) = match refusal {
@@ -396,7 +480,8 @@ impl Identity {
                     Outcome::Failure,
                     json!({ "reason": reason }),
                 );
-                self.commit_with(tx, vec![event])?.finish(db)?;
+                tx.audit_one(event)?;
+                tx.commit()?;
                 return Err(err);
             }
         }
@@ -439,9 +524,7 @@ impl Identity {
             _ => None,
         };
 
-        let tx = db
-            .conn_mut()
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = self.audit.begin(db)?;
         let mut lock = rows::load_lock(&tx, &user_key)?;
         // Re-read: a lock, a disable or an accepted code may have landed meanwhile.
         let user = match &name {
@@ -516,7 +599,8 @@ impl Identity {
                     Outcome::Success,
                     details,
                 );
-                self.commit_with(tx, vec![event])?.finish(db)?;
+                tx.audit_one(event)?;
+                tx.commit()?;
                 Ok(AuthenticatedUser {
                     username: user.username,
                     role: user.role,
@@ -543,7 +627,8 @@ impl Identity {
                 events.extend(self.count_failure(&mut lock, &user_key, now));
                 rows::save_lock(&tx, &user_key, &lock)?;
                 let now_locked = lock.window.locked_at().is_some();
-                self.commit_with(tx, events)?.finish(db)?;
+                tx.audit(events)?;
+                tx.commit()?;
                 if now_locked {
                     Err(AuthError::LockedOut { username: actor })
                 } else {
@@ -578,48 +663,104 @@ impl Identity {
         action: &str,
         now: UnixMs,
     ) -> Result<Authorized, AuthError> {
-        let decision = if user.password_expired {
-            Err("password_expired")
+        let reason = if user.password_expired {
+            "password_expired"
+        } else if authorize(user.role, permission).is_allowed() {
+            return Ok(Authorized::new(Actor::User(user.clone()), permission));
         } else {
-            match authorize(user.role, permission) {
-                Decision::Allow => Ok(()),
-                Decision::Deny {
-                    reason: DenyReason::NotGranted { .. },
-                } => Err("not_granted"),
-            }
+            "not_granted"
         };
-        match decision {
-            Ok(()) => Ok(Authorized {
-                user: user.clone(),
+        self.record_denial(
+            db,
+            &user.username,
+            permission,
+            action,
+            now,
+            json!({ "role": user.role.name(), "reason": reason }),
+        )?;
+        Err(if user.password_expired {
+            AuthError::PasswordExpired {
+                username: user.username.clone(),
+            }
+        } else {
+            AuthError::Denied {
+                username: user.username.clone(),
+                role: user.role,
                 permission,
-            }),
-            Err(reason) => {
-                let event = self.event(
-                    now,
-                    &user.username,
+            }
+        })
+    }
+
+    /// Authorizes a daemon's own act (`service` carries its grants, see
+    /// [`warden_core::rbac::ServiceKind`]). A refusal is audited like a person's.
+    pub fn service(
+        &mut self,
+        db: &mut Database,
+        service: &Service,
+        permission: Permission,
+        action: &str,
+        now: UnixMs,
+    ) -> Result<Authorized, AuthError> {
+        match authorize_service(service.kind(), permission) {
+            Decision::Allow => Ok(Authorized::new(Actor::Service(service.clone()), permission)),
+            Decision::Deny { reason } => {
+                self.record_denial(
+                    db,
+                    &service.name(),
+                    permission,
                     action,
-                    &format!("permission:{permission}"),
-                    Outcome::Denied,
-                    json!({
-                        "permission": permission.name(),
-                        "role": user.role.name(),
-                        "reason": reason,
-                    }),
-                );
-                self.audit.append(db, vec![event])?;
-                if user.password_expired {
-                    Err(AuthError::PasswordExpired {
-                        username: user.username.clone(),
-                    })
-                } else {
-                    Err(AuthError::Denied {
-                        username: user.username.clone(),
-                        role: user.role,
-                        permission,
-                    })
-                }
+                    now,
+                    json!({ "service": service.kind().name(), "reason": "not_granted" }),
+                )?;
+                Err(AuthError::ServiceDenied(reason))
             }
         }
+    }
+
+    /// A privileged command run without naming who runs it: refused and audited
+    /// (`ACTION.denied`, actor `anonymous`).
+    pub fn refuse_anonymous(
+        &mut self,
+        db: &mut Database,
+        permission: Permission,
+        action: &str,
+        now: UnixMs,
+    ) -> Result<AuthError, StoreError> {
+        self.record_denial(
+            db,
+            ANONYMOUS_ACTOR,
+            permission,
+            action,
+            now,
+            json!({ "reason": "not_signed_in" }),
+        )?;
+        Ok(AuthError::NotSignedIn { permission })
+    }
+
+    /// `ACTION.denied` by `actor`, subject `permission:NAME`, with the permission in the details.
+    fn record_denial(
+        &mut self,
+        db: &mut Database,
+        actor: &str,
+        permission: Permission,
+        action: &str,
+        now: UnixMs,
+        details: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut details = details;
+        if let Some(map) = details.as_object_mut() {
+            map.insert("permission".into(), json!(permission.name()));
+        }
+        let event = self.event(
+            now,
+            actor,
+            &format!("{action}.denied"),
+            &format!("permission:{permission}"),
+            Outcome::Denied,
+            details,
+        );
+        self.audit.append(db, vec![event])?;
+        Ok(())
     }
 }
 

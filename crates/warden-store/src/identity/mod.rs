@@ -33,7 +33,10 @@ use crate::audit::AuditLog;
 use crate::db::{Database, StoreError};
 
 pub use admin::{LockInfo, NewUser, TotpInfo, UserInfo};
-pub use auth::{AuthOutcome, AuthenticatedUser, Authorized};
+pub use auth::{
+    Actor, AuthOutcome, AuthenticatedUser, Authorized, Service, WrongAuthorization,
+    ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR,
+};
 
 /// The tables (schema migration 2).
 pub const MIGRATION_SQL: &str = "
@@ -239,11 +242,8 @@ pub enum IdentityError {
     Hashing(#[from] PasswordError),
     #[error("cannot build the enrollment URI: {0}")]
     KeyUri(#[from] KeyUriError),
-    #[error("this operation needs the {needed} permission, but the authorization is for {given}")]
-    WrongAuthorization {
-        needed: Permission,
-        given: Permission,
-    },
+    #[error(transparent)]
+    WrongAuthorization(#[from] WrongAuthorization),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -276,6 +276,10 @@ pub enum AuthError {
     },
     #[error("the password of {username} has expired; change it with `warden user passwd` first")]
     PasswordExpired { username: String },
+    #[error("access denied: {permission} needs a sign-in; pass --as USER (or set WARDEN_USER)")]
+    NotSignedIn { permission: Permission },
+    #[error("access denied: {0}")]
+    ServiceDenied(warden_core::rbac::DenyReason),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -379,37 +383,6 @@ impl Identity {
     /// Replaces the TOTP verification window for this process (the shim's `totp.window`).
     pub fn set_totp_window(&mut self, window: warden_core::totp::Window) {
         self.policy.totp.window = window;
-    }
-
-    /// Commits `tx` after appending `events` in it. The caller then calls
-    /// [`Committed::finish`], which erases old audit keys if the chain evolved.
-    fn commit_with(
-        &self,
-        tx: rusqlite::Transaction<'_>,
-        events: Vec<warden_core::audit::NewEvent>,
-    ) -> Result<Committed, StoreError> {
-        let evolved = if events.is_empty() {
-            false
-        } else {
-            self.audit.append_in(&tx, events)?.evolved
-        };
-        tx.commit()?;
-        Ok(Committed { evolved })
-    }
-}
-
-/// A committed change; [`Committed::finish`] completes the audit chain's key erasure.
-#[must_use = "call finish() so an evolved audit key leaves the disk"]
-struct Committed {
-    evolved: bool,
-}
-
-impl Committed {
-    fn finish(self, db: &Database) -> Result<(), StoreError> {
-        if self.evolved {
-            AuditLog::erase_old_keys(db)?;
-        }
-        Ok(())
     }
 }
 

@@ -113,7 +113,7 @@ pub fn run(cmd: &AuditCommand, global: &GlobalArgs) -> Result<()> {
             );
             let event = NewEvent::new(
                 audit::timestamp_now(),
-                allowed.username(),
+                allowed.actor_name(),
                 "audit.export",
                 output
                     .as_ref()

@@ -84,12 +84,12 @@ pub fn run(cmd: &ShimCommand, global: &GlobalArgs) -> Result<()> {
                 &session.db,
                 &config.shim_id,
                 false,
-                &format!("reset by {}", authorized.username()),
+                &format!("reset by {}", authorized.actor_name()),
             )?;
             let reply = control::request(
                 &config.control_socket,
                 &ControlRequest::Reset {
-                    admin: authorized.username().to_string(),
+                    admin: authorized.actor_name().to_string(),
                 },
             )?;
             if !reply.ok {

@@ -71,7 +71,7 @@ pub fn run(global: &GlobalArgs, args: &SessionExportArgs) -> Result<()> {
     let written = matches!(exported.status, Status::Complete | Status::CutShort(_))
         && exported.output.is_some();
     let event = audit_event(
-        allowed.username(),
+        allowed.actor_name(),
         "recording.export",
         &path,
         &exported,

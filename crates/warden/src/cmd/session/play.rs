@@ -66,7 +66,7 @@ pub fn run(global: &GlobalArgs, args: &PlayArgs) -> Result<()> {
     let refused = scan.metadata.is_none()
         || matches!(scan.status, Status::Damaged(_) | Status::Unreadable(_));
     let event = audit_event(
-        allowed.username(),
+        allowed.actor_name(),
         "recording.play",
         &path,
         &scan,
