@@ -98,6 +98,24 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     openssl::sha::sha256(data)
 }
 
+/// SHA-256 over data given in pieces.
+pub struct Sha256(openssl::sha::Sha256);
+
+impl Sha256 {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Self(openssl::sha::Sha256::new())
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finish()
+    }
+}
+
 /// Compares two byte strings in time independent of their contents (lengths may leak).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && openssl::memcmp::eq(a, b)

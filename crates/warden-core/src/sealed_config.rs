@@ -3,7 +3,8 @@
 //! Fernet (AES-128-CBC + HMAC-SHA256, with a timestamp) is what seed 002 asks for, and its
 //! tokens interoperate with Python `cryptography.fernet`. The 32-byte `config` purpose key is
 //! used directly as the Fernet key (first half signing key, second half encryption key, as the
-//! Fernet specification splits it). Daemons load YAML that is either plain or a Fernet token.
+//! Fernet specification splits it). A file expected to be sealed is refused when it is not;
+//! reading a plain configuration is the caller's explicit choice ([`Plain::Allow`]).
 
 use base64::engine::general_purpose::URL_SAFE as B64URL;
 use base64::Engine;
@@ -15,6 +16,71 @@ use crate::secret::{Key32, SecretBytes};
 pub enum SealedConfigError {
     #[error("the sealed configuration could not be opened: wrong key, or the token was modified or is not a Fernet token")]
     Rejected,
+}
+
+/// Configuration files are small; anything larger is a mistake (or an attack).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Whether a configuration file that is not sealed may be read as it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plain {
+    /// Refuse it: the file must be a Fernet token under the `config` key.
+    Refuse,
+    /// Accept it (the caller logs that it did).
+    Allow,
+}
+
+/// How a configuration file was stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Form {
+    Sealed,
+    Plain,
+}
+
+/// Why a configuration file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error(transparent)]
+    File(#[from] crate::fsx::FsError),
+    #[error("{0} is not sealed (not a Fernet token); seal it with `warden config seal`, or allow a plain configuration explicitly")]
+    NotSealed(std::path::PathBuf),
+    #[error("{path}: {source}")]
+    Rejected {
+        path: std::path::PathBuf,
+        #[source]
+        source: SealedConfigError,
+    },
+}
+
+/// A configuration file's bytes (at most [`MAX_CONFIG_BYTES`]) and their SHA-256.
+pub fn read_file(path: &std::path::Path) -> Result<(Vec<u8>, [u8; 32]), crate::fsx::FsError> {
+    let file = std::fs::File::open(path).map_err(|e| crate::fsx::FsError::io(path, e))?;
+    let bytes = crate::fsx::read_limited(file, path, MAX_CONFIG_BYTES)?;
+    let digest = crate::mac::sha256(&bytes);
+    Ok((bytes, digest))
+}
+
+/// Reads a configuration file that is a Fernet token under `sealer`'s key, or (only with
+/// [`Plain::Allow`]) plain text. Returns the plaintext, how it was stored and the file's SHA-256.
+pub fn read_config(
+    path: &std::path::Path,
+    sealer: &ConfigSealer,
+    plain: Plain,
+) -> Result<(SecretBytes, Form, [u8; 32]), ConfigFileError> {
+    let (bytes, digest) = read_file(path)?;
+    if ConfigSealer::looks_sealed(&bytes) {
+        let text = sealer
+            .open(&bytes)
+            .map_err(|source| ConfigFileError::Rejected {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        return Ok((text, Form::Sealed, digest));
+    }
+    match plain {
+        Plain::Allow => Ok((SecretBytes::new(bytes), Form::Plain, digest)),
+        Plain::Refuse => Err(ConfigFileError::NotSealed(path.to_path_buf())),
+    }
 }
 
 /// Seals and opens configuration under one key.

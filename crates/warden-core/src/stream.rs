@@ -619,6 +619,11 @@ impl<R: Read> SealedReader<R> {
     }
 
     /// Input bytes covered by verification so far (header and verified frames).
+    /// The source, positioned wherever reading stopped (e.g. to hash what follows).
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     pub fn verified_input_bytes(&self) -> u64 {
         self.verified_input_bytes
     }

@@ -35,6 +35,7 @@ pub mod fuzzing;
 pub mod gp;
 pub mod keys;
 pub mod metrics;
+pub mod ops;
 pub mod script;
 pub mod scriptfile;
 pub mod server;

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use rusqlite::Transaction;
 use warden_core::audit::{AuditKey, ChainId, NewEvent, Outcome};
 use warden_core::secret::Key32;
-use warden_store::audit::{AuditLog, AuditPolicy};
+use warden_store::audit::{AuditLog, AuditPolicy, AuditedTx};
 use warden_store::ota::OtaStoreError;
 use warden_store::{Database, StoreError};
 
@@ -29,34 +29,28 @@ impl From<OtaStoreError> for StoreFailure {
     }
 }
 
-/// What a job can use besides the transaction.
-pub struct JobCtx {
-    audit: AuditLog,
-    db_key: Key32,
-    evolved: std::cell::Cell<bool>,
+/// What a job can use besides the transaction: the batch's audited transaction (its events
+/// commit with the job's changes) and the `database` key.
+pub struct JobCtx<'a> {
+    audited: &'a AuditedTx<'a>,
+    db_key: &'a Key32,
 }
 
-impl JobCtx {
-    /// Appends audit events in the job's transaction.
-    pub fn audit(&self, tx: &Transaction<'_>, events: Vec<NewEvent>) -> Result<(), OtaStoreError> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let appended = self.audit.append_in(tx, events)?;
-        if appended.evolved {
-            self.evolved.set(true);
-        }
+impl JobCtx<'_> {
+    /// Appends audit events in the job's transaction (`tx` is that transaction).
+    pub fn audit(&self, _tx: &Transaction<'_>, events: Vec<NewEvent>) -> Result<(), OtaStoreError> {
+        self.audited.audit(events)?;
         Ok(())
     }
 
     /// The `database` purpose key, to open sealed PSKs.
     pub fn db_key(&self) -> &Key32 {
-        &self.db_key
+        self.db_key
     }
 }
 
 type Completion = Box<dyn FnOnce(Option<&StoreFailure>) + Send>;
-type Job = Box<dyn FnOnce(&Transaction<'_>, &JobCtx) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(&Transaction<'_>, &JobCtx<'_>) -> (bool, Completion) + Send>;
 
 /// A handle to the database thread; cheap to clone. The thread stops when every handle is gone.
 #[derive(Clone)]
@@ -200,12 +194,8 @@ impl StoreHandle {
 const MAX_BATCH: usize = 512;
 
 fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key32) {
-    let ctx = JobCtx {
-        // Every session and APDU exchange also goes to the SIEM, in the same transaction.
-        audit: AuditLog::forwarding_to_siem(audit_key),
-        db_key,
-        evolved: std::cell::Cell::new(false),
-    };
+    // Every session and APDU exchange also goes to the SIEM, in the same transaction.
+    let audit = AuditLog::forwarding_to_siem(audit_key);
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -214,10 +204,7 @@ fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key3
                 Err(_) => break,
             }
         }
-        let tx = match db
-            .conn_mut()
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        {
+        let tx = match audit.begin(&mut db) {
             Ok(tx) => tx,
             Err(e) => {
                 let failure = StoreFailure(format!("cannot begin a transaction: {e}"));
@@ -226,6 +213,10 @@ fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key3
                 drop(batch);
                 continue;
             }
+        };
+        let ctx = JobCtx {
+            audited: &tx,
+            db_key: &db_key,
         };
         let mut completions = Vec::with_capacity(batch.len());
         for job in batch {
@@ -253,11 +244,6 @@ fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key3
             .map(|e| StoreFailure(format!("commit failed: {e}")));
         for completion in completions {
             completion(commit.as_ref());
-        }
-        if ctx.evolved.replace(false) {
-            if let Err(e) = AuditLog::erase_old_keys(&db) {
-                tracing::error!(error = %e, "could not checkpoint the WAL after an audit key evolution");
-            }
         }
     }
 }

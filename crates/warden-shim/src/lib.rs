@@ -1,6 +1,7 @@
-//! warden-shim: the serial MFA shim. So far it owns the session recording format and its
-//! exports ([`recording`]); the gate state machine, port adapter, tamper sources and daemon
-//! come next.
+//! warden-shim: the serial MFA shim — the gate state machine ([`machine`]), the serial port
+//! adapter ([`serial`]), the daemon with its tamper sources and control socket ([`daemon`]),
+//! its host over the store ([`host`]), and the session recording format with its reading,
+//! exports and the audited recording operations ([`recording`]).
 //!
 //! Data flows: every chunk forwarded between the technician's port and the device's port is
 //! copied, with its direction and a monotonic time offset, into a [`recording::RecordWriter`]
@@ -10,6 +11,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod host;
 pub mod machine;
 pub mod prompt;
 pub mod recording;

@@ -124,3 +124,61 @@ pub async fn send_test_event(
         watched: confirm_after,
     })
 }
+
+/// Why an audited SIEM test did not report success.
+#[derive(Debug, thiserror::Error)]
+pub enum SiemTestError {
+    #[error(transparent)]
+    Authorization(#[from] warden_store::identity::WrongAuthorization),
+    #[error("SIEM test to {target} failed")]
+    Link {
+        target: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] warden_store::StoreError),
+}
+
+/// `warden siem test` as an operation: needs `siem.test`; sends one test event to the SIEM of
+/// `settings` and appends `siem.test` (success, or the failure's cause) to the audit chain.
+pub fn audited_test(
+    store: &mut warden_store::Store,
+    by: &warden_store::identity::Authorized,
+    settings: &crate::SiemSettings,
+    client: &TlsClient,
+    watch: Duration,
+) -> Result<TestReport, SiemTestError> {
+    by.check(warden_core::rbac::Permission::SiemTest)?;
+    let endpoint = &settings.endpoint;
+    let target = format!(
+        "{}:{} (server name {})",
+        endpoint.host, endpoint.port, endpoint.server_name
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(SiemTestError::Runtime)?;
+    let result = runtime.block_on(send_test_event(
+        client,
+        &settings.identity,
+        watch,
+        settings.delivery.max_message_bytes,
+    ));
+    let event = match &result {
+        Ok(report) => by
+            .event("siem.test", &target, warden_core::audit::Outcome::Success)
+            .with_details(serde_json::json!({
+                "tls_version": report.tls_version,
+                "cipher": report.cipher,
+                "server_subject": report.server_subject,
+            })),
+        Err(err) => by
+            .event("siem.test", &target, warden_core::audit::Outcome::Failure)
+            .with_details(serde_json::json!({ "error": err.to_string() })),
+    };
+    store.append(vec![event])?;
+    result.map_err(|source| SiemTestError::Link { target, source })
+}

@@ -9,14 +9,70 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod config;
 pub mod db;
 pub mod identity;
 pub mod migrations;
 pub mod ota;
+pub mod provision;
 pub mod shim;
 pub mod spool;
+pub mod vault;
 
 pub use db::{Database, StoreError, DB_FILE};
+
+use warden_core::audit::NewEvent;
+use warden_core::datadir::DataDir;
+use warden_core::secret::Key32;
+
+use audit::{AuditLog, AuditedTx};
+use identity::{Identity, IdentityError};
+
+/// An opened data directory's database with its identity service and audit chain: what every
+/// capability's operations take, together with the [`identity::Authorized`] value for their
+/// permission.
+pub struct Store {
+    pub db: Database,
+    pub identity: Identity,
+}
+
+impl Store {
+    /// Opens the data directory's database with the `database` key; `audit_key` is the `audit`
+    /// purpose key of the chain.
+    pub fn open(
+        dir: &DataDir,
+        database_key: Key32,
+        audit_key: Key32,
+    ) -> Result<Self, IdentityError> {
+        let db = Database::open(&dir.root().join(DB_FILE), &database_key)?;
+        let identity = Identity::load(&db, database_key, audit_key)?;
+        Ok(Self { db, identity })
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        self.identity.audit_log()
+    }
+
+    /// Runs `change` and commits it together with the audit events it appended (see
+    /// [`AuditLog::transact`]): the one way a privileged act is committed.
+    pub fn transact<T, E>(
+        &mut self,
+        change: impl FnOnce(&AuditedTx<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        self.identity.audit_log().transact(&mut self.db, change)
+    }
+
+    /// Appends events that go with no change (a read, a refusal, a failed attempt).
+    pub fn append(&mut self, events: Vec<NewEvent>) -> Result<(), StoreError> {
+        self.identity
+            .audit_log()
+            .append(&mut self.db, events)
+            .map(drop)
+    }
+}
 
 /// The current UTC time in RFC 3339 with microseconds.
 pub fn now_rfc3339() -> String {

@@ -106,6 +106,11 @@ pub const MIGRATIONS: &[Migration] = &[
         WHERE (SELECT max(seq) FROM audit_events) >= next_seq;
     ",
     },
+    Migration {
+        version: 7,
+        name: "shim: reset requests, settled by the daemon",
+        sql: crate::shim::RESET_MIGRATION_SQL,
+    },
 ];
 
 /// The schema version this build brings a database to.

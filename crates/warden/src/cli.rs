@@ -102,8 +102,15 @@ pub enum AuditCommand {
     /// Check the chain and name the first damaged record and the kind of damage.
     ///
     /// With --auditor-key the whole history is verified from genesis; without it, only the
-    /// current epoch (the box no longer holds earlier keys).
-    Verify(VerifyArgs),
+    /// current epoch (the box no longer holds earlier keys). Either way the rows are checked
+    /// against the stored head and checkpoints, so a cut-off tail is named. Needs
+    /// `audit.verify` (administrator, auditor).
+    Verify {
+        #[command(flatten)]
+        actor: ActorArgs,
+        #[command(flatten)]
+        verify: VerifyArgs,
+    },
     /// Write a human-readable copy (21 CFR Part 11 §11.10(b)) with the verification result.
     /// Needs an auditor's sign-in (`--as USER`); the export itself is audited.
     Export {
@@ -117,8 +124,10 @@ pub enum AuditCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Show the latest events; -f keeps following new ones.
+    /// Show the latest events; -f keeps following new ones. Needs `audit.tail`.
     Tail {
+        #[command(flatten)]
+        actor: ActorArgs,
         /// How many events to show.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: u64,
@@ -128,8 +137,11 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Print the latest checkpoint (`SEQ:MAC`) to keep off the box.
-    Checkpoint,
+    /// Print the latest checkpoint (`SEQ:MAC`) to keep off the box. Needs `audit.checkpoint`.
+    Checkpoint {
+        #[command(flatten)]
+        actor: ActorArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -148,14 +160,29 @@ pub enum ExportFormat {
     Jsonl,
 }
 
+impl From<ExportFormat> for warden_store::audit::ExportFormat {
+    fn from(format: ExportFormat) -> Self {
+        match format {
+            ExportFormat::Csv => Self::Csv,
+            ExportFormat::Jsonl => Self::Jsonl,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SiemCommand {
     /// Connect to the SIEM named in the `siem:` section of a configuration file, send one test
     /// event (CEF signature `siem-test`), and report success or the exact failure.
+    /// Needs `siem.test` (administrator).
     Test {
-        /// A YAML configuration with a `siem:` section (plain, or sealed with `warden config seal`).
+        #[command(flatten)]
+        actor: ActorArgs,
+        /// A YAML configuration with a `siem:` section, sealed with `warden config seal`.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// Accept a configuration that is not sealed (logged as a warning).
+        #[arg(long)]
+        allow_plain_config: bool,
         /// How long the connection is watched after the write (the server closing it in that
         /// time means the message was refused); default: siem.delivery.confirm_after_ms.
         #[arg(long, value_name = "MS")]
@@ -201,8 +228,11 @@ pub enum KdfChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum VaultCommand {
-    /// Encrypt IN into a sealed stream OUT (`-` for standard input / output).
+    /// Encrypt IN into a sealed stream OUT (`-` for standard input / output). Needs
+    /// `vault.seal` (operator, administrator); audited with OUT's SHA-256.
     Seal {
+        #[command(flatten)]
+        actor: ActorArgs,
         input: PathBuf,
         output: PathBuf,
         /// Replace OUT if it exists.
@@ -210,7 +240,10 @@ pub enum VaultCommand {
         force: bool,
     },
     /// Verify and decrypt the sealed stream IN into OUT (`-` for standard input / output).
+    /// Needs `vault.open` (operator, administrator, auditor); audited with IN's SHA-256.
     Open {
+        #[command(flatten)]
+        actor: ActorArgs,
         input: PathBuf,
         output: PathBuf,
         /// For a truncated file (e.g. after power loss): write the verified prefix and report
@@ -221,14 +254,21 @@ pub enum VaultCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Check every segment of a sealed stream without writing the plaintext anywhere.
-    Verify { file: PathBuf },
+    /// Check every segment of a sealed stream without writing the plaintext anywhere. Needs
+    /// `vault.verify`.
+    Verify {
+        #[command(flatten)]
+        actor: ActorArgs,
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Seal FILE into a Fernet token (written to FILE.sealed, or -o).
+    /// Seal FILE into a Fernet token (written to FILE.sealed, or -o). Needs `config.seal`.
     Seal {
+        #[command(flatten)]
+        actor: ActorArgs,
         file: PathBuf,
         /// Where to write the token (`-` for standard output).
         #[arg(short, long)]
@@ -236,8 +276,11 @@ pub enum ConfigCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Open a sealed configuration file and print it (or write it with -o).
+    /// Open a sealed configuration file and print it (or write it with -o); a file that is not
+    /// sealed is refused. Needs `config.open`.
     Open {
+        #[command(flatten)]
+        actor: ActorArgs,
         file: PathBuf,
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -258,9 +301,11 @@ pub struct DemoArgs {
 #[derive(Debug, Subcommand)]
 pub enum SessionCommand {
     /// Every recording in DATA_DIR/sessions: when, how long, device, technician, shim, bytes
-    /// each way, and whether it verifies (complete, cut short, damaged). Needs the master
-    /// passphrase only.
+    /// each way, and whether it verifies (complete, cut short, damaged). Needs
+    /// `recording.list` (administrator, auditor).
     List {
+        #[command(flatten)]
+        actor: ActorArgs,
         /// One JSON object with every fact, for scripts.
         #[arg(long)]
         json: bool,
@@ -324,12 +369,12 @@ pub enum SessionFormat {
     Text,
 }
 
-impl SessionFormat {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Asciicast => "asciicast",
-            Self::Jsonl => "jsonl",
-            Self::Text => "text",
+impl From<SessionFormat> for warden_shim::recording::ops::Format {
+    fn from(format: SessionFormat) -> Self {
+        match format {
+            SessionFormat::Asciicast => Self::Asciicast,
+            SessionFormat::Jsonl => Self::Jsonl,
+            SessionFormat::Text => Self::Text,
         }
     }
 }

@@ -5,9 +5,11 @@
 
 mod cli;
 mod cmd;
-mod keys;
-mod pipeline;
+mod context;
+mod enroll;
+mod live_shim;
 mod progress;
+mod shim_bench;
 
 use std::process::ExitCode;
 
@@ -16,6 +18,7 @@ use warden_core::datadir::DataDirError;
 use warden_core::keyring::KeyringError;
 use warden_core::sealed_config::SealedConfigError;
 use warden_core::stream::StreamError;
+use warden_shim::recording::read::SessionError;
 use warden_shim::recording::RecordError;
 use warden_store::identity::AuthError;
 
@@ -52,17 +55,20 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    // One context per process: the passphrase is read at most once, whatever the command.
+    let mut ctx = context::Context::new(&cli.global);
+    let ctx = &mut ctx;
     match &cli.command {
-        Command::Init(args) => cmd::init::run(args, &cli.global),
-        Command::Vault(cmd) => cmd::vault::run(cmd, &cli.global),
-        Command::Config(cmd) => cmd::config::run(cmd, &cli.global),
-        Command::Audit(cmd) => cmd::audit::run(cmd, &cli.global),
-        Command::Siem(cmd) => cmd::siem::run(cmd, &cli.global),
-        Command::Ota(cmd) => cmd::ota::run(cmd, &cli.global),
-        Command::Shim(cmd) => cmd::shim::run(cmd, &cli.global),
+        Command::Init(args) => cmd::init::run(args, ctx),
+        Command::Vault(cmd) => cmd::vault::run(cmd, ctx),
+        Command::Config(cmd) => cmd::config::run(cmd, ctx),
+        Command::Audit(cmd) => cmd::audit::run(cmd, ctx),
+        Command::Siem(cmd) => cmd::siem::run(cmd, ctx),
+        Command::Ota(cmd) => cmd::ota::run(cmd, ctx),
+        Command::Shim(cmd) => cmd::shim::run(cmd, ctx),
         Command::Demo(args) => cmd::demo::run(args),
-        Command::User(args) => cmd::user::run(args, &cli.global),
-        Command::Session(cmd) => cmd::session::run(cmd, &cli.global),
+        Command::User(args) => cmd::user::run(args, ctx),
+        Command::Session(cmd) => cmd::session::run(cmd, ctx),
     }
 }
 
@@ -102,8 +108,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         };
     }
     if find::<SealedConfigError>(err).is_some()
-        || find::<cmd::audit::ChainDamaged>(err).is_some()
-        || find::<cmd::session::CutShortRefused>(err).is_some()
+        || find::<warden_store::audit::ChainDamaged>(err).is_some()
+        || matches!(
+            find::<SessionError>(err),
+            Some(SessionError::CutShortRefused(_))
+        )
     {
         return exit::DAMAGED;
     }

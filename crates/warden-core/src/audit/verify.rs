@@ -189,7 +189,7 @@ impl Verifier {
         if checkpoint.seq >= self.next_seq {
             self.checkpoints.push(checkpoint);
             // Descending, so the next one due is at the end.
-            self.checkpoints.sort_by(|a, b| b.seq.cmp(&a.seq));
+            self.checkpoints.sort_by_key(|c| std::cmp::Reverse(c.seq));
         }
         self
     }

@@ -1,7 +1,8 @@
 //! The local control socket: `warden shim reset` and `warden shim status` talk to the daemon
 //! here. A Unix socket (0600, in a 0700 directory) — the daemon opens no network listener.
-//! Only the daemon's own user (or root) may connect (checked with SO_PEERCRED); the CLI has
-//! already authenticated the administrator against the store before it sends a reset.
+//! Only the daemon's own user (or root) may connect (checked with SO_PEERCRED). A reset names a
+//! request that an administrator's sign-in stored in the database; the daemon checks it there,
+//! so a connection alone cannot reset anything.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -19,9 +20,10 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum ControlRequest {
     Status,
-    /// Return from LOCKED or EMERGENCY_STOP to IDLE; `admin` was authenticated by the CLI.
+    /// Return from LOCKED or EMERGENCY_STOP to IDLE, as reset request `request` (stored by an
+    /// administrator's `warden shim reset`) asks.
     Reset {
-        admin: String,
+        request: u64,
     },
 }
 

@@ -6,4 +6,6 @@ pub mod recorder;
 pub mod run;
 pub mod tamper;
 
-pub use run::{Daemon, DaemonError, DaemonPaths, HostError, ShimEvent, ShimHost, ShutdownHandle};
+pub use run::{
+    Daemon, DaemonError, DaemonPaths, HostError, ResetDecision, ShimEvent, ShimHost, ShutdownHandle,
+};

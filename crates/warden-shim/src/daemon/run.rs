@@ -3,8 +3,10 @@
 //! sources and the control socket run on their own threads and wake the loop through a channel.
 //!
 //! Everything that must be kept (transitions, sessions, alerts, heartbeats, port locks) goes
-//! to the [`ShimHost`] — the binary's store-backed implementation writes it to the audit chain
-//! and the SIEM spool. If the host cannot store something, that counts as storage exhausted.
+//! to the [`ShimHost`] — [`crate::host::StoreHost`] writes it to the audit chain and the SIEM
+//! spool. If the host cannot store something, that counts as storage exhausted. A reset is
+//! the host's decision too: it settles the administrator's stored request, refusing while a
+//! tamper source still reports tamper.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -72,10 +74,6 @@ pub enum ShimEvent<'a> {
     PortLock {
         locked: bool,
     },
-    Reset {
-        admin: &'a str,
-        from: StateName,
-    },
     PortLost {
         port: &'a str,
         error: &'a str,
@@ -100,7 +98,18 @@ pub trait ShimHost {
     fn authenticate(&mut self, technician_id: &str, code: &str) -> Result<AuthDecision, HostError>;
     /// Keeps an event.
     fn record(&mut self, event: ShimEvent<'_>) -> Result<(), HostError>;
+    /// Settles reset request `request` (stored by an administrator) in state `from`, with the
+    /// tamper sources that still report tamper; the persisted state and the event are kept
+    /// together. Only `Done` returns the shim to IDLE.
+    fn reset(
+        &mut self,
+        request: u64,
+        from: StateName,
+        tamper_active: &[String],
+    ) -> Result<ResetDecision, HostError>;
 }
+
+pub use warden_store::shim::ResetDecision;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -187,6 +196,7 @@ pub struct Daemon<H: ShimHost> {
     poll: Poll,
     heartbeat_counter: u64,
     carrier: Option<bool>,
+    tamper: tamper::TamperLevels,
 }
 
 impl<H: ShimHost> Daemon<H> {
@@ -235,6 +245,7 @@ impl<H: ShimHost> Daemon<H> {
             poll,
             heartbeat_counter: 0,
             carrier: None,
+            tamper: tamper::TamperLevels::default(),
         };
         daemon.attach(TECH, tech)?;
         daemon.attach(DEVICE, device)?;
@@ -300,8 +311,8 @@ impl<H: ShimHost> Daemon<H> {
         let notify = self.notifier();
         for source in tamper::from_config(&self.config.tamper)? {
             let notify = notify.clone();
-            source
-                .spawn(Box::new(move |what| notify(Wake::Tamper(what))))
+            self.tamper
+                .spawn(source, Box::new(move |what| notify(Wake::Tamper(what))))
                 .map_err(DaemonError::Poll)?;
         }
         {
@@ -311,6 +322,29 @@ impl<H: ShimHost> Daemon<H> {
             })?;
         }
         if handle_signals {
+            // SIGUSR1 / SIGUSR2 that are not the configured tamper signal would end the process
+            // by default: take them, log them, and go on.
+            let tamper_signal = self.config.tamper.signal.map(|s| match s {
+                crate::config::TamperSignal::Usr1 => signal_hook::consts::SIGUSR1,
+                crate::config::TamperSignal::Usr2 => signal_hook::consts::SIGUSR2,
+            });
+            let stray: Vec<i32> = [signal_hook::consts::SIGUSR1, signal_hook::consts::SIGUSR2]
+                .into_iter()
+                .filter(|s| Some(*s) != tamper_signal)
+                .collect();
+            let mut strays =
+                signal_hook::iterator::Signals::new(&stray).map_err(DaemonError::Poll)?;
+            std::thread::Builder::new()
+                .name("stray-signals".into())
+                .spawn(move || {
+                    for signal in strays.forever() {
+                        tracing::warn!(
+                            signal,
+                            "ignored a signal that is not configured as a tamper signal"
+                        );
+                    }
+                })
+                .map_err(DaemonError::Poll)?;
             let mut signals = signal_hook::iterator::Signals::new([
                 signal_hook::consts::SIGTERM,
                 signal_hook::consts::SIGINT,
@@ -760,20 +794,38 @@ impl<H: ShimHost> Daemon<H> {
                     None => "no session".into(),
                 },
             },
-            ControlRequest::Reset { admin } => {
+            ControlRequest::Reset { request } => {
                 let from = self.state();
-                self.feed(Input::Reset {
-                    admin: admin.clone(),
-                });
-                self.keep(ShimEvent::Reset {
-                    admin: &admin,
-                    from,
-                });
-                let state = self.state();
-                ControlReply {
-                    ok: true,
-                    state: state.to_string(),
-                    message: format!("reset by {admin}: {from} -> {state}"),
+                let active = self.tamper.active();
+                match self.host.reset(request, from, &active) {
+                    Ok(ResetDecision::Done { requested_by }) => {
+                        self.feed(Input::Reset {
+                            admin: requested_by.clone(),
+                        });
+                        let state = self.state();
+                        ControlReply {
+                            ok: true,
+                            state: state.to_string(),
+                            message: format!(
+                                "reset requested by {requested_by}: {from} -> {state}"
+                            ),
+                        }
+                    }
+                    Ok(ResetDecision::Refused { reason }) => ControlReply {
+                        ok: false,
+                        state: from.to_string(),
+                        message: reason,
+                    },
+                    Err(err) => {
+                        tracing::error!(error = %err, "a reset could not be settled");
+                        self.followups
+                            .push_back(Followup::StorageExhausted(err.to_string()));
+                        ControlReply {
+                            ok: false,
+                            state: from.to_string(),
+                            message: format!("the reset could not be recorded: {err}"),
+                        }
+                    }
                 }
             }
         };

@@ -1,8 +1,12 @@
 //! Tamper sources behind one trait: a file trigger, a signal, and a Linux GPIO line (the case
 //! switch on production boxes). Each watches on its own thread and reports through `notify`;
-//! the daemon turns any report into EMERGENCY_STOP at once.
+//! the daemon turns any report into EMERGENCY_STOP at once. Level sources (the file, the GPIO
+//! line) also keep a flag saying whether they *still* report tamper, so a reset is refused
+//! until the cause is gone; a signal is an edge and has no level.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -27,11 +31,45 @@ pub enum TamperSetupError {
 pub trait TamperSource {
     /// A short name for logs and alerts.
     fn name(&self) -> String;
-    /// Starts watching; reports go to `notify`.
-    fn spawn(self: Box<Self>, notify: Notify) -> std::io::Result<JoinHandle<()>>;
+    /// Starts watching; reports go to `notify`, and the level to `active` (sources without a
+    /// level leave it false).
+    fn spawn(
+        self: Box<Self>,
+        notify: Notify,
+        active: Arc<AtomicBool>,
+    ) -> std::io::Result<JoinHandle<()>>;
 }
 
-/// Tamper when a file appears (a test hook, or a script watching other sensors).
+/// Which sources still report tamper, read by the daemon when a reset is asked for.
+#[derive(Clone, Default)]
+pub struct TamperLevels {
+    sources: Vec<(String, Arc<AtomicBool>)>,
+}
+
+impl TamperLevels {
+    /// Starts `source`, keeping its level.
+    pub fn spawn(
+        &mut self,
+        source: Box<dyn TamperSource>,
+        notify: Notify,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let active = Arc::new(AtomicBool::new(false));
+        self.sources.push((source.name(), Arc::clone(&active)));
+        source.spawn(notify, active)
+    }
+
+    /// The names of the sources that report tamper right now.
+    pub fn active(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter(|(_, level)| level.load(Ordering::SeqCst))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+}
+
+/// Tamper when a file appears (a test hook, or a script watching other sensors); it reports
+/// tamper for as long as the file is there.
 pub struct FileTrigger {
     pub path: PathBuf,
     pub poll: Duration,
@@ -42,13 +80,20 @@ impl TamperSource for FileTrigger {
         format!("file {}", self.path.display())
     }
 
-    fn spawn(self: Box<Self>, notify: Notify) -> std::io::Result<JoinHandle<()>> {
+    fn spawn(
+        self: Box<Self>,
+        notify: Notify,
+        active: Arc<AtomicBool>,
+    ) -> std::io::Result<JoinHandle<()>> {
+        // The level is known before the thread runs: a reset asked for right after start sees it.
+        active.store(self.path.symlink_metadata().is_ok(), Ordering::SeqCst);
         std::thread::Builder::new()
             .name("tamper-file".into())
             .spawn(move || {
                 let mut present = false;
                 loop {
                     let now = self.path.symlink_metadata().is_ok();
+                    active.store(now, Ordering::SeqCst);
                     if now && !present {
                         notify(format!(
                             "tamper trigger file {} appeared",
@@ -85,7 +130,11 @@ impl TamperSource for SignalTrigger {
         format!("signal {:?}", self.signal)
     }
 
-    fn spawn(mut self: Box<Self>, notify: Notify) -> std::io::Result<JoinHandle<()>> {
+    fn spawn(
+        mut self: Box<Self>,
+        notify: Notify,
+        _active: Arc<AtomicBool>,
+    ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("tamper-signal".into())
             .spawn(move || {
@@ -138,7 +187,11 @@ impl TamperSource for GpioLine {
         )
     }
 
-    fn spawn(self: Box<Self>, notify: Notify) -> std::io::Result<JoinHandle<()>> {
+    fn spawn(
+        self: Box<Self>,
+        notify: Notify,
+        level: Arc<AtomicBool>,
+    ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("tamper-gpio".into())
             .spawn(move || {
@@ -147,11 +200,14 @@ impl TamperSource for GpioLine {
                     let now = match self.request.value(self.config.line) {
                         Ok(value) => value == gpiocdev::line::Value::Active,
                         Err(err) => {
-                            // A sensor that cannot be read any more is itself a tamper sign.
+                            // A sensor that cannot be read any more is itself a tamper sign,
+                            // and stays one.
+                            level.store(true, Ordering::SeqCst);
                             notify(format!("tamper GPIO unreadable: {err}"));
                             return;
                         }
                     };
+                    level.store(now, Ordering::SeqCst);
                     if now && !active {
                         notify(format!(
                             "case switch on {} line {} went active",
@@ -199,13 +255,15 @@ mod tests {
             path: path.clone(),
             poll: Duration::from_millis(10),
         });
-        source
-            .spawn(Box::new(move |what| tx.send(what).unwrap()))
+        let mut levels = TamperLevels::default();
+        levels
+            .spawn(source, Box::new(move |what| tx.send(what).unwrap()))
             .unwrap();
         assert!(
             rx.recv_timeout(Duration::from_millis(100)).is_err(),
             "no report before the file exists"
         );
+        assert!(levels.active().is_empty());
         std::fs::write(&path, b"").unwrap();
         let what = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert!(what.contains("appeared"));
@@ -213,6 +271,17 @@ mod tests {
             rx.recv_timeout(Duration::from_millis(200)).is_err(),
             "one report per appearance"
         );
+        // Still there: still tamper (a reset is refused); gone: the level drops.
+        assert_eq!(levels.active(), [format!("file {}", path.display())]);
+        std::fs::remove_file(&path).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !levels.active().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the level never dropped"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

@@ -42,8 +42,11 @@
 //! metadata is read by people and tools, and may grow fields, so it is JSON.
 
 pub mod export;
+pub mod ops;
 pub mod play;
+pub mod read;
 pub mod record;
+pub mod sanitize;
 
 pub use export::{
     write_asciicast, write_dump, write_jsonl, AsciicastOptions, ExportError, ExportSummary,

@@ -109,7 +109,7 @@ impl Identity {
             Some(params) => Some(self.new_enrollment(username.as_str(), Some(params))?),
             None => None,
         };
-        let mut tx = self.audit.begin(db)?;
+        let tx = self.audit.begin(db)?;
         if rows::count_users(&tx)? > 0 {
             return Err(IdentityError::AlreadyHasUsers);
         }
@@ -128,7 +128,7 @@ impl Identity {
         }
         let event = self.event_now(
             now,
-            "warden",
+            super::MASTER_PASSPHRASE_ACTOR,
             "user.create",
             &format!("user:{username}"),
             json!({
@@ -171,7 +171,7 @@ impl Identity {
         } else {
             None
         };
-        let mut tx = self.audit.begin(db)?;
+        let tx = self.audit.begin(db)?;
         if rows::load_user(&tx, username.as_str())?.is_some() {
             return Err(IdentityError::UserExists(username.to_string()));
         }
@@ -211,7 +211,7 @@ impl Identity {
         now: UnixMs,
     ) -> Result<bool, IdentityError> {
         by.check(Permission::UserManage)?;
-        let mut tx = self.audit.begin(db)?;
+        let tx = self.audit.begin(db)?;
         let user = rows::load_user(&tx, username.as_str())?
             .ok_or_else(|| IdentityError::UnknownUser(username.to_string()))?;
         if disabled
@@ -274,7 +274,7 @@ impl Identity {
             }
             Err(other) => return Err(other),
         };
-        let mut tx = self.audit.begin(db)?;
+        let tx = self.audit.begin(db)?;
         // The stored hash may have changed while we hashed; use the row as it is now.
         let current = rows::load_user(&tx, username)?
             .ok_or_else(|| IdentityError::UnknownUser(username.to_owned()))?;
@@ -334,7 +334,7 @@ impl Identity {
         now: UnixMs,
     ) -> Result<KeyUri, IdentityError> {
         let (uri, sealed) = self.new_enrollment(username, params)?;
-        let mut tx = self.audit.begin(db)?;
+        let tx = self.audit.begin(db)?;
         let user = rows::load_user(&tx, username)?
             .ok_or_else(|| IdentityError::UnknownUser(username.to_owned()))?;
         let replaced = user.totp.is_some();
@@ -398,7 +398,7 @@ impl Identity {
         };
         by.check(needed)?;
         let key = principal.key();
-        let mut tx = self.audit.begin(db)?;
+        let tx = self.audit.begin(db)?;
         if let Principal::User(name) = principal {
             if rows::load_user(&tx, name.as_str())?.is_none() {
                 return Err(IdentityError::UnknownUser(name.to_string()));

@@ -155,6 +155,18 @@ impl Authorized {
         self.permission
     }
 
+    /// An audit event for now whose actor is this authorization's actor: the only way an
+    /// operation names who did it.
+    pub fn event(&self, action: &str, subject: impl Into<String>, outcome: Outcome) -> NewEvent {
+        NewEvent::new(
+            crate::audit::timestamp_now(),
+            &self.name,
+            action,
+            subject,
+            outcome,
+        )
+    }
+
     /// `Ok` when this authorization is for `needed`; every privileged operation starts here.
     pub fn check(&self, needed: Permission) -> Result<(), WrongAuthorization> {
         if self.permission == needed {
@@ -225,11 +237,12 @@ impl Identity {
         NewEvent::new(now.timestamp(), actor, action, subject, outcome).with_details(details)
     }
 
-    /// Records a failed attempt for a principal; returns the lock event if this failure locked
-    /// it.
+    /// Records a failed attempt for a principal; returns the lock event (by `actor`, whose
+    /// failure it was) if this failure locked it.
     fn count_failure(
         &self,
         record: &mut LockRecord,
+        actor: &str,
         principal: &str,
         now: UnixMs,
     ) -> Option<NewEvent> {
@@ -241,7 +254,7 @@ impl Identity {
         match state {
             LockoutState::Locked { since } if !was_locked => Some(self.event(
                 now,
-                "warden",
+                actor,
                 "lockout.lock",
                 principal,
                 Outcome::Success,
@@ -306,7 +319,7 @@ impl Identity {
         let (name, actor) = claimed_name(username);
         let user_key = format!("user:{actor}");
         let port_key = format!("port:{}", port.as_str());
-        let mut tx = self.audit.begin(db)?;
+        let tx = self.audit.begin(db)?;
         let mut user_lock = rows::load_lock(&tx, &user_key)?;
         let mut port_lock = rows::load_lock(&tx, &port_key)?;
         let policy = self.policy.lockout;
@@ -419,8 +432,8 @@ impl Identity {
             Outcome::Failure,
             failure(reason.as_str(), extra),
         )];
-        events.extend(self.count_failure(&mut user_lock, &user_key, now));
-        events.extend(self.count_failure(&mut port_lock, &port_key, now));
+        events.extend(self.count_failure(&mut user_lock, &actor, &user_key, now));
+        events.extend(self.count_failure(&mut port_lock, &actor, &port_key, now));
         rows::save_lock(&tx, &user_key, &user_lock)?;
         rows::save_lock(&tx, &port_key, &port_lock)?;
         let port_locked = port_lock.window.locked_at().is_some();
@@ -458,7 +471,7 @@ impl Identity {
 
         // Locked or too soon: refused before any expensive work.
         {
-            let mut tx = self.audit.begin(db)?;
+            let tx = self.audit.begin(db)?;
             let lock = rows::load_lock(&tx, &user_key)?;
             if let Some(refusal) = self.precheck(&lock, now) {
                 let (reason, err) = match refusal {
@@ -524,7 +537,7 @@ impl Identity {
             _ => None,
         };
 
-        let mut tx = self.audit.begin(db)?;
+        let tx = self.audit.begin(db)?;
         let mut lock = rows::load_lock(&tx, &user_key)?;
         // Re-read: a lock, a disable or an accepted code may have landed meanwhile.
         let user = match &name {
@@ -624,7 +637,7 @@ impl Identity {
                     Outcome::Failure,
                     details,
                 )];
-                events.extend(self.count_failure(&mut lock, &user_key, now));
+                events.extend(self.count_failure(&mut lock, &actor, &user_key, now));
                 rows::save_lock(&tx, &user_key, &lock)?;
                 let now_locked = lock.window.locked_at().is_some();
                 tx.audit(events)?;

@@ -369,6 +369,26 @@ impl Identity {
         }
     }
 
+    /// Lifts a principal's lockout inside the caller's transaction (the shim's reset, which
+    /// commits it with the persisted state and its event). Returns whether it was locked.
+    pub(crate) fn clear_lock_in(
+        tx: &rusqlite::Transaction<'_>,
+        principal: &Principal,
+    ) -> Result<bool, StoreError> {
+        let key = principal.key();
+        let mut record = rows::load_lock(tx, &key)?;
+        let was_locked = record.window.locked_at().is_some();
+        record.window.reset();
+        record.throttle = Default::default();
+        rows::save_lock(tx, &key, &record)?;
+        Ok(was_locked)
+    }
+
+    /// The audit chain this service appends to (and every operation over the same store).
+    pub fn audit_log(&self) -> &AuditLog {
+        &self.audit
+    }
+
     pub fn policy(&self) -> &IdentityPolicy {
         &self.policy
     }

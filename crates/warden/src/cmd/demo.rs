@@ -7,18 +7,21 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
-use warden_core::audit::{EpochPolicy, NewEvent, Outcome};
+use anyhow::{ensure, Context as _, Result};
+use warden_core::audit::EpochPolicy;
 use warden_core::auditor_key::AuditorKeyFile;
 use warden_core::kdf::KdfParams;
-use warden_core::keyring::Purpose;
-use warden_core::sealed_config::ConfigSealer;
+use warden_core::keyring::{Purpose, PurposeKeys};
+use warden_core::password::Password;
+use warden_core::rbac::{Permission, Role};
 use warden_core::secret::Passphrase;
-use warden_store::audit::{timestamp_now, AuditLog, AuditPolicy, VerifyFrom};
+use warden_store::audit::{AuditPolicy, VerifyFrom};
+use warden_store::identity::{Authorized, IdentityPolicy, NewUser, UnixMs, Username};
+use warden_store::provision::{provision, Provision, Provisioned};
+use warden_store::vault::{self, Opened};
+use warden_store::Store;
 
 use crate::cli::DemoArgs;
-use crate::cmd::init::{provision, Provisioned};
-use crate::cmd::vault::{self, Opened};
 
 fn step(title: &str) {
     println!("\n== {title}");
@@ -53,26 +56,32 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         hex::encode(warden_core::rand::array::<12>())
     ));
     let auditor_key = root.with_file_name("auditor-key.json");
+    let admin_password = demo_password();
     let started = Instant::now();
-    let made = provision(
-        &root,
-        &passphrase,
-        &auditor_passphrase,
-        &auditor_key,
-        &KdfParams::default_pbkdf2(),
-        AuditPolicy {
+    let made = provision(Provision {
+        root: &root,
+        passphrase: &passphrase,
+        auditor_passphrase: &auditor_passphrase,
+        auditor_key_out: &auditor_key,
+        kdf: &KdfParams::default_pbkdf2(),
+        audit_policy: AuditPolicy {
             epoch: EpochPolicy {
-                max_events: Some(4),
+                max_events: Some(25),
                 max_age_secs: None,
             },
-            checkpoint_every: 5,
+            checkpoint_every: 10,
         },
-    )?;
+        identity_policy: &IdentityPolicy::default(),
+        admin: &Username::parse("root")?,
+        admin_password: &admin_password,
+        admin_totp: None,
+    })?;
     let Provisioned {
         dir,
         keys,
-        mut db,
+        mut store,
         chain_id,
+        ..
     } = made;
     ok(format!(
         "security.json written: 4 purpose keys (database, recordings, config, audit), PBKDF2-HMAC-SHA256 x 600,000, {:.2} s",
@@ -81,12 +90,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     ok("layout sessions/ heartbeats/ alerts/ state/ created 0700; no key is stored anywhere");
     ok(format!(
         "SQLCipher {} database keyed with the raw database key; audit chain {chain_id} started",
-        db.cipher_version()?
+        store.db.cipher_version()?
     ));
     ok(format!(
         "initial audit key sealed for the auditor -> {}",
         auditor_key.display()
     ));
+    ok("first administrator root created; there is no default account");
     let wrong = Passphrase::new("not the passphrase at all".into());
     match dir.security().unlock(&wrong, Purpose::Recordings) {
         Err(err) => ok(format!(
@@ -95,6 +105,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         Ok(_) => anyhow::bail!("a wrong passphrase was accepted"),
     }
     let key = keys.get(Purpose::Recordings).clone();
+    let people = People::enroll(&mut store, &admin_password)?;
 
     step("2. Seal and open a large file (segmented AES-256-GCM)");
     let work = root.join("demo-files");
@@ -103,7 +114,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     write_sample(&video, 32 * 1024 * 1024)?;
     let sealed = work.join("treatment-video.mp4.sealed");
     let started = Instant::now();
-    let summary = vault::seal_file(&key, &video, &sealed, false)?;
+    let seal = people.as_operator(&mut store, Permission::VaultSeal, "vault.seal")?;
+    let summary = vault::seal(
+        &mut store,
+        &seal,
+        &key,
+        &video,
+        &sealed,
+        false,
+        &mut |_, _| {},
+    )?
+    .summary;
     let secs = started.elapsed().as_secs_f64();
     ok(format!(
         "sealed 32 MiB in {} segments at {:.0} MiB/s (fresh data key, wrapped under the recordings key)",
@@ -112,14 +133,24 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     ));
     let opened = work.join("treatment-video.opened.mp4");
     let started = Instant::now();
-    vault::open_file(&key, &sealed, &opened, false, false)?;
+    let open = people.as_operator(&mut store, Permission::VaultOpen, "vault.open")?;
+    vault::open(
+        &mut store,
+        &open,
+        &key,
+        &sealed,
+        &opened,
+        false,
+        false,
+        &mut |_, _| {},
+    )?;
     let secs = started.elapsed().as_secs_f64();
     ensure!(
         std::fs::read(&video)? == std::fs::read(&opened)?,
         "round trip differs"
     );
     ok(format!(
-        "opened and verified at {:.0} MiB/s; identical to the original",
+        "opened and verified at {:.0} MiB/s; identical to the original; both acts are in the audit chain under olga with the file's SHA-256",
         mib_per_s(summary.plaintext_bytes, secs)
     ));
 
@@ -129,105 +160,137 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let mut copy = bytes.clone();
     copy[bytes.len() / 2] ^= 0x01;
     std::fs::write(&damaged, &copy)?;
-    report_refusal(vault::verify_file(&key, &damaged).err(), "one flipped bit")?;
+    let verify = people.as_operator(&mut store, Permission::VaultVerify, "vault.verify")?;
+    report_refusal(
+        vault::verify(&mut store, &verify, &key, &damaged).err(),
+        "one flipped bit",
+    )?;
     let cut = work.join("truncated.sealed");
     std::fs::write(&cut, &bytes[..bytes.len() * 3 / 4])?;
     report_refusal(
-        vault::verify_file(&key, &cut).err(),
+        vault::verify(&mut store, &verify, &key, &cut).err(),
         "a file cut short (power loss)",
     )?;
     let recovered = work.join("recovered.mp4");
     if let Opened::Recovered {
         plaintext_bytes, ..
-    } = vault::open_file(&key, &cut, &recovered, true, false)?
-    {
+    } = vault::open(
+        &mut store,
+        &open,
+        &key,
+        &cut,
+        &recovered,
+        true,
+        false,
+        &mut |_, _| {},
+    )? {
         ok(format!(
             "--recover kept the verified prefix: {plaintext_bytes} bytes"
         ));
     }
 
     step("4. Seal a configuration file (Fernet under the config key)");
-    let sealer = ConfigSealer::new(keys.get(Purpose::Config));
-    let yaml = b"siem:\n  host: siem.hospital.example\n  client_key: /etc/warden/siem.key\n";
-    let token = sealer.seal(yaml);
+    let yaml = work.join("siem.yaml");
+    std::fs::write(
+        &yaml,
+        b"siem:\n  host: siem.hospital.example\n  client_key: /etc/warden/siem.key\n",
+    )?;
+    let sealed_yaml = work.join("siem.yaml.sealed");
+    let config_key = keys.get(Purpose::Config);
+    let by = people.as_admin(&mut store, Permission::ConfigSeal, "config.seal")?;
+    let written =
+        warden_store::config::seal(&mut store, &by, config_key, &yaml, &sealed_yaml, false)?;
+    let reopened = work.join("siem.reopened.yaml");
+    let by = people.as_admin(&mut store, Permission::ConfigOpen, "config.open")?;
+    warden_store::config::open(&mut store, &by, config_key, &sealed_yaml, &reopened, false)?;
     ensure!(
-        sealer.open(token.as_bytes())?.expose_secret() == yaml,
+        std::fs::read(&yaml)? == std::fs::read(&reopened)?,
         "config round trip differs"
     );
     ok(format!(
-        "sealed {} bytes of YAML into a {}-character Fernet token and opened it again",
-        yaml.len(),
-        token.len()
+        "root sealed siem.yaml into a Fernet token (sha256 {}…) and opened it again; a plain file given to `config open` is refused",
+        &hex::encode(written.sha256)[..16]
     ));
+    let by = people.as_operator(&mut store, Permission::ConfigOpen, "config.open");
+    ensure!(
+        by.is_err(),
+        "an operator was allowed to open a sealed configuration"
+    );
+    ok("olga (operator) asked to open it: refused, and the refusal is in the audit chain as config.open.denied");
 
-    let admin_password = identity_steps(&dir, &keys)?;
+    identity_steps(&mut store, &admin_password)?;
 
     step("6. The serial MFA shim between a technician's laptop and a device (real PTYs)");
     shim_step(&dir, &keys, &admin_password)?;
 
     step("7. OTA: PSK-TLS admin server (GlobalPlatform Amendment B) and a simulated UICC");
-    ota_step(&root, &keys)?;
+    ota_step(&mut store, &people, &keys)?;
 
     step("8. The forward-secure audit chain");
-    let audit = AuditLog::forwarding_to_siem(keys.get(Purpose::Audit).clone());
-    let events: Vec<NewEvent> = [
-        "vault.seal",
-        "vault.open",
-        "vault.verify",
-        "config.seal",
-        "user.login",
-        "session.open",
-        "session.close",
-    ]
-    .iter()
-    .map(|action| {
-        NewEvent::new(
-            timestamp_now(),
-            "demo",
-            *action,
-            "treatment-video.mp4",
-            Outcome::Success,
-        )
-    })
-    .collect();
-    let appended = audit.append(&mut db, events)?;
-    let head = audit.head(&mut db)?;
+    let by = people.as_auditor(&mut store, Permission::AuditVerify, "audit.verify")?;
+    let head = store.identity.audit_log().head(&mut store.db)?;
     ok(format!(
-        "{} events appended; the key evolved to epoch {} (old keys erased), a checkpoint every 5 events",
-        appended.records.len(),
+        "every act above is in one chain: {} records, epoch {} (the key evolved and old keys were erased), a checkpoint every 10",
+        head.next_seq - 1,
         head.epoch
     ));
-    let local = audit.verify(&mut db, VerifyFrom::CurrentEpoch, None)?;
-    let report = local
-        .result
-        .map_err(|d| anyhow::anyhow!("chain damaged at {}", d.seq))?;
+    let local = warden_store::audit::verify(&mut store, &by, VerifyFrom::CurrentEpoch, None)?;
+    let report = local.report()?;
     ok(format!(
-        "on-box verification of the current epoch: {} records OK",
-        report.records
+        "audra (auditor) verified the current epoch on the box: {} records OK, the stored head and {} checkpoint(s) matched",
+        report.records, report.checkpoints_matched
     ));
     let (k0, _) =
         AuditorKeyFile::parse(&std::fs::read(&auditor_key)?)?.open(&auditor_passphrase)?;
-    let checkpoint = AuditLog::latest_checkpoint(&db)?;
-    let full = audit.verify(&mut db, VerifyFrom::Genesis(k0), checkpoint)?;
-    let report = full
-        .result
-        .map_err(|d| anyhow::anyhow!("chain damaged at {}", d.seq))?;
+    let full = warden_store::audit::verify(&mut store, &by, VerifyFrom::Genesis(k0), None)?;
+    let report = full.report()?;
     ok(format!(
-        "auditor verification from genesis with the exported key: {} records, epochs {}..{} OK",
+        "and from genesis with the exported key: {} records, epochs {}..{} OK",
         report.records, report.first_epoch, report.last_epoch
     ));
-    db.conn().execute(
+    let rows = warden_store::audit::read_rows(&store.db, 1, None)?;
+    let vault_rows = rows
+        .iter()
+        .filter(|r| r.action.starts_with("vault."))
+        .count();
+    let denied = rows
+        .iter()
+        .filter(|r| r.action.ends_with(".denied"))
+        .count();
+    ok(format!(
+        "{vault_rows} vault events (each with a file SHA-256), {denied} refusal(s), every actor a signed-in user or a service"
+    ));
+    let last = head.next_seq - 1;
+    store
+        .db
+        .conn()
+        .execute("DELETE FROM audit_events WHERE seq > ?1", [last as i64 - 3])?;
+    match warden_store::audit::verify(&mut store, &by, VerifyFrom::CurrentEpoch, None)?.result {
+        Err(damage) => ok(format!(
+            "someone deleted the last 3 rows: seen on the box — damaged at seq {}: {} ({})",
+            damage.seq,
+            damage.kind.as_str(),
+            warden_store::audit::explain(damage.kind)
+        )),
+        Ok(_) => anyhow::bail!("a cut-off tail went unnoticed"),
+    }
+    store.db.conn().execute(
         "UPDATE audit_events SET actor = 'mallory' WHERE seq = 3",
         [],
     )?;
     let (k0, _) =
         AuditorKeyFile::parse(&std::fs::read(&auditor_key)?)?.open(&auditor_passphrase)?;
-    match audit.verify(&mut db, VerifyFrom::Genesis(k0), None)?.result {
+    match store
+        .identity
+        .audit_log()
+        .verify(&mut store.db, VerifyFrom::Genesis(k0), None)?
+        .result
+    {
         Err(damage) => ok(format!(
             "someone rewrote the actor of event 3: detected — damaged at seq {}: {} ({})",
             damage.seq,
             damage.kind.as_str(),
-            crate::cmd::audit::explain(damage.kind)
+            warden_store::audit::explain(damage.kind)
         )),
         Ok(_) => anyhow::bail!("a rewritten audit row went unnoticed"),
     }
@@ -239,10 +302,103 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-fn report_refusal(err: Option<anyhow::Error>, what: &str) -> Result<()> {
+fn report_refusal(err: Option<vault::VaultError>, what: &str) -> Result<()> {
     let err = err.with_context(|| format!("{what} was not detected"))?;
-    ok(format!("{what}: refused — {}", err.root_cause()));
+    let cause = err
+        .stream()
+        .map_or_else(|| err.to_string(), ToString::to_string);
+    ok(format!("{what}: refused — {cause}"));
     Ok(())
+}
+
+fn demo_password() -> Password {
+    Password::new(format!(
+        "Demo-{}!",
+        hex::encode(warden_core::rand::array::<8>())
+    ))
+}
+
+/// The demo's people: root (administrator), olga (operator), audra (auditor), each signing in
+/// with a password before every act, as the commands do.
+struct People {
+    root: Password,
+    olga: Password,
+    audra: Password,
+}
+
+impl People {
+    fn enroll(store: &mut Store, root: &Password) -> Result<Self> {
+        let people = Self {
+            root: root.clone(),
+            olga: demo_password(),
+            audra: demo_password(),
+        };
+        let by = people.as_admin(store, Permission::UserManage, "user.add")?;
+        for (name, role, password) in [
+            ("olga", Role::Operator, &people.olga),
+            ("audra", Role::Auditor, &people.audra),
+        ] {
+            store.identity.add_user(
+                &mut store.db,
+                &by,
+                NewUser {
+                    username: &Username::parse(name)?,
+                    role,
+                    password: Some(password),
+                    totp: None,
+                },
+                UnixMs::now(),
+            )?;
+        }
+        ok("root added olga (operator) and audra (auditor); every step below signs one of them in");
+        Ok(people)
+    }
+
+    fn sign_in(
+        store: &mut Store,
+        name: &str,
+        password: &Password,
+        permission: Permission,
+        action: &str,
+    ) -> Result<Authorized> {
+        let user = store.identity.authenticate_operator(
+            &mut store.db,
+            name,
+            password,
+            None,
+            UnixMs::now(),
+        )?;
+        Ok(store
+            .identity
+            .require(&mut store.db, &user, permission, action, UnixMs::now())?)
+    }
+
+    fn as_admin(
+        &self,
+        store: &mut Store,
+        permission: Permission,
+        action: &str,
+    ) -> Result<Authorized> {
+        Self::sign_in(store, "root", &self.root, permission, action)
+    }
+
+    fn as_operator(
+        &self,
+        store: &mut Store,
+        permission: Permission,
+        action: &str,
+    ) -> Result<Authorized> {
+        Self::sign_in(store, "olga", &self.olga, permission, action)
+    }
+
+    fn as_auditor(
+        &self,
+        store: &mut Store,
+        permission: Permission,
+        action: &str,
+    ) -> Result<Authorized> {
+        Self::sign_in(store, "audra", &self.audra, permission, action)
+    }
 }
 
 fn write_sample(path: &Path, len: usize) -> Result<()> {
@@ -260,42 +416,26 @@ fn write_sample(path: &Path, len: usize) -> Result<()> {
 }
 
 /// Users, TOTP with replay protection, lockout and unlock, each in the audit chain.
-/// Returns the first administrator's password (`root`), for the steps after it.
-fn identity_steps(
-    dir: &warden_core::datadir::DataDir,
-    keys: &warden_core::keyring::PurposeKeys,
-) -> Result<warden_core::password::Password> {
-    use warden_core::password::Password;
-    use warden_core::rbac::{Permission, Role};
-    use warden_store::identity::{
-        AuthOutcome, Identity, IdentityPolicy, NewUser, PortId, Principal, UnixMs, Username,
-    };
+fn identity_steps(store: &mut Store, root_password: &Password) -> Result<()> {
+    use warden_store::identity::{AuthOutcome, PortId, Principal};
 
     step("5. Users, TOTP and lockout (identity in the SQLCipher store)");
-    let database_key = keys.get(Purpose::Database);
-    let audit_key = keys.get(Purpose::Audit);
-    let mut db =
-        warden_store::Database::open(&dir.root().join(warden_store::DB_FILE), database_key)?;
-    Identity::init(&mut db, &IdentityPolicy::default())?;
-    let mut identity = Identity::load(&db, database_key.clone(), audit_key.clone())?;
     let t0 = UnixMs::now();
-    let password = Password::new(format!(
-        "Demo-{}!",
-        hex::encode(warden_core::rand::array::<8>())
-    ));
-    let root = Username::parse("root")?;
     let started = Instant::now();
-    let _ = identity.create_first_admin(&mut db, &root, &password, None, t0)?;
-    let admin = identity.authenticate_operator(&mut db, "root", &password, None, t0)?;
+    let admin =
+        store
+            .identity
+            .authenticate_operator(&mut store.db, "root", root_password, None, t0)?;
     ok(format!(
-        "first administrator created and signed in (Argon2id t=3, m=64 MiB, p=4: {:.2} s for hash + verify)",
+        "root signed in (Argon2id t=3, m=64 MiB, p=4: {:.2} s to verify the password)",
         started.elapsed().as_secs_f64()
     ));
-    let by = identity.require(&mut db, &admin, Permission::UserManage, "user.add", t0)?;
+    let (identity, db) = (&mut store.identity, &mut store.db);
+    let by = identity.require(db, &admin, Permission::UserManage, "user.add", t0)?;
     let tess = Username::parse("tess")?;
     let uri = identity
         .add_user(
-            &mut db,
+            db,
             &by,
             NewUser {
                 username: &tess,
@@ -309,13 +449,8 @@ fn identity_steps(
     ok("technician tess added and enrolled: otpauth://totp/warden:tess?secret=… (160-bit secret, sealed in the store)");
     let port = PortId::parse("demo-shim")?;
     let code = uri.params().code_at(uri.secret(), t0.secs());
-    let outcome = identity.authenticate_technician(
-        &mut db,
-        "tess",
-        code.expose_secret().as_bytes(),
-        t0,
-        &port,
-    )?;
+    let outcome =
+        identity.authenticate_technician(db, "tess", code.expose_secret().as_bytes(), t0, &port)?;
     ensure!(
         matches!(outcome, AuthOutcome::Accepted { .. }),
         "a fresh code was refused: {outcome:?}"
@@ -323,7 +458,7 @@ fn identity_steps(
     ok(format!("a fresh code is accepted: {outcome:?}"));
     let later = UnixMs(t0.0 + 2_000);
     let again = identity.authenticate_technician(
-        &mut db,
+        db,
         "tess",
         code.expose_secret().as_bytes(),
         later,
@@ -342,12 +477,12 @@ fn identity_steps(
         if let AuthOutcome::Rejected { retry_after_ms } = outcome {
             at = UnixMs(at.0 + retry_after_ms);
         }
-        outcome = identity.authenticate_technician(&mut db, "tess", b"000000", at, &port)?;
+        outcome = identity.authenticate_technician(db, "tess", b"000000", at, &port)?;
     }
     ok("the 5th failure within 60 s locks tess and the port (spacing 1, 2, 4, 8 s in between)");
     let code = uri.params().code_at(uri.secret(), at.secs() + 30);
     let refused = identity.authenticate_technician(
-        &mut db,
+        db,
         "tess",
         code.expose_secret().as_bytes(),
         UnixMs(at.0 + 30_000),
@@ -358,14 +493,14 @@ fn identity_steps(
         "a locked port let someone in"
     );
     ok("while locked, even a correct code is refused");
-    let reset = identity.require(&mut db, &admin, Permission::ShimReset, "shim.reset", at)?;
-    let manage = identity.require(&mut db, &admin, Permission::UserManage, "user.unlock", at)?;
-    identity.unlock(&mut db, &reset, &Principal::Port(port.clone()), at)?;
-    identity.unlock(&mut db, &manage, &Principal::User(tess), at)?;
+    let reset = identity.require(db, &admin, Permission::ShimReset, "shim.reset", at)?;
+    let manage = identity.require(db, &admin, Permission::UserManage, "user.unlock", at)?;
+    identity.unlock(db, &reset, &Principal::Port(port.clone()), at)?;
+    identity.unlock(db, &manage, &Principal::User(tess), at)?;
     let when = UnixMs(at.0 + 60_000);
     let code = uri.params().code_at(uri.secret(), when.secs());
     let outcome = identity.authenticate_technician(
-        &mut db,
+        db,
         "tess",
         code.expose_secret().as_bytes(),
         when,
@@ -376,7 +511,7 @@ fn identity_steps(
         "unlock did not work: {outcome:?}"
     );
     ok("an administrator unlocked user and port; tess signs in again");
-    let rows = warden_store::audit::read_rows(&db, 1, None)?;
+    let rows = warden_store::audit::read_rows(db, 1, None)?;
     let count = |action: &str| rows.iter().filter(|r| r.action == action).count();
     ok(format!(
         "audit chain: {} events ({} login.totp, {} lockout.lock, {} lockout.unlock, {} user.create)",
@@ -386,27 +521,29 @@ fn identity_steps(
         count("lockout.unlock"),
         count("user.create")
     ));
-    Ok(password)
+    Ok(())
 }
 
 /// The OTA step: a server on 127.0.0.1 (port chosen by the OS), a card with a PSK in the
 /// database, two queued scripts, a simulated card that runs them, and a card with a wrong key.
-fn ota_step(root: &Path, keys: &warden_core::keyring::PurposeKeys) -> Result<()> {
+fn ota_step(store: &mut Store, people: &People, keys: &PurposeKeys) -> Result<()> {
     use std::sync::Arc;
     use warden_ota::admin::Redelivery;
     use warden_ota::gp::{self, Aid, InstallForInstall, Occurrence, StatusSubset};
     use warden_ota::keys::{KeyCache, Psk};
+    use warden_ota::ops;
     use warden_ota::script::CommandScript;
+    use warden_ota::scriptfile::PlannedScript;
     use warden_ota::simulator::{self, CardConfig, GpCard};
     use warden_store::ota as db;
 
     let db_key = keys.get(Purpose::Database).clone();
     let audit_key = keys.get(Purpose::Audit).clone();
-    let database = warden_store::Database::open(&root.join(warden_store::DB_FILE), &db_key)?;
-    let psk_bytes = warden_core::rand::array::<16>();
-    db::add_key(database.conn(), &db_key, "demo-card", &psk_bytes, false)?;
-    let psk = Arc::new(Psk::new(psk_bytes.to_vec())?);
-    ok("card demo-card: 16-byte PSK stored in the database, sealed under the database key");
+    let psk = Psk::new(warden_core::rand::array::<16>().to_vec())?;
+    let by = people.as_admin(store, Permission::OtaKeyManage, "ota.key.add")?;
+    ops::add_key(store, &by, &db_key, "demo-card", &psk, false)?;
+    let psk = Arc::new(psk);
+    ok("root stored card demo-card's 16-byte PSK, sealed under the database key");
     let isd = Aid::from_hex("A000000151000000")?;
     let inventory = CommandScript::new([
         gp::select_by_aid(&isd),
@@ -423,37 +560,33 @@ fn ota_step(root: &Path, keys: &warden_core::keyring::PurposeKeys) -> Result<()>
         .to_apdu()?,
         gp::get_status(StatusSubset::Applications, Occurrence::FirstOrAll, &[])?,
     ]);
+    let by = people.as_operator(store, Permission::OtaScriptPush, "ota.script.push")?;
     for (script, redelivery) in [
-        (&inventory, Redelivery::Allowed),
-        (&install, Redelivery::Forbidden),
+        (inventory, Redelivery::Allowed),
+        (install, Redelivery::Forbidden),
     ] {
-        db::push_script(
-            database.conn(),
-            &db::NewScript {
-                card: "demo-card".into(),
-                label: None,
-                body: script.encode(),
-                targeted_application: None,
-                redelivery: match redelivery {
-                    Redelivery::Allowed => db::StoredRedelivery::Allowed,
-                    Redelivery::Forbidden => db::StoredRedelivery::Forbidden,
-                },
-            },
-        )?;
+        let planned = PlannedScript {
+            label: None,
+            redelivery,
+            script,
+            targeted_application: None,
+        };
+        ops::push(store, &by, &["demo-card".to_owned()], &planned, 1)?;
     }
-    ok("queued: an inventory script (SELECT ISD, GET STATUS, GET DATA CPLC) and an INSTALL");
+    ok("olga queued an inventory script (SELECT ISD, GET STATUS, GET DATA CPLC) and an INSTALL");
+    let database = warden_store::Database::open(store.db.path(), &db_key)?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = warden_ota::store::StoreHandle::start(database, db_key, audit_key);
+        let handle = warden_ota::store::StoreHandle::start(database, db_key, audit_key);
         let config = warden_ota::config::ServerConfig {
             listen: "127.0.0.1:0".parse()?,
             ..Default::default()
         };
         let events = warden_ota::events::EventBus::default();
-        let server = warden_ota::server::Server::new(config, KeyCache::new(), store.clone(), events.clone())?;
+        let server = warden_ota::server::Server::new(config, KeyCache::new(), handle.clone(), events.clone())?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -471,7 +604,7 @@ fn ota_step(root: &Path, keys: &warden_core::keyring::PurposeKeys) -> Result<()>
             report.tls_version, report.cipher, report.handshake.as_secs_f64() * 1000.0,
             report.scripts.len(), report.apdus(), report.requests
         ));
-        for r in store.call(|tx, _| db::script_reports(tx, "demo-card", None)).await? {
+        for r in handle.call(|tx, _| db::script_reports(tx, "demo-card", None)).await? {
             println!("    script {} [{}] status {}", r.id, r.state, r.script_status.as_deref().unwrap_or("-"));
             for e in &r.exchanges {
                 let sw = e.sw.map_or("-".to_string(), |sw| format!("{sw:04X}"));
@@ -488,7 +621,8 @@ fn ota_step(root: &Path, keys: &warden_core::keyring::PurposeKeys) -> Result<()>
         }
         let _ = stop.send(());
         task.await??;
-        let audited: i64 = warden_store::Database::open(&root.join(warden_store::DB_FILE), keys.get(Purpose::Database))?
+        let audited: i64 = store
+            .db
             .conn()
             .query_row("SELECT count(*) FROM audit_events WHERE action LIKE 'ota.%'", [], |r| r.get(0))?;
         ok(format!("{audited} OTA audit events in the chain (sessions, scripts, every APDU exchange, the mismatch)"));
@@ -504,7 +638,7 @@ fn shim_step(
     keys: &warden_core::keyring::PurposeKeys,
     admin_password: &warden_core::password::Password,
 ) -> Result<()> {
-    use crate::cmd::shim_live::{add_technician, current_code, read_until, LiveShim};
+    use crate::live_shim::{add_technician, current_code, read_until, LiveShim};
     use std::io::Read;
 
     let uri = add_technician(dir, keys, "root", admin_password, "tara")?;

@@ -1,22 +1,21 @@
-//! `warden init`: create a data directory — layout, security.json, the encrypted database, and
-//! the audit chain, whose initial key is exported once, sealed for the auditor.
+//! `warden init`: gathers what a new data directory needs — the master and auditor passphrases,
+//! KDF and audit parameters, the identity policy and the first administrator — checks it all,
+//! then calls `warden_store::provision` and reports what was made.
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use serde_json::json;
-use warden_core::audit::{AuditKey, ChainId, EpochPolicy, NewEvent, Outcome};
-use warden_core::auditor_key::AuditorKeyFile;
-use warden_core::datadir::{DataDir, DataDirError, SECURITY_FILE};
+use anyhow::{anyhow, bail, Context as _, Result};
+use warden_core::audit::EpochPolicy;
 use warden_core::kdf::KdfParams;
-use warden_core::keyring::{Purpose, PurposeKeys, SecurityFile};
-use warden_core::secret::Passphrase;
-use warden_store::audit::{timestamp_now, AuditLog, AuditPolicy};
-use warden_store::Database;
+use warden_store::audit::AuditPolicy;
+use warden_store::identity::{IdentityPolicy, Username};
+use warden_store::provision::{provision, Provision, Provisioned};
 
-use crate::cli::{GlobalArgs, InitArgs, KdfChoice};
-use crate::keys::PassphraseSource;
+use crate::cli::{EnrollOutput, InitArgs, KdfChoice};
+use crate::context::{on_terminal, read_new_password, Context};
+
+const MAX_POLICY_BYTES: u64 = 64 * 1024;
 
 pub fn kdf_from_args(args: &InitArgs) -> KdfParams {
     match args.kdf {
@@ -54,125 +53,103 @@ fn audit_policy(args: &InitArgs) -> AuditPolicy {
     }
 }
 
-/// What `provision` made, for the caller to report on.
-pub struct Provisioned {
-    pub dir: DataDir,
-    pub keys: PurposeKeys,
-    pub db: Database,
-    pub chain_id: ChainId,
+fn identity_policy(path: Option<&Path>) -> Result<IdentityPolicy> {
+    let Some(path) = path else {
+        return Ok(IdentityPolicy::default());
+    };
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let bytes = warden_core::fsx::read_limited(file, path, MAX_POLICY_BYTES)?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| anyhow!("{} is not valid UTF-8", path.display()))?;
+    IdentityPolicy::from_json(&text).with_context(|| format!("in {}", path.display()))
 }
 
-/// Creates everything a data directory holds. Shared by `init` and `demo`.
-pub fn provision(
-    root: &Path,
-    passphrase: &Passphrase,
-    auditor_passphrase: &Passphrase,
-    auditor_key_out: &Path,
-    kdf: &KdfParams,
-    policy: AuditPolicy,
-) -> Result<Provisioned> {
-    if root.join(SECURITY_FILE).exists() {
-        bail!(DataDirError::AlreadyInitialized(root.to_path_buf()));
-    }
-    if auditor_key_out.symlink_metadata().is_ok() {
-        bail!(
-            "{} already exists; refusing to overwrite an auditor key",
-            auditor_key_out.display()
-        );
-    }
-    if warden_core::mac::ct_eq(
-        passphrase.expose_secret().as_bytes(),
-        auditor_passphrase.expose_secret().as_bytes(),
-    ) {
-        bail!("the auditor passphrase must differ from the master passphrase (the auditor verifies what the box cannot rewrite)");
-    }
-    // Everything that can fail on input is computed before anything is written.
-    let (security, keys) = SecurityFile::create(passphrase, kdf, warden_store::now_rfc3339())?;
-    let k0 = AuditKey::random();
-    let chain_id = ChainId::random();
-    let auditor_file = AuditorKeyFile::seal(&k0, &chain_id, auditor_passphrase, kdf)?;
-
-    let dir = DataDir::create(root, security)?;
-    let mut out = warden_core::fsx::create_private_new(auditor_key_out)?;
-    out.write_all(auditor_file.to_json().as_bytes())
-        .and_then(|()| out.sync_all())
-        .with_context(|| format!("cannot write {}", auditor_key_out.display()))?;
-    let mut db = Database::open(
-        &dir.root().join(warden_store::DB_FILE),
-        keys.get(Purpose::Database),
-    )?;
-    let audit = AuditLog::forwarding_to_siem(keys.get(Purpose::Audit).clone());
-    audit.create(&mut db, k0, chain_id, policy)?;
-    let event = NewEvent::new(
-        timestamp_now(),
-        "warden",
-        "warden.init",
-        root.display().to_string(),
-        Outcome::Success,
-    )
-    .with_details(json!({
-        "kdf": kdf.describe(),
-        "chain_id": chain_id.to_string(),
-        "auditor_key_id": auditor_file.key_id,
-        "audit_epoch_max_events": policy.epoch.max_events,
-        "audit_epoch_max_secs": policy.epoch.max_age_secs,
-        "audit_checkpoint_every": policy.checkpoint_every,
-    }));
-    audit.append(&mut db, vec![event])?;
-    Ok(Provisioned {
-        dir,
-        keys,
-        db,
-        chain_id,
-    })
+fn admin_name(given: Option<&str>) -> Result<Username> {
+    let name = match given {
+        Some(name) => name.to_owned(),
+        None if on_terminal() => {
+            eprint!("First administrator's user name: ");
+            std::io::stderr().flush()?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            line.trim().to_owned()
+        }
+        None => bail!(
+            "warden init creates the first administrator (there is no default account): pass \
+             --admin NAME and --admin-password-file FILE, or run it on a terminal"
+        ),
+    };
+    Ok(Username::parse(&name)?)
 }
 
-pub fn run(args: &InitArgs, global: &GlobalArgs) -> Result<()> {
+pub fn run(args: &InitArgs, ctx: &mut Context<'_>) -> Result<()> {
     let kdf = kdf_from_args(args);
     kdf.validate()?;
     if kdf.is_weaker_than_recommended() {
         tracing::warn!(kdf = %kdf.describe(), "KDF parameters are below the recommended strength; use them for tests only");
     }
-    let root = &global.data_dir;
-    if root.join(SECURITY_FILE).exists() {
-        bail!(DataDirError::AlreadyInitialized(root.clone()));
+    let root = ctx.global.data_dir.clone();
+    if root.join(warden_core::datadir::SECURITY_FILE).exists() {
+        bail!(warden_core::datadir::DataDirError::AlreadyInitialized(root));
     }
     let auditor_key_out = args
         .auditor_key_out
         .clone()
         .unwrap_or_else(|| root.join("auditor-key.json"));
-    let passphrase = PassphraseSource::from_args(global).read(
-        &format!(
-            "New master passphrase for {} (at least 16 characters): ",
-            root.display()
-        ),
-        true,
-    )?;
+    let passphrase = ctx
+        .passphrase(
+            &format!(
+                "New master passphrase for {} (at least 16 characters): ",
+                root.display()
+            ),
+            true,
+        )?
+        .clone();
     // The first administrator, asked for (and checked) before anything is written.
-    let first_admin = crate::cmd::user::FirstAdmin::from_args(&args.identity)?;
-    let auditor_passphrase = PassphraseSource::for_auditor(global)
-        .read(
+    let policy = identity_policy(args.identity.identity_policy.as_deref())?;
+    let admin = admin_name(args.identity.admin.as_deref())?;
+    let admin_password =
+        read_new_password(args.identity.admin_password_file.as_deref(), admin.as_str())?;
+    policy
+        .password
+        .check_new_password(&admin_password, &[])
+        .context("the first administrator's password")?;
+    let auditor_passphrase = ctx
+        .auditor_passphrase(
             "Auditor passphrase (protects the exported initial audit key; at least 16 characters): ",
             true,
-        )
-        .context("the auditor passphrase")?;
-    let mut made = provision(
-        root,
-        &passphrase,
-        &auditor_passphrase,
-        &auditor_key_out,
-        &kdf,
-        audit_policy(args),
-    )?;
-    first_admin.create(
-        &mut made.db,
-        made.keys.get(Purpose::Database),
-        made.keys.get(Purpose::Audit),
-    )?;
-    report(&made, &kdf, &auditor_key_out)
+        )?
+        .clone();
+    let made = provision(Provision {
+        root: &root,
+        passphrase: &passphrase,
+        auditor_passphrase: &auditor_passphrase,
+        auditor_key_out: &auditor_key_out,
+        kdf: &kdf,
+        audit_policy: audit_policy(args),
+        identity_policy: &policy,
+        admin: &admin,
+        admin_password: &admin_password,
+        admin_totp: args.identity.admin_totp.then_some(policy.totp),
+    })?;
+    report(&made, &kdf, &auditor_key_out, &admin)?;
+    if let Some(uri) = &made.admin_enrollment {
+        let output = EnrollOutput {
+            qr_png: args.identity.admin_qr_png.clone(),
+            no_qr: false,
+        };
+        crate::enroll::show_enrollment(uri, &output, false)?;
+    }
+    Ok(())
 }
 
-fn report(made: &Provisioned, kdf: &KdfParams, auditor_key_out: &Path) -> Result<()> {
+fn report(
+    made: &Provisioned,
+    kdf: &KdfParams,
+    auditor_key_out: &Path,
+    admin: &Username,
+) -> Result<()> {
     eprintln!("initialized {}", made.dir.root().display());
     eprintln!(
         "  keys: database, recordings, config, audit ({})",
@@ -181,11 +158,20 @@ fn report(made: &Provisioned, kdf: &KdfParams, auditor_key_out: &Path) -> Result
     eprintln!("  layout: security.json, sessions/, heartbeats/, alerts/, state/ (0700 / 0600)");
     eprintln!(
         "  database: {} (SQLCipher {}, schema version {})",
-        made.db.path().display(),
-        made.db.cipher_version()?,
-        made.db.schema_version()?
+        made.store.db.path().display(),
+        made.store.db.cipher_version()?,
+        made.store.db.schema_version()?
     );
     eprintln!("  audit chain {} started", made.chain_id);
+    eprintln!(
+        "  first administrator: {} ({})",
+        admin,
+        if made.admin_enrollment.is_some() {
+            "password and TOTP"
+        } else {
+            "password; enroll TOTP with `warden user enroll-totp`"
+        }
+    );
     eprintln!(
         "  auditor key: {} — move it off this box and give it to the auditor; it is the only copy",
         auditor_key_out.display()

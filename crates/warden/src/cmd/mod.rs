@@ -1,4 +1,6 @@
-//! One module per top-level subcommand.
+//! One module per top-level subcommand. A command module parses nothing (clap did), signs the
+//! person in through [`crate::context::Context`], calls one library operation and renders its
+//! result; no command module uses another's.
 
 pub mod audit;
 pub mod config;
@@ -7,8 +9,6 @@ pub mod init;
 pub mod ota;
 pub mod session;
 pub mod shim;
-pub mod shim_bench;
-pub mod shim_live;
 pub mod siem;
 pub mod user;
 pub mod vault;

@@ -6,44 +6,45 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use warden_core::audit::Outcome;
 use warden_core::keyring::Purpose;
-use warden_core::secret::Key32;
+use warden_core::rbac::Permission;
+use warden_core::sealed_config::{self, ConfigSealer, Form, Plain};
 use warden_ota::admin::{Redelivery, ScriptStatus};
 use warden_ota::apdu::{status_text, to_hex, CommandApdu, ResponseApdu};
 use warden_ota::config::ServerConfig;
 use warden_ota::events::EventBus;
 use warden_ota::gp::{self, Aid, InstallForInstall, Occurrence, Privileges};
 use warden_ota::keys::{read_key_file, KeyCache, Psk};
+use warden_ota::ops;
 use warden_ota::script::CommandScript;
 use warden_ota::scriptfile::{self, PlannedScript};
 use warden_ota::server::Server;
 use warden_ota::simulator::{self, CardConfig, Cut, GpCard};
-use warden_ota::store::{audit_event, StoreHandle};
+use warden_ota::store::StoreHandle;
 use warden_ota::tls::ClientTlsOptions;
-use warden_store::audit::AuditLog;
+use warden_store::identity::Service;
 use warden_store::ota as db;
-use warden_store::Database;
 use zeroize::Zeroizing;
 
-use crate::cli::GlobalArgs;
-use crate::keys::Unlocker;
+use crate::cli::ActorArgs;
+use crate::context::Context;
 
 #[derive(Debug, Subcommand)]
 pub enum OtaCommand {
     /// Run the PSK-TLS admin server (GlobalPlatform Amendment B, RAM over HTTP).
     Serve(ServeArgs),
-    /// Queue a script of C-APDUs for a card.
+    /// Queue a script of C-APDUs for a card. Needs `ota.script.push` (operator, administrator).
     Push(PushArgs),
-    /// Show a card's scripts: each C-APDU with its R-APDU, status word and timing.
+    /// Show a card's scripts: each C-APDU with its R-APDU, status word and timing. Needs
+    /// `ota.results.view`.
     Results(ResultsArgs),
-    /// Recent admin sessions (from the database).
+    /// Recent admin sessions (from the database). Needs `ota.results.view`.
     Sessions(SessionsArgs),
-    /// Manage card PSKs in the database.
-    #[command(subcommand)]
-    Keys(KeysCommand),
+    /// Manage card PSKs in the database. Needs `ota.key.manage` (administrator).
+    Keys(KeysArgs),
     /// Build GlobalPlatform commands (printed as hex) and decode GET STATUS responses.
     #[command(subcommand)]
     Gp(GpCommand),
@@ -56,9 +57,12 @@ pub enum OtaCommand {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The server configuration (see docs/ota.md).
+    /// The server configuration (see docs/ota.md), sealed with `warden config seal`.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
+    /// Accept a configuration that is not sealed (logged as a warning).
+    #[arg(long)]
+    pub allow_plain_config: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -69,6 +73,8 @@ pub enum RedeliveryArg {
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
+    #[command(flatten)]
+    pub actor: ActorArgs,
     /// The card (its PSK identity); repeat for several cards.
     #[arg(long, required = true)]
     pub card: Vec<String>,
@@ -94,6 +100,8 @@ pub struct PushArgs {
 
 #[derive(Debug, Args)]
 pub struct ResultsArgs {
+    #[command(flatten)]
+    pub actor: ActorArgs,
     #[arg(long)]
     pub card: String,
     /// Only the most recent N scripts.
@@ -106,12 +114,22 @@ pub struct ResultsArgs {
 
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
+    #[command(flatten)]
+    pub actor: ActorArgs,
     #[arg(long)]
     pub card: Option<String>,
     #[arg(long, default_value_t = 20)]
     pub limit: u64,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub actor: ActorArgs,
+    #[command(subcommand)]
+    pub command: KeysCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,13 +300,13 @@ pub enum BenchCommand {
     },
 }
 
-pub fn run(cmd: &OtaCommand, global: &GlobalArgs) -> Result<()> {
+pub fn run(cmd: &OtaCommand, ctx: &mut Context<'_>) -> Result<()> {
     match cmd {
-        OtaCommand::Serve(a) => serve(a, global),
-        OtaCommand::Push(a) => push(a, global),
-        OtaCommand::Results(a) => results(a, global),
-        OtaCommand::Sessions(a) => sessions(a, global),
-        OtaCommand::Keys(k) => keys(k, global),
+        OtaCommand::Serve(a) => serve(a, ctx),
+        OtaCommand::Push(a) => push(a, ctx),
+        OtaCommand::Results(a) => results(a, ctx),
+        OtaCommand::Sessions(a) => sessions(a, ctx),
+        OtaCommand::Keys(k) => keys(k, ctx),
         OtaCommand::Gp(g) => gp_helper(g),
         OtaCommand::SimulateCard(a) => simulate(a),
         OtaCommand::Bench(b) => bench(b),
@@ -301,43 +319,36 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// The database with the `database` and `audit` keys (the audit chain was started by `init`).
-pub fn open_store(global: &GlobalArgs) -> Result<(Database, Key32, Key32)> {
-    let mut unlocker = Unlocker::open(global)?;
-    let db_key = unlocker.key(Purpose::Database)?;
-    let audit_key = unlocker.key(Purpose::Audit)?;
-    let db = Database::open(&unlocker.dir.root().join(warden_store::DB_FILE), &db_key)?;
-    Ok((db, db_key, audit_key))
-}
-
-/// Runs `f` and its audit events in one transaction.
-fn with_audit<T>(
-    db: &mut Database,
-    audit_key: &Key32,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<(T, Vec<warden_core::audit::NewEvent>)>,
-) -> Result<T> {
-    let tx = db
-        .conn_mut()
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let (value, events) = f(&tx)?;
-    let appended = AuditLog::forwarding_to_siem(audit_key.clone()).append_in(&tx, events)?;
-    tx.commit()?;
-    if appended.evolved {
-        AuditLog::erase_old_keys(db)?;
+fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
+    let sealer = ConfigSealer::new(&ctx.key(Purpose::Config)?);
+    let plain = if args.allow_plain_config {
+        Plain::Allow
+    } else {
+        Plain::Refuse
+    };
+    let (text, form, config_sha256) = sealed_config::read_config(&args.config, &sealer, plain)?;
+    if form == Form::Plain {
+        tracing::warn!(config = %args.config.display(), "reading a configuration that is not sealed (--allow-plain-config)");
     }
-    Ok(value)
-}
-
-fn operator() -> String {
-    std::env::var("USER").unwrap_or_else(|_| "operator".into())
-}
-
-fn serve(args: &ServeArgs, global: &GlobalArgs) -> Result<()> {
-    let config = ServerConfig::load(&args.config)?;
-    let (db, db_key, audit_key) = open_store(global)?;
+    let text = std::str::from_utf8(text.expose_secret())
+        .with_context(|| format!("{} is not UTF-8", args.config.display()))?;
+    let config = ServerConfig::parse(&args.config, text)?;
+    let db_key = ctx.key(Purpose::Database)?;
+    let audit_key = ctx.key(Purpose::Audit)?;
+    let mut store = ctx.store()?;
+    // The server acts as its service principal; its start is on the record.
+    store.append(vec![warden_ota::store::audit_event(
+        &Service::Ota.name(),
+        "ota.start",
+        &config.listen.to_string(),
+        Outcome::Success,
+    )
+    .with_details(
+        serde_json::json!({ "config_sha256": hex::encode(config_sha256) }),
+    )])?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let store = StoreHandle::start(db, db_key, audit_key);
+        let store = StoreHandle::start(store.db, db_key, audit_key);
         let events = EventBus::default();
         if let Some(path) = &config.events_jsonl {
             events
@@ -428,52 +439,14 @@ fn planned_from_args(args: &PushArgs) -> Result<PlannedScript> {
     Ok(planned)
 }
 
-fn push(args: &PushArgs, global: &GlobalArgs) -> Result<()> {
+fn push(args: &PushArgs, ctx: &mut Context<'_>) -> Result<()> {
     let planned = planned_from_args(args)?;
     for card in &args.card {
         db::check_identity(card).with_context(|| format!("--card {card:?}"))?;
     }
-    let (mut db, _db_key, audit_key) = open_store(global)?;
-    let body = planned.script.encode();
-    let ids = with_audit(&mut db, &audit_key, |tx| {
-        let mut ids = Vec::new();
-        let mut events = Vec::new();
-        for card in &args.card {
-            for _ in 0..args.count.max(1) {
-                let id = db::push_script(
-                    tx,
-                    &db::NewScript {
-                        card: card.clone(),
-                        label: planned.label.clone(),
-                        body: body.clone(),
-                        targeted_application: planned.targeted_application.clone(),
-                        redelivery: match planned.redelivery {
-                            Redelivery::Allowed => db::StoredRedelivery::Allowed,
-                            Redelivery::Forbidden => db::StoredRedelivery::Forbidden,
-                        },
-                    },
-                )?;
-                if args.count <= 1 {
-                    events.push(
-                        audit_event(&operator(), "ota.script.queue", card, Outcome::Success)
-                            .with_details(serde_json::json!({
-                                "script": id,
-                                "commands": planned.script.apdus().map(|a| a.to_hex()).collect::<Vec<_>>(),
-                            })),
-                    );
-                }
-                ids.push((card.clone(), id));
-            }
-        }
-        if args.count > 1 {
-            events.push(
-                audit_event(&operator(), "ota.script.queue", "cards", Outcome::Success)
-                    .with_details(serde_json::json!({"cards": args.card, "count": args.count,
-                        "commands": planned.script.apdus().map(|a| a.to_hex()).collect::<Vec<_>>()})),
-            );
-        }
-        Ok((ids, events))
-    })?;
+    let (mut store, by) =
+        ctx.sign_in_for(&args.actor, Permission::OtaScriptPush, "ota.script.push")?;
+    let ids = ops::push(&mut store, &by, &args.card, &planned, args.count)?;
     let n = planned.script.command_count();
     if ids.len() <= 10 {
         for (card, id) in &ids {
@@ -492,9 +465,10 @@ fn push(args: &PushArgs, global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
-fn results(args: &ResultsArgs, global: &GlobalArgs) -> Result<()> {
-    let (db, _, _) = open_store(global)?;
-    let reports = db::script_reports(db.conn(), &args.card, args.last)?;
+fn results(args: &ResultsArgs, ctx: &mut Context<'_>) -> Result<()> {
+    let (mut store, by) =
+        ctx.sign_in_for(&args.actor, Permission::OtaResultsView, "ota.results.view")?;
+    let reports = ops::results(&mut store, &by, &args.card, args.last)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
         return Ok(());
@@ -560,9 +534,10 @@ fn subset_of(p1: u8) -> gp::StatusSubset {
     }
 }
 
-fn sessions(args: &SessionsArgs, global: &GlobalArgs) -> Result<()> {
-    let (db, _, _) = open_store(global)?;
-    let rows = db::recent_sessions(db.conn(), args.card.as_deref(), args.limit)?;
+fn sessions(args: &SessionsArgs, ctx: &mut Context<'_>) -> Result<()> {
+    let (mut store, by) =
+        ctx.sign_in_for(&args.actor, Permission::OtaResultsView, "ota.sessions.view")?;
+    let rows = ops::sessions(&mut store, &by, args.card.as_deref(), args.limit)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -598,32 +573,36 @@ fn read_key_hex(key: &Option<String>, stdin: bool) -> Result<Psk> {
     Ok(Psk::from_hex(text.trim())?)
 }
 
-fn keys(cmd: &KeysCommand, global: &GlobalArgs) -> Result<()> {
-    let (mut db, db_key, audit_key) = open_store(global)?;
-    match cmd {
+fn keys(args: &KeysArgs, ctx: &mut Context<'_>) -> Result<()> {
+    let action = match &args.command {
+        KeysCommand::Add { .. } => "ota.key.add",
+        KeysCommand::List { .. } => "ota.key.list",
+        KeysCommand::Remove { .. } => "ota.key.remove",
+        KeysCommand::Import { .. } => "ota.key.import",
+    };
+    // Read what the command needs from standard input or files before signing in.
+    let psk = match &args.command {
+        KeysCommand::Add { key, key_stdin, .. } => Some(read_key_hex(key, *key_stdin)?),
+        _ => None,
+    };
+    let imported = match &args.command {
+        KeysCommand::Import { file, .. } => {
+            Some(read_key_file(file).with_context(|| format!("{}", file.display()))?)
+        }
+        _ => None,
+    };
+    let (mut store, by) = ctx.sign_in_for(&args.actor, Permission::OtaKeyManage, action)?;
+    let db_key = ctx.key(Purpose::Database)?;
+    match &args.command {
         KeysCommand::Add {
-            identity,
-            key,
-            key_stdin,
-            replace,
+            identity, replace, ..
         } => {
-            let psk = read_key_hex(key, *key_stdin)?;
-            with_audit(&mut db, &audit_key, |tx| {
-                db::add_key(tx, &db_key, identity, psk.expose_secret(), *replace)?;
-                Ok((
-                    (),
-                    vec![
-                        audit_event(&operator(), "ota.key.add", identity, Outcome::Success)
-                            .with_details(
-                                serde_json::json!({"replace": replace, "key_bytes": psk.len()}),
-                            ),
-                    ],
-                ))
-            })?;
+            let psk = psk.expect("read above");
+            ops::add_key(&mut store, &by, &db_key, identity, &psk, *replace)?;
             println!("key for {identity} stored ({} bytes, sealed)", psk.len());
         }
         KeysCommand::List { json } => {
-            let cards = db::list_cards(db.conn())?;
+            let cards = ops::list_cards(&mut store, &by)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&cards)?);
             } else {
@@ -636,41 +615,20 @@ fn keys(cmd: &KeysCommand, global: &GlobalArgs) -> Result<()> {
             }
         }
         KeysCommand::Remove { identity } => {
-            with_audit(&mut db, &audit_key, |tx| {
-                db::remove_key(tx, identity)?;
-                Ok((
-                    (),
-                    vec![audit_event(
-                        &operator(),
-                        "ota.key.remove",
-                        identity,
-                        Outcome::Success,
-                    )],
-                ))
-            })?;
+            ops::remove_key(&mut store, &by, identity)?;
             println!("key for {identity} removed");
         }
         KeysCommand::Import { file, replace } => {
-            let keys = read_key_file(file).with_context(|| format!("{}", file.display()))?;
-            let n = keys.len();
-            with_audit(&mut db, &audit_key, |tx| {
-                let mut ids = Vec::new();
-                for (id, psk) in &keys {
-                    db::add_key(tx, &db_key, id, psk.expose_secret(), *replace)?;
-                    ids.push(id.clone());
-                }
-                Ok((
-                    (),
-                    vec![audit_event(
-                        &operator(),
-                        "ota.key.import",
-                        &file.display().to_string(),
-                        Outcome::Success,
-                    )
-                    .with_details(serde_json::json!({"identities": ids}))],
-                ))
-            })?;
-            println!("imported {n} key(s) from {}", file.display());
+            let keys = imported.expect("read above");
+            ops::import_keys(
+                &mut store,
+                &by,
+                &db_key,
+                &keys,
+                &file.display().to_string(),
+                *replace,
+            )?;
+            println!("imported {} key(s) from {}", keys.len(), file.display());
         }
     }
     Ok(())

@@ -1,73 +1,72 @@
 //! `warden siem test`: one test event to the SIEM named in a configuration's `siem:` section,
 //! with the exact cause when it fails (refused, timeout, address, untrusted server certificate,
 //! name mismatch, client certificate rejected, TLS protocol, I/O) and a hint on what to fix.
-//!
-//! A plain configuration needs no data directory. A sealed configuration, or a sealed client
-//! key, is opened with the `config` purpose key (so the passphrase is asked for only then).
+//! Needs `siem.test`; the attempt and its outcome are audited.
 
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use warden_core::fsx;
+use anyhow::{Context as _, Result};
 use warden_core::keyring::Purpose;
-use warden_core::sealed_config::ConfigSealer;
-use warden_siem::check::send_test_event;
-use warden_siem::{SiemConfig, TlsClient, TlsSetupError};
+use warden_core::rbac::Permission;
+use warden_core::sealed_config::{self, ConfigSealer, Form, Plain};
+use warden_siem::check::audited_test;
+use warden_siem::{SiemConfig, TlsClient};
 
-use crate::cli::{GlobalArgs, SiemCommand};
-use crate::cmd::config::{read_config, MAX_CONFIG_BYTES};
-use crate::keys::Unlocker;
+use crate::cli::SiemCommand;
+use crate::context::Context;
 
-pub fn run(cmd: &SiemCommand, global: &GlobalArgs) -> Result<()> {
+pub fn run(cmd: &SiemCommand, ctx: &mut Context<'_>) -> Result<()> {
     match cmd {
-        SiemCommand::Test { config, watch_ms } => test(config, *watch_ms, global),
+        SiemCommand::Test {
+            actor,
+            config,
+            watch_ms,
+            allow_plain_config,
+        } => {
+            let (mut store, by) = ctx.sign_in_for(actor, Permission::SiemTest, "siem.test")?;
+            let sealer = ConfigSealer::new(&ctx.key(Purpose::Config)?);
+            test(
+                &mut store,
+                &by,
+                config,
+                *watch_ms,
+                *allow_plain_config,
+                &sealer,
+            )
+        }
     }
 }
 
-fn sealer(global: &GlobalArgs) -> Result<ConfigSealer> {
-    let mut unlocker = Unlocker::open(global)?;
-    Ok(ConfigSealer::new(&unlocker.key(Purpose::Config)?))
-}
-
-fn test(path: &Path, watch_ms: Option<u64>, global: &GlobalArgs) -> Result<()> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let raw = fsx::read_limited(file, path, MAX_CONFIG_BYTES)?;
-    let text = if ConfigSealer::looks_sealed(&raw) {
-        read_config(path, &mut Unlocker::open(global)?)?
+fn test(
+    store: &mut warden_store::Store,
+    by: &warden_store::identity::Authorized,
+    path: &Path,
+    watch_ms: Option<u64>,
+    allow_plain: bool,
+    sealer: &ConfigSealer,
+) -> Result<()> {
+    let plain = if allow_plain {
+        Plain::Allow
     } else {
-        warden_core::secret::SecretBytes::new(raw)
+        Plain::Refuse
     };
+    let (text, form, _) = sealed_config::read_config(path, sealer, plain)?;
+    if form == Form::Plain {
+        tracing::warn!(config = %path.display(), "reading a configuration that is not sealed (--allow-plain-config)");
+    }
     let settings = SiemConfig::from_yaml_document(text.expose_secret())
         .and_then(|c| c.validate())
         .with_context(|| format!("invalid configuration {}", path.display()))?;
-    let client = match TlsClient::from_settings(&settings, None) {
-        Err(TlsSetupError::SealedKeyNeedsConfigKey { .. }) => {
-            TlsClient::from_settings(&settings, Some(&sealer(global)?))
-        }
-        other => other,
-    }
-    .context("cannot set up the TLS client")?;
+    let client = TlsClient::from_settings(&settings, Some(sealer))
+        .context("cannot set up the TLS client")?;
     let watch = watch_ms.map_or(settings.delivery.confirm_after, Duration::from_millis);
+    let report = audited_test(store, by, &settings, &client, watch)?;
     let endpoint = &settings.endpoint;
-    let target = format!(
-        "{}:{} (server name {})",
+    println!(
+        "ok: test event delivered to {}:{} (server name {})",
         endpoint.host, endpoint.port, endpoint.server_name
     );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let report = runtime
-        .block_on(send_test_event(
-            &client,
-            &settings.identity,
-            watch,
-            settings.delivery.max_message_bytes,
-        ))
-        .with_context(|| format!("SIEM test to {target} failed"))?;
-    println!("ok: test event delivered to {target}");
     if let Some(peer) = report.peer {
         println!("  peer:        {peer}");
     }

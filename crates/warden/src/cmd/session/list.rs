@@ -9,18 +9,19 @@
 //! Two lines per recording keep rows within a terminal's width whatever the labels; a third
 //! names what is wrong with a recording that is not complete. `--json` gives every fact.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::json;
 use time::{OffsetDateTime, PrimitiveDateTime};
 use warden_core::keyring::Purpose;
+use warden_core::rbac::Permission;
+use warden_shim::recording::ops::{self, Listed};
+use warden_shim::recording::read::Status;
 
-use super::read::{self, SessionRead, Status};
 use super::{duration, printable, rfc3339, size, start_time};
-use crate::cli::GlobalArgs;
-use crate::keys::Unlocker;
+use crate::cli::ActorArgs;
+use crate::context::Context;
 
 /// Labels longer than this are shortened in the table (never in `--json`).
 const MAX_LABEL: usize = 16;
@@ -29,10 +30,14 @@ const WIDTH: usize = 80;
 /// A cut-short file written to this recently may simply still be recording.
 const STILL_WRITING: Duration = Duration::from_secs(60);
 
-struct Row {
-    name: String,
-    path: PathBuf,
-    read: SessionRead<()>,
+struct Row(Listed);
+
+impl std::ops::Deref for Row {
+    type Target = Listed;
+
+    fn deref(&self) -> &Listed {
+        &self.0
+    }
 }
 
 impl Row {
@@ -44,10 +49,14 @@ impl Row {
         }
         let format =
             time::macros::format_description!("[year]-[month]-[day]T[hour]-[minute]-[second]");
-        let stamp = self.name.get(..19)?;
+        let stamp = self.0.name.get(..19)?;
         PrimitiveDateTime::parse(stamp, &format)
             .ok()
             .map(PrimitiveDateTime::assume_utc)
+    }
+
+    fn name(&self) -> String {
+        printable(self.0.name.as_ref())
     }
 
     fn label(&self, get: impl Fn(&warden_shim::recording::RecordingMetadata) -> &str) -> String {
@@ -85,7 +94,7 @@ impl Row {
         let meta = self.read.metadata.as_ref();
         let tally = &self.read.tally;
         json!({
-            "file": self.name,
+            "file": self.name(),
             "path": self.path.display().to_string(),
             "status": self.read.status.json_name(),
             "problem": self.problem(),
@@ -137,24 +146,15 @@ fn shorten(label: &str) -> String {
     short
 }
 
-pub fn run(global: &GlobalArgs, json: bool) -> Result<()> {
-    let mut unlocker = Unlocker::open(global)?;
-    let key = unlocker.key(Purpose::Recordings)?;
-    let dir = unlocker.dir.sessions();
-    let mut rows = Vec::new();
-    let entries =
-        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
-        let path = entry.path();
-        let read = read::read_session(&path, &key, |_, records| Ok(((), read::drain(records))))?;
-        rows.push(Row {
-            name: printable(entry.file_name().as_ref()),
-            path,
-            read,
-        });
-    }
-    rows.sort_by(|a, b| (a.started(), &a.name).cmp(&(b.started(), &b.name)));
+pub fn run(ctx: &mut Context<'_>, actor: &ActorArgs, json: bool) -> Result<()> {
+    let (mut store, by) = ctx.sign_in_for(actor, Permission::RecordingList, "recording.list")?;
+    let key = ctx.key(Purpose::Recordings)?;
+    let dir = ctx.dir()?.sessions();
+    let mut rows: Vec<Row> = ops::list(&mut store, &by, &key, &dir)?
+        .into_iter()
+        .map(Row)
+        .collect();
+    rows.sort_by_key(|row| (row.started(), row.name()));
     if json {
         let sessions: Vec<_> = rows.iter().map(Row::json).collect();
         println!(
@@ -232,7 +232,7 @@ fn print_table(rows: &[Row]) {
     let mut counts = [0usize; 4];
     for (row, line) in rows.iter().zip(&cells) {
         println!("{}", format_line(line));
-        let mut second = format!("  {}", row.name);
+        let mut second = format!("  {}", row.name());
         if let Some(meta) = &row.read.metadata {
             second.push_str(&format!(
                 "  shim {}, {}, {}",

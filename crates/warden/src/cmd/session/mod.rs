@@ -1,45 +1,32 @@
 //! `warden session`: the shim's session recordings (DATA_DIR/sessions) — list them, replay one
 //! in the terminal, export one as asciicast, JSON Lines or a text dump.
 //!
-//! Every command reads a file through [`read::read_session`]: the sealed stream is verified
-//! segment by segment and only verified bytes are decoded. A recording cut short (its final
-//! segment missing after a crash, power loss or full storage) still gives every record up to the
-//! cut, and is labelled so; a damaged one (modified, reordered or spliced segments, a wrong key)
-//! is named and refused. `list` needs the master passphrase only; `play` and `export` sign the
-//! person in (`recording.play`, `recording.export`) and append who read which file (and its
-//! SHA-256) to the audit chain.
+//! The operations are `warden_shim::recording::ops`: every file is verified segment by segment
+//! and only verified bytes are decoded; each command signs the person in (`recording.list`,
+//! `recording.play`, `recording.export`) and appends who read which file (and its SHA-256) to
+//! the audit chain. This module renders.
 
 mod export;
 mod list;
 mod play;
-mod read;
-mod sanitize;
 
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::Result;
-use serde_json::json;
 use time::OffsetDateTime;
-use warden_core::audit::{NewEvent, Outcome};
 
-use crate::cli::{GlobalArgs, SessionCommand};
-use read::SessionRead;
+use crate::cli::SessionCommand;
+use crate::context::Context;
 
 pub use play::Interrupted;
 
-pub fn run(cmd: &SessionCommand, global: &GlobalArgs) -> Result<()> {
+pub fn run(cmd: &SessionCommand, ctx: &mut Context<'_>) -> Result<()> {
     match cmd {
-        SessionCommand::List { json } => list::run(global, *json),
-        SessionCommand::Play(args) => play::run(global, args),
-        SessionCommand::Export(args) => export::run(global, args),
+        SessionCommand::List { actor, json } => list::run(ctx, actor, *json),
+        SessionCommand::Play(args) => play::run(ctx, args),
+        SessionCommand::Export(args) => export::run(ctx, args),
     }
 }
-
-/// A recording was cut short and the command was not told to accept that; `main` maps it to
-/// exit code 3 (damaged or unverifiable data).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct CutShortRefused(pub String);
 
 /// FILE as given if something is there; otherwise a bare file name is looked up in
 /// DATA_DIR/sessions.
@@ -103,38 +90,6 @@ fn size(bytes: u64) -> String {
         unit += 1;
     }
     format!("{value:.1} {}", UNITS[unit])
-}
-
-/// The audit event for reading `path` (`recording.play`, `recording.export`): who, which file
-/// and its SHA-256, which session, what state it was in, plus `extra` details.
-fn audit_event<T>(
-    actor: &str,
-    action: &str,
-    path: &Path,
-    read: &SessionRead<T>,
-    outcome: Outcome,
-    extra: serde_json::Value,
-) -> NewEvent {
-    let mut details = json!({
-        "file": path.display().to_string(),
-        "sha256": hex::encode(read.file.sha256),
-        "file_bytes": read.file.bytes,
-        "session_id": read.metadata.as_ref().map(|m| m.session_id().hyphenated().to_string()),
-        "status": read.status.json_name(),
-        "problem": read.status.problem(),
-        "chunks": read.tally.chunks,
-    });
-    if let (Some(details), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra) {
-        details.extend(extra);
-    }
-    NewEvent::new(
-        warden_store::audit::timestamp_now(),
-        actor,
-        action,
-        path.display().to_string(),
-        outcome,
-    )
-    .with_details(details)
 }
 
 #[cfg(test)]

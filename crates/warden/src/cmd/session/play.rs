@@ -11,18 +11,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context as _, Result};
 use serde_json::json;
-use warden_core::audit::Outcome;
 use warden_core::keyring::Purpose;
 use warden_core::rbac::Permission;
-use warden_shim::recording::{play, PlayOptions, RecordError, RecordingMetadata};
+use warden_shim::recording::read::Records;
+use warden_shim::recording::sanitize::TerminalSanitizer;
+use warden_shim::recording::{ops, play, PlayOptions, RecordError, RecordingMetadata};
 
-use super::read::{self, Records, SessionRead, Status};
-use super::sanitize::TerminalSanitizer;
-use super::{audit_event, duration, printable, resolve, start_time};
-use crate::cli::{GlobalArgs, PlayArgs};
-use crate::keys::Unlocker;
+use super::{duration, printable, resolve, start_time};
+use crate::cli::PlayArgs;
+use crate::context::Context;
 
 /// The longest sleep between two checks for Ctrl-C.
 const POLL: Duration = Duration::from_millis(50);
@@ -45,65 +44,41 @@ enum Ended {
     OutputClosed,
 }
 
-pub fn run(global: &GlobalArgs, args: &PlayArgs) -> Result<()> {
-    let mut unlocker = Unlocker::open(global)?;
-    let (mut session, allowed) = crate::cmd::user::sign_in_for_with(
-        &mut unlocker,
-        &args.actor,
-        Permission::RecordingPlay,
-        "recording.play",
-    )?;
-    let key = unlocker.key(Purpose::Recordings)?;
-    let path = resolve(&args.file, &unlocker.dir.sessions());
+pub fn run(ctx: &mut Context<'_>, args: &PlayArgs) -> Result<()> {
+    let (mut store, by) =
+        ctx.sign_in_for(&args.actor, Permission::RecordingPlay, "recording.play")?;
+    let key = ctx.key(Purpose::Recordings)?;
+    let path = resolve(&args.file, &ctx.dir()?.sessions());
     let name = printable(&path);
     let mut options = PlayOptions::new(args.speed)?.include_input(args.include_input);
     if let Some(limit) = args.skip_idle {
         options = options.idle_limit(limit);
     }
 
-    // First pass: verify and hash everything before showing anything.
-    let scan = read::read_session(&path, &key, |_, records| Ok(((), read::drain(records))))?;
-    let refused = scan.metadata.is_none()
-        || matches!(scan.status, Status::Damaged(_) | Status::Unreadable(_));
-    let event = audit_event(
-        allowed.actor_name(),
-        "recording.play",
+    // First pass (in the operation): verify and hash everything before showing anything.
+    let playback = ops::play(
+        &mut store,
+        &by,
+        &key,
         &path,
-        &scan,
-        if refused {
-            Outcome::Failure
-        } else {
-            Outcome::Success
-        },
+        &name,
         json!({
             "speed": args.speed,
             "skip_idle_s": args.skip_idle.map(|d| d.as_secs_f64()),
             "include_input": args.include_input,
             "sanitized": !args.raw,
         }),
-    );
-    unlocker.audit_log()?.append(&mut session.db, vec![event])?;
-    let cut_short = match &scan.status {
-        Status::CutShort(cut) => Some(cut.to_string()),
-        _ => None,
-    };
-    let tally = scan.tally;
-    let metadata = match (scan.status, scan.metadata) {
-        (status @ (Status::Damaged(_) | Status::Unreadable(_)), _) => {
-            return Err(status.into_error(&name).expect("damaged or unreadable"))
-        }
-        (_, Some(metadata)) => metadata,
-        (_, None) => {
-            return Err(super::CutShortRefused(format!(
-                "{name} was cut short and holds nothing to play: {}",
-                cut_short.unwrap_or_default()
-            ))
-            .into())
-        }
-    };
+    )?;
+    let tally = playback.tally;
+    let cut_short = playback.cut_short.clone();
     eprintln!(
         "{}",
-        header(&metadata, tally.duration_us(), args, cut_short.is_some())
+        header(
+            &playback.metadata,
+            tally.duration_us(),
+            args,
+            cut_short.is_some()
+        )
     );
     if let Some(problem) = &cut_short {
         eprintln!(
@@ -120,10 +95,8 @@ pub fn run(global: &GlobalArgs, args: &PlayArgs) -> Result<()> {
             .context("cannot handle Ctrl-C")?;
         signal_hook::flag::register(signal, Arc::clone(&stop)).context("cannot handle Ctrl-C")?;
     }
-    let played = read::read_session(&path, &key, |_, records| {
-        replay(records, options, !args.raw, &stop)
-    })?;
-    match played.output {
+    let played = playback.replay(|records| replay(records, options, !args.raw, &stop))?;
+    match played? {
         Some(Ended::Interrupted { at_us }) => {
             return Err(Interrupted {
                 at: duration(at_us),
@@ -134,19 +107,10 @@ pub fn run(global: &GlobalArgs, args: &PlayArgs) -> Result<()> {
         Some(Ended::OutputClosed) => return Ok(()),
         Some(Ended::Played) | None => {}
     }
-    // The file changed between the two readings: say what the replay found.
-    check_second_reading(played, &name)?;
     if cut_short.is_some() {
         eprintln!("end of what verifies: the recording was cut short here");
     }
     Ok(())
-}
-
-fn check_second_reading(played: SessionRead<Ended>, name: &str) -> Result<()> {
-    match played.status.into_error(name) {
-        Some(err) => Err(err.context("the file changed while it was being played")),
-        None => Ok(()),
-    }
 }
 
 /// `session 6f96…: tech-001 on empump-12 via shim-a, 2026-04-15 09:22:03 UTC, 0:12:31 — …`

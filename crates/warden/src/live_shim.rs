@@ -1,6 +1,6 @@
 //! A real shim running in this process between two PTY pairs, for `warden demo` and
-//! `warden shim bench`: the same daemon and store-backed host as `warden shim run`, driven from
-//! the technician's side as a laptop would, with a device that echoes.
+//! `warden shim bench` (harness, not product logic): the same daemon and store-backed host as
+//! `warden shim run`, driven from the technician's side as a laptop would.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -17,9 +17,9 @@ use warden_core::totp::KeyUri;
 use warden_shim::config::ShimConfig;
 use warden_shim::daemon::ShutdownHandle;
 use warden_shim::serial::VirtualSerialPair;
-use warden_store::identity::{Identity, NewUser, UnixMs, Username};
+use warden_store::identity::{NewUser, UnixMs, Username};
 
-use crate::cmd::shim::{build_daemon, DaemonKeys};
+use warden_shim::host::{build_daemon, DaemonKeys};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,25 +32,26 @@ pub fn add_technician(
     password: &Password,
     name: &str,
 ) -> Result<KeyUri> {
-    let database_key = keys.get(Purpose::Database);
-    let mut db =
-        warden_store::Database::open(&dir.root().join(warden_store::DB_FILE), database_key)?;
-    let mut identity = Identity::load(&db, database_key.clone(), keys.get(Purpose::Audit).clone())?;
+    let mut store = warden_store::Store::open(
+        dir,
+        keys.get(Purpose::Database).clone(),
+        keys.get(Purpose::Audit).clone(),
+    )?;
+    let (identity, db) = (&mut store.identity, &mut store.db);
     // Sign-ins are spaced out by the identity policy: wait out the spacing once if needed.
-    let signed_in =
-        match identity.authenticate_operator(&mut db, admin, password, None, UnixMs::now()) {
-            Err(warden_store::identity::AuthError::RateLimited { retry_after_ms }) => {
-                std::thread::sleep(Duration::from_millis(retry_after_ms + 50));
-                identity.authenticate_operator(&mut db, admin, password, None, UnixMs::now())?
-            }
-            other => other?,
-        };
+    let signed_in = match identity.authenticate_operator(db, admin, password, None, UnixMs::now()) {
+        Err(warden_store::identity::AuthError::RateLimited { retry_after_ms }) => {
+            std::thread::sleep(Duration::from_millis(retry_after_ms + 50));
+            identity.authenticate_operator(db, admin, password, None, UnixMs::now())?
+        }
+        other => other?,
+    };
     let now = UnixMs::now();
-    let by = identity.require(&mut db, &signed_in, Permission::UserManage, "user.add", now)?;
+    let by = identity.require(db, &signed_in, Permission::UserManage, "user.add", now)?;
     let username = Username::parse(name)?;
     identity
         .add_user(
-            &mut db,
+            db,
             &by,
             NewUser {
                 username: &username,

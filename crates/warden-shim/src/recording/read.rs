@@ -18,11 +18,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 
+use super::{Direction, Record, RecordError, RecordReader, RecordingMetadata};
 use warden_core::fsx::FsError;
 use warden_core::keyring::Purpose;
 use warden_core::secret::Key32;
 use warden_core::stream::{SealedReader, Segment, StreamError, HEADER_LEN, MAGIC};
-use warden_shim::recording::{Direction, Record, RecordError, RecordReader, RecordingMetadata};
 
 /// The file as bytes: what was hashed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -210,24 +210,55 @@ impl Status {
     }
 
     /// The error a command that needs a readable recording fails with: `None` when there is
-    /// something to show (complete or cut short). Stream errors stay in the chain so `main` maps
-    /// them to their exit codes (3 damaged, 4 wrong key).
-    pub fn into_error(self, name: &str) -> Option<anyhow::Error> {
+    /// something to show (complete or cut short). Stream errors stay in the chain so the binary
+    /// maps them to their exit codes (3 damaged, 4 wrong key).
+    pub fn into_error(self, name: &str) -> Option<SessionError> {
+        let name = name.to_owned();
         match self {
             Self::Complete | Self::CutShort(_) => None,
             Self::Damaged(Damage::Stream(
-                e @ (StreamError::WrongKey(_) | StreamError::WrongPurpose { .. }),
-            )) => Some(anyhow::Error::new(e).context(format!("cannot open {name}"))),
-            Self::Damaged(Damage::Stream(e)) => {
-                Some(anyhow::Error::new(e).context(format!("{name} is damaged")))
-            }
-            Self::Damaged(Damage::Record(e)) => Some(
-                anyhow::Error::new(e)
-                    .context(format!("{name} is damaged (authentic but malformed)")),
-            ),
-            Self::Unreadable(why) => Some(anyhow::anyhow!("cannot read {name}: {why}")),
+                source @ (StreamError::WrongKey(_) | StreamError::WrongPurpose { .. }),
+            )) => Some(SessionError::CannotOpen { name, source }),
+            Self::Damaged(Damage::Stream(source)) => Some(SessionError::Damaged { name, source }),
+            Self::Damaged(Damage::Record(source)) => Some(SessionError::Malformed { name, source }),
+            Self::Unreadable(why) => Some(SessionError::Unreadable { name, why }),
         }
     }
+}
+
+/// Why a recording cannot be shown or exported, sorted by cause.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot open {name}")]
+    CannotOpen {
+        name: String,
+        #[source]
+        source: StreamError,
+    },
+    #[error("{name} is damaged")]
+    Damaged {
+        name: String,
+        #[source]
+        source: StreamError,
+    },
+    #[error("{name} is damaged (authentic but malformed)")]
+    Malformed {
+        name: String,
+        #[source]
+        source: RecordError,
+    },
+    #[error("cannot read {name}: {why}")]
+    Unreadable { name: String, why: String },
+    /// A recording cut short, and the command was not told to accept that (exit code 3).
+    #[error("{0}")]
+    CutShortRefused(String),
+    /// The file changed between the verifying pass and the replay.
+    #[error("{name} changed while it was being played: {source}")]
+    ChangedWhilePlaying {
+        name: String,
+        #[source]
+        source: Box<SessionError>,
+    },
 }
 
 /// Everything learnt from reading one session file.
@@ -271,14 +302,14 @@ pub fn drain(records: &mut Records<'_>) -> Result<(), RecordError> {
 /// Reads the session file at `path` with the `recordings` key, handing its metadata and records
 /// to `consume`, which returns its result and how the records ended (`Ok` at the end record).
 /// An error from `consume` (e.g. writing the output failed) ends the reading at once.
-pub fn read_session<T>(
+pub fn read_session<T, E>(
     path: &Path,
     key: &Key32,
     consume: impl FnOnce(
         &RecordingMetadata,
         &mut Records<'_>,
-    ) -> anyhow::Result<(T, Result<(), RecordError>)>,
-) -> anyhow::Result<SessionRead<T>> {
+    ) -> Result<(T, Result<(), RecordError>), E>,
+) -> Result<SessionRead<T>, E> {
     let mut hashing = match HashingReader::open(path) {
         Ok(h) => h,
         Err(why) => {

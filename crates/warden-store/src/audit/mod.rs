@@ -15,6 +15,8 @@
 //! cut from the table is named on the box; a cut that also rewrites the head and the
 //! checkpoints is only visible against a checkpoint kept off the box (the SIEM's).
 
+mod ops;
+
 use std::sync::{mpsc, Mutex};
 
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
@@ -27,6 +29,11 @@ use warden_core::secret::Key32;
 
 use crate::db::{Database, StoreError};
 use crate::spool::{Spool, SpoolKind, SpoolPayload};
+
+pub use ops::{
+    checkpoint, explain, export, tail, verify, AuditOpError, ChainDamaged, ExportFormat, Exported,
+    Tail,
+};
 
 const KEY_LABEL: &[u8] = b"warden audit epoch key v1";
 
@@ -425,7 +432,7 @@ impl AuditLog {
     /// Appends `events` durably in a transaction of their own (a refusal, a sign-in, an
     /// event that goes with no change).
     pub fn append(&self, db: &mut Database, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
-        let mut tx = self.begin(db)?;
+        let tx = self.begin(db)?;
         let appended = tx.audit(events)?;
         tx.commit()?;
         Ok(appended)
@@ -439,8 +446,8 @@ impl AuditLog {
             log: self,
             conn,
             tx,
-            evolved: false,
-            events: 0,
+            evolved: std::cell::Cell::new(false),
+            events: std::cell::Cell::new(0),
         })
     }
 
@@ -450,14 +457,14 @@ impl AuditLog {
     pub fn transact<T, E>(
         &self,
         db: &mut Database,
-        change: impl FnOnce(&mut AuditedTx<'_>) -> Result<T, E>,
+        change: impl FnOnce(&AuditedTx<'_>) -> Result<T, E>,
     ) -> Result<T, E>
     where
         E: From<StoreError>,
     {
-        let mut tx = self.begin(db)?;
-        let value = change(&mut tx)?;
-        if tx.events == 0 {
+        let tx = self.begin(db)?;
+        let value = change(&tx)?;
+        if tx.events() == 0 {
             return Err(StoreError::Unaudited.into());
         }
         tx.commit()?;
@@ -472,10 +479,11 @@ impl AuditLog {
         Ok(())
     }
 
-    /// The current head (public).
+    /// The stored head (public), as committed with the last append; the rows are not looked
+    /// at (verification compares them with it).
     pub fn head(&self, db: &mut Database) -> Result<ChainHead, StoreError> {
         let tx = db.conn_mut().transaction()?;
-        let (state, _) = self.load(&tx)?;
+        let (state, _) = self.read_state(&tx)?;
         Ok(state.head().clone())
     }
 
@@ -634,30 +642,33 @@ pub struct AuditedTx<'a> {
     log: &'a AuditLog,
     conn: &'a rusqlite::Connection,
     tx: Transaction<'a>,
-    evolved: bool,
-    events: usize,
+    evolved: std::cell::Cell<bool>,
+    events: std::cell::Cell<usize>,
 }
 
 impl AuditedTx<'_> {
     /// Appends `events` in this transaction.
-    pub fn audit(&mut self, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
+    pub fn audit(&self, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
         if events.is_empty() {
             return Ok(Appended::default());
         }
-        self.events += events.len();
+        let count = events.len();
         let appended = self.log.append_in(&self.tx, events)?;
-        self.evolved |= appended.evolved;
+        self.events.set(self.events.get() + count);
+        if appended.evolved {
+            self.evolved.set(true);
+        }
         Ok(appended)
     }
 
     /// Appends one event.
-    pub fn audit_one(&mut self, event: NewEvent) -> Result<(), StoreError> {
+    pub fn audit_one(&self, event: NewEvent) -> Result<(), StoreError> {
         self.audit(vec![event]).map(drop)
     }
 
     /// Events appended so far.
     pub fn events(&self) -> usize {
-        self.events
+        self.events.get()
     }
 
     /// Commits the change and its events; after an epoch key evolution, erases the old key
@@ -667,7 +678,7 @@ impl AuditedTx<'_> {
             conn, tx, evolved, ..
         } = self;
         tx.commit()?;
-        if evolved {
+        if evolved.get() {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         }
         Ok(())

@@ -1,10 +1,13 @@
-//! Read-ahead and write-behind threads for the vault commands, so reading, AES-GCM and writing
+//! Read-ahead and write-behind threads for the vault operations, so reading, AES-GCM and writing
 //! overlap on two cores. Memory stays bounded: a few fixed-size buffers in flight, recycled.
+//! Each side can also hash what passes through it (SHA-256 of the sealed file, for the audit
+//! event), on its own thread.
 
 use std::io::{self, BufRead, Read, Write};
 
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
+use warden_core::mac::Sha256;
 use warden_core::stream::{FrameSink, StreamError};
 
 const CHUNK: usize = 1024 * 1024;
@@ -18,13 +21,17 @@ pub struct ReadAhead {
     current: Vec<u8>,
     pos: usize,
     done: bool,
+    digest: Receiver<[u8; 32]>,
     _thread: JoinHandle<()>,
 }
 
 impl ReadAhead {
+    /// Reads `source` ahead and hashes everything read (see [`ReadAhead::finish_sha256`]).
     pub fn new<R: Read + Send + 'static>(mut source: R) -> Self {
         let (full_tx, full) = mpsc::sync_channel::<io::Result<Vec<u8>>>(DEPTH);
         let (empty, empty_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
+        let (digest_tx, digest) = mpsc::sync_channel::<[u8; 32]>(1);
+        let mut hash = Some(Sha256::new());
         let thread = std::thread::spawn(move || loop {
             let mut buf = empty_rx.try_recv().unwrap_or_default();
             buf.resize(CHUNK, 0);
@@ -44,6 +51,14 @@ impl ReadAhead {
             };
             buf.truncate(filled);
             let end = filled == 0;
+            if let Some(hash) = hash.as_mut() {
+                hash.update(&buf);
+            }
+            if end {
+                if let Some(hash) = hash.take() {
+                    let _ = digest_tx.send(hash.finish());
+                }
+            }
             let message = result.map(|()| buf);
             let failed = message.is_err();
             if full_tx.send(message).is_err() || end || failed {
@@ -56,8 +71,23 @@ impl ReadAhead {
             current: Vec::new(),
             pos: 0,
             done: false,
+            digest,
             _thread: thread,
         }
+    }
+
+    /// Reads whatever the consumer left unread and returns the SHA-256 of the whole source.
+    pub fn finish_sha256(mut self) -> io::Result<[u8; 32]> {
+        loop {
+            let available = self.fill_buf()?.len();
+            if available == 0 {
+                break;
+            }
+            self.consume(available);
+        }
+        self.digest
+            .recv()
+            .map_err(|_| io::Error::other("the reading thread stopped"))
     }
 }
 
@@ -102,7 +132,7 @@ pub struct WriteBehind<W: Write + Send + 'static> {
     filled: usize,
     full: Option<SyncSender<(Vec<u8>, usize)>>,
     empty: Receiver<Vec<u8>>,
-    thread: Option<JoinHandle<(W, io::Result<()>)>>,
+    thread: Option<JoinHandle<(W, io::Result<[u8; 32]>)>>,
 }
 
 impl<W: Write + Send + 'static> WriteBehind<W> {
@@ -111,8 +141,10 @@ impl<W: Write + Send + 'static> WriteBehind<W> {
         let (empty_tx, empty) = mpsc::sync_channel::<Vec<u8>>(DEPTH + 2);
         let thread = std::thread::spawn(move || {
             let mut result = Ok(());
+            let mut hash = Sha256::new();
             for (buf, filled) in full_rx {
                 if result.is_ok() {
+                    hash.update(&buf[..filled]);
                     result = sink.write_all(&buf[..filled]);
                 }
                 let _ = empty_tx.try_send(buf);
@@ -120,7 +152,7 @@ impl<W: Write + Send + 'static> WriteBehind<W> {
             if result.is_ok() {
                 result = sink.flush();
             }
-            (sink, result)
+            (sink, result.map(|()| hash.finish()))
         });
         Self {
             buf: Vec::new(),
@@ -163,8 +195,9 @@ impl<W: Write + Send + 'static> WriteBehind<W> {
         Ok(())
     }
 
-    /// Writes out everything, stops the thread, and returns the sink.
-    pub fn finish(mut self) -> io::Result<W> {
+    /// Writes out everything, stops the thread, and returns the sink and the SHA-256 of
+    /// everything written.
+    pub fn finish(mut self) -> io::Result<(W, [u8; 32])> {
         if self.filled > 0 {
             self.send()?;
         }
@@ -175,7 +208,7 @@ impl<W: Write + Send + 'static> WriteBehind<W> {
             .expect("present until finish")
             .join()
             .map_err(|_| io::Error::other("the writer thread panicked"))?;
-        result.map(|()| sink)
+        result.map(|digest| (sink, digest))
     }
 }
 
@@ -246,7 +279,25 @@ mod tests {
             }
             writer.write_all(&buf[..n]).unwrap();
         }
-        assert_eq!(writer.finish().unwrap(), data);
+        let (written, digest) = writer.finish().unwrap();
+        assert_eq!(written, data);
+        assert_eq!(digest, warden_core::mac::sha256(&data));
+        assert_eq!(
+            reader.finish_sha256().unwrap(),
+            warden_core::mac::sha256(&data)
+        );
+    }
+
+    #[test]
+    fn the_read_side_hashes_what_the_consumer_left_unread() {
+        let data = vec![7u8; 3 * CHUNK + 5];
+        let mut reader = ReadAhead::new(io::Cursor::new(data.clone()));
+        let mut first = [0u8; 10];
+        reader.read_exact(&mut first).unwrap();
+        assert_eq!(
+            reader.finish_sha256().unwrap(),
+            warden_core::mac::sha256(&data)
+        );
     }
 
     #[test]
@@ -264,7 +315,7 @@ mod tests {
             SealedWriter::new(FramesInto(&mut behind), Purpose::Recordings, &key, 50_000).unwrap();
         let (_, summary) = seal_from(&mut reader, writer, |_| {}).unwrap();
         assert_eq!(summary.plaintext_bytes, data.len() as u64);
-        let sealed = behind.finish().unwrap();
+        let (sealed, _) = behind.finish().unwrap();
 
         let mut opened = Vec::new();
         let mut reader = SealedReader::new(&sealed[..], Purpose::Recordings, &key).unwrap();

@@ -10,16 +10,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use warden_core::kdf::KdfParams;
-use warden_core::keyring::Purpose;
 use warden_core::password::Password;
 use warden_core::secret::Passphrase;
 use warden_store::audit::AuditPolicy;
-use warden_store::identity::{Identity, IdentityPolicy, UnixMs, Username};
+use warden_store::identity::{IdentityPolicy, Username};
+use warden_store::provision::{provision, Provision};
 
-use crate::cmd::init::provision;
-use crate::cmd::shim_live::{
-    add_technician, current_code, nonblocking, read_exact_polled, LiveShim,
-};
+use crate::live_shim::{add_technician, current_code, nonblocking, read_exact_polled, LiveShim};
 use warden_shim::serial::VirtualSerialPair;
 
 const ECHO: u8 = 1;
@@ -227,33 +224,23 @@ pub fn run(rounds: usize, mib: usize) -> Result<()> {
         "auditor-{}",
         hex::encode(warden_core::rand::array::<12>())
     ));
-    let made = provision(
-        &root,
-        &passphrase,
-        &auditor,
-        &tmp.path().join("auditor-key.json"),
-        &KdfParams::Pbkdf2Sha256 { iterations: 1000 },
-        AuditPolicy::default(),
-    )?;
-    let mut db = made.db;
-    Identity::init(&mut db, &IdentityPolicy::default())?;
-    let mut identity = Identity::load(
-        &db,
-        made.keys.get(Purpose::Database).clone(),
-        made.keys.get(Purpose::Audit).clone(),
-    )?;
     let password = Password::new(format!(
         "Bench-{}!",
         hex::encode(warden_core::rand::array::<8>())
     ));
-    let _ = identity.create_first_admin(
-        &mut db,
-        &Username::parse("root")?,
-        &password,
-        None,
-        UnixMs::now(),
-    )?;
-    drop(db);
+    let made = provision(Provision {
+        root: &root,
+        passphrase: &passphrase,
+        auditor_passphrase: &auditor,
+        auditor_key_out: &tmp.path().join("auditor-key.json"),
+        kdf: &KdfParams::Pbkdf2Sha256 { iterations: 1000 },
+        audit_policy: AuditPolicy::default(),
+        identity_policy: &IdentityPolicy::default(),
+        admin: &Username::parse("root")?,
+        admin_password: &password,
+        admin_totp: None,
+    })?;
+    drop(made.store);
     let uri = add_technician(&made.dir, &made.keys, "root", &password, "bench")?;
 
     // warden and socat side by side, each between its own two PTY pairs
