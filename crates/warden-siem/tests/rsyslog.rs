@@ -35,6 +35,7 @@ fn setup() -> Option<Setup> {
     let pki = Pki::create(&tmp.path().join("pki"));
     let rsyslog = Rsyslog::start(&tmp.path().join("rsyslog"), &pki, free_port());
     let db_path = tmp.path().join("warden.db");
+    drop(Database::create(&db_path, &Key32::from_bytes([7; 32])).unwrap());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

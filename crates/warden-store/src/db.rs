@@ -61,6 +61,9 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("{0} exists already; refusing to create a database over it")]
     Exists(PathBuf),
+    /// The audit chain's rows do not match its stored head: nothing more is appended to it.
+    #[error("the audit chain is damaged: {0}")]
+    ChainDamaged(String),
     #[error("internal error: a change was about to be committed without an audit event; nothing was changed")]
     Unaudited,
     #[error("audit event rejected: {0}")]

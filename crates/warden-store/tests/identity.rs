@@ -177,7 +177,7 @@ fn first_admin_signs_in_and_every_step_is_audited() {
     assert_eq!(
         actions,
         [
-            ("warden", "user.create", "success"),
+            ("master-passphrase", "user.create", "success"),
             ("root", "login.cli", "success"),
             ("root", "login.cli", "failure"),
         ]
@@ -514,7 +514,7 @@ fn operators_need_their_code_when_enrolled_and_it_is_replay_protected() {
     let denied = rows.iter().find(|r| r.outcome == "denied").unwrap();
     assert_eq!(
         (denied.actor.as_str(), denied.action.as_str()),
-        ("ada", "user.add")
+        ("ada", "user.add.denied")
     );
     assert_eq!(details(denied)["permission"], "user.manage");
     let replay = rows

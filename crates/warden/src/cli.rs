@@ -57,6 +57,11 @@ pub struct GlobalArgs {
     /// More detail in operator logs (repeat for debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Who runs a privileged command (signed in with a password, and a one-time code when
+    /// enrolled); never taken from the environment's notion of the user.
+    #[command(flatten)]
+    pub actor: ActorArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -107,15 +112,11 @@ pub enum AuditCommand {
     /// `audit.verify` (administrator, auditor).
     Verify {
         #[command(flatten)]
-        actor: ActorArgs,
-        #[command(flatten)]
         verify: VerifyArgs,
     },
     /// Write a human-readable copy (21 CFR Part 11 §11.10(b)) with the verification result.
     /// Needs an auditor's sign-in (`--as USER`); the export itself is audited.
     Export {
-        #[command(flatten)]
-        actor: ActorArgs,
         #[command(flatten)]
         verify: VerifyArgs,
         #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
@@ -126,8 +127,6 @@ pub enum AuditCommand {
     },
     /// Show the latest events; -f keeps following new ones. Needs `audit.tail`.
     Tail {
-        #[command(flatten)]
-        actor: ActorArgs,
         /// How many events to show.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: u64,
@@ -138,10 +137,7 @@ pub enum AuditCommand {
         json: bool,
     },
     /// Print the latest checkpoint (`SEQ:MAC`) to keep off the box. Needs `audit.checkpoint`.
-    Checkpoint {
-        #[command(flatten)]
-        actor: ActorArgs,
-    },
+    Checkpoint,
 }
 
 #[derive(Debug, Args)]
@@ -175,8 +171,6 @@ pub enum SiemCommand {
     /// event (CEF signature `siem-test`), and report success or the exact failure.
     /// Needs `siem.test` (administrator).
     Test {
-        #[command(flatten)]
-        actor: ActorArgs,
         /// A YAML configuration with a `siem:` section, sealed with `warden config seal`.
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
@@ -231,8 +225,6 @@ pub enum VaultCommand {
     /// Encrypt IN into a sealed stream OUT (`-` for standard input / output). Needs
     /// `vault.seal` (operator, administrator); audited with OUT's SHA-256.
     Seal {
-        #[command(flatten)]
-        actor: ActorArgs,
         input: PathBuf,
         output: PathBuf,
         /// Replace OUT if it exists.
@@ -242,8 +234,6 @@ pub enum VaultCommand {
     /// Verify and decrypt the sealed stream IN into OUT (`-` for standard input / output).
     /// Needs `vault.open` (operator, administrator, auditor); audited with IN's SHA-256.
     Open {
-        #[command(flatten)]
-        actor: ActorArgs,
         input: PathBuf,
         output: PathBuf,
         /// For a truncated file (e.g. after power loss): write the verified prefix and report
@@ -256,19 +246,13 @@ pub enum VaultCommand {
     },
     /// Check every segment of a sealed stream without writing the plaintext anywhere. Needs
     /// `vault.verify`.
-    Verify {
-        #[command(flatten)]
-        actor: ActorArgs,
-        file: PathBuf,
-    },
+    Verify { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Seal FILE into a Fernet token (written to FILE.sealed, or -o). Needs `config.seal`.
     Seal {
-        #[command(flatten)]
-        actor: ActorArgs,
         file: PathBuf,
         /// Where to write the token (`-` for standard output).
         #[arg(short, long)]
@@ -279,8 +263,6 @@ pub enum ConfigCommand {
     /// Open a sealed configuration file and print it (or write it with -o); a file that is not
     /// sealed is refused. Needs `config.open`.
     Open {
-        #[command(flatten)]
-        actor: ActorArgs,
         file: PathBuf,
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -304,8 +286,6 @@ pub enum SessionCommand {
     /// each way, and whether it verifies (complete, cut short, damaged). Needs
     /// `recording.list` (administrator, auditor).
     List {
-        #[command(flatten)]
-        actor: ActorArgs,
         /// One JSON object with every fact, for scripts.
         #[arg(long)]
         json: bool,
@@ -321,8 +301,6 @@ pub enum SessionCommand {
 
 #[derive(Debug, Args)]
 pub struct PlayArgs {
-    #[command(flatten)]
-    pub actor: ActorArgs,
     /// The recording: a path, or a file name in DATA_DIR/sessions.
     pub file: PathBuf,
     /// Playback speed: 2 is twice as fast, 0.5 half as fast.
@@ -342,8 +320,6 @@ pub struct PlayArgs {
 
 #[derive(Debug, Args)]
 pub struct SessionExportArgs {
-    #[command(flatten)]
-    pub actor: ActorArgs,
     /// The recording: a path, or a file name in DATA_DIR/sessions.
     pub file: PathBuf,
     /// asciicast (v2, for `asciinema play`), jsonl (lossless, for tools) or text (lossless
@@ -439,8 +415,6 @@ pub struct ActorArgs {
 
 #[derive(Debug, Args)]
 pub struct UserArgs {
-    #[command(flatten)]
-    pub actor: ActorArgs,
     #[command(subcommand)]
     pub command: UserCommand,
 }

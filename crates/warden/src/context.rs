@@ -25,7 +25,7 @@ use warden_core::secret::{Key32, Passphrase};
 use warden_store::identity::{AuthError, AuthenticatedUser, Authorized, UnixMs};
 use warden_store::Store;
 
-use crate::cli::{ActorArgs, GlobalArgs};
+use crate::cli::GlobalArgs;
 
 pub const ENV_PASSPHRASE: &str = "WARDEN_PASSPHRASE";
 pub const SYSTEMD_CREDENTIAL: &str = "warden-passphrase";
@@ -276,11 +276,21 @@ impl<'a> Context<'a> {
     /// `permission` and `action` name what the command was for, should it be refused.
     pub fn sign_in(
         &mut self,
-        actor: &ActorArgs,
         permission: Permission,
         action: &str,
     ) -> Result<(Store, AuthenticatedUser)> {
+        let actor = &self.global.actor;
         let mut store = self.store()?;
+        if matches!(
+            permission,
+            Permission::AuditVerify
+                | Permission::AuditExport
+                | Permission::AuditTail
+                | Permission::AuditCheckpoint
+        ) {
+            // The trail must stay examinable when it was damaged (see read_damaged_chain).
+            store.audit().read_damaged_chain();
+        }
         let Some(username) = actor.acting_user.clone() else {
             let refusal = store.identity.refuse_anonymous(
                 &mut store.db,
@@ -324,11 +334,10 @@ impl<'a> Context<'a> {
     /// (e.g. `audit.export`) or record the denial and fail (exit code 5).
     pub fn sign_in_for(
         &mut self,
-        actor: &ActorArgs,
         permission: Permission,
         action: &str,
     ) -> Result<(Store, Authorized)> {
-        let (mut store, user) = self.sign_in(actor, permission, action)?;
+        let (mut store, user) = self.sign_in(permission, action)?;
         let by = store
             .identity
             .require(&mut store.db, &user, permission, action, UnixMs::now())?;

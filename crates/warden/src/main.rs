@@ -18,6 +18,7 @@ use warden_core::datadir::DataDirError;
 use warden_core::keyring::KeyringError;
 use warden_core::sealed_config::SealedConfigError;
 use warden_core::stream::StreamError;
+use warden_shim::recording::ops::SessionOpError;
 use warden_shim::recording::read::SessionError;
 use warden_shim::recording::RecordError;
 use warden_store::identity::AuthError;
@@ -96,6 +97,22 @@ fn find<T: std::error::Error + 'static>(err: &anyhow::Error) -> Option<&T> {
     err.chain().find_map(|e| e.downcast_ref::<T>())
 }
 
+/// The store error behind `err`, also where another error wraps it transparently.
+fn store_error(err: &anyhow::Error) -> Option<&warden_store::StoreError> {
+    use warden_store::identity::IdentityError;
+    err.chain().find_map(|e| {
+        e.downcast_ref::<warden_store::StoreError>()
+            .or_else(|| match e.downcast_ref::<AuthError>() {
+                Some(AuthError::Store(inner)) => Some(inner),
+                _ => None,
+            })
+            .or_else(|| match e.downcast_ref::<IdentityError>() {
+                Some(IdentityError::Store(inner)) => Some(inner),
+                _ => None,
+            })
+    })
+}
+
 fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(KeyringError::WrongPassphrase(_)) = find::<KeyringError>(err) {
         return exit::WRONG_KEY;
@@ -109,10 +126,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
     if find::<SealedConfigError>(err).is_some()
         || find::<warden_store::audit::ChainDamaged>(err).is_some()
-        || matches!(
-            find::<SessionError>(err),
-            Some(SessionError::CutShortRefused(_))
-        )
+        || err.chain().any(|e| {
+            matches!(
+                e.downcast_ref::<SessionError>(),
+                Some(SessionError::CutShortRefused(_))
+            ) || matches!(
+                e.downcast_ref::<SessionOpError>(),
+                Some(SessionOpError::Session(SessionError::CutShortRefused(_)))
+            )
+        })
     {
         return exit::DAMAGED;
     }
@@ -124,8 +146,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(warden_core::auditor_key::AuditorKeyError::WrongPassphrase) = find(err) {
         return exit::WRONG_KEY;
     }
-    if let Some(warden_store::StoreError::WrongKey(_)) = find(err) {
-        return exit::WRONG_KEY;
+    match store_error(err) {
+        Some(warden_store::StoreError::WrongKey(_)) => return exit::WRONG_KEY,
+        Some(warden_store::StoreError::ChainDamaged(_)) => return exit::DAMAGED,
+        _ => {}
     }
     if let Some(auth) = find::<AuthError>(err) {
         if !matches!(auth, AuthError::Store(_)) {

@@ -29,7 +29,7 @@ fn add_auditor(fx: &Fixture) -> std::path::PathBuf {
         "auditor-password",
         format!("{AUDITOR_PASSWORD}\n").as_bytes(),
     );
-    let mut cmd = fx.warden();
+    let mut cmd = fx.admin();
     cmd.args([
         "user",
         "add",
@@ -39,7 +39,7 @@ fn add_auditor(fx: &Fixture) -> std::path::PathBuf {
         "--new-password-file",
     ])
     .arg(&file);
-    run(fx.as_admin(&mut cmd)).ok();
+    run(&mut cmd).ok();
     file
 }
 
@@ -83,9 +83,10 @@ fn add_events(fx: &Fixture, count: usize) {
 #[test]
 fn verify_from_the_current_epoch_and_from_genesis() {
     let fx = Fixture::new();
-    let total = initial_events(&fx) + 12;
+    // The command's own sign-in (login.cli) is appended before it verifies.
+    let total = initial_events(&fx) + 12 + 1;
     add_events(&fx, 12);
-    let out = run(fx.warden().args(["audit", "verify"]));
+    let out = run(fx.admin().args(["audit", "verify"]));
     out.ok();
     assert!(
         out.stdout_text()
@@ -94,15 +95,20 @@ fn verify_from_the_current_epoch_and_from_genesis() {
         out.stdout_text()
     );
     let out = run(fx
-        .warden()
+        .admin()
         .arg("--auditor-passphrase-file")
         .arg(&fx.auditor_passphrase_file)
         .args(["audit", "verify", "--auditor-key"])
         .arg(fx.auditor_key()));
     out.ok();
-    assert!(out
-        .stdout_text()
-        .contains(&format!("{total} records verified from genesis")));
+    // Since the first verification: its audit.verify event and this command's sign-in.
+    let total = total + 2;
+    assert!(
+        out.stdout_text()
+            .contains(&format!("{total} records verified from genesis")),
+        "{}",
+        out.stdout_text()
+    );
 }
 
 #[test]
@@ -110,7 +116,7 @@ fn a_wrong_auditor_passphrase_is_refused() {
     let fx = Fixture::new();
     let wrong = fx.file("wrong-auditor", b"this is not the auditor passphrase\n");
     run(fx
-        .warden()
+        .admin()
         .arg("--auditor-passphrase-file")
         .arg(&wrong)
         .args(["audit", "verify", "--auditor-key"])
@@ -138,7 +144,10 @@ fn sqlcipher3_reads_the_audit_rows_with_the_raw_key_and_fails_with_another() {
     let text = out.stdout_text();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len() as u64, first + 2, "{text}");
-    assert!(lines[0].starts_with("1|warden|warden.init|"));
+    assert!(
+        lines[0].starts_with("1|master-passphrase|warden.init|"),
+        "{text}"
+    );
     assert_eq!(
         lines.last().unwrap(),
         &format!("{}|tester|test.event|item-2|success|32", first + 2)
@@ -177,7 +186,7 @@ fn a_row_changed_with_sqlcipher3_is_named_by_verify() {
         ],
     ))
     .ok();
-    let out = run(fx.warden().args(["audit", "verify"]));
+    let out = run(fx.admin().args(["audit", "verify"]));
     out.expect_code(3)
         .stderr_has(&[&format!("DAMAGED at seq {damaged}"), "changed"]);
     // The export still writes every row, each with its status, and fails the same way.
@@ -202,9 +211,9 @@ fn export_formats_carry_who_what_when_outcome_and_the_verdict() {
     let auditor = add_auditor(&fx);
     add_events(&fx, 4);
     // Only an auditor may export.
-    let mut as_admin = fx.warden();
+    let mut as_admin = fx.admin();
     as_admin.args(["audit", "export"]);
-    run(fx.as_admin(&mut as_admin)).expect_code(5);
+    run(&mut as_admin).expect_code(5);
     let out = run(export(&fx, &auditor).args(["--format", "jsonl"]));
     out.ok();
     let lines: Vec<serde_json::Value> = out
@@ -220,12 +229,14 @@ fn export_formats_carry_who_what_when_outcome_and_the_verdict() {
         .find(|l| l["action"] == "test.event")
         .unwrap();
     // The administrator's refused attempt is in the trail...
-    assert!(lines.iter().any(|l| l["action"] == "audit.export"
+    assert!(lines.iter().any(|l| l["action"] == "audit.export.denied"
         && l["actor"] == "admin"
         && l["outcome"] == "denied"));
     // ...and so is the auditor's export, right after it was written.
-    let tail = run(fx.warden().args(["audit", "tail", "-n", "1", "--json"]));
-    let last_event: serde_json::Value = serde_json::from_str(tail.stdout_text().trim()).unwrap();
+    // (`tail -n 2`: the export, then the tail command's own sign-in.)
+    let tail = run(fx.admin().args(["audit", "tail", "-n", "2", "--json"]));
+    let text = tail.stdout_text();
+    let last_event: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(last_event["action"], "audit.export");
     assert_eq!(last_event["actor"], "aud");
     // Like every audit event, the export is queued for the SIEM in the same transaction.
@@ -271,12 +282,14 @@ fn export_formats_carry_who_what_when_outcome_and_the_verdict() {
     );
 }
 
+/// Security regression (CVE-2023-31438 class): a tail cut from the table with sqlcipher3 is
+/// named by `audit verify` on the box, without any checkpoint, and with the auditor's key.
 #[test]
-fn a_cut_tail_is_caught_with_the_checkpoint() {
+fn a_cut_tail_is_named_on_the_box_without_a_checkpoint() {
     let Some(py) = python() else { return };
     let fx = Fixture::new();
     add_events(&fx, 120);
-    let out = run(fx.warden().args(["audit", "checkpoint"]));
+    let out = run(fx.admin().args(["audit", "checkpoint"]));
     out.ok();
     let checkpoint = out.stdout_text().trim().to_string();
     assert!(checkpoint.starts_with("100:"), "{checkpoint}");
@@ -290,10 +303,23 @@ fn a_cut_tail_is_caught_with_the_checkpoint() {
         ],
     ))
     .ok();
-    run(fx.warden().args(["audit", "verify"])).ok();
+    // Nothing is appended to the cut chain any more (a privileged change is refused), but
+    // reading it still works and names the cut.
     run(fx
-        .warden()
-        .args(["audit", "verify", "--checkpoint", &checkpoint]))
+        .operator()
+        .args(["vault", "verify"])
+        .arg(fx.auditor_key()))
+    .expect_code(3)
+    .stderr_has(&["audit chain is damaged", "missing from the end"]);
+    run(fx.admin().args(["audit", "verify"]))
+        .expect_code(3)
+        .stderr_has(&["DAMAGED at seq 91", "truncated"]);
+    run(fx
+        .admin()
+        .arg("--auditor-passphrase-file")
+        .arg(&fx.auditor_passphrase_file)
+        .args(["audit", "verify", "--auditor-key"])
+        .arg(fx.auditor_key()))
     .expect_code(3)
     .stderr_has(&["DAMAGED at seq 91", "truncated"]);
 }
@@ -302,14 +328,18 @@ fn a_cut_tail_is_caught_with_the_checkpoint() {
 fn tail_shows_the_latest_events() {
     let fx = Fixture::new();
     add_events(&fx, 5);
-    let out = run(fx.warden().args(["audit", "tail", "-n", "2", "--json"]));
+    let out = run(fx.admin().args(["audit", "tail", "-n", "2", "--json"]));
     out.ok();
     let rows: Vec<serde_json::Value> = out
         .stdout_text()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // The last two rows before the command's own audit.tail event: the last test event and
+    // the command's sign-in.
     assert_eq!(rows.len(), 2);
-    assert_eq!(rows[1]["seq"], initial_events(&fx));
-    assert_eq!(rows[1]["subject"], "item-4");
+    assert_eq!(rows[0]["subject"], "item-4");
+    assert_eq!(rows[1]["action"], "login.cli");
+    assert_eq!(rows[1]["actor"], "admin");
+    assert_eq!(rows[1]["seq"], initial_events(&fx) - 1);
 }

@@ -63,7 +63,7 @@ fn init_refuses_an_initialized_directory() {
     let security = fx.data_dir.join("security.json");
     let before = std::fs::read(&security).unwrap();
     run(fx
-        .warden()
+        .admin()
         .args(["init", "--kdf-iterations", KDF_ITERATIONS]))
     .expect_code(1)
     .stderr_has(&["already initialized"]);
@@ -131,12 +131,12 @@ fn wrong_passphrase_exits_4_and_writes_nothing() {
     let fx = Fixture::new();
     let plain = fx.file("plain", b"some data\n");
     let sealed = fx.path("plain.sealed");
-    run(fx.warden().args(["vault", "seal"]).arg(&plain).arg(&sealed)).ok();
+    run(fx.admin().args(["vault", "seal"]).arg(&plain).arg(&sealed)).ok();
     let config = fx.file("config.yaml", b"a: 1\n");
     let wrong = fx.file("wrong-passphrase", b"this is not the passphrase\n");
     let with_wrong = |args: &[&std::ffi::OsStr]| {
         run(fx
-            .warden_without_passphrase()
+            .admin_without_passphrase()
             .arg("--passphrase-file")
             .arg(&wrong)
             .args(args))
@@ -174,7 +174,7 @@ fn passphrase_file_open_to_others_is_refused_with_a_chmod_hint() {
     for open_mode in [0o644, 0o640, 0o604, 0o660] {
         chmod(&fx.passphrase_file, open_mode);
         run(fx
-            .warden()
+            .admin()
             .args(["vault", "seal"])
             .arg(&plain)
             .arg(fx.path("out")))
@@ -184,7 +184,7 @@ fn passphrase_file_open_to_others_is_refused_with_a_chmod_hint() {
     }
     chmod(&fx.passphrase_file, 0o400);
     run(fx
-        .warden()
+        .admin()
         .args(["vault", "seal"])
         .arg(&plain)
         .arg(fx.path("out")))
@@ -198,7 +198,7 @@ fn symlinked_passphrase_file_is_refused() {
     std::os::unix::fs::symlink(&fx.passphrase_file, &link).unwrap();
     let plain = fx.file("plain", b"x");
     run(fx
-        .warden_without_passphrase()
+        .admin_without_passphrase()
         .arg("--passphrase-file")
         .arg(&link)
         .args(["vault", "seal"])
@@ -216,7 +216,7 @@ fn passphrase_fd_reads_the_passphrase_from_standard_input() {
     let plain = fx.file("plain", &plaintext);
     let sealed = fx.path("plain.sealed");
     run_with_stdin(
-        fx.warden_without_passphrase()
+        fx.admin_without_passphrase()
             .args(["--passphrase-fd", "0", "vault", "seal"])
             .arg(&plain)
             .arg(&sealed),
@@ -224,16 +224,11 @@ fn passphrase_fd_reads_the_passphrase_from_standard_input() {
     )
     .ok();
     let opened = fx.path("opened");
-    run(fx
-        .warden()
-        .args(["vault", "open"])
-        .arg(&sealed)
-        .arg(&opened))
-    .ok();
+    run(fx.admin().args(["vault", "open"]).arg(&sealed).arg(&opened)).ok();
     assert!(std::fs::read(&opened).unwrap() == plaintext);
     // A wrong passphrase on the descriptor is refused like any other.
     run_with_stdin(
-        fx.warden_without_passphrase()
+        fx.admin_without_passphrase()
             .args(["--passphrase-fd", "0", "vault", "verify"])
             .arg(&sealed),
         b"not the right passphrase at all\n",
@@ -257,7 +252,7 @@ fn passphrase_fd_reads_the_passphrase_from_standard_input() {
 fn passphrase_file_and_fd_together_are_a_usage_error() {
     let fx = Fixture::new();
     run(fx
-        .warden()
+        .admin()
         .args(["--passphrase-fd", "0", "vault", "verify", "x"]))
     .expect_code(2);
 }
@@ -267,7 +262,7 @@ fn no_passphrase_source_is_an_error_not_a_hang() {
     let fx = Fixture::new();
     let plain = fx.file("plain", b"x");
     run(fx
-        .warden_without_passphrase()
+        .admin_without_passphrase()
         .args(["vault", "seal"])
         .arg(&plain)
         .arg(fx.path("out")))
@@ -299,7 +294,7 @@ fn vault_seal_and_open_work_in_a_pipe() {
     let plaintext = pseudo_random(3 * SEGMENT + 1234, 5);
     // seal - - | open - -, as two processes joined by a real pipe.
     let mut seal = fx
-        .warden()
+        .admin()
         .args(["vault", "seal", "-", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -307,7 +302,7 @@ fn vault_seal_and_open_work_in_a_pipe() {
         .spawn()
         .unwrap();
     let open = fx
-        .warden()
+        .admin()
         .args(["vault", "open", "-", "-"])
         .stdin(Stdio::from(seal.stdout.take().unwrap()))
         .stdout(Stdio::piped())
@@ -333,13 +328,13 @@ fn vault_seal_and_open_work_in_a_pipe() {
     assert!(opened.stdout == plaintext, "pipe round trip differs");
 
     // And each end alone: the sealed bytes on stdout open from a file.
-    let run_seal = run_with_stdin(fx.warden().args(["vault", "seal", "-", "-"]), &plaintext);
+    let run_seal = run_with_stdin(fx.admin().args(["vault", "seal", "-", "-"]), &plaintext);
     run_seal.ok();
     assert!(run_seal.stdout.starts_with(b"WRDNSEAL"));
     let sealed_file = fx.file("from-stdout.sealed", &run_seal.stdout);
     let opened_file = fx.path("from-stdout.opened");
     run(fx
-        .warden()
+        .admin()
         .args(["vault", "open"])
         .arg(&sealed_file)
         .arg(&opened_file))
@@ -362,7 +357,7 @@ fn open_of_a_truncated_file_fails_with_status_3_and_writes_nothing() {
     let out_dir = fx.path("out");
     std::fs::create_dir(&out_dir).unwrap();
     run(fx
-        .warden()
+        .admin()
         .args(["vault", "open"])
         .arg(&cut)
         .arg(out_dir.join("opened")))
@@ -379,7 +374,7 @@ fn open_recover_writes_the_verified_prefix_and_says_so() {
     let (plaintext, cut) = truncated(&fx);
     let out = fx.path("recovered");
     run(fx
-        .warden()
+        .admin()
         .args(["vault", "open", "--recover"])
         .arg(&cut)
         .arg(&out))
@@ -392,7 +387,7 @@ fn open_recover_writes_the_verified_prefix_and_says_so() {
 fn open_of_a_truncated_file_to_a_pipe_writes_the_verified_prefix_then_exits_3() {
     let fx = Fixture::new();
     let (plaintext, cut) = truncated(&fx);
-    let result = run(fx.warden().args(["vault", "open"]).arg(&cut).arg("-"));
+    let result = run(fx.admin().args(["vault", "open"]).arg(&cut).arg("-"));
     result.expect_code(3).stderr_has(&["truncated"]);
     assert!(
         result.stdout == plaintext[..2 * SEGMENT],
@@ -453,7 +448,7 @@ fn verify_names_each_kind_of_damage() {
     ];
     for (what, bytes, code, words) in cases {
         let path = fx.file(&format!("{what}.sealed"), &bytes);
-        let verified = run(fx.warden().args(["vault", "verify"]).arg(&path));
+        let verified = run(fx.admin().args(["vault", "verify"]).arg(&path));
         verified.expect_code(code).stderr_has(words);
         assert!(
             verified.stdout.is_empty(),
@@ -463,7 +458,7 @@ fn verify_names_each_kind_of_damage() {
     }
     // The intact file verifies, and says so on stdout.
     let ok = run(fx
-        .warden()
+        .admin()
         .args(["vault", "verify"])
         .arg(fx.path("plain.sealed")));
     ok.ok();
@@ -476,10 +471,10 @@ fn existing_output_is_refused_without_force() {
     let plain = fx.file("plain", b"new content\n");
     let config = fx.file("config.yaml", b"a: 1\n");
     let sealed = fx.path("plain.sealed");
-    run(fx.warden().args(["vault", "seal"]).arg(&plain).arg(&sealed)).ok();
+    run(fx.admin().args(["vault", "seal"]).arg(&plain).arg(&sealed)).ok();
     let token = fx.path("config.token");
     run(fx
-        .warden()
+        .admin()
         .args(["config", "seal"])
         .arg(&config)
         .arg("-o")
@@ -516,7 +511,7 @@ fn existing_output_is_refused_without_force() {
         ),
     ];
     for (what, args) in &attempts {
-        run(fx.warden().args(args).arg(&existing))
+        run(fx.admin().args(args).arg(&existing))
             .expect_code(1)
             .stderr_has(&["exists", "--force"]);
         assert_eq!(
@@ -528,11 +523,11 @@ fn existing_output_is_refused_without_force() {
     // A symlink at the output path counts as existing: never written through.
     let link = fx.path("link");
     std::os::unix::fs::symlink(&existing, &link).unwrap();
-    run(fx.warden().args(["vault", "open"]).arg(&sealed).arg(&link)).expect_code(1);
+    run(fx.admin().args(["vault", "open"]).arg(&sealed).arg(&link)).expect_code(1);
     assert_eq!(std::fs::read(&existing).unwrap(), b"precious\n");
     // With --force each replaces it.
     for (what, args) in &attempts {
-        run(fx.warden().args(args).arg(&existing).arg("--force")).ok();
+        run(fx.admin().args(args).arg(&existing).arg("--force")).ok();
         assert_ne!(
             std::fs::read(&existing).unwrap(),
             b"precious\n",
@@ -540,7 +535,7 @@ fn existing_output_is_refused_without_force() {
         );
     }
     run(fx
-        .warden()
+        .admin()
         .args(["vault", "open", "--force"])
         .arg(&sealed)
         .arg(&existing))
@@ -633,7 +628,7 @@ fn secrets_never_reach_stdout_or_stderr() {
     let config = fx.file("config.yaml", b"siem:\n  host: 127.0.0.1\n");
     let token = fx.path("config.token");
     run(fx
-        .warden()
+        .admin()
         .args(["config", "seal"])
         .arg(&config)
         .arg("-o")
@@ -671,9 +666,9 @@ fn secrets_never_reach_stdout_or_stderr() {
         let out = |name: &str| fx.path(&format!("{name}-{v}"));
         let base = |with_passphrase: bool| {
             let mut cmd = if with_passphrase {
-                fx.warden()
+                fx.admin()
             } else {
-                fx.warden_without_passphrase()
+                fx.admin_without_passphrase()
             };
             cmd.args(flags);
             if trace {

@@ -60,7 +60,7 @@ fn warden_sealed_config_decrypts_with_python_fernet() {
         let file = fx.file(name, &plaintext);
         let token = fx.path(&format!("{name}.token"));
         run(fx
-            .warden()
+            .admin()
             .args(["config", "seal"])
             .arg(&file)
             .arg("-o")
@@ -82,7 +82,7 @@ fn warden_sealed_config_decrypts_with_python_fernet() {
     }
     // The default output name, FILE.sealed, holds the same kind of token.
     let file = fx.file("default.yaml", b"a: 1\n");
-    run(fx.warden().args(["config", "seal"]).arg(&file))
+    run(fx.admin().args(["config", "seal"]).arg(&file))
         .ok()
         .stderr_has(&["remove it"]);
     let decrypted = python_with_key(
@@ -109,7 +109,7 @@ fn python_fernet_tokens_open_with_warden() {
             &[&plain, &token],
         )
         .ok();
-        let opened = run(fx.warden().args(["config", "open"]).arg(&token));
+        let opened = run(fx.admin().args(["config", "open"]).arg(&token));
         opened.ok();
         assert!(
             opened.stdout == plaintext,
@@ -118,7 +118,7 @@ fn python_fernet_tokens_open_with_warden() {
         // And with -o, to a file.
         let out = fx.path(&format!("{name}.opened"));
         run(fx
-            .warden()
+            .admin()
             .args(["config", "open"])
             .arg(&token)
             .arg("-o")
@@ -163,14 +163,14 @@ fn tampered_or_foreign_tokens_are_refused_with_status_3() {
     for token in tampered.iter().chain([&foreign]) {
         let out = fx.path("should-not-exist");
         let refused = run(fx
-            .warden()
+            .admin()
             .args(["config", "open"])
             .arg(token)
             .arg("-o")
             .arg(&out));
         refused.expect_code(3).stderr_has(&["could not be opened"]);
         assert!(!out.exists(), "{}: output written", token.display());
-        let to_stdout = run(fx.warden().args(["config", "open"]).arg(token));
+        let to_stdout = run(fx.admin().args(["config", "open"]).arg(token));
         to_stdout.expect_code(3);
         assert!(
             to_stdout.stdout.is_empty(),

@@ -279,9 +279,10 @@ fn five_failures_lock_the_user_until_an_administrator_unlocks() {
             .clone()
     };
     let lock = find(&|r| r.action == "lockout.lock", "the lock");
+    // The lock is recorded under the name whose failure caused it.
     assert_eq!(
         (lock.actor.as_str(), lock.subject.as_str()),
-        ("warden", "user:otto")
+        ("otto", "user:otto")
     );
     let refused = find(
         &|r| r.actor == "otto" && details(r)["reason"] == "user_locked",
@@ -291,7 +292,7 @@ fn five_failures_lock_the_user_until_an_administrator_unlocks() {
     let denied = find(&|r| r.outcome == "denied", "olga's denied unlock");
     assert_eq!(
         (denied.actor.as_str(), denied.action.as_str()),
-        ("olga", "lockout.unlock")
+        ("olga", "lockout.unlock.denied")
     );
     let unlock = find(
         &|r| r.action == "lockout.unlock" && r.outcome == "success",
@@ -309,7 +310,7 @@ fn five_failures_lock_the_user_until_an_administrator_unlocks() {
 #[test]
 fn argon2_cffi_verifies_the_stored_hash_at_the_default_parameters() {
     let Some(python) = python() else { return };
-    let fx = Fixture::new();
+    let fx = Fixture::with_identity_policy("{}");
     let db = Database::open(
         &fx.data_dir.join(warden_store::DB_FILE),
         &fx.key(Purpose::Database),

@@ -167,17 +167,12 @@ fn python_encoded_files_open_with_warden() {
             "recordings",
         );
         let opened = fx.path(&format!("py-{i}.opened"));
-        run(fx
-            .warden()
-            .args(["vault", "open"])
-            .arg(&sealed)
-            .arg(&opened))
-        .ok();
+        run(fx.admin().args(["vault", "open"]).arg(&sealed).arg(&opened)).ok();
         assert!(
             std::fs::read(&opened).unwrap() == plaintext,
             "case {i}: warden opened {size} bytes (segment size {segment_size}, seal points {seal_at:?}) differently"
         );
-        let verified = run(fx.warden().args(["vault", "verify"]).arg(&sealed));
+        let verified = run(fx.admin().args(["vault", "verify"]).arg(&sealed));
         verified.ok();
         assert!(
             verified.stdout_text().starts_with("OK "),
@@ -331,10 +326,10 @@ fn damaged_python_files_are_refused_by_warden_with_the_named_error() {
     for (i, (what, bytes, code, words)) in cases.into_iter().enumerate() {
         let damaged = fx.file(&format!("damaged-{i}.sealed"), &bytes);
         let out = fx.path(&format!("damaged-{i}.opened"));
-        let opened = run(fx.warden().args(["vault", "open"]).arg(&damaged).arg(&out));
+        let opened = run(fx.admin().args(["vault", "open"]).arg(&damaged).arg(&out));
         opened.expect_code(code).stderr_has(words);
         assert!(!out.exists(), "{what}: `vault open` left an output file");
-        run(fx.warden().args(["vault", "verify"]).arg(&damaged))
+        run(fx.admin().args(["vault", "verify"]).arg(&damaged))
             .expect_code(code)
             .stderr_has(words);
     }
@@ -426,7 +421,7 @@ fn recovered_prefix_agrees_between_warden_and_python() {
     );
     let from_warden = fx.path("cut.warden");
     run(fx
-        .warden()
+        .admin()
         .args(["vault", "open", "--recover"])
         .arg(&cut)
         .arg(&from_warden))

@@ -166,10 +166,10 @@ impl Env {
             ("aud", "auditor", &auditor_password),
             ("olga", "operator", &operator_password),
         ] {
-            let mut cmd = fx.warden();
+            let mut cmd = fx.admin();
             cmd.args(["user", "add", user, "--role", role, "--new-password-file"])
                 .arg(file);
-            run(fx.as_admin(&mut cmd)).ok();
+            run(&mut cmd).ok();
         }
         Self {
             fx,
@@ -184,16 +184,15 @@ impl Env {
 
     /// `warden session play FILE --speed 1000 ARGS` as the administrator.
     fn play(&self, file: &str, args: &[&str]) -> Command {
-        let mut cmd = self.fx.warden();
+        let mut cmd = self.fx.admin();
         cmd.args(["session", "play", file, "--speed", "1000"])
             .args(args);
-        self.fx.as_admin(&mut cmd);
         cmd
     }
 
     /// `warden session export FILE ARGS` as the auditor.
     fn export(&self, file: &str, args: &[&str]) -> Command {
-        let mut cmd = self.fx.warden();
+        let mut cmd = self.fx.admin();
         cmd.args(["session", "export", file])
             .args(args)
             .args(["--as", "aud", "--password-file"])
@@ -205,7 +204,7 @@ impl Env {
     fn audit_events(&self, action: &str) -> Vec<serde_json::Value> {
         let out = run(self
             .fx
-            .warden()
+            .admin()
             .args(["audit", "tail", "--json", "-n", "1000"]));
         out.ok();
         out.stdout_text()
@@ -222,7 +221,7 @@ impl Env {
     }
 
     fn list_json(&self) -> Vec<serde_json::Value> {
-        let out = run(self.fx.warden().args(["session", "list", "--json"]));
+        let out = run(self.fx.admin().args(["session", "list", "--json"]));
         out.ok();
         let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         value["sessions"].as_array().unwrap().clone()
@@ -386,7 +385,7 @@ fn list_shows_every_recording_sorted_by_start_with_its_status() {
         .contains("nothing was recorded"));
 
     // The table: one row per recording in the same order, within a terminal's width.
-    let out = run(env.fx.warden().args(["session", "list"]));
+    let out = run(env.fx.admin().args(["session", "list"]));
     out.ok();
     let text = out.stdout_text();
     let mut last = 0;
@@ -414,12 +413,12 @@ fn list_shows_every_recording_sorted_by_start_with_its_status() {
 #[test]
 fn list_needs_the_master_passphrase_only() {
     let fx = Fixture::new();
-    let out = run(fx.warden().args(["session", "list"]));
+    let out = run(fx.admin().args(["session", "list"]));
     out.ok();
     assert!(out.stdout_text().contains("no recordings"));
     let wrong = fx.file("wrong", b"not the passphrase of this directory\n");
     run(fx
-        .warden_without_passphrase()
+        .admin_without_passphrase()
         .arg("--passphrase-file")
         .arg(wrong)
         .args(["session", "list"]))
@@ -479,7 +478,7 @@ fn play_shows_the_device_output_sanitized_and_is_audited() {
     assert_eq!(events[1]["details"]["sanitized"], false);
 
     // An operator may not replay recordings; the refusal is audited by the sign-in.
-    let mut cmd = env.fx.warden();
+    let mut cmd = env.fx.admin();
     cmd.args(["session", "play", &name, "--as", "olga", "--password-file"])
         .arg(&env.operator_password);
     run(&mut cmd).expect_code(5).stderr_has(&["recording.play"]);
@@ -504,9 +503,8 @@ fn play_keeps_the_recorded_timing_with_idle_gaps_capped() {
         &recording(&env.key(), &meta, &chunks, Ending::Closed),
     );
     // Speed 1, an hour-long pause capped at 0.3 s: the replay takes about 0.3 s.
-    let mut cmd = env.fx.warden();
+    let mut cmd = env.fx.admin();
     cmd.args(["session", "play", &name, "--skip-idle", "0.3"]);
-    env.fx.as_admin(&mut cmd);
     let started = Instant::now();
     let out = run(&mut cmd);
     let took = started.elapsed();
@@ -534,9 +532,8 @@ fn play_stops_cleanly_on_ctrl_c() {
         &name,
         &recording(&env.key(), &meta, &chunks, Ending::Closed),
     );
-    let mut cmd = env.fx.warden();
+    let mut cmd = env.fx.admin();
     cmd.args(["session", "play", &name]);
-    env.fx.as_admin(&mut cmd);
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -799,9 +796,8 @@ fn export_writes_each_format_privately_and_is_audited() {
     assert_eq!(events[1]["details"]["output"], "stdout");
 
     // Exporting needs recording.export: an administrator may play but not export.
-    let mut cmd = env.fx.warden();
+    let mut cmd = env.fx.admin();
     cmd.args(["session", "export", &name, "--format", "jsonl"]);
-    env.fx.as_admin(&mut cmd);
     let out = run(&mut cmd);
     out.expect_code(5).stderr_has(&["recording.export"]);
     assert!(out.stdout.is_empty());

@@ -39,7 +39,7 @@ impl Rig {
     /// more than once wait at most 2 s for a fresh code) and a running shim.
     fn start(extra_yaml: &str) -> Self {
         let fx = Fixture::with_identity_policy(FAST);
-        let mut add = fx.warden();
+        let mut add = fx.admin();
         add.args([
             "user",
             "add",
@@ -51,7 +51,7 @@ impl Rig {
             "--no-qr",
             "--json",
         ]);
-        let out = run(fx.as_admin(&mut add));
+        let out = run(&mut add);
         out.ok();
         let json: serde_json::Value = serde_json::from_str(out.stdout_text().trim()).unwrap();
         let uri = KeyUri::parse(json["totp"]["uri"].as_str().unwrap()).unwrap();
@@ -62,7 +62,7 @@ impl Rig {
         nonblocking(&device.endpoint);
         let socket = fx.path("run/shim.sock");
         let tamper = fx.path("tamper-trigger");
-        let config = fx.file(
+        let plain = fx.file(
             "shim.yaml",
             format!(
                 "shim_id: shim-01\ndevice_name: empump-12\n\
@@ -78,6 +78,15 @@ impl Rig {
             )
             .as_bytes(),
         );
+        // As in production: the daemon reads its configuration sealed.
+        let config = fx.path("shim.yaml.sealed");
+        run(fx
+            .admin()
+            .args(["config", "seal"])
+            .arg(&plain)
+            .arg("-o")
+            .arg(&config))
+        .ok();
         let mut rig = Self {
             fx,
             tech,
@@ -95,7 +104,7 @@ impl Rig {
     fn spawn(&mut self) {
         let child = self
             .fx
-            .warden()
+            .admin()
             .args(["shim", "run", "--config"])
             .arg(&self.config)
             .env("WARDEN_LOG", "info")
@@ -211,9 +220,9 @@ impl Rig {
     }
 
     fn reset(&self) {
-        let mut cmd = self.fx.warden();
+        let mut cmd = self.fx.admin();
         cmd.args(["shim", "reset", "--config"]).arg(&self.config);
-        run(self.fx.as_admin(&mut cmd)).ok();
+        run(&mut cmd).ok();
     }
 
     fn sessions(&self) -> Vec<PathBuf> {
@@ -319,7 +328,7 @@ fn assert_silent(file: &mut std::fs::File, quiet: Duration) {
 }
 
 fn vault_verify(fx: &Fixture, file: &Path) -> support::Run {
-    run(fx.warden().args(["vault", "verify"]).arg(file))
+    run(fx.admin().args(["vault", "verify"]).arg(file))
 }
 
 #[test]
@@ -402,7 +411,7 @@ fn login_traffic_both_ways_byte_exact_and_logout() {
     // The recording replays what happened.
     let out = run(rig
         .fx
-        .warden()
+        .admin()
         .args(["vault", "open"])
         .arg(&sessions[0])
         .arg("-"));
@@ -443,9 +452,9 @@ fn five_failures_lock_the_port_until_an_administrator_resets_it() {
     rig.next_step();
     let code = rig.code();
     assert!(contains(&rig.login_with(&code), b"access denied"));
-    let mut unlock = rig.fx.warden();
+    let mut unlock = rig.fx.admin();
     unlock.args(["user", "unlock", "tess"]);
-    run(rig.fx.as_admin(&mut unlock)).ok();
+    run(&mut unlock).ok();
     rig.next_step();
     rig.login();
     let actions = rig.audit_actions();
@@ -553,7 +562,7 @@ fn exhausted_recording_storage_is_an_emergency_stop_with_the_recording_intact() 
     let out = rig.fx.path("recovered.bin");
     let result = run(rig
         .fx
-        .warden()
+        .admin()
         .args(["vault", "open", "--recover"])
         .arg(&sessions[0])
         .arg(&out));
@@ -597,7 +606,7 @@ fn sigkill_mid_session_leaves_recoverable_recordings_and_a_valid_chain() {
         let _ = std::fs::remove_file(&out);
         run(rig
             .fx
-            .warden()
+            .admin()
             .args(["vault", "open", "--recover"])
             .arg(&session)
             .arg(&out))
@@ -610,7 +619,7 @@ fn sigkill_mid_session_leaves_recoverable_recordings_and_a_valid_chain() {
         );
     }
     assert_eq!(rig.sessions().len(), 3);
-    run(rig.fx.warden().args(["audit", "verify"])).ok();
+    run(rig.fx.admin().args(["audit", "verify"])).ok();
 }
 
 #[test]
@@ -689,7 +698,7 @@ fn a_really_full_disk_is_an_emergency_stop_with_the_recording_intact() {
     let out = rig.fx.path("recovered-full.bin");
     run(rig
         .fx
-        .warden()
+        .admin()
         .args(["vault", "open", "--recover"])
         .arg(&file)
         .arg(&out))

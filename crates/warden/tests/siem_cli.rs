@@ -1,11 +1,12 @@
 //! `warden siem test` against a real rsyslog: success with the permitted client certificate,
 //! and a non-zero exit naming the cause (and a hint) for a refused one or a wrong server name.
 
+#[path = "support/mod.rs"]
+mod cli;
 #[path = "../../warden-siem/tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
 use support::{cef_of, free_port, rsyslog_available, Issued, Pki, Rsyslog};
 
@@ -33,20 +34,15 @@ fn config(
     path
 }
 
-fn warden(dir: &Path, config: &Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .arg("--data-dir")
-        .arg(dir.join("no-data-dir-needed"))
-        .args(["siem", "test", "--config"])
-        .arg(config)
-        .env_remove("WARDEN_PASSPHRASE")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+/// `warden siem test` signed in as the fixture's administrator (it needs `siem.test`), with
+/// the plain test configuration explicitly allowed.
+fn warden(fx: &cli::Fixture, config: &Path) -> (bool, String, String) {
+    let out = cli::run(
+        fx.admin()
+            .args(["siem", "test", "--allow-plain-config", "--config"])
+            .arg(config),
+    );
+    (out.code == 0, out.stdout_text(), out.stderr)
 }
 
 #[test]
@@ -55,6 +51,7 @@ fn siem_test_reports_success_or_the_exact_failure() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
+    let fx = cli::Fixture::new();
     let pki = Pki::create(&tmp.path().join("pki"));
     let rsyslog = Rsyslog::start(&tmp.path().join("rsyslog"), &pki, free_port());
     let port = rsyslog.port;
@@ -67,7 +64,7 @@ fn siem_test_reports_success_or_the_exact_failure() {
         &pki.client,
         "localhost",
     );
-    let (ok, stdout, stderr) = warden(tmp.path(), &good);
+    let (ok, stdout, stderr) = warden(&fx, &good);
     assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.starts_with("ok: test event delivered"), "{stdout}");
     let got = rsyslog.wait_for("the test event", |l| !l.is_empty());
@@ -81,7 +78,7 @@ fn siem_test_reports_success_or_the_exact_failure() {
         &pki.client_wrong_name,
         "localhost",
     );
-    let (ok, _, stderr) = warden(tmp.path(), &refused);
+    let (ok, _, stderr) = warden(&fx, &refused);
     assert!(!ok);
     assert!(
         stderr.contains("rejected the client certificate"),
@@ -97,7 +94,7 @@ fn siem_test_reports_success_or_the_exact_failure() {
         &pki.client,
         "siem.elsewhere.test",
     );
-    let (ok, _, stderr) = warden(tmp.path(), &mismatch);
+    let (ok, _, stderr) = warden(&fx, &mismatch);
     assert!(!ok);
     assert!(
         stderr.contains("not valid for the name \"siem.elsewhere.test\""),
@@ -112,7 +109,7 @@ fn siem_test_reports_success_or_the_exact_failure() {
         &pki.client,
         "localhost",
     );
-    let (ok, _, stderr) = warden(tmp.path(), &closed);
+    let (ok, _, stderr) = warden(&fx, &closed);
     assert!(!ok);
     assert!(stderr.contains("refused"), "{stderr}");
 

@@ -311,8 +311,10 @@ pub fn export(
             ))),
             Status::CutShort(_) if recover => None,
             Status::CutShort(cut) => Some(SessionError::CutShortRefused(format!(
-            "{name} was cut short: {cut}. Exported everything that verifies to {}, ending with a \
-             line saying where the recording stops; pass --recover to accept a partial export",
+            "{name} was cut short: {cut}. Exported everything that verifies, {} chunks, to {}, \
+             ending with a line saying where the recording stops; pass --recover to accept a \
+             partial export",
+            tally.chunks,
             if to_file { destination.as_str() } else { "standard output" }
         ))),
             status => status.into_error(name),

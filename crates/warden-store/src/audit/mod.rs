@@ -113,6 +113,9 @@ pub struct ChainVerdict {
 pub struct AuditLog {
     purpose_key: Key32,
     cache: Mutex<Option<(ChainState, AuditPolicy)>>,
+    /// Reading a damaged chain: appends to it are skipped instead of refused (see
+    /// [`AuditLog::read_damaged_chain`]).
+    reading_damaged: std::sync::atomic::AtomicBool,
     /// When set, every record and checkpoint is also queued for the SIEM in the same
     /// transaction (the outbox pattern: the chain and the spool cannot disagree).
     spool: Option<Spool>,
@@ -142,6 +145,7 @@ impl AuditLog {
         Self {
             purpose_key,
             cache: Mutex::new(None),
+            reading_damaged: std::sync::atomic::AtomicBool::new(false),
             spool: None,
         }
     }
@@ -242,7 +246,7 @@ impl AuditLog {
             .ok_or_else(no_chain)?;
         let last_row = last_row.unwrap_or(0);
         if last_row != next_seq - 1 {
-            return Err(corrupt(&if last_row < next_seq - 1 {
+            return Err(StoreError::ChainDamaged(if last_row < next_seq - 1 {
                 format!(
                     "rows {}..{} are missing from the end of the chain; refusing to append (run `warden audit verify`)",
                     last_row + 1,
@@ -436,6 +440,15 @@ impl AuditLog {
         let appended = tx.audit(events)?;
         tx.commit()?;
         Ok(appended)
+    }
+
+    /// For a command that only reads the trail (verify, export, tail): when the chain's rows no
+    /// longer match its head (a cut or extended tail), its own events are skipped — with a
+    /// warning — instead of refused, so the damage can still be examined and named. Nothing
+    /// is ever appended to a damaged chain; every other command is refused.
+    pub fn read_damaged_chain(&self) {
+        self.reading_damaged
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Opens the transaction a change and its audit events commit in (`BEGIN IMMEDIATE`).
@@ -653,7 +666,22 @@ impl AuditedTx<'_> {
             return Ok(Appended::default());
         }
         let count = events.len();
-        let appended = self.log.append_in(&self.tx, events)?;
+        let appended = match self.log.append_in(&self.tx, events) {
+            Err(StoreError::ChainDamaged(why))
+                if self
+                    .log
+                    .reading_damaged
+                    .load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                tracing::warn!(
+                    "the audit chain is damaged ({why}); this command's events are not recorded"
+                );
+                // Counted as kept, so the read proceeds; nothing was appended.
+                self.events.set(self.events.get() + count);
+                return Ok(Appended::default());
+            }
+            other => other?,
+        };
         self.events.set(self.events.get() + count);
         if appended.evolved {
             self.evolved.set(true);

@@ -117,6 +117,7 @@ pub fn verify(
     checkpoint: Option<Checkpoint>,
 ) -> Result<ChainVerdict, AuditOpError> {
     by.check(Permission::AuditVerify)?;
+    store.audit().read_damaged_chain();
     let scope = scope(&from);
     let verdict = store
         .identity
@@ -166,6 +167,7 @@ pub fn export(
     out: &mut dyn Write,
 ) -> Result<Exported, AuditOpError> {
     by.check(Permission::AuditExport)?;
+    store.audit().read_damaged_chain();
     let verdict = store
         .identity
         .audit_log()
@@ -203,15 +205,19 @@ pub fn export(
 /// Reading new events as they are appended; made by [`tail`].
 pub struct Tail {
     next: u64,
+    /// The `audit.tail` event of this very command, not shown.
+    own: u64,
 }
 
 impl Tail {
-    /// Rows appended since the last call (the first call: the last `lines` rows).
+    /// Rows appended since the last call (the first call: the last `lines` rows before this
+    /// command's own `audit.tail` event).
     pub fn next_rows(&mut self, store: &Store) -> Result<Vec<StoredRow>, StoreError> {
-        let rows = read_rows(&store.db, self.next, None)?;
+        let mut rows = read_rows(&store.db, self.next, None)?;
         if let Some(last) = rows.last() {
             self.next = last.seq + 1;
         }
+        rows.retain(|row| row.seq != self.own);
         Ok(rows)
     }
 }
@@ -225,21 +231,24 @@ pub fn tail(
     follow: bool,
 ) -> Result<Tail, AuditOpError> {
     by.check(Permission::AuditTail)?;
+    store.audit().read_damaged_chain();
     let last = super::last_seq(&store.db)?;
+    let from = last.saturating_sub(lines) + 1;
     let event = by
         .event("audit.tail", "audit-chain", Outcome::Success)
-        .with_details(
-            json!({ "lines": lines, "follow": follow, "from_seq": last.saturating_sub(lines) + 1 }),
-        );
-    store.append(vec![event])?;
-    Ok(Tail {
-        next: last.saturating_sub(lines) + 1,
-    })
+        .with_details(json!({ "lines": lines, "follow": follow, "from_seq": from }));
+    let appended = store
+        .identity
+        .audit_log()
+        .append(&mut store.db, vec![event])?;
+    let own = appended.records.last().map_or(0, |r| r.seq);
+    Ok(Tail { next: from, own })
 }
 
 /// The latest stored checkpoint, to keep off the box. Needs `audit.checkpoint`; audited.
 pub fn checkpoint(store: &mut Store, by: &Authorized) -> Result<Option<Checkpoint>, AuditOpError> {
     by.check(Permission::AuditCheckpoint)?;
+    store.audit().read_damaged_chain();
     let latest = super::AuditLog::latest_checkpoint(&store.db)?;
     let event = by
         .event("audit.checkpoint", "audit-chain", Outcome::Success)

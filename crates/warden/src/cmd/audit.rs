@@ -18,9 +18,8 @@ use crate::context::Context;
 
 pub fn run(cmd: &AuditCommand, ctx: &mut Context<'_>) -> Result<()> {
     match cmd {
-        AuditCommand::Verify { actor, verify } => {
-            let (mut store, by) =
-                ctx.sign_in_for(actor, Permission::AuditVerify, "audit.verify")?;
+        AuditCommand::Verify { verify } => {
+            let (mut store, by) = ctx.sign_in_for(Permission::AuditVerify, "audit.verify")?;
             let (from, checkpoint) = verify_from(&mut store, verify, ctx)?;
             let verdict = audit::verify(&mut store, &by, from, checkpoint)?;
             let report = verdict.report()?;
@@ -56,13 +55,11 @@ pub fn run(cmd: &AuditCommand, ctx: &mut Context<'_>) -> Result<()> {
             }
         }
         AuditCommand::Export {
-            actor,
             verify,
             format,
             output,
         } => {
-            let (mut store, by) =
-                ctx.sign_in_for(actor, Permission::AuditExport, "audit.export")?;
+            let (mut store, by) = ctx.sign_in_for(Permission::AuditExport, "audit.export")?;
             let (from, checkpoint) = verify_from(&mut store, verify, ctx)?;
             let (mut out, destination): (Box<dyn Write>, String) = match output {
                 Some(path) => (
@@ -93,12 +90,11 @@ pub fn run(cmd: &AuditCommand, ctx: &mut Context<'_>) -> Result<()> {
             exported.verdict.report()?;
         }
         AuditCommand::Tail {
-            actor,
             lines,
             follow,
             json,
         } => {
-            let (mut store, by) = ctx.sign_in_for(actor, Permission::AuditTail, "audit.tail")?;
+            let (mut store, by) = ctx.sign_in_for(Permission::AuditTail, "audit.tail")?;
             let mut tail = audit::tail(&mut store, &by, *lines, *follow)?;
             loop {
                 for row in tail.next_rows(&store)? {
@@ -110,9 +106,9 @@ pub fn run(cmd: &AuditCommand, ctx: &mut Context<'_>) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-        AuditCommand::Checkpoint { actor } => {
+        AuditCommand::Checkpoint => {
             let (mut store, by) =
-                ctx.sign_in_for(actor, Permission::AuditCheckpoint, "audit.checkpoint")?;
+                ctx.sign_in_for(Permission::AuditCheckpoint, "audit.checkpoint")?;
             match audit::checkpoint(&mut store, &by)? {
                 Some(c) => println!("{}:{}", c.seq, c.mac),
                 None => println!("no checkpoint yet"),

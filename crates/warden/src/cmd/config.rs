@@ -13,12 +13,11 @@ use crate::context::Context;
 pub fn run(cmd: &ConfigCommand, ctx: &mut Context<'_>) -> Result<()> {
     match cmd {
         ConfigCommand::Seal {
-            actor,
             file,
             output,
             force,
         } => {
-            let (mut store, by) = ctx.sign_in_for(actor, Permission::ConfigSeal, "config.seal")?;
+            let (mut store, by) = ctx.sign_in_for(Permission::ConfigSeal, "config.seal")?;
             let key = ctx.key(Purpose::Config)?;
             let output = output.clone().unwrap_or_else(|| {
                 let mut name = file.as_os_str().to_owned();
@@ -36,12 +35,11 @@ pub fn run(cmd: &ConfigCommand, ctx: &mut Context<'_>) -> Result<()> {
             }
         }
         ConfigCommand::Open {
-            actor,
             file,
             output,
             force,
         } => {
-            let (mut store, by) = ctx.sign_in_for(actor, Permission::ConfigOpen, "config.open")?;
+            let (mut store, by) = ctx.sign_in_for(Permission::ConfigOpen, "config.open")?;
             let key = ctx.key(Purpose::Config)?;
             let output = output.clone().unwrap_or_else(|| PathBuf::from("-"));
             warden_store::config::open(&mut store, &by, &key, file, &output, *force)?;

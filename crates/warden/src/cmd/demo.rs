@@ -16,7 +16,9 @@ use warden_core::password::Password;
 use warden_core::rbac::{Permission, Role};
 use warden_core::secret::Passphrase;
 use warden_store::audit::{AuditPolicy, VerifyFrom};
-use warden_store::identity::{Authorized, IdentityPolicy, NewUser, UnixMs, Username};
+use warden_store::identity::{
+    AuthenticatedUser, Authorized, IdentityPolicy, NewUser, UnixMs, Username,
+};
 use warden_store::provision::{provision, Provision, Provisioned};
 use warden_store::vault::{self, Opened};
 use warden_store::Store;
@@ -218,7 +220,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     );
     ok("olga (operator) asked to open it: refused, and the refusal is in the audit chain as config.open.denied");
 
-    identity_steps(&mut store, &admin_password)?;
+    identity_steps(&mut store, &people.root)?;
 
     step("6. The serial MFA shim between a technician's laptop and a device (real PTYs)");
     shim_step(&dir, &keys, &admin_password)?;
@@ -318,89 +320,6 @@ fn demo_password() -> Password {
     ))
 }
 
-/// The demo's people: root (administrator), olga (operator), audra (auditor), each signing in
-/// with a password before every act, as the commands do.
-struct People {
-    root: Password,
-    olga: Password,
-    audra: Password,
-}
-
-impl People {
-    fn enroll(store: &mut Store, root: &Password) -> Result<Self> {
-        let people = Self {
-            root: root.clone(),
-            olga: demo_password(),
-            audra: demo_password(),
-        };
-        let by = people.as_admin(store, Permission::UserManage, "user.add")?;
-        for (name, role, password) in [
-            ("olga", Role::Operator, &people.olga),
-            ("audra", Role::Auditor, &people.audra),
-        ] {
-            store.identity.add_user(
-                &mut store.db,
-                &by,
-                NewUser {
-                    username: &Username::parse(name)?,
-                    role,
-                    password: Some(password),
-                    totp: None,
-                },
-                UnixMs::now(),
-            )?;
-        }
-        ok("root added olga (operator) and audra (auditor); every step below signs one of them in");
-        Ok(people)
-    }
-
-    fn sign_in(
-        store: &mut Store,
-        name: &str,
-        password: &Password,
-        permission: Permission,
-        action: &str,
-    ) -> Result<Authorized> {
-        let user = store.identity.authenticate_operator(
-            &mut store.db,
-            name,
-            password,
-            None,
-            UnixMs::now(),
-        )?;
-        Ok(store
-            .identity
-            .require(&mut store.db, &user, permission, action, UnixMs::now())?)
-    }
-
-    fn as_admin(
-        &self,
-        store: &mut Store,
-        permission: Permission,
-        action: &str,
-    ) -> Result<Authorized> {
-        Self::sign_in(store, "root", &self.root, permission, action)
-    }
-
-    fn as_operator(
-        &self,
-        store: &mut Store,
-        permission: Permission,
-        action: &str,
-    ) -> Result<Authorized> {
-        Self::sign_in(store, "olga", &self.olga, permission, action)
-    }
-
-    fn as_auditor(
-        &self,
-        store: &mut Store,
-        permission: Permission,
-        action: &str,
-    ) -> Result<Authorized> {
-        Self::sign_in(store, "audra", &self.audra, permission, action)
-    }
-}
-
 fn write_sample(path: &Path, len: usize) -> Result<()> {
     let mut file = std::io::BufWriter::new(warden_core::fsx::create_private_new(path)?);
     let mut block = vec![0u8; 1024 * 1024];
@@ -415,23 +334,107 @@ fn write_sample(path: &Path, len: usize) -> Result<()> {
     Ok(())
 }
 
+/// The demo's people: root (administrator), olga (operator), audra (auditor), each signed in
+/// once with a password, as a person at the CLI is; every act checks its permission.
+struct People {
+    root: AuthenticatedUser,
+    olga: AuthenticatedUser,
+    audra: AuthenticatedUser,
+}
+
+impl People {
+    fn enroll(store: &mut Store, root_password: &Password) -> Result<Self> {
+        let root = Self::sign_in(store, "root", root_password)?;
+        let by = store.identity.require(
+            &mut store.db,
+            &root,
+            Permission::UserManage,
+            "user.add",
+            UnixMs::now(),
+        )?;
+        let (olga, audra) = (demo_password(), demo_password());
+        for (name, role, password) in [
+            ("olga", Role::Operator, &olga),
+            ("audra", Role::Auditor, &audra),
+        ] {
+            store.identity.add_user(
+                &mut store.db,
+                &by,
+                NewUser {
+                    username: &Username::parse(name)?,
+                    role,
+                    password: Some(password),
+                    totp: None,
+                },
+                UnixMs::now(),
+            )?;
+        }
+        let people = Self {
+            root,
+            olga: Self::sign_in(store, "olga", &olga)?,
+            audra: Self::sign_in(store, "audra", &audra)?,
+        };
+        ok("root added olga (operator) and audra (auditor); each act below checks the permission of whoever does it");
+        Ok(people)
+    }
+
+    fn sign_in(store: &mut Store, name: &str, password: &Password) -> Result<AuthenticatedUser> {
+        Ok(store.identity.authenticate_operator(
+            &mut store.db,
+            name,
+            password,
+            None,
+            UnixMs::now(),
+        )?)
+    }
+
+    fn allow(
+        store: &mut Store,
+        user: &AuthenticatedUser,
+        permission: Permission,
+        action: &str,
+    ) -> Result<Authorized> {
+        Ok(store
+            .identity
+            .require(&mut store.db, user, permission, action, UnixMs::now())?)
+    }
+
+    fn as_admin(
+        &self,
+        store: &mut Store,
+        permission: Permission,
+        action: &str,
+    ) -> Result<Authorized> {
+        Self::allow(store, &self.root, permission, action)
+    }
+
+    fn as_operator(
+        &self,
+        store: &mut Store,
+        permission: Permission,
+        action: &str,
+    ) -> Result<Authorized> {
+        Self::allow(store, &self.olga, permission, action)
+    }
+
+    fn as_auditor(
+        &self,
+        store: &mut Store,
+        permission: Permission,
+        action: &str,
+    ) -> Result<Authorized> {
+        Self::allow(store, &self.audra, permission, action)
+    }
+}
+
 /// Users, TOTP with replay protection, lockout and unlock, each in the audit chain.
-fn identity_steps(store: &mut Store, root_password: &Password) -> Result<()> {
+fn identity_steps(store: &mut Store, admin: &AuthenticatedUser) -> Result<()> {
     use warden_store::identity::{AuthOutcome, PortId, Principal};
 
     step("5. Users, TOTP and lockout (identity in the SQLCipher store)");
     let t0 = UnixMs::now();
-    let started = Instant::now();
-    let admin =
-        store
-            .identity
-            .authenticate_operator(&mut store.db, "root", root_password, None, t0)?;
-    ok(format!(
-        "root signed in (Argon2id t=3, m=64 MiB, p=4: {:.2} s to verify the password)",
-        started.elapsed().as_secs_f64()
-    ));
     let (identity, db) = (&mut store.identity, &mut store.db);
-    let by = identity.require(db, &admin, Permission::UserManage, "user.add", t0)?;
+    let by = identity.require(db, admin, Permission::UserManage, "user.add", t0)?;
     let tess = Username::parse("tess")?;
     let uri = identity
         .add_user(
@@ -493,8 +496,8 @@ fn identity_steps(store: &mut Store, root_password: &Password) -> Result<()> {
         "a locked port let someone in"
     );
     ok("while locked, even a correct code is refused");
-    let reset = identity.require(db, &admin, Permission::ShimReset, "shim.reset", at)?;
-    let manage = identity.require(db, &admin, Permission::UserManage, "user.unlock", at)?;
+    let reset = identity.require(db, admin, Permission::ShimReset, "shim.reset", at)?;
+    let manage = identity.require(db, admin, Permission::UserManage, "user.unlock", at)?;
     identity.unlock(db, &reset, &Principal::Port(port.clone()), at)?;
     identity.unlock(db, &manage, &Principal::User(tess), at)?;
     let when = UnixMs(at.0 + 60_000);

@@ -29,7 +29,6 @@ use warden_store::identity::Service;
 use warden_store::ota as db;
 use zeroize::Zeroizing;
 
-use crate::cli::ActorArgs;
 use crate::context::Context;
 
 #[derive(Debug, Subcommand)]
@@ -73,8 +72,6 @@ pub enum RedeliveryArg {
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    #[command(flatten)]
-    pub actor: ActorArgs,
     /// The card (its PSK identity); repeat for several cards.
     #[arg(long, required = true)]
     pub card: Vec<String>,
@@ -100,8 +97,6 @@ pub struct PushArgs {
 
 #[derive(Debug, Args)]
 pub struct ResultsArgs {
-    #[command(flatten)]
-    pub actor: ActorArgs,
     #[arg(long)]
     pub card: String,
     /// Only the most recent N scripts.
@@ -114,8 +109,6 @@ pub struct ResultsArgs {
 
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
-    #[command(flatten)]
-    pub actor: ActorArgs,
     #[arg(long)]
     pub card: Option<String>,
     #[arg(long, default_value_t = 20)]
@@ -126,8 +119,6 @@ pub struct SessionsArgs {
 
 #[derive(Debug, Args)]
 pub struct KeysArgs {
-    #[command(flatten)]
-    pub actor: ActorArgs,
     #[command(subcommand)]
     pub command: KeysCommand,
 }
@@ -444,8 +435,7 @@ fn push(args: &PushArgs, ctx: &mut Context<'_>) -> Result<()> {
     for card in &args.card {
         db::check_identity(card).with_context(|| format!("--card {card:?}"))?;
     }
-    let (mut store, by) =
-        ctx.sign_in_for(&args.actor, Permission::OtaScriptPush, "ota.script.push")?;
+    let (mut store, by) = ctx.sign_in_for(Permission::OtaScriptPush, "ota.script.push")?;
     let ids = ops::push(&mut store, &by, &args.card, &planned, args.count)?;
     let n = planned.script.command_count();
     if ids.len() <= 10 {
@@ -466,8 +456,7 @@ fn push(args: &PushArgs, ctx: &mut Context<'_>) -> Result<()> {
 }
 
 fn results(args: &ResultsArgs, ctx: &mut Context<'_>) -> Result<()> {
-    let (mut store, by) =
-        ctx.sign_in_for(&args.actor, Permission::OtaResultsView, "ota.results.view")?;
+    let (mut store, by) = ctx.sign_in_for(Permission::OtaResultsView, "ota.results.view")?;
     let reports = ops::results(&mut store, &by, &args.card, args.last)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -535,8 +524,7 @@ fn subset_of(p1: u8) -> gp::StatusSubset {
 }
 
 fn sessions(args: &SessionsArgs, ctx: &mut Context<'_>) -> Result<()> {
-    let (mut store, by) =
-        ctx.sign_in_for(&args.actor, Permission::OtaResultsView, "ota.sessions.view")?;
+    let (mut store, by) = ctx.sign_in_for(Permission::OtaResultsView, "ota.sessions.view")?;
     let rows = ops::sessions(&mut store, &by, args.card.as_deref(), args.limit)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -591,7 +579,7 @@ fn keys(args: &KeysArgs, ctx: &mut Context<'_>) -> Result<()> {
         }
         _ => None,
     };
-    let (mut store, by) = ctx.sign_in_for(&args.actor, Permission::OtaKeyManage, action)?;
+    let (mut store, by) = ctx.sign_in_for(Permission::OtaKeyManage, action)?;
     let db_key = ctx.key(Purpose::Database)?;
     match &args.command {
         KeysCommand::Add {

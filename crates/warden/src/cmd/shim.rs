@@ -12,7 +12,6 @@ use warden_shim::config::ShimConfig;
 use warden_shim::host::{build_daemon, DaemonKeys};
 use warden_store::identity::PortId;
 
-use crate::cli::ActorArgs;
 use crate::context::Context;
 
 #[derive(Debug, Subcommand)]
@@ -28,8 +27,6 @@ pub enum ShimCommand {
     },
     /// Show the daemon's state. Needs `shim.status`.
     Status {
-        #[command(flatten)]
-        actor: ActorArgs,
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         #[arg(long)]
@@ -48,8 +45,6 @@ pub enum ShimCommand {
     /// `shim.reset` (administrator). The daemon carries it out and records it, or refuses
     /// while a tamper source still reports tamper; with the daemon down nothing changes.
     Reset {
-        #[command(flatten)]
-        actor: ActorArgs,
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         #[arg(long)]
@@ -65,22 +60,20 @@ pub fn run(cmd: &ShimCommand, ctx: &mut Context<'_>) -> Result<()> {
         } => run_daemon(config, *allow_plain_config, ctx),
         ShimCommand::Bench { rounds, mib } => crate::shim_bench::run(*rounds, *mib),
         ShimCommand::Status {
-            actor,
             config,
             allow_plain_config,
         } => {
-            let (mut store, by) = ctx.sign_in_for(actor, Permission::ShimStatus, "shim.status")?;
+            let (mut store, by) = ctx.sign_in_for(Permission::ShimStatus, "shim.status")?;
             let (config, _) = load_config(config, *allow_plain_config, ctx)?;
             let reply = warden_shim::host::status(&mut store, &by, &config)?;
             println!("{} {}: {}", config.shim_id, reply.state, reply.message);
             Ok(())
         }
         ShimCommand::Reset {
-            actor,
             config,
             allow_plain_config,
         } => {
-            let (mut store, by) = ctx.sign_in_for(actor, Permission::ShimReset, "shim.reset")?;
+            let (mut store, by) = ctx.sign_in_for(Permission::ShimReset, "shim.reset")?;
             let (config, _) = load_config(config, *allow_plain_config, ctx)?;
             let port = PortId::parse(&config.shim_id)?;
             let reply = warden_shim::host::reset(&mut store, &by, &port, &config.control_socket)?;

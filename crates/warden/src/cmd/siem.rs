@@ -19,12 +19,11 @@ use crate::context::Context;
 pub fn run(cmd: &SiemCommand, ctx: &mut Context<'_>) -> Result<()> {
     match cmd {
         SiemCommand::Test {
-            actor,
             config,
             watch_ms,
             allow_plain_config,
         } => {
-            let (mut store, by) = ctx.sign_in_for(actor, Permission::SiemTest, "siem.test")?;
+            let (mut store, by) = ctx.sign_in_for(Permission::SiemTest, "siem.test")?;
             let sealer = ConfigSealer::new(&ctx.key(Purpose::Config)?);
             test(
                 &mut store,

@@ -61,7 +61,7 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
                     username.as_str(),
                 )?)
             };
-            let (mut s, by) = ctx.sign_in_for(&args.actor, Permission::UserManage, "user.add")?;
+            let (mut s, by) = ctx.sign_in_for(Permission::UserManage, "user.add")?;
             let params = totp_params(choice, s.identity.policy())?;
             let enroll = *enroll_totp || params.is_some();
             let enrollment = s.identity.add_user(
@@ -95,7 +95,7 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             Ok(())
         }
         UserCommand::List { json } => {
-            let (s, _) = ctx.sign_in_for(&args.actor, Permission::UserManage, "user.list")?;
+            let (s, _) = ctx.sign_in_for(Permission::UserManage, "user.list")?;
             let now = UnixMs::now();
             let users = s.identity.list_users(&s.db, now)?;
             let locks = s.identity.locked(&s.db, now)?;
@@ -120,7 +120,7 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
         }
         UserCommand::Show { username, json } => {
             let username = Username::parse(username)?;
-            let (s, _) = ctx.sign_in_for(&args.actor, Permission::UserManage, "user.show")?;
+            let (s, _) = ctx.sign_in_for(Permission::UserManage, "user.show")?;
             let info = s.identity.user_info(&s.db, &username, UnixMs::now())?;
             if *json {
                 println!("{}", serde_json::to_string(&info)?);
@@ -137,7 +137,7 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             } else {
                 "user.enable"
             };
-            let (mut s, by) = ctx.sign_in_for(&args.actor, Permission::UserManage, action)?;
+            let (mut s, by) = ctx.sign_in_for(Permission::UserManage, action)?;
             let changed =
                 s.identity
                     .set_disabled(&mut s.db, &by, &username, disable, UnixMs::now())?;
@@ -154,7 +154,7 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             new_password_file,
         } => {
             let target = username.as_deref().map(Username::parse).transpose()?;
-            let (mut s, user) = ctx.sign_in(&args.actor, Permission::UserManage, "user.passwd")?;
+            let (mut s, user) = ctx.sign_in(Permission::UserManage, "user.passwd")?;
             let is_self = target
                 .as_ref()
                 .is_none_or(|t| t.as_str() == user.username());
@@ -188,8 +188,7 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             json,
         } => {
             let target = username.as_deref().map(Username::parse).transpose()?;
-            let (mut s, user) =
-                ctx.sign_in(&args.actor, Permission::UserManage, "user.enroll-totp")?;
+            let (mut s, user) = ctx.sign_in(Permission::UserManage, "user.enroll-totp")?;
             let params = totp_params(choice, s.identity.policy())?;
             let is_self = target
                 .as_ref()
@@ -234,7 +233,7 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
                 }
                 _ => bail!("name a user or a --port, not both"),
             };
-            let (mut s, by) = ctx.sign_in_for(&args.actor, permission, "lockout.unlock")?;
+            let (mut s, by) = ctx.sign_in_for(permission, "lockout.unlock")?;
             let was_locked = s
                 .identity
                 .unlock(&mut s.db, &by, &principal, UnixMs::now())?;
@@ -247,7 +246,7 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             Ok(())
         }
         UserCommand::Policy { json } => {
-            let (s, _) = ctx.sign_in_for(&args.actor, Permission::UserManage, "user.policy")?;
+            let (s, _) = ctx.sign_in_for(Permission::UserManage, "user.policy")?;
             let policy = s.identity.policy();
             if *json {
                 println!("{}", serde_json::to_string(policy)?);

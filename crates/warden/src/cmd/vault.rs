@@ -12,12 +12,11 @@ use crate::context::Context;
 pub fn run(cmd: &VaultCommand, ctx: &mut Context<'_>) -> Result<()> {
     match cmd {
         VaultCommand::Seal {
-            actor,
             input,
             output,
             force,
         } => {
-            let (mut store, by) = ctx.sign_in_for(actor, Permission::VaultSeal, "vault.seal")?;
+            let (mut store, by) = ctx.sign_in_for(Permission::VaultSeal, "vault.seal")?;
             let key = ctx.key(Purpose::Recordings)?;
             let mut bar = crate::progress::Bar::new("sealing");
             let sealed = vault::seal(&mut store, &by, &key, input, output, *force, &mut |n, t| {
@@ -33,13 +32,12 @@ pub fn run(cmd: &VaultCommand, ctx: &mut Context<'_>) -> Result<()> {
             );
         }
         VaultCommand::Open {
-            actor,
             input,
             output,
             recover,
             force,
         } => {
-            let (mut store, by) = ctx.sign_in_for(actor, Permission::VaultOpen, "vault.open")?;
+            let (mut store, by) = ctx.sign_in_for(Permission::VaultOpen, "vault.open")?;
             let key = ctx.key(Purpose::Recordings)?;
             let mut bar = crate::progress::Bar::new("opening");
             let opened = vault::open(
@@ -74,9 +72,8 @@ pub fn run(cmd: &VaultCommand, ctx: &mut Context<'_>) -> Result<()> {
                 ),
             }
         }
-        VaultCommand::Verify { actor, file } => {
-            let (mut store, by) =
-                ctx.sign_in_for(actor, Permission::VaultVerify, "vault.verify")?;
+        VaultCommand::Verify { file } => {
+            let (mut store, by) = ctx.sign_in_for(Permission::VaultVerify, "vault.verify")?;
             let key = ctx.key(Purpose::Recordings)?;
             let verified = vault::verify(&mut store, &by, &key, file)?;
             println!(

@@ -35,6 +35,11 @@ pub const KDF_ITERATIONS: &str = "1000";
 pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "Fixture-Admin-Password-1";
 const ADMIN_PASSWORD_FILE: &str = "admin-password";
+
+/// The operator and the auditor `Fixture::new` adds (password files `NAME-password`).
+pub const OPERATOR: &str = "olga";
+pub const AUDITOR: &str = "audra";
+const USER_PASSWORD: &str = "Fixture-User-Password-2";
 const AUDITOR_PASSPHRASE_FILE: &str = "auditor-passphrase";
 
 /// Environment variables that would change how the binary finds its data, passphrase, acting
@@ -265,15 +270,30 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// A data directory with the fast test identity policy, the administrator `admin`, an
+    /// operator `olga` and an auditor `audra`.
     pub fn new() -> Self {
         Self::with_passphrase(PASSPHRASE)
     }
 
     pub fn with_passphrase(passphrase: &str) -> Self {
-        Self::with_options(passphrase, None)
+        let fixture = Self::with_options(passphrase, Some(FAST_IDENTITY_POLICY));
+        for (name, role) in [(OPERATOR, "operator"), (AUDITOR, "auditor")] {
+            let file = fixture.file(
+                &format!("{name}-password"),
+                format!("{USER_PASSWORD}\n").as_bytes(),
+            );
+            run(fixture
+                .admin()
+                .args(["user", "add", name, "--role", role, "--new-password-file"])
+                .arg(file))
+            .ok();
+        }
+        fixture
     }
 
-    /// A fixture whose `warden init` is given this identity policy (JSON).
+    /// A fixture whose `warden init` is given this identity policy (JSON), with only the
+    /// first administrator.
     pub fn with_identity_policy(policy_json: &str) -> Self {
         Self::with_options(PASSPHRASE, Some(policy_json))
     }
@@ -317,6 +337,34 @@ impl Fixture {
             .arg(self.admin_password_file())
     }
 
+    /// `warden …` signed in as `name` (whose password file is `NAME-password`, or the
+    /// administrator's).
+    pub fn warden_as(&self, name: &str) -> Command {
+        let mut cmd = self.warden();
+        let file = if name == ADMIN {
+            self.admin_password_file()
+        } else {
+            self.path(&format!("{name}-password"))
+        };
+        cmd.args(["--as", name, "--password-file"]).arg(file);
+        cmd
+    }
+
+    /// `warden …` signed in as the administrator.
+    pub fn admin(&self) -> Command {
+        self.warden_as(ADMIN)
+    }
+
+    /// `warden …` signed in as the operator `olga`.
+    pub fn operator(&self) -> Command {
+        self.warden_as(OPERATOR)
+    }
+
+    /// `warden …` signed in as the auditor `audra`.
+    pub fn auditor(&self) -> Command {
+        self.warden_as(AUDITOR)
+    }
+
     /// The auditor's sealed initial audit key written by `init`.
     pub fn auditor_key(&self) -> PathBuf {
         self.data_dir.join("auditor-key.json")
@@ -353,6 +401,14 @@ impl Fixture {
         cmd
     }
 
+    /// [`Fixture::warden_without_passphrase`] signed in as the administrator.
+    pub fn admin_without_passphrase(&self) -> Command {
+        let mut cmd = self.warden_without_passphrase();
+        cmd.args(["--as", ADMIN, "--password-file"])
+            .arg(self.admin_password_file());
+        cmd
+    }
+
     /// The purpose key, derived in-process with warden-core (to compare with other derivations
     /// and to look for in output that must not contain it).
     pub fn key(&self, purpose: Purpose) -> Key32 {
@@ -368,7 +424,7 @@ impl Fixture {
         let input = self.file(name, content);
         let output = self.path(&format!("{name}.sealed"));
         run(self
-            .warden()
+            .operator()
             .args(["vault", "seal"])
             .arg(&input)
             .arg(&output))

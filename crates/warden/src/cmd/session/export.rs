@@ -8,14 +8,14 @@ use anyhow::Result;
 use warden_core::keyring::Purpose;
 use warden_core::rbac::Permission;
 use warden_shim::recording::ops;
+use warden_shim::recording::read::SessionError;
 
 use super::{duration, printable, resolve, size};
 use crate::cli::SessionExportArgs;
 use crate::context::Context;
 
 pub fn run(ctx: &mut Context<'_>, args: &SessionExportArgs) -> Result<()> {
-    let (mut store, by) =
-        ctx.sign_in_for(&args.actor, Permission::RecordingExport, "recording.export")?;
+    let (mut store, by) = ctx.sign_in_for(Permission::RecordingExport, "recording.export")?;
     let key = ctx.key(Purpose::Recordings)?;
     let path = resolve(&args.file, &ctx.dir()?.sessions());
     let name = printable(&path);
@@ -35,7 +35,17 @@ pub fn run(ctx: &mut Context<'_>, args: &SessionExportArgs) -> Result<()> {
         output,
         args.recover,
         args.force,
-    )?;
+    )
+    .map_err(|err| {
+        let damaged = matches!(&err, ops::SessionOpError::Session(e)
+            if !matches!(e, SessionError::CutShortRefused(_)));
+        let err = anyhow::Error::new(err);
+        match (damaged, output.as_os_str() == "-") {
+            (false, _) => err,
+            (true, false) => err.context(format!("nothing was written to {to}")),
+            (true, true) => err.context("the export on standard output stops where the damage is"),
+        }
+    })?;
     let tally = exported.tally;
     let what = format!(
         "{} chunks ({} device → technician, {} technician → device, {} recorded)",

@@ -20,7 +20,6 @@ use warden_shim::recording::ops::{self, Listed};
 use warden_shim::recording::read::Status;
 
 use super::{duration, printable, rfc3339, size, start_time};
-use crate::cli::ActorArgs;
 use crate::context::Context;
 
 /// Labels longer than this are shortened in the table (never in `--json`).
@@ -146,8 +145,8 @@ fn shorten(label: &str) -> String {
     short
 }
 
-pub fn run(ctx: &mut Context<'_>, actor: &ActorArgs, json: bool) -> Result<()> {
-    let (mut store, by) = ctx.sign_in_for(actor, Permission::RecordingList, "recording.list")?;
+pub fn run(ctx: &mut Context<'_>, json: bool) -> Result<()> {
+    let (mut store, by) = ctx.sign_in_for(Permission::RecordingList, "recording.list")?;
     let key = ctx.key(Purpose::Recordings)?;
     let dir = ctx.dir()?.sessions();
     let mut rows: Vec<Row> = ops::list(&mut store, &by, &key, &dir)?

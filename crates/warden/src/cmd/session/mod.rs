@@ -22,7 +22,7 @@ pub use play::Interrupted;
 
 pub fn run(cmd: &SessionCommand, ctx: &mut Context<'_>) -> Result<()> {
     match cmd {
-        SessionCommand::List { actor, json } => list::run(ctx, actor, *json),
+        SessionCommand::List { json } => list::run(ctx, *json),
         SessionCommand::Play(args) => play::run(ctx, args),
         SessionCommand::Export(args) => export::run(ctx, args),
     }

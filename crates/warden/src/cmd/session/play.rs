@@ -45,8 +45,7 @@ enum Ended {
 }
 
 pub fn run(ctx: &mut Context<'_>, args: &PlayArgs) -> Result<()> {
-    let (mut store, by) =
-        ctx.sign_in_for(&args.actor, Permission::RecordingPlay, "recording.play")?;
+    let (mut store, by) = ctx.sign_in_for(Permission::RecordingPlay, "recording.play")?;
     let key = ctx.key(Purpose::Recordings)?;
     let path = resolve(&args.file, &ctx.dir()?.sessions());
     let name = printable(&path);
