@@ -91,6 +91,15 @@ impl AdminRequest {
         Ok(found)
     }
 
+    /// Whether the request says `X-Admin-Resume: true` (as far as the session is concerned:
+    /// [`Session::handle`] checks the header strictly).
+    pub fn is_resume(&self) -> bool {
+        self.headers.iter().any(|(n, v)| {
+            n.trim().eq_ignore_ascii_case(header::X_ADMIN_RESUME)
+                && v.trim().eq_ignore_ascii_case("true")
+        })
+    }
+
     fn path(&self) -> &str {
         self.target.split(['?', '#']).next().unwrap_or("")
     }
@@ -267,6 +276,10 @@ pub enum AdminError {
     // --- 409: state
     #[error("the administration session has ended")]
     SessionFinished,
+    #[error("another admin session of this card is in progress on another connection; one session per card at a time")]
+    SessionInProgress,
+    #[error("this card's admin session was resumed on another connection")]
+    SessionTakenOver,
     // --- 413: size
     #[error("body of {len} bytes exceeds the limit of {limit} bytes")]
     BodyTooLarge { len: usize, limit: usize },
@@ -293,7 +306,7 @@ impl AdminError {
             | Self::BodyWithErrorStatus { .. }
             | Self::BadResponseBody(_) => 400,
             Self::AgentChanged { .. } => 403,
-            Self::SessionFinished => 409,
+            Self::SessionFinished | Self::SessionInProgress | Self::SessionTakenOver => 409,
             Self::BodyTooLarge { .. } => 413,
             Self::UnsupportedContentType { .. } => 415,
             Self::MisdirectedHost { .. } => 421,
@@ -360,7 +373,8 @@ impl AdminResponse {
         }
     }
 
-    fn error(error: &AdminError) -> Self {
+    /// The answer to a refused request: the error's status, no body, connection closed.
+    pub fn refusal(error: &AdminError) -> Self {
         Self {
             status: error.status(),
             headers: vec![(header::X_ADMIN_PROTOCOL, ADMIN_PROTOCOL.to_string())],
@@ -370,11 +384,31 @@ impl AdminResponse {
     }
 }
 
+/// A departure from the letter of Amendment B that the server accepts because card stacks in
+/// the field do it. Reported with the session (event and audit details), never silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leniency {
+    /// The first, empty POST carried the response Content-Type (with `Content-Length: 0`).
+    /// Amendment B sends no optional headers there; with no body the header describes nothing.
+    ContentTypeOnOpening,
+}
+
+impl Leniency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ContentTypeOnOpening => "content_type_on_opening",
+        }
+    }
+}
+
 /// What the caller must do after a step, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
-    /// The card opened an administration session.
-    SessionOpened { agent: String },
+    /// The card opened an administration session; `lenient` lists the departures accepted.
+    SessionOpened {
+        agent: String,
+        lenient: Vec<Leniency>,
+    },
     /// The script was sent: mark it in flight (taken off the pending queue).
     Delivered { script: ScriptId, seq: u32 },
     /// The script in flight was sent again after a resume; the card had not answered it.
@@ -513,7 +547,7 @@ impl Session {
 fn refuse(session: Session, error: AdminError) -> Step {
     Step {
         session,
-        response: AdminResponse::error(&error),
+        response: AdminResponse::refusal(&error),
         effects: Vec::new(),
         error: Some(error),
     }
@@ -620,6 +654,9 @@ fn is_response_content_type(value: &str) -> bool {
 }
 
 /// The rules for a POST that reports on a script: Content-Type, status, body only with `ok`.
+///
+/// Content-Type describes a body: a status-only report (no body) may leave it out, as card
+/// stacks do for `security-error` and the other error statuses. A body must be typed.
 fn check_results(
     config: &SessionConfig,
     req: &AdminRequest,
@@ -627,6 +664,7 @@ fn check_results(
 ) -> Result<(ScriptStatus, Option<ResponseScript>), AdminError> {
     match common.content_type {
         Some(ct) if is_response_content_type(ct) => {}
+        None if req.body.is_empty() => {}
         other => {
             return Err(AdminError::UnsupportedContentType {
                 got: other.map(clip),
@@ -654,20 +692,22 @@ fn check_results(
     Ok((status, Some(responses)))
 }
 
-/// The rules for the first POST of a session: no body, no optional headers.
-fn check_opening(req: &AdminRequest, common: &Common<'_>) -> Result<(), AdminError> {
+/// The rules for the first POST of a session: no body, no optional headers — except the
+/// response Content-Type on an empty body, which card stacks send ([`Leniency`]).
+fn check_opening(req: &AdminRequest, common: &Common<'_>) -> Result<Vec<Leniency>, AdminError> {
     if !req.body.is_empty() {
         return Err(AdminError::BodyOnFirstRequest {
             len: req.body.len(),
         });
     }
-    if common.content_type.is_some() {
-        return Err(AdminError::UnexpectedHeader(header::CONTENT_TYPE));
-    }
     if common.script_status.is_some() {
         return Err(AdminError::UnexpectedHeader(header::X_ADMIN_SCRIPT_STATUS));
     }
-    Ok(())
+    match common.content_type {
+        None => Ok(Vec::new()),
+        Some(ct) if is_response_content_type(ct) => Ok(vec![Leniency::ContentTypeOnOpening]),
+        Some(_) => Err(AdminError::UnexpectedHeader(header::CONTENT_TYPE)),
+    }
 }
 
 /// Answers `answered_uri` with `next` (a new delivery) or with `204`.
@@ -759,21 +799,28 @@ impl Opening {
                 },
             );
         }
-        let mut effects = vec![Effect::SessionOpened {
-            agent: common.agent.to_string(),
-        }];
+        let mut effects = Vec::new();
         if common.resume && (common.script_status.is_some() || !req.body.is_empty()) {
             // A resume we hold no state for, carrying results: check them, then start over.
             if let Err(e) = check_results(&self.config, req, &common) {
                 return refuse(Session::Opening(self), e);
             }
+            effects.push(Effect::SessionOpened {
+                agent: common.agent.to_string(),
+                lenient: Vec::new(),
+            });
             effects.push(Effect::ResumeWithoutState {
                 results_dropped: true,
             });
         } else {
-            if let Err(e) = check_opening(req, &common) {
-                return refuse(Session::Opening(self), e);
-            }
+            let lenient = match check_opening(req, &common) {
+                Ok(l) => l,
+                Err(e) => return refuse(Session::Opening(self), e),
+            };
+            effects.push(Effect::SessionOpened {
+                agent: common.agent.to_string(),
+                lenient,
+            });
             if common.resume {
                 effects.push(Effect::ResumeWithoutState {
                     results_dropped: false,
@@ -1002,7 +1049,8 @@ mod tests {
             step.effects,
             vec![
                 Effect::SessionOpened {
-                    agent: AGENT.into()
+                    agent: AGENT.into(),
+                    lenient: vec![]
                 },
                 Effect::Delivered {
                     script: ScriptId(1),
@@ -1072,6 +1120,65 @@ mod tests {
         assert_refused(&step, 409);
     }
 
+    /// Interop regression: card stacks open with `Content-Type: …-response;version=1.0` and
+    /// `Content-Length: 0`; that was refused with 400.
+    #[test]
+    fn opening_with_the_response_content_type_is_accepted() {
+        let s = queued(1, Redelivery::Allowed);
+        let req = base("/admin").with_header("Content-Type", CONTENT_TYPE_RESPONSE);
+        let step = Session::new(config()).handle(&req, Some(&s));
+        assert_eq!(step.error, None);
+        assert_eq!(step.response.status, 200);
+        assert_eq!(
+            step.effects[0],
+            Effect::SessionOpened {
+                agent: AGENT.into(),
+                lenient: vec![Leniency::ContentTypeOnOpening]
+            }
+        );
+        assert_eq!(
+            Leniency::ContentTypeOnOpening.as_str(),
+            "content_type_on_opening"
+        );
+        // The same on a resumed opening we hold no state for.
+        let step = Session::new(config()).handle(&resumed(req), Some(&s));
+        assert_eq!(step.error, None);
+        assert_eq!(step.response.status, 200);
+    }
+
+    /// Interop regression: a status-only report (error status, no body) without Content-Type
+    /// got 415, so the card's report was lost and the script went out again.
+    #[test]
+    fn status_only_report_without_content_type_is_accepted() {
+        let s1 = queued(1, Redelivery::Allowed);
+        let (session, uri) = open_with(&s1);
+        for status in [
+            ScriptStatus::SecurityError,
+            ScriptStatus::UnknownApplication,
+            ScriptStatus::NotASecurityDomain,
+        ] {
+            let mut req = results(&uri, status.as_str(), &[]);
+            req.headers.retain(|(n, _)| n != "Content-Type");
+            let step = session.clone().handle(&req, None);
+            assert_eq!(step.error, None, "{status}");
+            assert_eq!(
+                step.effects,
+                vec![
+                    Effect::Results {
+                        script: ScriptId(1),
+                        status,
+                        responses: None
+                    },
+                    Effect::Finished
+                ]
+            );
+        }
+        // A body still needs its type.
+        let mut typed = results(&uri, "ok", &ok_body());
+        typed.headers.retain(|(n, _)| n != "Content-Type");
+        assert_refused(&session.handle(&typed, None), 415);
+    }
+
     #[test]
     fn empty_queue_finishes_at_once() {
         let step = Session::new(config()).handle(&base("/admin?from=sms"), None);
@@ -1080,7 +1187,8 @@ mod tests {
             step.effects,
             vec![
                 Effect::SessionOpened {
-                    agent: AGENT.into()
+                    agent: AGENT.into(),
+                    lenient: vec![]
                 },
                 Effect::Finished
             ]
@@ -1097,8 +1205,18 @@ mod tests {
         assert_refused(&first(get), 405);
         // Body and optional headers.
         assert_refused(&first(base("/admin").with_body(vec![0xAB, 0x00])), 400);
+        // A Content-Type other than the response type is refused; the response type on an
+        // empty body is accepted (below, `opening_with_the_response_content_type_is_accepted`).
         assert_refused(
-            &first(base("/admin").with_header("Content-Type", CONTENT_TYPE_RESPONSE)),
+            &first(base("/admin").with_header("Content-Type", "text/plain")),
+            400,
+        );
+        assert_refused(
+            &first(
+                base("/admin")
+                    .with_header("Content-Type", CONTENT_TYPE_RESPONSE)
+                    .with_body(vec![0xAB, 0x00]),
+            ),
             400,
         );
         assert_refused(
@@ -1408,7 +1526,8 @@ mod tests {
             step.effects,
             vec![
                 Effect::SessionOpened {
-                    agent: AGENT.into()
+                    agent: AGENT.into(),
+                    lenient: vec![]
                 },
                 Effect::ResumeWithoutState {
                     results_dropped: false
@@ -1491,6 +1610,8 @@ mod tests {
                 403,
             ),
             (AdminError::SessionFinished, 409),
+            (AdminError::SessionInProgress, 409),
+            (AdminError::SessionTakenOver, 409),
             (AdminError::BodyTooLarge { len: 2, limit: 1 }, 413),
             (AdminError::UnsupportedContentType { got: None }, 415),
             (

@@ -59,7 +59,9 @@ pub struct SessionsResult {
     pub handshake_latency: Latency,
 }
 
-/// `sessions` full sessions over `cards` identities `<prefix><i>`, `concurrency` at a time.
+/// `sessions` full sessions over `cards` identities `<prefix><i>`, `concurrency` at a time, one
+/// session per card at a time (so at most `min(concurrency, cards)` run at once; give at least
+/// as many cards as the concurrency you want).
 pub async fn sessions(
     server: SocketAddr,
     prefix: &str,

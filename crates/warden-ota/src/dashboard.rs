@@ -4,7 +4,7 @@
 //! refuses anything else). Routes:
 //!
 //! * `GET /` — a page listing live sessions and recent events;
-//! * `GET /metrics` — Prometheus text exposition;
+//! * `GET /metrics` — OpenMetrics text, or Prometheus text 0.0.4 for `Accept: text/plain`;
 //! * `GET /api/sessions` — live sessions (JSON);
 //! * `GET /api/events` — the most recent events (JSON);
 //! * `GET /api/cards` — cards and their pending scripts;
@@ -13,13 +13,14 @@
 use std::future::Future;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
 use warden_store::ota as db;
 
+use crate::metrics::Exposition;
 use crate::server::Server;
 
 pub fn router(server: Server) -> Router {
@@ -51,13 +52,13 @@ pub async fn serve(
         .await
 }
 
-async fn metrics(State(s): State<Server>) -> Response {
+/// OpenMetrics, or Prometheus text 0.0.4 when the scraper asks for it.
+async fn metrics(State(s): State<Server>, headers: HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Exposition::negotiate(accept);
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics().encode(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        s.metrics().encode_as(format),
     )
         .into_response()
 }

@@ -28,7 +28,10 @@ pub enum Event {
     },
     ServerStopped {
         reason: String,
+        /// Sessions (completed handshakes) open when the stop came; they are then drained.
         open_sessions: usize,
+        /// Connections still open when the drain deadline passed.
+        not_drained: usize,
     },
     TlsHandshakeStart {
         conn_id: u64,
@@ -80,6 +83,9 @@ pub enum Event {
         psk_identity: String,
         agent: String,
         resumed: bool,
+        /// Departures from Amendment B accepted on the opening request
+        /// ([`crate::admin::Leniency`]).
+        lenient: Vec<&'static str>,
     },
     ScriptDelivered {
         session_id: String,
@@ -92,7 +98,12 @@ pub enum Event {
         session_id: String,
         card: String,
         script_id: u64,
+        /// The script's result: its `X-Admin-Script-Status`, or for `ok` the name of an error
+        /// TLV in the response script (`bad-format`, `immediate-action-error`,
+        /// `script-chaining-error`).
         status: &'static str,
+        /// The error TLV, described.
+        error: Option<String>,
         executed: Option<u32>,
         round_trip_ms: Option<f64>,
     },

@@ -8,7 +8,9 @@ use crate::admin::{
     ADMIN_PROTOCOL, CONTENT_TYPE_COMMAND, CONTENT_TYPE_RESPONSE,
 };
 use crate::apdu::{CommandApdu, ResponseApdu};
+use crate::audit::SERVER_ACTOR;
 use crate::gp;
+use crate::plan::{Begin, CardState, ConnTally, Connection, StoreWrite};
 use crate::script::{CommandScript, LengthCoding, ResponseScript};
 use crate::tlv;
 
@@ -37,6 +39,19 @@ pub fn ts102226_codec(data: &[u8]) {
     if let Ok(entries) = gp::decode_get_status(data) {
         for e in &entries {
             let _ = e.describe(gp::StatusSubset::Applications);
+        }
+    }
+}
+
+/// Arbitrary bytes as a TLS ClientHello, as the handshake trace reads it from a client before
+/// any authentication: never a panic, and what it reports was in the input.
+pub fn client_hello(data: &[u8]) {
+    if let Some(hello) = crate::tls::client_hello_psk(data) {
+        if let Some(modes) = &hello.kex_modes {
+            assert!(modes.len() < data.len());
+        }
+        if let Some(identity) = &hello.identity {
+            assert!(identity.len() <= 3 * data.len());
         }
     }
 }
@@ -212,7 +227,9 @@ impl AdminCoverage {
     }
 }
 
-/// Drives one session through a few requests built from the bytes, checking each step.
+/// Drives one session through a few requests built from the bytes, checking each step, and
+/// the same requests through the pure core ([`crate::plan::CardState`]) on one connection,
+/// which must answer alike and plan only what the effects say.
 pub fn admin_request(data: &[u8]) -> AdminCoverage {
     let mut cov = AdminCoverage::default();
     let mut input = Input(data);
@@ -220,7 +237,11 @@ pub fn admin_request(data: &[u8]) -> AdminCoverage {
     scripts.truncate(usize::from(input.byte() % 4));
     let mut pending = 0usize;
     let config = SessionConfig::new("/admin", "fz").expect("valid config");
-    let mut session = Session::new(config);
+    let mut session = Session::new(config.clone());
+    let mut card = CardState::new();
+    let mut tally = ConnTally::default();
+    let now = std::time::Instant::now();
+    let mut first_request = true;
     let mut last_next_uri = "/admin".to_string();
     let mut last_target = "/admin".to_string();
     for _ in 0..8 {
@@ -231,6 +252,63 @@ pub fn admin_request(data: &[u8]) -> AdminCoverage {
         let next = scripts.get(pending);
         let before = session.clone();
         let step = session.handle(&req, next);
+        let conn = Connection {
+            conn_id: 1,
+            session_id: "fz",
+            card: "card-1",
+            peer: "127.0.0.1:1",
+            first_request,
+        };
+        first_request = false;
+        let turn = card
+            .begin(&conn, req.is_resume(), &config)
+            .expect("one connection is never refused a turn");
+        if turn.begin() != Begin::Fresh {
+            // The core starts over only where the state machine would hold no session.
+            assert_eq!(
+                card.session(),
+                Some(&before),
+                "the core's session is the same"
+            );
+        }
+        match card.step(turn, &conn, &req, next, now) {
+            Err(refusal) => {
+                assert_eq!(Some(&refusal.error), step.error.as_ref());
+                assert_eq!(refusal.response, step.response);
+            }
+            Ok(plan) => {
+                assert_eq!(step.error, None);
+                let delivered = step
+                    .effects
+                    .iter()
+                    .filter(|e| matches!(e, Effect::Delivered { .. } | Effect::Redelivered { .. }))
+                    .count();
+                let writes = plan
+                    .writes
+                    .iter()
+                    .filter(|w| matches!(w, StoreWrite::Delivered { .. }))
+                    .count();
+                assert_eq!(delivered, writes, "a delivery write per delivery");
+                for w in &plan.writes {
+                    if let StoreWrite::Results { script, .. } = w {
+                        assert_eq!(
+                            Some(*script),
+                            before.in_flight(),
+                            "results of the script out"
+                        );
+                    }
+                }
+                for r in &plan.audit {
+                    assert_eq!(
+                        (r.actor(), r.subject.as_str()),
+                        (SERVER_ACTOR, "card:card-1")
+                    );
+                }
+                let done = card.commit(plan.after, &mut tally, now);
+                assert_eq!(done.response, step.response);
+                assert_eq!(card.session(), Some(&step.session));
+            }
+        }
         let r = &step.response;
         assert_eq!(
             r.header(header::X_ADMIN_PROTOCOL),

@@ -7,6 +7,11 @@
 //! ([`script`]) built on BER-TLV ([`tlv`]) and ISO/IEC 7816-4 APDUs ([`apdu`]); [`gp`] builds
 //! the GlobalPlatform commands operators queue and decodes what the card answers (GET STATUS).
 //!
+//! [`plan`] holds the decisions between the state machine and the store, still without I/O:
+//! which session a request belongs to (fresh, resumed, or a refused second session of a card),
+//! and what a step means as store writes, [`audit`] records (actor, subject, details), events,
+//! metrics and the response, applied only after the store committed.
+//!
 //! Around it, the adapters:
 //!
 //! * [`tls`] — PSK-TLS with OpenSSL: cipher groups, the PSK callback into the [`keys`] cache,
@@ -26,6 +31,7 @@
 
 pub mod admin;
 pub mod apdu;
+pub mod audit;
 pub mod bench;
 pub mod config;
 pub mod dashboard;
@@ -36,6 +42,7 @@ pub mod gp;
 pub mod keys;
 pub mod metrics;
 pub mod ops;
+pub mod plan;
 pub mod script;
 pub mod scriptfile;
 pub mod server;

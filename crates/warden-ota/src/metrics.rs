@@ -1,4 +1,5 @@
-//! Prometheus metrics for `/metrics` (text exposition format).
+//! Prometheus metrics for `/metrics`: OpenMetrics text by default, the classic Prometheus text
+//! format 0.0.4 for scrapers that ask for it (`Accept: text/plain;version=0.0.4`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -141,11 +142,19 @@ impl Metrics {
         Self { registry, ..m }
     }
 
-    /// The text exposition.
+    /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// The exposition in `format`.
+    pub fn encode_as(&self, format: Exposition) -> String {
+        match format {
+            Exposition::OpenMetrics => self.encode(),
+            Exposition::Prometheus004 => openmetrics_to_prometheus_004(&self.encode()),
+        }
     }
 
     pub fn handshake_failed(&self, kind: &str) {
@@ -171,6 +180,93 @@ impl Metrics {
     }
 }
 
+/// The text formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    /// OpenMetrics 1.0 text (`application/openmetrics-text; version=1.0.0`), the default.
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4 (`text/plain; version=0.0.4`).
+    Prometheus004,
+}
+
+impl Exposition {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Prometheus004 => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+
+    /// Chooses by the request's `Accept` header: the format with the higher quality value
+    /// among `application/openmetrics-text` and `text/plain`; OpenMetrics on a tie, for `*/*`
+    /// and without the header.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let (mut openmetrics, mut plain) = (0.0f32, 0.0f32);
+        for range in accept.unwrap_or("").split(',') {
+            let mut params = range.split(';');
+            let media = params.next().unwrap_or("").trim().to_ascii_lowercase();
+            let mut q = 1.0f32;
+            let mut version_ok = true;
+            for p in params {
+                let Some((name, value)) = p.split_once('=') else {
+                    continue;
+                };
+                let value = value.trim().trim_matches('"');
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = value.parse().unwrap_or(0.0),
+                    "version" if media == "text/plain" => version_ok = value == "0.0.4",
+                    _ => {}
+                }
+            }
+            match media.as_str() {
+                "application/openmetrics-text" => openmetrics = openmetrics.max(q),
+                "text/plain" if version_ok => plain = plain.max(q),
+                _ => {}
+            }
+        }
+        if plain > openmetrics {
+            Self::Prometheus004
+        } else {
+            Self::OpenMetrics
+        }
+    }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: no `# EOF` and no `# UNIT`; a counter's
+/// `# HELP` and `# TYPE` name the family as its samples do (`…_total`); `unknown` is
+/// `untyped`. Samples are the same in both formats.
+pub fn openmetrics_to_prometheus_004(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let tail = if *prefix == "# TYPE " && tail == "unknown" {
+                "untyped"
+            } else {
+                tail
+            };
+            let name = if counters.contains(name) && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            };
+            Some(format!("{prefix}{name} {tail}"))
+        });
+        out.push_str(rewritten.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +284,64 @@ mod tests {
         );
         assert!(text.contains("warden_ota_http_responses_total{status=\"204\"} 1"));
         assert!(text.contains("warden_ota_handshake_seconds_bucket"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// `/metrics` ignored `Accept: text/plain;version=0.0.4` and always sent OpenMetrics.
+    #[test]
+    fn prometheus_004_when_asked_for() {
+        use Exposition::*;
+        assert_eq!(Exposition::negotiate(None), OpenMetrics);
+        assert_eq!(Exposition::negotiate(Some("*/*")), OpenMetrics);
+        assert_eq!(
+            Exposition::negotiate(Some("text/plain;version=0.0.4")),
+            Prometheus004
+        );
+        assert_eq!(Exposition::negotiate(Some("text/plain")), Prometheus004);
+        assert_eq!(
+            Exposition::negotiate(Some("text/plain; version=\"0.0.4\"; q=0.9, */*;q=0.1")),
+            Prometheus004
+        );
+        // Prometheus' own scrape Accept header prefers OpenMetrics.
+        assert_eq!(
+            Exposition::negotiate(Some("application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2")),
+            OpenMetrics
+        );
+        assert_eq!(
+            Exposition::negotiate(Some(
+                "application/openmetrics-text;q=0.2, text/plain;version=0.0.4"
+            )),
+            Prometheus004
+        );
+        assert_eq!(
+            Exposition::negotiate(Some("text/plain;version=9.9")),
+            OpenMetrics
+        );
+        assert_eq!(
+            Prometheus004.content_type(),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+
+        let m = Metrics::new();
+        m.http_response(200);
+        m.keys_loaded.set(3);
+        m.handshake_seconds.observe(0.004);
+        let text = m.encode_as(Prometheus004);
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(!text.contains("# UNIT"));
+        assert!(
+            text.contains("# TYPE warden_ota_http_responses_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP warden_ota_http_responses_total HTTP responses sent"));
+        assert!(text.contains("warden_ota_http_responses_total{status=\"200\"} 1\n"));
+        assert!(text.contains("# TYPE warden_ota_keys_loaded gauge\nwarden_ota_keys_loaded 3\n"));
+        assert!(text.contains("# TYPE warden_ota_handshake_seconds histogram\n"));
+        assert!(text.contains("warden_ota_handshake_seconds_bucket{le=\"+Inf\"} 1\n"));
+        assert!(text.ends_with('\n'));
+        assert_eq!(
+            openmetrics_to_prometheus_004("# TYPE x unknown\nx 1\n# EOF\n"),
+            "# TYPE x untyped\nx 1\n"
+        );
     }
 }

@@ -278,6 +278,64 @@ impl BadFormat {
     }
 }
 
+/// An error TLV in a response script (TS 102 226 §5.2.2): the card could not run the command
+/// script as sent. Bad Format (`90`, table 5.12), Immediate Action Response (`81`, table 5.14)
+/// and Script Chaining Response (`83`, table 5.16) each carry a one-byte error type; a value of
+/// another length is kept as sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ScriptFault {
+    BadFormat(BadFormat),
+    ImmediateActionResponse(Vec<u8>),
+    ScriptChainingResponse(Vec<u8>),
+}
+
+impl ScriptFault {
+    /// The TLV's tag.
+    pub fn tag(&self) -> u8 {
+        match self {
+            Self::BadFormat(_) => TAG_BAD_FORMAT.value() as u8,
+            Self::ImmediateActionResponse(_) => TAG_IMMEDIATE_ACTION.value() as u8,
+            Self::ScriptChainingResponse(_) => TAG_SCRIPT_CHAINING.value() as u8,
+        }
+    }
+
+    /// The script's result as it is stored: `bad-format`, `immediate-action-error`,
+    /// `script-chaining-error`.
+    pub fn result_name(&self) -> &'static str {
+        match self {
+            Self::BadFormat(_) => "bad-format",
+            Self::ImmediateActionResponse(_) => "immediate-action-error",
+            Self::ScriptChainingResponse(_) => "script-chaining-error",
+        }
+    }
+
+    /// The error type byte, when the value is the one byte the tables define.
+    pub fn code(&self) -> Option<u8> {
+        match self {
+            Self::BadFormat(b) => Some(b.0),
+            Self::ImmediateActionResponse(v) | Self::ScriptChainingResponse(v) => match v[..] {
+                [code] => Some(code),
+                _ => None,
+            },
+        }
+    }
+
+    /// What the error type means.
+    pub fn describe(&self) -> &'static str {
+        match (self, self.code()) {
+            (Self::BadFormat(b), _) => b.describe(),
+            (Self::ImmediateActionResponse(_), Some(0x01)) => "suspension error",
+            (Self::ScriptChainingResponse(_), Some(0x01)) => {
+                "script chaining: no previous script to chain to"
+            }
+            (Self::ScriptChainingResponse(_), Some(0x02)) => "script chaining not supported",
+            (Self::ScriptChainingResponse(_), Some(0x03)) => "unable to process script chaining",
+            (_, Some(_)) => "reserved error type",
+            (_, None) => "error value of unexpected length",
+        }
+    }
+}
+
 /// One TLV of a response script.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResponseItem {
@@ -363,6 +421,20 @@ impl ResponseScript {
     pub fn bad_format(&self) -> Option<BadFormat> {
         self.items.iter().find_map(|i| match i {
             ResponseItem::BadFormat(b) => Some(*b),
+            _ => None,
+        })
+    }
+
+    /// The first error TLV (`90`, `81` or `83`), if the card reported one.
+    pub fn fault(&self) -> Option<ScriptFault> {
+        self.items.iter().find_map(|i| match i {
+            ResponseItem::BadFormat(b) => Some(ScriptFault::BadFormat(*b)),
+            ResponseItem::ImmediateActionResponse(v) => {
+                Some(ScriptFault::ImmediateActionResponse(v.clone()))
+            }
+            ResponseItem::ScriptChainingResponse(v) => {
+                Some(ScriptFault::ScriptChainingResponse(v.clone()))
+            }
             _ => None,
         })
     }
@@ -683,6 +755,59 @@ mod tests {
         let r = ResponseScript::decode(&wide).unwrap();
         assert_eq!(r.executed_count(), Some(128));
         assert_eq!(r.encode(), wide);
+    }
+
+    /// Known answers from outside testing: one command executed, then an error TLV. These were
+    /// stored as a plain `ok` before.
+    #[test]
+    fn error_tlvs_known_answers() {
+        let cases = [
+            ("ab06800101900101", 0x90, "bad-format", "unknown tag found"),
+            (
+                "ab06800101810101",
+                0x81,
+                "immediate-action-error",
+                "suspension error",
+            ),
+            (
+                "ab06800101830101",
+                0x83,
+                "script-chaining-error",
+                "script chaining: no previous script to chain to",
+            ),
+        ];
+        for (hex, tag, name, meaning) in cases {
+            let body = h(hex);
+            let r = ResponseScript::decode(&body).unwrap();
+            assert_eq!(r.executed_count(), Some(1), "{hex}");
+            assert_eq!(r.responses().count(), 0);
+            let fault = r.fault().expect(hex);
+            assert_eq!(
+                (
+                    fault.tag(),
+                    fault.result_name(),
+                    fault.code(),
+                    fault.describe()
+                ),
+                (tag, name, Some(1), meaning)
+            );
+            assert_eq!(r.encode(), body);
+        }
+        assert_eq!(
+            ResponseScript::decode(&h("AB07 800101 2302 9000"))
+                .unwrap()
+                .fault(),
+            None
+        );
+        let odd = ScriptFault::ScriptChainingResponse(vec![1, 2]);
+        assert_eq!(
+            (odd.code(), odd.describe()),
+            (None, "error value of unexpected length")
+        );
+        assert_eq!(
+            ScriptFault::ImmediateActionResponse(vec![9]).describe(),
+            "reserved error type"
+        );
     }
 
     #[test]

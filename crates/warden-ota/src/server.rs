@@ -8,13 +8,15 @@
 //! accepting, asks every connection to finish its current request, and waits for them (up to
 //! a drain deadline).
 //!
-//! Per request: the body is read (bounded in size and time), turned into an
-//! [`AdminRequest`], and handed to the card's admin [`Session`] together with the next queued
-//! script. The step's effects (script delivered, results, …) and their audit events are
-//! written in one transaction, and only after the commit does the HTTP response leave: a
-//! script is marked in flight before the card can run it, and results are stored before the
-//! card is told they arrived. Admin sessions are kept per card, not per connection, so a card
-//! that lost its connection can resume on a new one (`X-Admin-Resume: true`).
+//! Per request the adapter only does I/O: the body is read (bounded in size and time) into an
+//! [`AdminRequest`]; the pure core ([`crate::plan`]) decides which session it belongs to and,
+//! with the next queued script, what the step stores, audits and emits; the adapter runs that
+//! plan's store writes and audit records as one transaction, and only after the commit does
+//! the HTTP response leave: a script is marked in flight before the card can run it, and
+//! results are stored before the card is told they arrived. Admin sessions are kept per card,
+//! not per connection, so a card that lost its connection can resume on a new one
+//! (`X-Admin-Resume: true`). Every audit record is in the server's name
+//! ([`crate::audit::SERVER_ACTOR`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -33,20 +35,21 @@ use serde::Serialize;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_openssl::SslStream;
-use warden_core::audit::Outcome;
-use warden_store::ota as db;
+use warden_core::audit::NewEvent;
+use warden_store::ota::{self as db, OtaStoreError};
 
 use crate::admin::{
-    header, AdminRequest, AdminResponse, Effect, QueuedScript, Redelivery, ScriptId, ScriptStatus,
-    Session, SessionConfig, ADMIN_PROTOCOL,
+    header, AdminRequest, AdminResponse, QueuedScript, Redelivery, SessionConfig, ADMIN_PROTOCOL,
 };
-use crate::apdu::{to_hex, ResponseApdu};
+use crate::audit::{self, AuditRecord};
 use crate::config::ServerConfig;
 use crate::events::{Event, EventBus};
-use crate::gp::Aid;
 use crate::keys::{merge_sources, read_key_file, KeyCache, Psk};
 use crate::metrics::{HandshakeLabel, Metrics};
-use crate::script::{CommandScript, ResponseScript};
+use crate::plan::{
+    queued_script, Begin, CardState, Committed, ConnTally, Connection, Plan, QueueError, Refusal,
+    StoreWrite,
+};
 use crate::session::{CloseReason, Closed, Handshaking, Lifecycle, SessionState, TlsInfo};
 use crate::store::{audit_event, StoreFailure, StoreHandle};
 use crate::tls::{classify, ConnTrace, FailureKind, ServerTls, TlsError};
@@ -69,21 +72,19 @@ pub struct LiveSession {
 
 /// The admin state kept per card, across connections (for resume).
 struct CardSlot {
-    session: Option<Session>,
+    /// The card's session and scripts out: the pure core's state.
+    state: CardState,
     /// The next pending script, read in the same transaction as the last step's effects
     /// (`None` inside: no script; outer `None`: not known, read it).
     next: Option<Option<db::PendingScript>>,
-    /// Scripts sent and not yet answered: their commands (to pair with R-APDUs) and send time.
-    in_flight: HashMap<u64, (CommandScript, Instant)>,
     last_used: Instant,
 }
 
 impl CardSlot {
     fn new() -> Self {
         Self {
-            session: None,
+            state: CardState::new(),
             next: None,
-            in_flight: HashMap::new(),
             last_used: Instant::now(),
         }
     }
@@ -446,15 +447,10 @@ impl Server {
             max_connections: s.config.max_connections,
         });
         tracing::info!(%listen, ciphers = ?resolved.all(), max_connections = s.config.max_connections, "OTA admin server listening");
-        s.store.spawn("audit server start", {
-            let details = serde_json::json!({"listen": listen.to_string(), "ciphers": resolved.all(), "null_ciphers": resolved.null_enabled});
-            move |tx, ctx| {
-                ctx.audit(
-                    tx,
-                    vec![audit_event("warden-ota", "ota.server.start", &listen.to_string(), Outcome::Success)
-                        .with_details(details)],
-                )
-            }
+        let record =
+            audit::server_started(&listen.to_string(), &resolved.all(), resolved.null_enabled);
+        s.store.spawn("audit server start", move |tx, ctx| {
+            ctx.audit(tx, vec![to_audit_event(record)])
         });
 
         let background = [
@@ -497,8 +493,14 @@ impl Server {
             ));
         }
         drop(listener);
+        // Sessions (completed handshakes) open when the stop came, before draining them.
+        let open_sessions = s.live.lock().unwrap_or_else(|e| e.into_inner()).len();
         let open = s.config.max_connections - limit.available_permits();
-        tracing::info!(open, "OTA server stopping: draining connections");
+        tracing::info!(
+            open,
+            open_sessions,
+            "OTA server stopping: draining connections"
+        );
         let _ = stop_tx.send(true);
         let all = u32::try_from(s.config.max_connections).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(DRAIN_DEADLINE, limit.acquire_many(all))
@@ -507,29 +509,20 @@ impl Server {
         for task in background {
             task.abort();
         }
-        let left = if drained {
+        let not_drained = if drained {
             0
         } else {
             s.config.max_connections - limit.available_permits()
         };
         s.events.emit(Event::ServerStopped {
             reason: "shutdown".into(),
-            open_sessions: left,
+            open_sessions,
+            not_drained,
         });
+        let record = audit::server_stopped(&listen.to_string(), open_sessions, not_drained);
         let done = s
             .store
-            .call(move |tx, ctx| {
-                ctx.audit(
-                    tx,
-                    vec![audit_event(
-                        "warden-ota",
-                        "ota.server.stop",
-                        &listen.to_string(),
-                        Outcome::Success,
-                    )
-                    .with_details(serde_json::json!({"open_sessions": left}))],
-                )
-            })
+            .call(move |tx, ctx| ctx.audit(tx, vec![to_audit_event(record)]))
             .await;
         if let Err(e) = done {
             tracing::error!(error = %e, "could not audit the server stop");
@@ -649,6 +642,7 @@ async fn connection(
             version.clone(),
             cipher.clone(),
         );
+        let record = audit::session_connected(&id, &sid, &p, &v, &c);
         s.store.spawn("session connected", move |tx, ctx| {
             db::insert_session(
                 tx,
@@ -661,14 +655,7 @@ async fn connection(
                     state: SessionState::Connected.as_str(),
                 },
             )?;
-            ctx.audit(
-                tx,
-                vec![
-                    audit_event(&id, "ota.session.connect", &p, Outcome::Success).with_details(
-                        serde_json::json!({"session_id": sid, "tls_version": v, "cipher": c}),
-                    ),
-                ],
-            )
+            ctx.audit(tx, vec![to_audit_event(record)])
         });
     }
     let connected = handshaking.complete(
@@ -708,9 +695,10 @@ async fn connection(
         busy: AtomicBool::new(false),
         has_admin: AtomicBool::new(false),
         lifecycle: Mutex::new(Some(Lifecycle::Connected(connected))),
-        counters: Mutex::new(Counters::default()),
+        counters: Mutex::new(ConnTally::default()),
     });
     let reason = serve_http(&ctx, stream, &mut stop).await;
+    release_card(&ctx).await;
     close_session(&ctx, reason);
     s.live
         .lock()
@@ -782,16 +770,9 @@ fn handshake_failed(s: &State, handshaking: Handshaking, end: HandshakeEnd, trac
                     identities,
                 });
             }
-            let p = peer.to_string();
-            let alert = progress.alert_sent;
+            let record = audit::psk_mismatch(&identity, &peer.to_string(), progress.alert_sent);
             s.store.spawn("audit psk mismatch", move |tx, ctx| {
-                ctx.audit(
-                    tx,
-                    vec![
-                        audit_event(&identity, "ota.tls.psk_mismatch", &p, Outcome::Denied)
-                            .with_details(serde_json::json!({"alert_sent": alert})),
-                    ],
-                )
+                ctx.audit(tx, vec![to_audit_event(record)])
             });
         }
         k if k.is_interruption() => {
@@ -820,16 +801,9 @@ fn handshake_failed(s: &State, handshaking: Handshaking, end: HandshakeEnd, trac
                 partial_state: progress.clone(),
             });
             if let Some(identity) = identity {
-                let p = peer.to_string();
-                let k = kind.as_str();
+                let record = audit::handshake_refused(&identity, &peer.to_string(), kind.as_str());
                 s.store.spawn("audit handshake refusal", move |tx, ctx| {
-                    ctx.audit(
-                        tx,
-                        vec![
-                            audit_event(&identity, "ota.tls.refused", &p, Outcome::Denied)
-                                .with_details(serde_json::json!({"kind": k})),
-                        ],
-                    )
+                    ctx.audit(tx, vec![to_audit_event(record)])
                 });
             }
         }
@@ -864,19 +838,6 @@ fn record_outcome(s: &State, error: bool, error_type: &str) {
     }
 }
 
-#[derive(Default)]
-struct Counters {
-    requests: u64,
-    scripts: u64,
-    apdus: u64,
-    last_command: Option<String>,
-    in_flight: Option<u64>,
-    finished: bool,
-    refused_close: bool,
-    agent: Option<String>,
-    last_status: Option<String>,
-}
-
 /// What a connection's request handlers share.
 struct ConnCtx {
     s: Arc<State>,
@@ -890,7 +851,7 @@ struct ConnCtx {
     /// Set by the first admin request on this connection.
     has_admin: AtomicBool,
     lifecycle: Mutex<Option<Lifecycle>>,
-    counters: Mutex<Counters>,
+    counters: Mutex<ConnTally>,
 }
 
 impl ConnCtx {
@@ -904,7 +865,7 @@ impl ConnCtx {
         self.started.elapsed().saturating_sub(last)
     }
 
-    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+    fn counters(&self) -> std::sync::MutexGuard<'_, ConnTally> {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -1010,16 +971,19 @@ fn close_session(ctx: &ConnCtx, reason: CloseReason) {
     if reason != CloseReason::ServerShutdown {
         record_outcome(s, reason.is_error(), reason.as_str());
     }
-    let (sid, id, agent, scripts, apdus) = (
-        ctx.session_id.clone(),
-        ctx.identity.clone(),
-        c.agent.clone(),
-        c.scripts,
-        c.apdus,
-    );
-    let from = closed.from.as_str();
-    let duration = closed.duration.as_secs_f64();
     let peer = ctx.peer.to_string();
+    let record = audit::session_closed(&audit::CloseSummary {
+        card: &ctx.identity,
+        session_id: &ctx.session_id,
+        peer: &peer,
+        reason,
+        from: closed.from,
+        duration_s: closed.duration.as_secs_f64(),
+        scripts: c.scripts,
+        apdus: c.apdus,
+    });
+    let (sid, agent, scripts, apdus) =
+        (ctx.session_id.clone(), c.agent.clone(), c.scripts, c.apdus);
     s.store.spawn("session closed", move |tx, jctx| {
         db::update_session(
             tx,
@@ -1030,20 +994,7 @@ fn close_session(ctx: &ConnCtx, reason: CloseReason) {
             apdus,
             Some(reason.as_str()),
         )?;
-        let outcome = if reason == CloseReason::Normal {
-            Outcome::Success
-        } else {
-            Outcome::Failure
-        };
-        jctx.audit(
-            tx,
-            vec![
-                audit_event(&id, "ota.session.close", &peer, outcome).with_details(
-                    serde_json::json!({"session_id": sid, "close_reason": reason.as_str(),
-                        "from_state": from, "duration_s": duration, "scripts": scripts, "apdus": apdus}),
-                ),
-            ],
-        )
+        jctx.audit(tx, vec![to_audit_event(record)])
     });
 }
 
@@ -1082,6 +1033,14 @@ async fn handle_request(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespon
     ctx.busy.store(true, Ordering::Relaxed);
     ctx.touch();
     let response = handle_admin(&ctx, req).await;
+    if response
+        .headers()
+        .get(hyper::header::CONNECTION)
+        .is_some_and(|v| v == "close")
+    {
+        // This connection serves no more admin requests: another one may open a session.
+        release_card(&ctx).await;
+    }
     ctx.touch();
     ctx.busy.store(false, Ordering::Relaxed);
     let status = response.status().as_u16();
@@ -1090,6 +1049,20 @@ async fn handle_request(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespon
         ctx.counters().refused_close = true;
     }
     response
+}
+
+/// Gives up the card's session held by this connection, if it holds it.
+async fn release_card(ctx: &ConnCtx) {
+    let slot = ctx
+        .s
+        .cards
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&ctx.identity)
+        .cloned();
+    if let Some(slot) = slot {
+        slot.lock().await.state.release(ctx.conn_id);
+    }
 }
 
 fn refuse(ctx: &ConnCtx, status: u16, reason: String) -> HttpResponse {
@@ -1102,76 +1075,29 @@ fn refuse(ctx: &ConnCtx, status: u16, reason: String) -> HttpResponse {
     plain_error(status)
 }
 
-fn to_queued(p: &db::PendingScript) -> Result<QueuedScript, String> {
-    let script = CommandScript::decode(&p.body)
-        .map_err(|e| format!("queued script {} does not decode: {e}", p.id))?;
-    let targeted_application = p
-        .targeted_application
-        .as_deref()
-        .map(Aid::parse_targeted_application)
-        .transpose()
-        .map_err(|e| format!("queued script {}: {e}", p.id))?;
-    Ok(QueuedScript {
-        id: ScriptId(p.id),
-        script,
-        targeted_application,
-        redelivery: match p.redelivery {
-            db::StoredRedelivery::Allowed => Redelivery::Allowed,
-            db::StoredRedelivery::Forbidden => Redelivery::Forbidden,
-        },
-    })
+/// Answers a request the admin core refused.
+fn refused(ctx: &ConnCtx, refusal: &Refusal) -> HttpResponse {
+    tracing::info!(session_id = %ctx.session_id, status = refusal.error.status(), reason = %refusal.error, "admin request refused");
+    ctx.s.events.emit(refusal.event(&ctx.session_id));
+    build_response(&refusal.response)
 }
 
-/// Store writes and events for one step, prepared before the transaction.
-struct Plan {
-    deliveries: Vec<(u64, bool)>,
-    results: Vec<PlannedResults>,
-    unknown: Vec<u64>,
-    duplicates: Vec<(u64, bool)>,
-    finished: bool,
-    opened: Option<String>,
-    resumed_without_state: bool,
+/// An audit record as the store appends it, in the server's name.
+pub(crate) fn to_audit_event(r: AuditRecord) -> NewEvent {
+    audit_event(r.actor(), r.action, &r.subject, r.outcome).with_details(r.details)
 }
 
-/// (script, status, response body, exchanges, round trip in µs), as the store job writes them.
-type StoredResults = (
-    u64,
-    &'static str,
-    Vec<u8>,
-    Vec<db::ExchangeRow>,
-    Option<u64>,
-);
-
-struct PlannedResults {
-    script: u64,
-    status: ScriptStatus,
-    body: Vec<u8>,
-    executed: Option<u32>,
-    exchanges: Vec<db::ExchangeRow>,
-    round_trip: Option<Duration>,
+fn to_queued(p: &db::PendingScript) -> Result<QueuedScript, QueueError> {
+    let redelivery = match p.redelivery {
+        db::StoredRedelivery::Allowed => Redelivery::Allowed,
+        db::StoredRedelivery::Forbidden => Redelivery::Forbidden,
+    };
+    queued_script(p.id, &p.body, p.targeted_application.as_deref(), redelivery)
 }
 
-fn pair_exchanges(
-    commands: Option<&CommandScript>,
-    responses: Option<&ResponseScript>,
-) -> Vec<db::ExchangeRow> {
-    let cmds: Vec<Vec<u8>> = commands
-        .map(|c| c.apdus().map(|a| a.to_bytes()).collect())
-        .unwrap_or_default();
-    let resps: Vec<&ResponseApdu> = responses
-        .map(|r| r.responses().collect())
-        .unwrap_or_default();
-    let n = cmds.len().max(resps.len());
-    (0..n)
-        .map(|i| db::ExchangeRow {
-            command: cmds.get(i).cloned().unwrap_or_default(),
-            response: resps.get(i).map(|r| r.to_bytes()),
-            sw: resps.get(i).map(|r| r.sw()),
-        })
-        .collect()
-}
-
-async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpResponse {
+/// Reads the body (bounded in size and time) and the headers into an [`AdminRequest`]; a
+/// request that cannot be read is answered here.
+async fn read_request(ctx: &ConnCtx, req: Request<Incoming>) -> Result<AdminRequest, HttpResponse> {
     let s = &ctx.s;
     let (parts, body) = req.into_parts();
     let collected = tokio::time::timeout(
@@ -1181,26 +1107,26 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
     .await;
     let body = match collected {
         Err(_) => {
-            return refuse(
+            return Err(refuse(
                 ctx,
                 408,
                 format!(
                     "request body not complete within {} s",
                     s.config.idle_timeout.as_secs()
                 ),
-            )
+            ))
         }
         Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return refuse(
+            return Err(refuse(
                 ctx,
                 413,
                 format!("request body exceeds {} bytes", s.config.max_body),
-            )
+            ))
         }
-        Ok(Err(e)) => return refuse(ctx, 400, format!("request body: {e}")),
+        Ok(Err(e)) => return Err(refuse(ctx, 400, format!("request body: {e}"))),
         Ok(Ok(c)) => c.to_bytes(),
     };
     let mut headers = Vec::with_capacity(parts.headers.len());
@@ -1208,15 +1134,15 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         match value.to_str() {
             Ok(v) => headers.push((name.as_str().to_string(), v.to_string())),
             Err(_) => {
-                return refuse(
+                return Err(refuse(
                     ctx,
                     400,
                     format!("header {} is not visible ASCII", name.as_str()),
-                )
+                ))
             }
         }
     }
-    let request = AdminRequest {
+    Ok(AdminRequest {
         method: parts.method.as_str().to_string(),
         target: parts
             .uri
@@ -1224,67 +1150,116 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
             .map_or_else(|| parts.uri.to_string(), |p| p.as_str().to_string()),
         headers,
         body: body.to_vec(),
-    };
-    let resume = request.headers.iter().any(|(n, v)| {
-        n.eq_ignore_ascii_case(header::X_ADMIN_RESUME) && v.trim().eq_ignore_ascii_case("true")
-    });
-    ctx.counters().requests += 1;
+    })
+}
 
-    let card = ctx.identity.clone();
+/// Applies a step's store writes and audit records (one job, one transaction) and reads the
+/// card's next pending script in the same transaction.
+fn apply_step(
+    tx: &rusqlite::Transaction<'_>,
+    jctx: &crate::store::JobCtx,
+    card: &str,
+    writes: Vec<StoreWrite>,
+    audit: Vec<AuditRecord>,
+) -> Result<Option<db::PendingScript>, OtaStoreError> {
+    let now = warden_store::now_rfc3339();
+    for write in writes {
+        match write {
+            StoreWrite::SessionActive { session_id, agent } => db::update_session(
+                tx,
+                &session_id,
+                SessionState::Active.as_str(),
+                Some(&agent),
+                0,
+                0,
+                None,
+            )?,
+            StoreWrite::Delivered { script, session_id } => {
+                db::mark_delivered(tx, script.0, &session_id, &now)?
+            }
+            StoreWrite::Results {
+                script,
+                result,
+                body,
+                exchanges,
+                round_trip_us,
+            } => {
+                let rows: Vec<db::ExchangeRow> = exchanges
+                    .into_iter()
+                    .map(|e| db::ExchangeRow {
+                        command: e.command,
+                        response: e.response,
+                        sw: e.sw,
+                    })
+                    .collect();
+                db::record_results(tx, script.0, result, body.as_deref(), &rows, round_trip_us)?
+            }
+            StoreWrite::OutcomeUnknown { script } => db::mark_outcome_unknown(tx, script.0)?,
+        }
+    }
+    jctx.audit(tx, audit.into_iter().map(to_audit_event).collect())?;
+    db::next_pending(tx, card)
+}
+
+/// The HTTP adapter around [`crate::plan`]: collect the request, ask the core, run the store
+/// job its plan describes, and send and emit what the core hands back after the commit.
+async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpResponse {
+    let s = &ctx.s;
+    let request = match read_request(ctx, req).await {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    ctx.counters().requests += 1;
+    let mut config = match SessionConfig::new(s.config.admin_path.clone(), ctx.session_id.clone()) {
+        Ok(c) => c,
+        Err(e) => return refuse(ctx, 500, e.to_string()),
+    };
+    config.expected_host = s.config.expected_host.clone();
+    config.max_body = s.config.max_body;
+
     let slot_arc = {
         let mut cards = s.cards.lock().unwrap_or_else(|e| e.into_inner());
         cards
-            .entry(card.clone())
+            .entry(ctx.identity.clone())
             .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(CardSlot::new())))
             .clone()
     };
     let mut slot = slot_arc.lock().await;
     slot.last_used = Instant::now();
-    let first_on_conn = !ctx.has_admin.swap(true, Ordering::Relaxed);
-    let usable = slot.session.is_some();
-    let fresh = if first_on_conn {
-        !(resume && usable)
-    } else {
-        !usable
+    let peer = ctx.peer.to_string();
+    let conn = Connection {
+        conn_id: ctx.conn_id,
+        session_id: &ctx.session_id,
+        card: &ctx.identity,
+        peer: &peer,
+        first_request: !ctx.has_admin.swap(true, Ordering::Relaxed),
     };
-    let mut resumed_session = false;
+    let turn = match slot.state.begin(&conn, request.is_resume(), &config) {
+        Ok(t) => t,
+        Err(refusal) => return refused(ctx, &refusal),
+    };
+    let fresh = turn.begin() == Begin::Fresh;
     if fresh {
-        let mut config =
-            match SessionConfig::new(s.config.admin_path.clone(), ctx.session_id.clone()) {
-                Ok(c) => c,
-                Err(e) => return refuse(ctx, 500, e.to_string()),
-            };
-        config.expected_host = s.config.expected_host.clone();
-        config.max_body = s.config.max_body;
-        slot.session = Some(Session::new(config));
         slot.next = None;
-        slot.in_flight.clear();
-    } else if first_on_conn {
-        resumed_session = true;
     }
     // The next script: from the last step's transaction, or read now (settling scripts a lost
     // session left in flight first, when this is a fresh session).
     let pending = match slot.next.take() {
         Some(p) => p,
         None => {
-            let c = card.clone();
-            match s
-                .store
-                .call(move |tx, jctx| {
-                    if fresh {
-                        let r = db::recover_in_flight(tx, &c)?;
-                        if !r.requeued.is_empty() || !r.unknown.is_empty() {
-                            jctx.audit(
-                                tx,
-                                vec![audit_event("warden-ota", "ota.script.recover", &c, Outcome::Success)
-                                    .with_details(serde_json::json!({"requeued": r.requeued, "outcome_unknown": r.unknown}))],
-                            )?;
-                        }
+            let (card, sid) = (ctx.identity.clone(), ctx.session_id.clone());
+            let read = s.store.call(move |tx, jctx| {
+                if fresh {
+                    let r = db::recover_in_flight(tx, &card)?;
+                    if let Some(record) =
+                        audit::scripts_recovered(&card, &sid, &r.requeued, &r.unknown)
+                    {
+                        jctx.audit(tx, vec![to_audit_event(record)])?;
                     }
-                    db::next_pending(tx, &c)
-                })
-                .await
-            {
+                }
+                db::next_pending(tx, &card)
+            });
+            match read.await {
                 Ok(p) => p,
                 Err(e) => return refuse(ctx, 503, e.to_string()),
             }
@@ -1293,350 +1268,84 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
     let queued = match pending.as_ref().map(to_queued).transpose() {
         Ok(q) => q,
         Err(e) => {
-            tracing::error!(card = %card, error = %e, "cannot deliver a queued script");
-            return refuse(ctx, 500, e);
+            tracing::error!(card = %ctx.identity, error = %e, "cannot deliver a queued script");
+            return refuse(ctx, 500, e.to_string());
         }
     };
-    let session = slot.session.take().expect("set above");
-    let before = session.clone();
-    let step = session.handle(&request, queued.as_ref());
-    if let Some(err) = &step.error {
-        slot.session = Some(step.session);
-        slot.next = Some(pending);
-        let reason = err.to_string();
-        tracing::info!(session_id = %ctx.session_id, status = err.status(), reason = %reason, "admin request refused");
-        s.events.emit(Event::RequestRefused {
-            session_id: ctx.session_id.clone(),
-            status: err.status(),
-            reason,
-        });
-        return build_response(&step.response);
-    }
-
-    // Plan the store writes.
-    let mut plan = Plan {
-        deliveries: Vec::new(),
-        results: Vec::new(),
-        unknown: Vec::new(),
-        duplicates: Vec::new(),
-        finished: false,
-        opened: None,
-        resumed_without_state: false,
-    };
-    for effect in &step.effects {
-        match effect {
-            Effect::SessionOpened { agent } => plan.opened = Some(agent.clone()),
-            Effect::Delivered { script, .. } => plan.deliveries.push((script.0, false)),
-            Effect::Redelivered { script, .. } => plan.deliveries.push((script.0, true)),
-            Effect::Results {
-                script,
-                status,
-                responses,
-            } => {
-                let sent = slot.in_flight.get(&script.0);
-                plan.results.push(PlannedResults {
-                    script: script.0,
-                    status: *status,
-                    body: request.body.clone(),
-                    executed: responses.as_ref().and_then(|r| r.executed_count()),
-                    exchanges: pair_exchanges(sent.map(|(c, _)| c), responses.as_ref()),
-                    round_trip: sent.map(|(_, t)| t.elapsed()),
-                });
-            }
-            Effect::DuplicateResults { script, identical } => {
-                plan.duplicates.push((script.0, *identical))
-            }
-            Effect::OutcomeUnknown { script } => plan.unknown.push(script.0),
-            Effect::ResumeWithoutState { .. } => plan.resumed_without_state = true,
-            Effect::Finished => plan.finished = true,
-        }
-    }
-    let delivered_commands: Vec<(u64, Vec<String>)> = plan
-        .deliveries
-        .iter()
-        .filter_map(|(id, _)| {
-            queued
-                .as_ref()
-                .filter(|q| q.id.0 == *id)
-                .map(|q| (*id, q.script.apdus().map(|a| a.to_hex()).collect()))
-        })
-        .collect();
-
-    let write = {
-        let card = card.clone();
-        let sid = ctx.session_id.clone();
-        let peer = ctx.peer.to_string();
-        let plan_deliveries = plan.deliveries.clone();
-        let delivered_commands = delivered_commands.clone();
-        let results: Vec<StoredResults> = plan
-            .results
-            .iter()
-            .map(|r| {
-                (
-                    r.script,
-                    r.status.as_str(),
-                    r.body.clone(),
-                    r.exchanges.clone(),
-                    r.round_trip.map(|d| d.as_micros() as u64),
-                )
-            })
-            .collect();
-        let unknown = plan.unknown.clone();
-        let duplicates = plan.duplicates.clone();
-        let opened = plan.opened.clone();
-        let finished = plan.finished;
-        let resumed_without_state = plan.resumed_without_state;
-        move |tx: &rusqlite::Transaction<'_>, jctx: &crate::store::JobCtx| {
-            let now = warden_store::now_rfc3339();
-            let mut audit = Vec::new();
-            if let Some(agent) = &opened {
-                db::update_session(
-                    tx,
-                    &sid,
-                    SessionState::Active.as_str(),
-                    Some(agent),
-                    0,
-                    0,
-                    None,
-                )?;
-                audit.push(
-                    audit_event(&card, "ota.session.open", &peer, Outcome::Success).with_details(
-                        serde_json::json!({"session_id": sid, "agent": agent, "resumed_without_state": resumed_without_state}),
-                    ),
-                );
-            }
-            for (id, redelivery) in &plan_deliveries {
-                db::mark_delivered(tx, *id, &sid, &now)?;
-                let commands = delivered_commands
-                    .iter()
-                    .find(|(i, _)| i == id)
-                    .map(|(_, c)| c.clone())
-                    .unwrap_or_default();
-                audit.push(
-                    audit_event(&card, "ota.script.deliver", &format!("script {id}"), Outcome::Success)
-                        .with_details(serde_json::json!({"session_id": sid, "redelivery": redelivery, "commands": commands})),
-                );
-            }
-            for (id, status, body, exchanges, rtt) in &results {
-                let body = if body.is_empty() {
-                    None
-                } else {
-                    Some(body.as_slice())
-                };
-                db::record_results(tx, *id, status, body, exchanges, *rtt)?;
-                for (i, e) in exchanges.iter().enumerate() {
-                    let ok = e.sw.is_some_and(|sw| {
-                        let r = ResponseApdu::new(Vec::new(), sw);
-                        r.is_success() || r.is_warning()
-                    });
-                    audit.push(
-                        audit_event(
-                            &card,
-                            "ota.apdu",
-                            &format!("script {id}"),
-                            if ok {
-                                Outcome::Success
-                            } else {
-                                Outcome::Failure
-                            },
-                        )
-                        .with_details(serde_json::json!({
-                            "session_id": sid, "index": i,
-                            "command": to_hex(&e.command),
-                            "response": e.response.as_deref().map(to_hex),
-                            "sw": e.sw.map(|sw| format!("{sw:04X}")),
-                        })),
-                    );
-                }
-                audit.push(
-                    audit_event(
-                        &card,
-                        "ota.script.complete",
-                        &format!("script {id}"),
-                        if *status == "ok" { Outcome::Success } else { Outcome::Failure },
-                    )
-                    .with_details(serde_json::json!({"session_id": sid, "script_status": status, "exchanges": exchanges.len(), "round_trip_us": rtt})),
-                );
-            }
-            for id in &unknown {
-                db::mark_outcome_unknown(tx, *id)?;
-                audit.push(
-                    audit_event(
-                        &card,
-                        "ota.script.outcome_unknown",
-                        &format!("script {id}"),
-                        Outcome::Error,
-                    )
-                    .with_details(serde_json::json!({"session_id": sid})),
-                );
-            }
-            for (id, identical) in &duplicates {
-                audit.push(
-                    audit_event(
-                        &card,
-                        "ota.script.duplicate_results",
-                        &format!("script {id}"),
-                        Outcome::Success,
-                    )
-                    .with_details(serde_json::json!({"session_id": sid, "identical": identical})),
-                );
-            }
-            if finished {
-                audit.push(
-                    audit_event(&card, "ota.session.finish", &peer, Outcome::Success)
-                        .with_details(serde_json::json!({"session_id": sid})),
-                );
-            }
-            jctx.audit(tx, audit)?;
-            db::next_pending(tx, &card)
+    let plan = match slot
+        .state
+        .step(turn, &conn, &request, queued.as_ref(), Instant::now())
+    {
+        Ok(plan) => plan,
+        Err(refusal) => {
+            slot.next = Some(pending);
+            return refused(ctx, &refusal);
         }
     };
-    let next = match s.store.call(write).await {
+    let Plan {
+        writes,
+        audit,
+        after,
+    } = plan;
+    let card = ctx.identity.clone();
+    let next = match s
+        .store
+        .call(move |tx, jctx| apply_step(tx, jctx, &card, writes, audit))
+        .await
+    {
         Ok(next) => next,
         Err(StoreFailure(e)) => {
-            // Nothing was stored: the card sees an error and the session stays where it was.
-            slot.session = Some(before);
+            // Nothing was stored: the plan is dropped, the session stays where it was.
+            drop(after);
             slot.next = None;
             tracing::error!(session_id = %ctx.session_id, error = %e, "store write failed; request refused");
             return refuse(ctx, 503, "the server could not store the step".into());
         }
     };
-    let agent_now = step.session.agent().unwrap_or_default().to_string();
-    slot.session = Some(step.session);
     slot.next = Some(next);
+    let done = slot
+        .state
+        .commit(after, &mut ctx.counters(), Instant::now());
+    let response = emit_committed(ctx, done);
+    build_response(&response)
+}
 
-    // Bookkeeping and events, after the commit.
-    for (id, redelivery) in &plan.deliveries {
-        if let Some(q) = queued.as_ref().filter(|q| q.id.0 == *id) {
-            slot.in_flight
-                .insert(*id, (q.script.clone(), Instant::now()));
-        } else if let Some(entry) = slot.in_flight.get_mut(id) {
-            entry.1 = Instant::now();
-        }
-        let commands = delivered_commands
-            .iter()
-            .find(|(i, _)| i == id)
-            .map(|(_, c)| c.clone())
-            .unwrap_or_else(|| {
-                slot.in_flight
-                    .get(id)
-                    .map(|(c, _)| c.apdus().map(|a| a.to_hex()).collect())
-                    .unwrap_or_default()
-            });
-        s.metrics.scripts_delivered.inc();
-        s.events.emit(Event::ScriptDelivered {
-            session_id: ctx.session_id.clone(),
-            card: card.clone(),
-            script_id: *id,
-            commands: commands.len(),
-            redelivery: *redelivery,
-        });
-        for (index, command_hex) in commands.iter().enumerate() {
-            s.events.emit(Event::ApduReceived {
-                session_id: ctx.session_id.clone(),
-                script_id: *id,
-                index,
-                command_hex: command_hex.clone(),
-            });
-        }
-        let mut c = ctx.counters();
-        c.in_flight = Some(*id);
-        c.last_command = commands.last().cloned();
-        if !*redelivery {
-            c.scripts += 1;
-        }
-    }
-    for r in &plan.results {
-        slot.in_flight.remove(&r.script);
-        let timing_ms = r.round_trip.map(|d| d.as_secs_f64() * 1000.0);
-        let answered = r.exchanges.iter().filter(|e| e.sw.is_some()).count() as u64;
-        s.metrics.apdus_exchanged.inc_by(answered);
+/// After the commit: metrics, operator warnings, the connection's life cycle, events; returns
+/// the response to send.
+fn emit_committed(ctx: &ConnCtx, done: Committed) -> AdminResponse {
+    let s = &ctx.s;
+    let m = &done.metrics;
+    s.metrics.scripts_delivered.inc_by(m.scripts_delivered);
+    s.metrics.apdus_exchanged.inc_by(m.apdus_exchanged);
+    for result in &m.scripts_completed {
         s.metrics
             .scripts_completed
             .get_or_create(&crate::metrics::StatusLabel {
-                status: r.status.as_str().into(),
+                status: (*result).into(),
             })
             .inc();
-        for (index, e) in r.exchanges.iter().enumerate() {
-            if let (Some(resp), Some(sw)) = (&e.response, e.sw) {
-                s.events.emit(Event::ApduSent {
-                    session_id: ctx.session_id.clone(),
-                    script_id: r.script,
-                    index,
-                    command_hex: to_hex(&e.command),
-                    response_hex: to_hex(resp),
-                    sw: format!("{sw:04X}"),
-                    timing_ms,
-                });
-            }
-        }
-        s.events.emit(Event::ScriptCompleted {
-            session_id: ctx.session_id.clone(),
-            card: card.clone(),
-            script_id: r.script,
-            status: r.status.as_str(),
-            executed: r.executed,
-            round_trip_ms: timing_ms,
-        });
-        let mut c = ctx.counters();
-        c.apdus += answered;
-        c.in_flight = None;
-        c.last_status = Some(r.status.as_str().to_string());
     }
-    for id in &plan.unknown {
-        slot.in_flight.remove(id);
-        tracing::warn!(card = %card, script = id, "a resume left it unknown whether the card ran this script; it was not sent again (check the card, e.g. with GET STATUS)");
-        s.events.emit(Event::ScriptOutcomeUnknown {
-            session_id: ctx.session_id.clone(),
-            card: card.clone(),
-            script_id: *id,
-        });
+    for n in &done.notices {
+        tracing::warn!(card = %ctx.identity, script = n.script(), "{}", n.message());
     }
-    for (id, identical) in &plan.duplicates {
-        if !identical {
-            tracing::warn!(card = %card, script = id, "a resumed request repeated results for a script, with different content; the first results are kept");
-        }
-    }
-    if let Some(agent) = &plan.opened {
+    if let Some(activation) = &done.activation {
         let mut lc = ctx.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(l) = lc.take() {
-            let (l, first) = l.activate(agent);
+            let (l, first) = l.activate(&activation.agent);
             if first {
-                s.events.emit(Event::SessionActive {
-                    session_id: ctx.session_id.clone(),
-                    psk_identity: card.clone(),
-                    agent: agent.clone(),
-                    resumed: resumed_session,
-                });
-            }
-            *lc = Some(l);
-        }
-        ctx.counters().agent = Some(agent.clone());
-    } else if resumed_session {
-        let mut lc = ctx.lifecycle.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = lc.take() {
-            let agent = agent_now.clone();
-            let (l, first) = l.activate(&agent);
-            if first {
-                s.events.emit(Event::SessionActive {
-                    session_id: ctx.session_id.clone(),
-                    psk_identity: card.clone(),
-                    agent,
-                    resumed: true,
-                });
+                s.events
+                    .emit(activation.event(&ctx.session_id, &ctx.identity));
             }
             *lc = Some(l);
         }
     }
-    if plan.finished {
-        ctx.counters().finished = true;
+    for event in done.events {
+        s.events.emit(event);
     }
-    {
-        let mut live = s.live.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(l) = live.get_mut(&ctx.conn_id) {
-            l.state = SessionState::Active;
-            l.requests += 1;
-        }
+    let mut live = s.live.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(l) = live.get_mut(&ctx.conn_id) {
+        l.state = SessionState::Active;
+        l.requests += 1;
     }
-    build_response(&step.response)
+    done.response
 }

@@ -63,6 +63,15 @@ proptest! {
     }
 
     #[test]
+    fn client_hello_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..160)) {
+        fuzzing::client_hello(&data);
+        // Past the message header, so the body's fields are reached.
+        let mut framed = vec![1, 0, 0, data.len() as u8];
+        framed.extend_from_slice(&data);
+        fuzzing::client_hello(&framed);
+    }
+
+    #[test]
     fn admin_request_on_random_bytes(data in prop::collection::vec(any::<u8>(), 0..256)) {
         fuzzing::admin_request(&data);
     }

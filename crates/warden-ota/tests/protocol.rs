@@ -344,14 +344,23 @@ async fn error_statuses_for_uri_method_headers_and_content_type() {
             .0,
         421
     );
+    let mut status = base_headers();
+    status.push((header::X_ADMIN_SCRIPT_STATUS, "ok".into()));
+    assert_eq!(
+        status_of(&t, "POST", "/admin", status, CardBody::empty())
+            .await
+            .0,
+        400,
+        "no script status on the first POST"
+    );
     let mut ct = base_headers();
-    ct.push((header::CONTENT_TYPE, CONTENT_TYPE_RESPONSE.into()));
+    ct.push((header::CONTENT_TYPE, "text/plain".into()));
     assert_eq!(
         status_of(&t, "POST", "/admin", ct, CardBody::empty())
             .await
             .0,
         400,
-        "no optional headers on the first POST"
+        "no Content-Type but the response type on the first POST"
     );
     assert_eq!(
         status_of(

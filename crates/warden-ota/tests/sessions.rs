@@ -88,3 +88,84 @@ async fn full_session_runs_queued_scripts_and_stores_results() {
     assert_eq!(ended["command_count"], 4);
     t.stop().await;
 }
+
+/// Every audit event the server writes names the server's service principal as the actor and
+/// the card (or the listener) as the subject; the card is never the actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_are_in_the_servers_name_about_the_card() {
+    let t = support::start(support::config()).await;
+    let key = support::psk(1);
+    t.add_card("card-a", &key).await;
+    t.push("card-a", get_status_script(), Redelivery::Allowed)
+        .await;
+    run_session(&t.card("card-a", &key), &mut GpCard::new())
+        .await
+        .unwrap();
+    // A refused handshake that offered the identity is about the card too.
+    let _ = warden_ota::simulator::connect(
+        t.addr,
+        "card-a",
+        support::psk(2),
+        &warden_ota::tls::ClientTlsOptions::default(),
+    )
+    .await;
+    let rows = |store: warden_ota::store::StoreHandle| async move {
+        store
+            .call(|tx, _| {
+                let mut stmt = tx.prepare(
+                    "SELECT actor, action, subject, details FROM audit_events
+                 WHERE action LIKE 'ota.%' ORDER BY seq",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+    };
+    // The close and mismatch records are written after the events that announce them.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let all = loop {
+        let all = rows(t.store.clone()).await.unwrap();
+        let has = |a: &str| all.iter().any(|r| r.1 == a);
+        if has("ota.session.close") && has("ota.tls.psk_mismatch") {
+            break all;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{all:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    for action in [
+        "ota.server.start",
+        "ota.session.connect",
+        "ota.session.open",
+        "ota.script.deliver",
+        "ota.apdu",
+        "ota.script.complete",
+        "ota.session.finish",
+        "ota.session.close",
+        "ota.tls.psk_mismatch",
+    ] {
+        assert!(all.iter().any(|r| r.1 == action), "no {action} in {all:?}");
+    }
+    for (actor, action, subject, details) in &all {
+        assert_eq!(actor, warden_ota::audit::SERVER_ACTOR, "{action}");
+        if action == "ota.server.start" {
+            assert!(subject.starts_with("listener:127.0.0.1:"), "{subject}");
+        } else {
+            assert_eq!(subject, "card:card-a", "{action}");
+        }
+        let details: serde_json::Value = serde_json::from_str(details).unwrap();
+        if action.starts_with("ota.script.") || action == "ota.apdu" {
+            assert!(details["script"].is_u64(), "{action}: {details}");
+        }
+        if action.starts_with("ota.session.") {
+            assert!(details["session_id"].is_string() && details["peer"].is_string());
+        }
+    }
+    t.stop().await;
+}

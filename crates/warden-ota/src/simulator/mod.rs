@@ -499,6 +499,11 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
 
 /// Runs `sessions` sessions of cards `identities` (round robin), at most `concurrency` at once.
 /// Returns the reports (or errors) in completion order.
+///
+/// A card runs one session at a time, as a real card does: the sessions of one identity wait
+/// for each other, in order. (A second session of a card while its first has a script out is
+/// refused by the server with `409`.) So at most `min(concurrency, identities)` sessions run
+/// at once.
 pub async fn run_many(
     base: CardConfig,
     identities: Vec<(String, Arc<Psk>)>,
@@ -506,9 +511,14 @@ pub async fn run_many(
     concurrency: usize,
 ) -> Vec<Result<SessionReport, SimError>> {
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let busy: Vec<Arc<tokio::sync::Mutex<()>>> = identities
+        .iter()
+        .map(|_| Arc::new(tokio::sync::Mutex::new(())))
+        .collect();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..sessions {
         let (identity, psk) = identities[i % identities.len()].clone();
+        let card_busy = busy[i % identities.len()].clone();
         let mut cfg = base.clone();
         cfg.agent = format!("//se-id/iccid/{identity}");
         cfg.identity = identity;
@@ -516,6 +526,8 @@ pub async fn run_many(
         let permit = sem.clone().acquire_owned().await.expect("open semaphore");
         tasks.spawn(async move {
             let _permit = permit;
+            // Fair (FIFO): this card's sessions run in the order they were started.
+            let _card = card_busy.lock_owned().await;
             let mut card = GpCard::new();
             run_session(&cfg, &mut card).await
         });

@@ -4,8 +4,9 @@
 //! `SSL_CTX_set_msg_callback` makes OpenSSL call [`on_message`] for every protocol message it
 //! sends or receives (handshake messages, alerts, change-cipher-spec), including TLS 1.3
 //! messages after decryption. The callback finds the connection's [`ConnTrace`] in the `SSL`'s
-//! ex_data (set by `tls::ServerTls::new_ssl` / the client) and records the message type there;
-//! everything after the pointer conversions is safe code in `super::observe`.
+//! ex_data (set by `tls::ServerTls::new_ssl` / the client) and records the message type there
+//! (and, for a ClientHello, the PSK key exchange modes it offers); everything after the pointer
+//! conversions is safe code in `super::observe`.
 //!
 //! The info callback (`SSL_CTX_set_info_callback`) is not needed: alerts sent and received come
 //! through the message callback too (content type 21).
@@ -54,15 +55,15 @@ unsafe extern "C" fn on_message(
     if ssl.is_null() || buf.is_null() || len == 0 {
         return;
     }
-    // Only the first two bytes are read: a handshake message's type, or an alert's level and
-    // description.
-    let head_len = len.min(2);
-    // SAFETY: OpenSSL passes `buf` pointing at `len` readable bytes of the message for the
-    // duration of this call; we read at most the first two and copy them out before returning.
-    let head = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), head_len) };
+    // SAFETY: OpenSSL passes `buf` pointing at `len` readable bytes of the message (non-NULL,
+    // checked above) for the duration of this call. The slice is only borrowed by
+    // `super::observe`, which returns before we do and copies out what it keeps (a handshake
+    // message's type, an alert's level and description, a ClientHello's PSK key exchange
+    // modes).
+    let message = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) };
     // SAFETY: `ssl` is the non-NULL SSL object this message belongs to, alive during the call.
     // We only take a shared reference and only read its ex_data through the safe `openssl` API;
     // nothing else mutates that ex_data slot after the connection was set up.
     let ssl = unsafe { SslRef::from_ptr(ssl) };
-    super::observe(ssl, write_p != 0, content_type, head);
+    super::observe(ssl, write_p != 0, content_type, message);
 }

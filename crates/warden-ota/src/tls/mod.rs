@@ -254,6 +254,8 @@ pub struct HandshakeProgress {
     pub identity_known: Option<bool>,
     pub alert_sent: Option<Alert>,
     pub alert_received: Option<Alert>,
+    /// The TLS 1.3 PSK key exchange modes the ClientHello offered (`psk_ke`, `psk_dhe_ke`).
+    pub psk_kex_modes: Option<Vec<&'static str>>,
 }
 
 impl HandshakeProgress {
@@ -292,11 +294,87 @@ fn trace_index() -> Index<Ssl, Arc<ConnTrace>> {
     *INDEX.get_or_init(|| Ssl::new_ex_index().expect("OpenSSL allocates an ex_data index"))
 }
 
-/// Called from the message callback with the first bytes of each protocol message.
-fn observe(ssl: &SslRef, sent: bool, content_type: i32, head: &[u8]) {
+/// TLS 1.3 `psk_key_exchange_modes` values (RFC 8446 §4.2.9).
+pub fn psk_kex_mode_name(mode: u8) -> &'static str {
+    match mode {
+        0 => "psk_ke",
+        1 => "psk_dhe_ke",
+        _ => "unknown",
+    }
+}
+
+/// What a TLS 1.3 ClientHello offers for PSK: its `psk_key_exchange_modes` and the first
+/// identity of its `pre_shared_key` extension.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHelloPsk {
+    pub kex_modes: Option<Vec<u8>>,
+    pub identity: Option<String>,
+}
+
+/// Reads [`ClientHelloPsk`] from a ClientHello handshake message (type, 3-byte length, body);
+/// `None` if it does not parse.
+pub fn client_hello_psk(message: &[u8]) -> Option<ClientHelloPsk> {
+    struct Cursor<'a>(&'a [u8]);
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = (self.0.get(..n)?, self.0.get(n..)?);
+            self.0 = rest;
+            Some(head)
+        }
+        fn len8(&mut self) -> Option<&'a [u8]> {
+            let n = usize::from(*self.take(1)?.first()?);
+            self.take(n)
+        }
+        fn len16(&mut self) -> Option<&'a [u8]> {
+            let n = self.take(2)?;
+            self.take(usize::from(u16::from_be_bytes([n[0], n[1]])))
+        }
+    }
+    let mut m = Cursor(message);
+    if m.take(1)? != [1] {
+        return None;
+    }
+    let len = m.take(3)?;
+    let len = usize::from(len[0]) << 16 | usize::from(len[1]) << 8 | usize::from(len[2]);
+    let mut body = Cursor(m.take(len)?);
+    body.take(2 + 32)?; // legacy_version, random
+    body.len8()?; // legacy_session_id
+    body.len16()?; // cipher_suites
+    body.len8()?; // legacy_compression_methods
+    let mut exts = Cursor(body.len16()?);
+    let mut out = ClientHelloPsk::default();
+    while !exts.0.is_empty() {
+        let kind = exts.take(2)?;
+        let mut data = Cursor(exts.len16()?);
+        match kind {
+            [0, 45] => out.kex_modes = Some(data.len8()?.to_vec()),
+            [0, 41] => {
+                let identity = Cursor(data.len16()?).len16()?;
+                out.identity = Some(String::from_utf8_lossy(identity).into_owned());
+            }
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Called from the message callback with each protocol message.
+fn observe(ssl: &SslRef, sent: bool, content_type: i32, message: &[u8]) {
     let Some(trace) = ssl.ex_data(trace_index()) else {
         return;
     };
+    if content_type == 22 && !sent && message.first() == Some(&1) {
+        if let Some(hello) = client_hello_psk(message) {
+            trace.update(|p| {
+                p.psk_kex_modes = hello
+                    .kex_modes
+                    .map(|modes| modes.iter().map(|m| psk_kex_mode_name(*m)).collect());
+                // The PSK callback, if OpenSSL calls it, records the identity it looked up.
+                p.identity = p.identity.take().or(hello.identity);
+            });
+        }
+    }
+    let head = &message[..message.len().min(2)];
     match (content_type, head) {
         // Handshake message: first byte is its type.
         (22, [kind, ..]) => {
@@ -513,6 +591,9 @@ pub enum FailureKind {
     NoSharedCipher,
     /// No protocol version in common.
     ProtocolVersion,
+    /// A TLS 1.3 client offered only `psk_ke` (PSK without (EC)DHE); the server requires
+    /// `psk_dhe_ke`, for forward secrecy.
+    PskKeOnly,
     /// Not a TLS handshake at all (garbage, plain HTTP).
     NotTls,
     /// The peer closed or reset the connection mid-handshake, without an alert from us.
@@ -534,6 +615,7 @@ impl FailureKind {
             Self::UnknownIdentity => "unknown_identity",
             Self::NoSharedCipher => "no_shared_cipher",
             Self::ProtocolVersion => "protocol_version",
+            Self::PskKeOnly => "psk_ke_only",
             Self::NotTls => "not_tls",
             Self::Interrupted => "interrupted",
             Self::Timeout => "timeout",
@@ -571,6 +653,18 @@ pub fn classify(
     };
     let lower = reason.to_ascii_lowercase();
     let alert = progress.alert_sent.map(|a| a.code);
+    let psk_ke_only = progress
+        .psk_kex_modes
+        .as_ref()
+        .is_some_and(|m| !m.contains(&"psk_dhe_ke"));
+    if psk_ke_only && progress.identity_known != Some(true) {
+        return (FailureKind::PskKeOnly, format!(
+            "the client offered only the TLS 1.3 PSK mode psk_ke (no (EC)DHE), and this server requires psk_dhe_ke: \
+             configure the card to offer psk_dhe_ke with a key_share (OpenSSL accepts psk_ke only with \
+             SSL_OP_ALLOW_NO_DHE_KEX, which warden does not set, to keep forward secrecy), or use TLS 1.2 PSK; \
+             OpenSSL: {reason}"
+        ));
+    }
     let kind = if progress.identity_known == Some(false) {
         FailureKind::UnknownIdentity
     } else if progress.identity_known == Some(true)
@@ -648,6 +742,43 @@ mod tests {
             KeyCache::new(),
         )
         .unwrap();
+    }
+
+    /// A ClientHello with `psk_key_exchange_modes` = `modes` (and a few other extensions).
+    pub(crate) fn client_hello(modes: &[u8]) -> Vec<u8> {
+        let ext = |kind: u16, data: &[u8]| {
+            let mut v = kind.to_be_bytes().to_vec();
+            v.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            v.extend_from_slice(data);
+            v
+        };
+        let mut kex = vec![modes.len() as u8];
+        kex.extend_from_slice(modes);
+        let mut exts = ext(43, &[2, 3, 4]);
+        exts.extend(ext(45, &kex));
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend(exts);
+        let mut m = vec![1, 0];
+        m.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn client_hello_psk_modes_are_read() {
+        let modes = |m: &[u8]| client_hello_psk(&client_hello(m)).unwrap().kex_modes;
+        assert_eq!(modes(&[0]), Some(vec![0]));
+        assert_eq!(modes(&[1, 0]), Some(vec![1, 0]));
+        let hello = client_hello(&[1]);
+        for cut in 0..hello.len() {
+            assert_eq!(client_hello_psk(&hello[..cut]), None, "cut {cut}");
+        }
+        assert_eq!(client_hello_psk(&[2, 0, 0, 0]), None);
+        assert_eq!(psk_kex_mode_name(0), "psk_ke");
+        assert_eq!(psk_kex_mode_name(1), "psk_dhe_ke");
     }
 
     #[test]

@@ -82,10 +82,13 @@ impl Service {
     pub fn name(&self) -> String {
         match self {
             Self::Shim(port) => format!("service:shim:{}", port.as_str()),
-            Self::Ota => "service:ota".to_owned(),
+            Self::Ota => OTA_SERVICE.to_owned(),
         }
     }
 }
+
+/// The OTA server's service principal name.
+pub const OTA_SERVICE: &str = "service:ota";
 
 /// Who acts: a person who signed in, or a daemon's service principal.
 #[derive(Clone, Debug)]

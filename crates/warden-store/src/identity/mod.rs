@@ -35,7 +35,7 @@ use crate::db::{Database, StoreError};
 pub use admin::{LockInfo, NewUser, TotpInfo, UserInfo};
 pub use auth::{
     Actor, AuthOutcome, AuthenticatedUser, Authorized, Service, WrongAuthorization,
-    ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR,
+    ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE,
 };
 
 /// The tables (schema migration 2).

@@ -327,11 +327,11 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     let db_key = ctx.key(Purpose::Database)?;
     let audit_key = ctx.key(Purpose::Audit)?;
     let mut store = ctx.store()?;
-    // The server acts as its service principal; its start is on the record.
+    // The server acts as its service principal; which configuration it runs is on the record.
     store.append(vec![warden_ota::store::audit_event(
         &Service::Ota.name(),
-        "ota.start",
-        &config.listen.to_string(),
+        "ota.config.load",
+        &warden_ota::audit::listener_subject(&config.listen.to_string()),
         Outcome::Success,
     )
     .with_details(
