@@ -415,15 +415,14 @@ pub fn authorize_service(kind: ServiceKind, permission: Permission) -> Decision 
     }
 }
 
-/// What the daemons may do on their own: open their sealed configuration, and (the shim)
-/// carry out a reset an administrator asked for. Everything else they do — recording sessions,
-/// delivering queued scripts — is their job, audited under their name, not a permission.
+/// What the daemons may do on their own: the shim carries out a reset an administrator asked
+/// for. Everything else they do — reading their own sealed configuration with the key they
+/// were started with (its SHA-256 is in their start event), recording sessions, delivering
+/// queued scripts — is their job, audited under their name, not a permission.
 fn is_granted_to_service(kind: ServiceKind, permission: Permission) -> bool {
     match kind {
-        ServiceKind::ShimDaemon => {
-            matches!(permission, Permission::ConfigOpen | Permission::ShimReset)
-        }
-        ServiceKind::OtaServer => matches!(permission, Permission::ConfigOpen),
+        ServiceKind::ShimDaemon => matches!(permission, Permission::ShimReset),
+        ServiceKind::OtaServer => false,
     }
 }
 
@@ -503,12 +502,9 @@ mod tests {
     fn services_get_only_what_their_daemon_needs() {
         assert_eq!(
             ServiceKind::ShimDaemon.permissions().collect::<Vec<_>>(),
-            [Permission::ShimReset, Permission::ConfigOpen]
+            [Permission::ShimReset]
         );
-        assert_eq!(
-            ServiceKind::OtaServer.permissions().collect::<Vec<_>>(),
-            [Permission::ConfigOpen]
-        );
+        assert_eq!(ServiceKind::OtaServer.permissions().count(), 0);
         assert_eq!(
             authorize_service(ServiceKind::OtaServer, Permission::OtaScriptPush),
             Decision::Deny {
@@ -517,6 +513,23 @@ mod tests {
                     permission: Permission::OtaScriptPush
                 }
             }
+        );
+    }
+
+    /// docs/access-control.md carries the table this module renders, between markers; the two
+    /// cannot disagree.
+    #[test]
+    fn the_documented_permission_table_is_the_code_s() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/access-control.md");
+        let doc = std::fs::read_to_string(path).expect("docs/access-control.md");
+        let begin = "<!-- permission-table: generated from crates/warden-core/src/rbac.rs -->\n";
+        let end = "<!-- end of permission-table -->";
+        let start = doc.find(begin).expect("the begin marker") + begin.len();
+        let stop = doc[start..].find(end).expect("the end marker") + start;
+        assert_eq!(
+            &doc[start..stop],
+            permission_table_markdown(),
+            "regenerate the table in docs/access-control.md from permission_table_markdown()"
         );
     }
 

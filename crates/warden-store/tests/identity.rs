@@ -813,7 +813,8 @@ fn list_and_show_tell_roles_totp_and_locks_without_secrets() {
     for i in 0..5 {
         let _ = id.authenticate_technician(&mut db, "alice", b"999999", at(T0 + i), &port());
     }
-    let users = id.list_users(&db, at(T0 + 10)).unwrap();
+    let by = env.grant(&mut db, &mut id, Permission::UserManage);
+    let (users, locks) = id.list_users(&mut db, &by, at(T0 + 10)).unwrap();
     let names: Vec<&str> = users.iter().map(|u| u.username.as_str()).collect();
     assert_eq!(names, ["alice", "root"]);
     let alice = &users[0];
@@ -821,17 +822,17 @@ fn list_and_show_tell_roles_totp_and_locks_without_secrets() {
     assert!(!alice.has_password);
     assert!(alice.lock.locked);
     assert_eq!(alice.totp.as_ref().unwrap().algorithm, "SHA1");
-    let root = id.user_info(&db, &name("ROOT"), at(T0 + 10)).unwrap();
+    let root = id
+        .user_info(&mut db, &by, &name("ROOT"), at(T0 + 10))
+        .unwrap();
     assert_eq!(root.password_expires, Some(T0 + 90 * 86_400));
     let json = serde_json::to_string(&users).unwrap();
     assert!(!json.contains("argon2"), "{json}");
-    let locked: Vec<String> = id
-        .locked(&db, at(T0 + 10))
-        .unwrap()
-        .into_iter()
-        .map(|l| l.principal)
-        .collect();
+    let locked: Vec<String> = locks.into_iter().map(|l| l.principal).collect();
     assert_eq!(locked, ["port:shim-01", "user:alice"]);
+    // Reading users is on the record too.
+    let actions: Vec<String> = env.audit().into_iter().map(|r| r.action).collect();
+    assert!(actions.ends_with(&["user.list".to_owned(), "user.show".to_owned()]));
 }
 
 #[test]

@@ -100,6 +100,25 @@ pub enum Command {
     /// Session recordings made by the shim (DATA_DIR/sessions): list, replay, export.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Break-glass: with the master passphrase alone, give an administrator who can no longer
+    /// sign in a new password (re-enabled, unlocked). Recorded as `breakglass.recover` by
+    /// `master-passphrase`, with the reason. The only privileged act besides `init` that the
+    /// master passphrase performs without a sign-in.
+    BreakGlass(BreakGlassArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BreakGlassArgs {
+    /// The administrator to recover.
+    #[arg(long, value_name = "NAME")]
+    pub admin: String,
+    /// Why (kept in the audit event), e.g. "all administrators locked out, ticket 4711".
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+    /// Read the new password from this file (0600). Otherwise $WARDEN_NEW_PASSWORD (tests
+    /// only), or a prompt.
+    #[arg(long, value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -70,6 +70,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Demo(args) => cmd::demo::run(args),
         Command::User(args) => cmd::user::run(args, ctx),
         Command::Session(cmd) => cmd::session::run(cmd, ctx),
+        Command::BreakGlass(args) => cmd::user::break_glass(args, ctx),
     }
 }
 

@@ -234,14 +234,17 @@ impl Rig {
         files
     }
 
-    fn audit_actions(&self) -> Vec<(String, String, serde_json::Value)> {
+    fn audit_rows(&self) -> Vec<warden_store::audit::StoredRow> {
         let db = warden_store::Database::open(
             &self.fx.data_dir.join("state/warden.db"),
             &self.fx.key(Purpose::Database),
         )
         .unwrap();
-        warden_store::audit::read_rows(&db, 1, None)
-            .unwrap()
+        warden_store::audit::read_rows(&db, 1, None).unwrap()
+    }
+
+    fn audit_actions(&self) -> Vec<(String, String, serde_json::Value)> {
+        self.audit_rows()
             .into_iter()
             .map(|r| {
                 (
@@ -709,4 +712,87 @@ fn a_really_full_disk_is_an_emergency_stop_with_the_recording_intact() {
         .iter()
         .any(|(a, _, d)| a == "shim.transition"
             && d["reason"].as_str().unwrap().contains("storage exhausted")));
+}
+
+/// An emergency stop is cleared only by the daemon, on the record: each attempt below either
+/// leaves the stop in place or records exactly one `shim.reset`, and only a daemon that sees no
+/// tamper clears it.
+#[test]
+fn an_emergency_stop_is_reset_only_by_the_daemon_and_only_once_tamper_is_gone() {
+    let mut rig = Rig::start("");
+    let olga = rig.fx.file("olga-password", b"Operator-Password-Olga-7\n");
+    run(rig
+        .fx
+        .admin()
+        .args([
+            "user",
+            "add",
+            "olga",
+            "--role",
+            "operator",
+            "--new-password-file",
+        ])
+        .arg(&olga))
+    .ok();
+    std::fs::write(&rig.tamper, b"").unwrap();
+    rig.wait_state("EMERGENCY_STOP");
+    let resets = |rig: &Rig| -> Vec<(String, serde_json::Value)> {
+        rig.audit_actions()
+            .into_iter()
+            .filter(|(a, _, _)| a == "shim.reset")
+            .map(|(_, outcome, details)| (outcome, details))
+            .collect()
+    };
+    let reset_as = |rig: &Rig, who: &str| {
+        let mut cmd = rig.fx.warden_as(who);
+        cmd.args(["shim", "reset", "--config"]).arg(&rig.config);
+        run(&mut cmd)
+    };
+
+    // A non-administrator is refused at the gate: no request, no reset.
+    reset_as(&rig, support::OPERATOR)
+        .expect_code(5)
+        .stderr_has(&["shim.reset"]);
+    assert!(resets(&rig).is_empty());
+    rig.wait_state("EMERGENCY_STOP");
+
+    // The tamper file is still there: the daemon refuses, one refusal on the record.
+    reset_as(&rig, support::ADMIN)
+        .expect_code(1)
+        .stderr_has(&["still reports tamper", "tamper-trigger"]);
+    assert_eq!(resets(&rig).len(), 1);
+    assert_eq!(resets(&rig)[0].0, "denied");
+    assert_eq!(resets(&rig)[0].1["requested_by"], "admin");
+    rig.wait_state("EMERGENCY_STOP");
+
+    // The daemon is down: refused, the stop stays persisted (the next start is stopped).
+    std::fs::remove_file(&rig.tamper).unwrap();
+    rig.kill();
+    reset_as(&rig, support::ADMIN)
+        .expect_code(1)
+        .stderr_has(&["is `warden shim run` running?"]);
+    assert_eq!(resets(&rig).len(), 2);
+    assert_eq!(resets(&rig)[1].0, "failure");
+    rig.spawn();
+    rig.wait_state("EMERGENCY_STOP");
+
+    // Tamper gone, daemon up, an administrator asks: done, once, by the daemon's principal.
+    reset_as(&rig, support::ADMIN).ok();
+    rig.wait_state("IDLE");
+    let all = resets(&rig);
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[2].0, "success");
+    assert_eq!(all[2].1["requested_by"], "admin");
+    assert_eq!(all[2].1["from"], "EMERGENCY_STOP");
+    let actors: Vec<String> = rig
+        .audit_rows()
+        .into_iter()
+        .filter(|r| r.action == "shim.reset" && r.outcome == "success")
+        .map(|r| r.actor)
+        .collect();
+    assert_eq!(actors, ["service:shim:shim-01"]);
+    // And it stays cleared across a restart.
+    rig.kill();
+    rig.spawn();
+    rig.wait_state("IDLE");
 }

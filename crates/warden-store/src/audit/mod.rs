@@ -363,10 +363,10 @@ impl AuditLog {
         Ok(())
     }
 
-    /// Appends `events` inside the caller's transaction (so they commit together with the
-    /// caller's own changes). Returns the stored records, epoch markers included, and whether
-    /// the key evolved (the caller should then run [`AuditLog::erase_old_keys`] after commit).
-    pub fn append_in(
+    /// Appends `events` inside `tx`. Returns the stored records, epoch markers included, and
+    /// whether the key evolved. Callers go through [`AuditedTx::audit`], whose commit erases
+    /// the old key after an evolution.
+    fn append_in(
         &self,
         tx: &Transaction<'_>,
         events: Vec<NewEvent>,
@@ -482,14 +482,6 @@ impl AuditLog {
         }
         tx.commit()?;
         Ok(value)
-    }
-
-    /// After a key evolution has committed: move the WAL into the database and truncate it, so
-    /// the previous sealed key is gone from the disk (`secure_delete` already zeroed its page).
-    pub fn erase_old_keys(db: &Database) -> Result<(), StoreError> {
-        db.conn()
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-        Ok(())
     }
 
     /// The stored head (public), as committed with the last append; the rows are not looked

@@ -11,8 +11,27 @@ use warden_core::totp::{KeyUri, TotpParams, TotpSecret};
 
 use super::auth::{AuthenticatedUser, Authorized};
 use super::rows::{self, NewUserRow, UserRow};
-use super::{totp_label, Identity, IdentityError, Principal, UnixMs, Username};
+use super::{totp_label, Identity, IdentityError, IdentityPolicy, Principal, UnixMs, Username};
 use crate::db::Database;
+
+/// Proof that the master passphrase was presented (it opened a purpose key of the data
+/// directory). Only the documented break-glass path takes it: the master passphrase alone
+/// performs no other privileged act but `init`.
+pub struct BreakGlass {
+    _proof: (),
+}
+
+impl BreakGlass {
+    /// Checks `passphrase` against the data directory's `security.json`.
+    pub fn present(
+        dir: &warden_core::datadir::DataDir,
+        passphrase: &warden_core::secret::Passphrase,
+    ) -> Result<Self, warden_core::keyring::KeyringError> {
+        dir.security()
+            .unlock(passphrase, warden_core::keyring::Purpose::Database)
+            .map(|_| Self { _proof: () })
+    }
+}
 
 /// A user to add.
 pub struct NewUser<'a> {
@@ -383,6 +402,57 @@ impl Identity {
         self.enroll(db, &actor, username.as_str(), params, now)
     }
 
+    /// Break-glass: with the master passphrase, an administrator who can no longer sign in
+    /// (forgotten password, locked, disabled) is re-enabled, unlocked and given a new password.
+    /// Recorded as `breakglass.recover` by `master-passphrase`, with the stated reason.
+    pub fn break_glass_recover(
+        &mut self,
+        db: &mut Database,
+        _proof: &BreakGlass,
+        username: &Username,
+        new_password: &Password,
+        reason: &str,
+        now: UnixMs,
+    ) -> Result<(), IdentityError> {
+        let user = rows::load_user(db.conn(), username.as_str())?
+            .ok_or_else(|| IdentityError::UnknownUser(username.to_string()))?;
+        if user.role != Role::Administrator {
+            return Err(IdentityError::BreakGlassNotAdministrator(user.username));
+        }
+        let mut previous: Vec<String> = user.password_phc.iter().cloned().collect();
+        previous.extend(rows::password_history(db.conn(), user.id)?);
+        let hash = self.check_password(new_password, &previous)?;
+        let keep = self.policy.password.fields().history;
+        let tx = self.audit.begin(db)?;
+        let current = rows::load_user(&tx, username.as_str())?
+            .ok_or_else(|| IdentityError::UnknownUser(username.to_string()))?;
+        rows::set_disabled(&tx, current.id, false)?;
+        rows::set_password(
+            &tx,
+            current.id,
+            current.password_phc.as_deref(),
+            hash.as_phc(),
+            now.secs(),
+            keep,
+        )?;
+        let was_locked = Identity::clear_lock_in(&tx, &Principal::User(username.clone()))?;
+        let event = self.event_now(
+            now,
+            super::MASTER_PASSPHRASE_ACTOR,
+            "breakglass.recover",
+            &format!("user:{username}"),
+            json!({
+                "reason": reason,
+                "was_disabled": current.disabled,
+                "was_locked": was_locked,
+                "password_reset": true,
+            }),
+        );
+        tx.audit_one(event)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Lifts a lockout and forgets the failures. A user needs `user.manage`, a shim port
     /// `shim.reset`. Returns whether it was locked.
     pub fn unlock(
@@ -485,22 +555,70 @@ impl Identity {
 
     /// Every user, by name. Reading needs the database key only; the CLI asks for
     /// `user.manage` first.
-    pub fn list_users(&self, db: &Database, now: UnixMs) -> Result<Vec<UserInfo>, IdentityError> {
-        rows::all_users(db.conn())?
+    /// Every user, with the locked principals (needs `user.manage`; audited as `user.list`).
+    pub fn list_users(
+        &mut self,
+        db: &mut Database,
+        by: &Authorized,
+        now: UnixMs,
+    ) -> Result<(Vec<UserInfo>, Vec<LockInfo>), IdentityError> {
+        by.check(Permission::UserManage)?;
+        let users = rows::all_users(db.conn())?
             .into_iter()
             .map(|user| self.info(db, user, now))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        let locks = self.locked(db, now)?;
+        let event = self.event_now(
+            now,
+            by.actor_name(),
+            "user.list",
+            "users",
+            json!({ "users": users.len(), "locked": locks.len() }),
+        );
+        self.audit.append(db, vec![event])?;
+        Ok((users, locks))
     }
 
+    /// One user (needs `user.manage`; audited as `user.show`).
     pub fn user_info(
-        &self,
-        db: &Database,
+        &mut self,
+        db: &mut Database,
+        by: &Authorized,
         username: &Username,
         now: UnixMs,
     ) -> Result<UserInfo, IdentityError> {
+        by.check(Permission::UserManage)?;
         let user = rows::load_user(db.conn(), username.as_str())?
             .ok_or_else(|| IdentityError::UnknownUser(username.to_string()))?;
-        self.info(db, user, now)
+        let info = self.info(db, user, now)?;
+        let event = self.event_now(
+            now,
+            by.actor_name(),
+            "user.show",
+            &format!("user:{username}"),
+            json!({}),
+        );
+        self.audit.append(db, vec![event])?;
+        Ok(info)
+    }
+
+    /// The identity policy in force (needs `user.manage`; audited as `user.policy`).
+    pub fn show_policy(
+        &mut self,
+        db: &mut Database,
+        by: &Authorized,
+        now: UnixMs,
+    ) -> Result<IdentityPolicy, IdentityError> {
+        by.check(Permission::UserManage)?;
+        let event = self.event_now(
+            now,
+            by.actor_name(),
+            "user.policy",
+            "identity-policy",
+            json!({}),
+        );
+        self.audit.append(db, vec![event])?;
+        Ok(self.policy.clone())
     }
 
     /// Every locked principal (users and shim ports).

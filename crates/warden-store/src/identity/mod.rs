@@ -32,7 +32,7 @@ use warden_core::totp::{KeyUriError, TotpParams};
 use crate::audit::AuditLog;
 use crate::db::{Database, StoreError};
 
-pub use admin::{LockInfo, NewUser, TotpInfo, UserInfo};
+pub use admin::{BreakGlass, LockInfo, NewUser, TotpInfo, UserInfo};
 pub use auth::{
     Actor, AuthOutcome, AuthenticatedUser, Authorized, Service, WrongAuthorization,
     ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE,
@@ -232,6 +232,8 @@ pub enum IdentityError {
     PasswordRequired(Role),
     #[error("{0} is the last enabled administrator; add or enable another administrator first")]
     LastAdministrator(String),
+    #[error("break-glass recovers administrators only; {0} is not one (an administrator can then manage the others)")]
+    BreakGlassNotAdministrator(String),
     #[error("users already exist: the first administrator is created by `warden init` only")]
     AlreadyHasUsers,
     #[error("this database has no identity policy (it was not set up by `warden init`)")]

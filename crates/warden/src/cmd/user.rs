@@ -95,10 +95,8 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             Ok(())
         }
         UserCommand::List { json } => {
-            let (s, _) = ctx.sign_in_for(Permission::UserManage, "user.list")?;
-            let now = UnixMs::now();
-            let users = s.identity.list_users(&s.db, now)?;
-            let locks = s.identity.locked(&s.db, now)?;
+            let (mut s, by) = ctx.sign_in_for(Permission::UserManage, "user.list")?;
+            let (users, locks) = s.identity.list_users(&mut s.db, &by, UnixMs::now())?;
             let ports: Vec<_> = locks
                 .iter()
                 .filter(|l| l.principal.starts_with("port:"))
@@ -120,8 +118,10 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
         }
         UserCommand::Show { username, json } => {
             let username = Username::parse(username)?;
-            let (s, _) = ctx.sign_in_for(Permission::UserManage, "user.show")?;
-            let info = s.identity.user_info(&s.db, &username, UnixMs::now())?;
+            let (mut s, by) = ctx.sign_in_for(Permission::UserManage, "user.show")?;
+            let info = s
+                .identity
+                .user_info(&mut s.db, &by, &username, UnixMs::now())?;
             if *json {
                 println!("{}", serde_json::to_string(&info)?);
             } else {
@@ -246,8 +246,8 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             Ok(())
         }
         UserCommand::Policy { json } => {
-            let (s, _) = ctx.sign_in_for(Permission::UserManage, "user.policy")?;
-            let policy = s.identity.policy();
+            let (mut s, by) = ctx.sign_in_for(Permission::UserManage, "user.policy")?;
+            let policy = &s.identity.show_policy(&mut s.db, &by, UnixMs::now())?;
             if *json {
                 println!("{}", serde_json::to_string(policy)?);
             } else {
@@ -378,4 +378,28 @@ fn print_user(user: &UserInfo) {
         },
         user.lock.recent_failures
     );
+}
+
+/// `warden break-glass`: see [`crate::cli::BreakGlassArgs`].
+pub fn break_glass(args: &crate::cli::BreakGlassArgs, ctx: &mut Context<'_>) -> Result<()> {
+    let username = Username::parse(&args.admin)?;
+    if args.reason.trim().is_empty() {
+        bail!("break-glass needs a reason (--reason TEXT); it is kept in the audit trail");
+    }
+    let password = read_new_password(args.new_password_file.as_deref(), username.as_str())?;
+    let prompt = format!("Master passphrase for {}: ", ctx.global.data_dir.display());
+    ctx.dir()?;
+    let passphrase = ctx.passphrase(&prompt, false)?.clone();
+    let proof = warden_store::identity::BreakGlass::present(ctx.dir()?, &passphrase)?;
+    let mut store = ctx.store()?;
+    store.identity.break_glass_recover(
+        &mut store.db,
+        &proof,
+        &username,
+        &password,
+        args.reason.trim(),
+        UnixMs::now(),
+    )?;
+    println!("{username}: re-enabled, unlocked, new password set (recorded as breakglass.recover)");
+    Ok(())
 }
