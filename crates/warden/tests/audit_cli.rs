@@ -343,3 +343,54 @@ fn tail_shows_the_latest_events() {
     assert_eq!(rows[1]["actor"], "admin");
     assert_eq!(rows[1]["seq"], initial_events(&fx) - 1);
 }
+
+/// A data directory whose database is gone is an error, and verification creates nothing.
+#[test]
+fn a_missing_database_is_an_error_and_is_not_recreated() {
+    let fx = Fixture::new();
+    let db = db_path(&fx);
+    std::fs::remove_file(&db).unwrap();
+    let _ = std::fs::remove_file(db.with_extension("db-wal"));
+    let _ = std::fs::remove_file(db.with_extension("db-shm"));
+    run(fx.auditor().args(["audit", "verify"]))
+        .expect_code(1)
+        .stderr_has(&["no database at", "warden init"]);
+    assert!(!db.exists(), "verification created a database");
+}
+
+/// A removed epoch marker is named damage (exit 3), not an error.
+#[test]
+fn a_missing_epoch_marker_is_named_damage() {
+    let Some(py) = python() else { return };
+    let fx = Fixture::with_identity_policy(FAST);
+    // Evolve the key: the default policy evolves every 10,000 events, so force one marker.
+    let mut db = warden_store::Database::open(&db_path(&fx), &fx.key(Purpose::Database)).unwrap();
+    db.conn()
+        .execute("UPDATE audit_state SET epoch_max_events = 3", [])
+        .unwrap();
+    drop(db);
+    add_events(&fx, 5);
+    let db = warden_store::Database::open(&db_path(&fx), &fx.key(Purpose::Database)).unwrap();
+    let marker: i64 = db
+        .conn()
+        .query_row(
+            "SELECT max(seq) FROM audit_events WHERE action = 'audit.epoch'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(db);
+    let key = hex::encode(fx.key(Purpose::Database).expose_secret());
+    run(&mut py.code(
+        SQLCIPHER,
+        [
+            db_path(&fx).to_str().unwrap(),
+            &key,
+            &format!("DELETE FROM audit_events WHERE seq = {marker}"),
+        ],
+    ))
+    .ok();
+    run(fx.admin().args(["audit", "verify"]))
+        .expect_code(3)
+        .stderr_has(&[&format!("DAMAGED at seq {marker}"), "removed"]);
+}

@@ -877,3 +877,46 @@ fn the_leak_check_catches_a_printed_key() {
         assert!(caught.is_err(), "the leak check missed {text:?}");
     }
 }
+
+/// Vault acts are audited under the signed-in user with the file's name and the SHA-256 of the
+/// sealed file, which anyone can recompute with `sha256sum`.
+#[test]
+fn vault_acts_are_audited_with_the_sealed_file_s_sha256() {
+    let fx = Fixture::new();
+    let plain = fx.file("scan.bin", &pseudo_random(300_000, 9));
+    let sealed = fx.path("scan.sealed");
+    run(fx
+        .operator()
+        .args(["vault", "seal"])
+        .arg(&plain)
+        .arg(&sealed))
+    .ok();
+    run(fx
+        .auditor()
+        .args(["vault", "open"])
+        .arg(&sealed)
+        .arg(fx.path("scan.opened")))
+    .ok();
+    let digest = hex::encode(warden_core::mac::sha256(&std::fs::read(&sealed).unwrap()));
+    let db = warden_store::Database::open(
+        &fx.data_dir.join(warden_store::DB_FILE),
+        &fx.key(Purpose::Database),
+    )
+    .unwrap();
+    let rows = warden_store::audit::read_rows(&db, 1, None).unwrap();
+    let find = |action: &str| {
+        rows.iter()
+            .find(|r| r.action == action)
+            .unwrap_or_else(|| panic!("no {action} event"))
+    };
+    let seal = find("vault.seal");
+    assert_eq!(seal.actor, support::OPERATOR);
+    assert_eq!(seal.subject, sealed.display().to_string());
+    let details: serde_json::Value = serde_json::from_str(&seal.details).unwrap();
+    assert_eq!(details["sha256"], digest);
+    assert_eq!(details["input"], plain.display().to_string());
+    let open = find("vault.open");
+    assert_eq!(open.actor, support::AUDITOR);
+    let details: serde_json::Value = serde_json::from_str(&open.details).unwrap();
+    assert_eq!(details["sha256"], digest);
+}
