@@ -104,6 +104,84 @@ pub async fn sessions(
     }
 }
 
+/// CPU time (user + system, all threads) a process has used so far, from `/proc/PID/stat`.
+pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces and parentheses: fields count from the last ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let ticks = |i: usize| -> std::io::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .ok_or_else(|| std::io::Error::other("unexpected /proc stat format"))
+    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|hz| *hz > 0)
+        .unwrap_or(100) as u64;
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_micros(total * 1_000_000 / hz))
+}
+
+/// Result of a campaign: every card one full session, and what it cost the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignResult {
+    pub cards: usize,
+    pub concurrency: usize,
+    pub sessions: SessionsResult,
+    /// CPU time the server process used during the campaign (all threads), when its pid was
+    /// given.
+    pub server_cpu_seconds: Option<f64>,
+    /// Server CPU per full session, in milliseconds.
+    pub server_cpu_ms_per_session: Option<f64>,
+    /// Server CPU time / wall time: the share of one core the server used.
+    pub server_cpu_share: Option<f64>,
+    /// This process's CPU (the load generator).
+    pub client_cpu_seconds: Option<f64>,
+}
+
+/// A campaign: `cards` identities `<prefix><i>`, each running one full session (whatever is
+/// queued for it, e.g. three one-APDU scripts), `concurrency` at a time. With `server_pid`, the
+/// server's CPU time is read from `/proc` before and after, so the figure excludes this load
+/// generator's own cost.
+pub async fn campaign(
+    server: SocketAddr,
+    prefix: &str,
+    cards: usize,
+    psk: Arc<Psk>,
+    concurrency: usize,
+    tls: ClientTlsOptions,
+    server_pid: Option<u32>,
+) -> CampaignResult {
+    let me = std::process::id();
+    let before = server_pid.and_then(|pid| process_cpu(pid).ok());
+    let client_before = process_cpu(me).ok();
+    let sessions = sessions(server, prefix, cards, psk, cards, concurrency, tls).await;
+    let after = server_pid.and_then(|pid| process_cpu(pid).ok());
+    let client_after = process_cpu(me).ok();
+    let server_cpu = before
+        .zip(after)
+        .map(|(b, a)| a.saturating_sub(b).as_secs_f64());
+    CampaignResult {
+        cards,
+        concurrency,
+        server_cpu_seconds: server_cpu,
+        server_cpu_ms_per_session: server_cpu
+            .map(|cpu| cpu * 1000.0 / sessions.sessions_ok.max(1) as f64),
+        server_cpu_share: server_cpu.map(|cpu| cpu / sessions.seconds.max(1e-9)),
+        client_cpu_seconds: client_before
+            .zip(client_after)
+            .map(|(b, a)| a.saturating_sub(b).as_secs_f64()),
+        sessions,
+    }
+}
+
 /// Result of one long session.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApdusResult {

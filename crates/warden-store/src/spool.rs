@@ -135,6 +135,18 @@ pub struct SpoolPayload {
     pub counter: Option<(String, u64)>,
 }
 
+impl SpoolPayload {
+    /// The payload of an audit checkpoint (`seq`, MAC in hex).
+    pub fn checkpoint(audit_seq: u64, chain_mac_hex: &str) -> Self {
+        Self {
+            action: Some("audit.checkpoint".into()),
+            audit_seq: Some(audit_seq),
+            chain_mac: Some(chain_mac_hex.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
 /// One spooled message, as the forwarder reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpoolRow {
@@ -268,10 +280,13 @@ fn in_savepoint<T>(
     conn: &Connection,
     f: impl FnOnce() -> Result<T, SpoolError>,
 ) -> Result<T, SpoolError> {
-    conn.execute_batch(&format!("SAVEPOINT {SAVEPOINT}"))?;
+    // Prepared once per connection: these run for every enqueue.
+    conn.prepare_cached(&format!("SAVEPOINT {SAVEPOINT}"))?
+        .execute([])?;
     match f() {
         Ok(value) => {
-            conn.execute_batch(&format!("RELEASE {SAVEPOINT}"))?;
+            conn.prepare_cached(&format!("RELEASE {SAVEPOINT}"))?
+                .execute([])?;
             Ok(value)
         }
         Err(err) => {
@@ -334,13 +349,56 @@ impl Spool {
         chain_mac_hex: &str,
         created_ms: i64,
     ) -> Result<Enqueued, SpoolError> {
-        let payload = SpoolPayload {
-            action: Some("audit.checkpoint".into()),
-            audit_seq: Some(audit_seq),
-            chain_mac: Some(chain_mac_hex.to_owned()),
-            ..SpoolPayload::default()
-        };
+        let payload = SpoolPayload::checkpoint(audit_seq, chain_mac_hex);
         self.enqueue(conn, SpoolKind::AuditCheckpoint, created_ms, &payload)
+    }
+
+    /// Queues several messages at once, in order (the audit chain's records and checkpoints of
+    /// one append): one counter update and one prepared insert per message. Near the soft limit
+    /// it falls back to one-by-one enqueueing, which makes room by dropping heartbeats.
+    pub fn enqueue_batch(
+        &self,
+        conn: &Connection,
+        created_ms: i64,
+        messages: &[(SpoolKind, SpoolPayload)],
+    ) -> Result<(), SpoolError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let n = messages.len() as i64;
+        let rows: i64 = conn
+            .prepare_cached("SELECT rows FROM siem_spool_state WHERE id = 1")?
+            .query_row([], |r| r.get(0))?;
+        if to_u64(rows) + messages.len() as u64 >= self.limits.soft_limit {
+            for (kind, payload) in messages {
+                let _stored = self.enqueue_inner(conn, *kind, created_ms, payload, true)?;
+            }
+            return Ok(());
+        }
+        in_savepoint(conn, || {
+            let first: i64 = conn
+                .prepare_cached(
+                    "UPDATE siem_spool_state SET next_seq = next_seq + ?1, rows = rows + ?1
+                     WHERE id = 1 RETURNING next_seq - ?1",
+                )?
+                .query_row([n], |r| r.get(0))?;
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO siem_spool (seq, kind, priority, created_ms, payload)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (i, (kind, payload)) in messages.iter().enumerate() {
+                let json = serde_json::to_string(payload)
+                    .map_err(|e| SpoolError::Corrupt(format!("payload does not serialise: {e}")))?;
+                insert.execute(params![
+                    first + i as i64,
+                    kind.as_str(),
+                    kind.priority(),
+                    created_ms,
+                    json
+                ])?;
+            }
+            Ok(())
+        })
     }
 
     fn limit_for(&self, kind: SpoolKind) -> u64 {

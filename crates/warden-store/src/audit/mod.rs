@@ -171,24 +171,29 @@ impl AuditLog {
         let Some(spool) = &self.spool else {
             return Ok(());
         };
-        let now = crate::spool::now_ms();
+        let mut messages = Vec::with_capacity(records.len() + checkpoints.len());
         for record in records {
-            let payload = SpoolPayload {
-                user: Some(record.actor.clone()),
-                action: Some(record.action.clone()),
-                outcome: Some(record.outcome == Outcome::Success),
-                message: Some(format!("{} {}", record.subject, record.details)),
-                audit_seq: Some(record.seq),
-                chain_mac: Some(record.mac.to_string()),
-                ..SpoolPayload::default()
-            };
-            // An audit event is never dropped by the spool: it is stored or refused.
-            let _stored = spool.enqueue(tx, SpoolKind::AuditEvent, now, &payload)?;
+            messages.push((
+                SpoolKind::AuditEvent,
+                SpoolPayload {
+                    user: Some(record.actor.clone()),
+                    action: Some(record.action.clone()),
+                    outcome: Some(record.outcome == Outcome::Success),
+                    message: Some(format!("{} {}", record.subject, record.details)),
+                    audit_seq: Some(record.seq),
+                    chain_mac: Some(record.mac.to_string()),
+                    ..SpoolPayload::default()
+                },
+            ));
         }
         for checkpoint in checkpoints {
-            let _stored =
-                spool.enqueue_checkpoint(tx, checkpoint.seq, &checkpoint.mac.to_string(), now)?;
+            messages.push((
+                SpoolKind::AuditCheckpoint,
+                SpoolPayload::checkpoint(checkpoint.seq, &checkpoint.mac.to_string()),
+            ));
         }
+        // An audit event is never dropped by the spool: it is stored or refused.
+        spool.enqueue_batch(tx, crate::spool::now_ms(), &messages)?;
         Ok(())
     }
 

@@ -258,6 +258,19 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
     },
+    /// A campaign: every card `PREFIX0…` runs one full session (queue its scripts first),
+    /// CONCURRENCY at a time; with --server-pid, the server's own CPU per session (from /proc).
+    Campaign {
+        #[command(flatten)]
+        card: CardArgs,
+        #[arg(long, default_value_t = 2000)]
+        cards: usize,
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+        /// The server's process id, to measure its CPU time around the campaign.
+        #[arg(long, value_name = "PID")]
+        server_pid: Option<u32>,
+    },
     /// APDU round trips per second within one session (queue scripts first).
     Apdus {
         #[command(flatten)]
@@ -816,6 +829,24 @@ fn bench(cmd: &BenchCommand) -> Result<()> {
                     *sessions,
                     *concurrency,
                     tls_options(card),
+                )
+                .await;
+                print_json(&r)
+            }
+            BenchCommand::Campaign {
+                card,
+                cards,
+                concurrency,
+                server_pid,
+            } => {
+                let r = warden_ota::bench::campaign(
+                    resolve_server(&card.server)?,
+                    &card.identity,
+                    *cards,
+                    card_psk(card)?,
+                    *concurrency,
+                    tls_options(card),
+                    *server_pid,
                 )
                 .await;
                 print_json(&r)

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# OTA campaign: the release `warden ota serve` and `warden ota bench campaign` as two processes
+# over 127.0.0.1. Every card has three one-APDU scripts queued and runs one full admin session
+# (handshake, three round trips, 204); the server's own CPU per session comes from
+# /proc/PID/stat around the campaign. Prints one JSON object per step.
+#
+#   scripts/bench/ota-campaign.sh [DIR]     (DIR: where the data directory goes; default /tmp)
+#
+# Knobs: CARDS (default 2000), CONCURRENCY (space-separated list; default "10 200"),
+# TLS (1.2 or 1.3; default 1.2), SCRIPTS_PER_CARD (default 3), REDELIVERY (allowed|forbidden),
+# PERF=FILE: run the server under `perf record` (cpu-clock samples, DWARF call graphs) and write
+# the flat profile of the last campaign to FILE.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BASE="${1:-/tmp}"
+DIR="$BASE/warden-bench-campaign.$$"
+CARDS="${CARDS:-2000}"
+CONCURRENCY="${CONCURRENCY:-10 200}"
+TLS="${TLS:-1.2}"
+SCRIPTS_PER_CARD="${SCRIPTS_PER_CARD:-3}"
+REDELIVERY="${REDELIVERY:-allowed}"
+PORT="${PORT:-18463}"
+ulimit -n "$(ulimit -Hn)"
+cargo build --release -q -p warden
+W="$PWD/target/release/warden"
+mkdir -p "$DIR"
+SERVER_PID=""
+cleanup() {
+  [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+  rm -rf "$DIR"
+}
+trap cleanup EXIT
+cd "$DIR"
+printf 'benchmark-passphrase-0123456789\n' > pass && chmod 600 pass
+printf 'benchmark-auditor-passphrase-42\n' > auditor && chmod 600 auditor
+printf 'Bench-Admin-Password-1!\n' > admin-pass && chmod 600 admin-pass
+printf '{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},"backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}' > policy.json
+WARDEN=("$W" --data-dir data --passphrase-file pass)
+"${WARDEN[@]}" --auditor-passphrase-file auditor init --kdf-iterations 1000 \
+  --admin bench --admin-password-file admin-pass --identity-policy policy.json 2>/dev/null
+ADMIN=("${WARDEN[@]}" --as bench --password-file admin-pass)
+KEY=$(openssl rand -hex 16)
+printf '%s\n' "$KEY" > key && chmod 600 key
+cat > ota.yaml <<YAML
+listen: 127.0.0.1:$PORT
+max_connections: 20000
+max_handshakes: 4096
+YAML
+
+echo "== machine"
+echo "cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "kernel $(uname -r); $(openssl version); data directory on $(df -T . | awk 'NR==2{print $2}')"
+
+for C in $CONCURRENCY; do
+  PREFIX="c${C}x"
+  {
+    echo "keys:"
+    for i in $(seq 0 $((CARDS - 1))); do printf '  - identity: %s%d\n    key: "%s"\n' "$PREFIX" "$i" "$KEY"; done
+  } > keys.yaml && chmod 600 keys.yaml
+  "${ADMIN[@]}" ota keys import keys.yaml 2>/dev/null
+  CARD_ARGS=()
+  for i in $(seq 0 $((CARDS - 1))); do CARD_ARGS+=(--card "$PREFIX$i"); done
+  "${ADMIN[@]}" ota push "${CARD_ARGS[@]}" --apdu 80CA9F7F00 --redelivery "$REDELIVERY" \
+    --count "$SCRIPTS_PER_CARD" 2>/dev/null >/dev/null
+  if [ -n "${PERF:-}" ]; then
+    perf record -q -o perf.data -F 1999 -e cpu-clock --call-graph dwarf,32768 -- \
+      "${WARDEN[@]}" ota serve --allow-plain-config --config ota.yaml 2>server.log &
+    PERF_PID=$!
+    for _ in $(seq 100); do SERVER_PID=$(pgrep -P "$PERF_PID" -x warden || true); [ -n "$SERVER_PID" ] && break; sleep 0.05; done
+  else
+    "${WARDEN[@]}" ota serve --allow-plain-config --config ota.yaml 2>server.log &
+    SERVER_PID=$!
+  fi
+  for _ in $(seq 100); do grep -q listening server.log 2>/dev/null && break; sleep 0.1; done
+  echo "== campaign: $CARDS cards, $C at a time, TLS $TLS, $SCRIPTS_PER_CARD scripts ($REDELIVERY) each"
+  timeout 900 "$W" ota bench campaign --server "127.0.0.1:$PORT" --key-file key \
+    --identity "$PREFIX" --cards "$CARDS" --concurrency "$C" --tls-version "$TLS" \
+    --server-pid "$SERVER_PID"
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  if [ -n "${PERF:-}" ]; then
+    wait "$PERF_PID" 2>/dev/null || true
+    cp perf.data "$PERF.data"
+    perf report -i perf.data --no-children --sort dso,symbol --stdio -g none 2>/dev/null \
+      | grep -v '^$' | head -400 > "$PERF"
+    perf report -i perf.data --children --sort symbol --stdio -g none --percent-limit 2 2>/dev/null \
+      | grep -v '^$' | head -300 > "$PERF.children"
+  fi
+done
