@@ -289,7 +289,7 @@ impl Permission {
             Self::UserManage => "`user add/list/show/disable/enable/unlock/policy`, others' `passwd` and `enroll-totp`",
             Self::KeyRotate => "(key slots: rotation, passphrase change)",
             Self::KeyExport => "(key slots: recovery key)",
-            Self::ShimReset => "`shim reset`, `user unlock --port`",
+            Self::ShimReset => "`shim reset` (carried out by the daemon)",
             Self::ShimStatus => "`shim status`",
             Self::OtaKeyManage => "`ota keys add/remove/import/list`",
             Self::OtaScriptPush => "`ota push`",

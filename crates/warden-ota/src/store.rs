@@ -52,10 +52,30 @@ impl JobCtx<'_> {
 type Completion = Box<dyn FnOnce(Option<&StoreFailure>) + Send>;
 type Job = Box<dyn FnOnce(&Transaction<'_>, &JobCtx<'_>) -> (bool, Completion) + Send>;
 
-/// A handle to the database thread; cheap to clone. The thread stops when every handle is gone.
+/// A handle to the database thread; cheap to clone. When the last handle is dropped, the
+/// thread finishes the jobs it has, closes the database and is joined — before the process can
+/// exit under it (SQLCipher's global state goes away at exit; a connection closed after that
+/// crashed).
 #[derive(Clone)]
 pub struct StoreHandle {
-    tx: mpsc::Sender<Job>,
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(thread) = self.thread.take() {
+            // A job holding the last handle ends on the database thread itself: nothing to join.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 /// An audit event for now.
@@ -107,15 +127,23 @@ impl StoreHandle {
     /// ([`ensure_audit_chain`]).
     pub fn start(db: Database, db_key: Key32, audit_key: Key32) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("warden-ota-db".into())
             .spawn(move || run(db, rx, db_key, audit_key))
             .expect("spawn the database thread");
-        Self { tx }
+        Self {
+            inner: std::sync::Arc::new(Inner {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
+        }
     }
 
     fn send(&self, job: Job) -> Result<(), StoreFailure> {
-        self.tx
+        self.inner
+            .tx
+            .as_ref()
+            .expect("present until the last handle is dropped")
             .send(job)
             .map_err(|_| StoreFailure("the database thread has stopped".into()))
     }

@@ -13,7 +13,7 @@ use warden_core::lockout::LockoutPolicy;
 use warden_core::rbac::Permission;
 use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::Key32;
-use warden_store::identity::{AuthOutcome, Authorized, PortId, Principal, Service, UnixMs};
+use warden_store::identity::{AuthOutcome, Authorized, PortId, Service, UnixMs};
 use warden_store::spool::{Spool, SpoolKind, SpoolLimits, SpoolPayload};
 use warden_store::{Database, Store, StoreError};
 
@@ -188,7 +188,9 @@ pub fn build_daemon(
         port,
         forwarder,
     };
-    let daemon = Daemon::new(config, bytes, paths, keys.recordings, host)?;
+    // Sessions are sealed under their own key, derived from the recordings purpose key.
+    let session_key = crate::recording::session_key(&keys.recordings);
+    let daemon = Daemon::new(config, bytes, paths, session_key, host)?;
     Ok((daemon, runtime))
 }
 
@@ -261,19 +263,19 @@ impl StoreHost {
 }
 
 impl ShimHost for StoreHost {
+    /// The box's persisted state: a port lock or an emergency stop set under any shim id counts
+    /// (a daemon restarted under another id must not open a stopped box).
     fn persisted_state(&mut self) -> Result<(bool, bool), HostError> {
-        let lock = self
+        let locked = self
             .store
             .identity
-            .lock_state(
-                &self.store.db,
-                &Principal::Port(self.port.clone()),
-                UnixMs::now(),
-            )
-            .map_err(|e| HostError::Failed(e.to_string()))?;
-        let stop = warden_store::shim::emergency_stop(&self.store.db, self.port.as_str())
+            .any_port_locked(&self.store.db)
             .map_err(exhausted)?;
-        Ok((lock.locked, stop))
+        let stop = warden_store::shim::emergency_stop(&self.store.db).map_err(exhausted)?;
+        if let Some(other) = stop.as_ref().filter(|id| *id != self.port.as_str()) {
+            tracing::warn!(stopped_by = %other, "this box is in emergency stop (set under another shim id)");
+        }
+        Ok((locked, stop.is_some()))
     }
 
     fn authenticate(&mut self, technician_id: &str, code: &str) -> Result<AuthDecision, HostError> {

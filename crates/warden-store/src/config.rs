@@ -64,7 +64,7 @@ fn shown(path: &Path) -> String {
     if path.as_os_str() == "-" {
         "stdout".into()
     } else {
-        path.display().to_string()
+        crate::audit::path_text(path)
     }
 }
 
@@ -82,7 +82,7 @@ pub fn seal(
     let attempt = (|| {
         let (plaintext, _) = sealed_config::read_file(file)?;
         if ConfigSealer::looks_sealed(&plaintext) {
-            return Err(ConfigError::AlreadySealed(file.display().to_string()));
+            return Err(ConfigError::AlreadySealed(crate::audit::path_text(file)));
         }
         let mut token = ConfigSealer::new(key).seal(&plaintext);
         token.push('\n');
@@ -94,7 +94,7 @@ pub fn seal(
             let event = by
                 .event("config.seal", shown(output), Outcome::Success)
                 .with_details(
-                    json!({ "input": file.display().to_string(), "sha256": hex::encode(sha256) }),
+                    json!({ "input": crate::audit::path_text(file), "sha256": hex::encode(sha256) }),
                 );
             store.transact(|tx| {
                 tx.audit_one(event)?;
@@ -109,7 +109,7 @@ pub fn seal(
             let event = by
                 .event("config.seal", shown(output), Outcome::Failure)
                 .with_details(
-                    json!({ "input": file.display().to_string(), "error": err.to_string() }),
+                    json!({ "input": crate::audit::path_text(file), "error": err.to_string() }),
                 );
             store.append(vec![event])?;
             Err(err)
@@ -138,14 +138,22 @@ pub fn open(
         Ok(opened) => opened,
         Err(err) => {
             let event = by
-                .event("config.open", file.display().to_string(), Outcome::Failure)
+                .event(
+                    "config.open",
+                    crate::audit::path_text(file),
+                    Outcome::Failure,
+                )
                 .with_details(json!({ "output": shown(output), "error": err.to_string() }));
             store.append(vec![event])?;
             return Err(err);
         }
     };
     let event = by
-        .event("config.open", file.display().to_string(), Outcome::Success)
+        .event(
+            "config.open",
+            crate::audit::path_text(file),
+            Outcome::Success,
+        )
         .with_details(json!({ "output": shown(output), "sha256": hex::encode(sha256) }));
     // The plaintext leaves only once its reading is on the record: a file output appears in
     // the transaction that records it, standard output right after it committed.

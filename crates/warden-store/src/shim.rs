@@ -41,17 +41,18 @@ pub const RESET_MIGRATION_SQL: &str = "
 /// A request older than this is not carried out (the administrator's sign-in is stale).
 pub const RESET_REQUEST_TTL_MS: u64 = 60_000;
 
-/// Whether `shim_id` is in emergency stop.
-pub fn emergency_stop(db: &Database, shim_id: &str) -> Result<bool, StoreError> {
+/// The shim whose emergency stop is in force on this box, if any. The stop belongs to the box
+/// (the data directory), not to a shim id: a daemon started under another id (a new
+/// configuration) comes back stopped all the same.
+pub fn emergency_stop(db: &Database) -> Result<Option<String>, StoreError> {
     Ok(db
         .conn()
         .query_row(
-            "SELECT emergency_stop FROM shim_state WHERE shim_id = ?1",
-            params![shim_id],
-            |r| r.get::<_, i64>(0),
+            "SELECT shim_id FROM shim_state WHERE emergency_stop != 0 ORDER BY shim_id LIMIT 1",
+            [],
+            |r| r.get::<_, String>(0),
         )
-        .optional()?
-        .is_some_and(|v| v != 0))
+        .optional()?)
 }
 
 /// Sets the emergency stop for `shim_id` (the daemon, on tamper or storage exhaustion; its
@@ -200,12 +201,19 @@ pub fn perform_reset(
                 "refused",
             ),
             None => {
-                set_emergency_stop(
-                    tx,
-                    port.as_str(),
-                    false,
-                    &format!("reset requested by {}", requested_by.as_deref().unwrap_or("?")),
-                )?;
+                // The stop and the port locks belong to the box: a reset clears them all.
+                tx.prepare_cached(
+                    "UPDATE shim_state SET emergency_stop = 0, since = ?1, reason = ?2
+                     WHERE emergency_stop != 0",
+                )?
+                .execute(params![
+                    crate::now_rfc3339(),
+                    format!(
+                        "reset requested by {}",
+                        requested_by.as_deref().unwrap_or("?")
+                    )
+                ])?;
+                Identity::clear_port_locks_in(tx)?;
                 Identity::clear_lock_in(tx, &Principal::Port(port.clone()))?;
                 (
                     ResetDecision::Done {

@@ -480,3 +480,58 @@ fn verify_full_db(db: &mut Database, log: &AuditLog) -> Result<u64, (u64, Damage
         .map(|r| r.records)
         .map_err(|d| (d.seq, d.kind))
 }
+
+/// Security regression (found by outside testing): a cut that rewrites only the head, leaving
+/// the stored checkpoints, must not be healed by the next append overwriting the checkpoint
+/// that proves the cut. The writer refuses; verification names the cut.
+#[test]
+fn a_rewritten_head_below_a_stored_checkpoint_stops_the_writer() {
+    let mut f = fixture(20);
+    let conn = f.db.conn();
+    conn.execute("DELETE FROM audit_events WHERE seq >= 12", [])
+        .unwrap();
+    conn.execute(
+        "UPDATE audit_state SET next_seq = 12, last_mac = (SELECT mac FROM audit_events WHERE seq = 11)",
+        [],
+    )
+    .unwrap();
+    let refused = f.log.append(&mut f.db, vec![event(99)]).err().unwrap();
+    assert!(
+        matches!(&refused, warden_store::StoreError::ChainDamaged(why) if why.contains("checkpoint")),
+        "{refused}"
+    );
+    assert_eq!(verify_full(&mut f), Err((12, DamageKind::Truncated)));
+}
+
+/// A head whose seq was rewritten but not its MAC no longer matches the last row: refused.
+#[test]
+fn a_head_that_disagrees_with_the_last_row_stops_the_writer() {
+    let mut f = fixture(20);
+    let last = last_seq(&f);
+    let conn = f.db.conn();
+    conn.execute(
+        "DELETE FROM audit_events WHERE seq = ?1",
+        params![last as i64],
+    )
+    .unwrap();
+    conn.execute("UPDATE audit_state SET next_seq = ?1", params![last as i64])
+        .unwrap();
+    let refused = f.log.append(&mut f.db, vec![event(99)]).err().unwrap();
+    assert!(refused.to_string().contains("head's MAC"), "{refused}");
+}
+
+/// With the current epoch's marker gone, nothing is appended (an append could roll the epoch
+/// over and hide the gap from the on-box check).
+#[test]
+fn a_missing_current_marker_stops_the_writer() {
+    let mut f = fixture(20);
+    let head = f.log.head(&mut f.db).unwrap();
+    f.db.conn()
+        .execute(
+            "DELETE FROM audit_events WHERE seq = ?1",
+            params![head.epoch_first_seq as i64 - 1],
+        )
+        .unwrap();
+    let refused = f.log.append(&mut f.db, vec![event(99)]).err().unwrap();
+    assert!(refused.to_string().contains("marker"), "{refused}");
+}

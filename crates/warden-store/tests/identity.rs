@@ -179,7 +179,8 @@ fn first_admin_signs_in_and_every_step_is_audited() {
         [
             ("master-passphrase", "user.create", "success"),
             ("root", "login.cli", "success"),
-            ("root", "login.cli", "failure"),
+            // A failed sign-in proves nobody: anonymous, the name tried is the subject.
+            ("anonymous", "login.cli", "failure"),
         ]
     );
     assert_eq!(details(&rows[2])["reason"], "bad_password");
@@ -358,7 +359,8 @@ fn five_failures_lock_user_and_port_until_an_administrator_unlocks() {
         .iter()
         .find(|r| r.action == "login.totp" && details(r)["reason"] == "port_locked")
         .expect("the refused correct code is audited");
-    assert_eq!(locked_attempt.actor, "alice");
+    assert_eq!(locked_attempt.actor, "anonymous");
+    assert_eq!(details(locked_attempt)["user"], "user:alice");
     let while_user_locked = rows
         .iter()
         .find(|r| r.action == "login.totp" && details(r)["reason"] == "user_locked")
@@ -423,12 +425,18 @@ fn unknown_disabled_and_wrong_role_users_get_the_same_answer() {
         .audit()
         .iter()
         .filter(|r| r.action == "login.totp")
-        .map(|r| (r.actor.clone(), details(r)["reason"].clone()))
+        .map(|r| {
+            assert_eq!(r.actor, "anonymous");
+            (
+                details(r)["user"].as_str().unwrap().to_owned(),
+                details(r)["reason"].clone(),
+            )
+        })
         .collect();
-    assert_eq!(reasons[0], ("olga".into(), "role_not_allowed".into()));
-    assert_eq!(reasons[1], ("nobody".into(), "unknown_user".into()));
-    assert!(reasons[2].0.starts_with("invalid-name-"));
-    assert_eq!(reasons[3], ("alice".into(), "disabled".into()));
+    assert_eq!(reasons[0], ("user:olga".into(), "role_not_allowed".into()));
+    assert_eq!(reasons[1], ("user:nobody".into(), "unknown_user".into()));
+    assert!(reasons[2].0.starts_with("user:invalid-name-"));
+    assert_eq!(reasons[3], ("user:alice".into(), "disabled".into()));
     // Disabled users cannot use the CLI either, and the last administrator stays enabled.
     assert!(matches!(
         id.set_disabled(&mut db, &by, &name("root"), true, at(now)),
@@ -479,10 +487,11 @@ fn operators_need_their_code_when_enrolled_and_it_is_replay_protected() {
         id.authenticate_operator(&mut db, "ada", &password, None, at(now)),
         Err(AuthError::TotpRequired { .. })
     ));
-    // A wrong password without a code is simply a failure (nothing about TOTP is revealed).
+    // A wrong password without a code gets the same answer: the code is asked for before the
+    // password is looked at, so this answer is no uncounted password-guessing oracle.
     assert!(matches!(
         id.authenticate_operator(&mut db, "ada", &pw("Not-Her-Password-1"), None, at(now)),
-        Err(AuthError::Failed)
+        Err(AuthError::TotpRequired { .. })
     ));
     let code = code_at(&uri, now);
     let user = id

@@ -523,14 +523,9 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Lift a lockout: a user's (user.manage) or a shim port's (shim.reset).
-    #[command(group(clap::ArgGroup::new("target").required(true).args(["username", "port"])))]
-    Unlock {
-        username: Option<String>,
-        /// The shim id of a locked technician port.
-        #[arg(long, value_name = "SHIM_ID")]
-        port: Option<String>,
-    },
+    /// Lift a user's lockout (user.manage). A shim port's lock is lifted by the daemon itself:
+    /// `warden shim reset`.
+    Unlock { username: String },
     /// Show the identity policy in force (password rules, TOTP, lockout).
     Policy {
         #[arg(long)]

@@ -97,7 +97,7 @@ impl PassphraseSource {
                 let file = std::fs::File::open(&path).with_context(|| {
                     format!("cannot read the passphrase from file descriptor {fd}")
                 })?;
-                let bytes = fsx::read_limited(file, &path, MAX_SECRET_BYTES)?;
+                let bytes = first_line_only(file, *fd)?;
                 one_line(bytes, &format!("file descriptor {fd}")).map(Passphrase::new)
             }
             Self::Env(name) => {
@@ -127,6 +127,34 @@ impl PassphraseSource {
             }
         }
     }
+}
+
+/// Reads up to the first newline and not one byte further, so what follows on the same
+/// descriptor (standard input that also carries data, e.g. `vault seal -`) is left for the
+/// command.
+fn first_line_only(mut file: std::fs::File, fd: u32) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut line = zeroize::Zeroizing::new(Vec::new());
+    let mut byte = [0u8; 1];
+    loop {
+        match file.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => {
+                if line.len() as u64 >= MAX_SECRET_BYTES {
+                    bail!("the first line on file descriptor {fd} is longer than {MAX_SECRET_BYTES} bytes");
+                }
+                line.push(byte[0]);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(anyhow!(e).context(format!(
+                    "cannot read the passphrase from file descriptor {fd}"
+                )))
+            }
+        }
+    }
+    Ok(std::mem::take(&mut *line))
 }
 
 /// The first line of a key source, without its line ending; refuses empty input.

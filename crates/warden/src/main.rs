@@ -133,7 +133,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                 Some(SessionError::CutShortRefused(_))
             ) || matches!(
                 e.downcast_ref::<SessionOpError>(),
-                Some(SessionOpError::Session(SessionError::CutShortRefused(_)))
+                Some(SessionOpError::Session(
+                    SessionError::CutShortRefused(_) | SessionError::NotASession { .. }
+                ))
+            ) || matches!(
+                e.downcast_ref::<SessionError>(),
+                Some(SessionError::NotASession { .. })
             )
         })
     {
@@ -149,7 +154,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
     match store_error(err) {
         Some(warden_store::StoreError::WrongKey(_)) => return exit::WRONG_KEY,
-        Some(warden_store::StoreError::ChainDamaged(_)) => return exit::DAMAGED,
+        Some(warden_store::StoreError::ChainDamaged(_) | warden_store::StoreError::Corrupt(_)) => {
+            return exit::DAMAGED
+        }
         _ => {}
     }
     if let Some(auth) = find::<AuthError>(err) {

@@ -364,7 +364,7 @@ fn a_missing_epoch_marker_is_named_damage() {
     let Some(py) = python() else { return };
     let fx = Fixture::with_identity_policy(FAST);
     // Evolve the key: the default policy evolves every 10,000 events, so force one marker.
-    let mut db = warden_store::Database::open(&db_path(&fx), &fx.key(Purpose::Database)).unwrap();
+    let db = warden_store::Database::open(&db_path(&fx), &fx.key(Purpose::Database)).unwrap();
     db.conn()
         .execute("UPDATE audit_state SET epoch_max_events = 3", [])
         .unwrap();

@@ -112,7 +112,7 @@ fn files(fx: &Fixture) -> Files {
     )
     .unwrap();
     let mut bytes = Vec::new();
-    let key = fx.key(Purpose::Recordings);
+    let key = warden_shim::recording::session_key(&fx.key(Purpose::Recordings));
     let sealed_stream = SealedWriter::new(&mut bytes, Purpose::Recordings, &key, 4096).unwrap();
     let mut writer = RecordWriter::new(sealed_stream, &meta).unwrap();
     writer
@@ -770,4 +770,66 @@ fn passphrase_fd_from_a_pipe_works_for_every_command() {
             case.name
         );
     }
+}
+
+/// The names the trail uses for its own actors cannot be given to a person.
+#[test]
+fn reserved_actor_names_cannot_be_user_names() {
+    let fx = Fixture::new();
+    for name in [
+        "anonymous",
+        "master-passphrase",
+        "warden",
+        "service",
+        "invalid-name-00ff",
+    ] {
+        run(fx
+            .admin()
+            .args(["user", "add", name, "--role", "technician", "--no-qr"]))
+        .expect_code(1)
+        .stderr_has(&["reserved"]);
+    }
+}
+
+/// A failed sign-in proves nobody: its actor is `anonymous`, the name tried is the subject, so
+/// "locking root by root" cannot be written into the trail by whoever types `--as root`.
+#[test]
+fn failed_sign_ins_are_recorded_as_anonymous() {
+    let fx = Fixture::new();
+    let wrong = fx.file("wrong", b"Not-The-Admin-Password-9\n");
+    let before = last_seq(&fx);
+    run(fx
+        .warden()
+        .args(["--as", ADMIN, "--password-file"])
+        .arg(&wrong)
+        .args(["user", "list"]))
+    .expect_code(5);
+    let rows = events_after(&fx, before);
+    assert_eq!(
+        short(&rows),
+        [(
+            "anonymous".to_owned(),
+            "login.cli".to_owned(),
+            "failure".to_owned()
+        )]
+    );
+    assert_eq!(rows[0].subject, "user:admin");
+}
+
+/// The passphrase is read from standard input up to its newline and no further: the rest of
+/// standard input is the command's.
+#[test]
+fn passphrase_fd_0_leaves_the_rest_of_standard_input_to_the_command() {
+    let fx = Fixture::new();
+    let sealed = fx.path("piped.sealed");
+    let mut cmd = fx.admin_without_passphrase();
+    cmd.args(["--passphrase-fd", "0", "vault", "seal", "-"])
+        .arg(&sealed);
+    let data = b"the data after the passphrase line\n".repeat(300);
+    let mut input = format!("{}\n", fx.passphrase).into_bytes();
+    input.extend_from_slice(&data);
+    support::run_with_stdin(&mut cmd, &input).ok();
+    let out = run(fx.admin().args(["vault", "open"]).arg(&sealed).arg("-"));
+    out.ok();
+    assert_eq!(out.stdout, data);
 }

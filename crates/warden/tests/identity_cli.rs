@@ -194,9 +194,10 @@ fn enrollment_uri_parses_in_pyotp_and_codes_from_pyotp_and_oathtool_sign_in_once
         .expect_code(5)
         .stderr_has(&["one-time code is required", "--totp"]);
 
+    // Successes are ada's; failures are anonymous, with her name as the subject.
     let logins: Vec<(String, Value)> = audit_rows(&fx)
         .iter()
-        .filter(|r| r.actor == "ada" && r.action == "login.cli")
+        .filter(|r| r.subject == "user:ada" && r.action == "login.cli")
         .map(|r| (r.outcome.clone(), details(r)))
         .collect();
     let summary: Vec<(&str, &str)> = logins
@@ -279,15 +280,16 @@ fn five_failures_lock_the_user_until_an_administrator_unlocks() {
             .clone()
     };
     let lock = find(&|r| r.action == "lockout.lock", "the lock");
-    // The lock is recorded under the name whose failure caused it.
+    // Failures prove nobody: their actor is anonymous; the name tried is the subject.
     assert_eq!(
         (lock.actor.as_str(), lock.subject.as_str()),
-        ("otto", "user:otto")
+        ("anonymous", "user:otto")
     );
     let refused = find(
-        &|r| r.actor == "otto" && details(r)["reason"] == "user_locked",
+        &|r| r.subject == "user:otto" && details(r)["reason"] == "user_locked",
         "the refusal while locked",
     );
+    assert_eq!(refused.actor, "anonymous");
     assert_eq!(refused.outcome, "failure");
     let denied = find(&|r| r.outcome == "denied", "olga's denied unlock");
     assert_eq!(
@@ -449,7 +451,7 @@ fn disabled_users_cannot_sign_in_and_the_last_administrator_stays() {
     user_cmd(&fx, &["enroll-totp", "--no-qr"], ("audrey", &aud_pw), None).ok();
     let reasons: Vec<String> = audit_rows(&fx)
         .iter()
-        .filter(|r| r.actor == "audrey" && r.outcome == "failure")
+        .filter(|r| r.subject == "user:audrey" && r.outcome == "failure")
         .map(|r| details(r)["reason"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(reasons, ["disabled"]);

@@ -178,8 +178,9 @@ impl Env {
         }
     }
 
+    /// The key session files are sealed under (derived from the recordings purpose key).
     fn key(&self) -> Key32 {
-        self.fx.key(Purpose::Recordings)
+        warden_shim::recording::session_key(&self.fx.key(Purpose::Recordings))
     }
 
     /// `warden session play FILE --speed 1000 ARGS` as the administrator.
@@ -801,4 +802,44 @@ fn export_writes_each_format_privately_and_is_audited() {
     let out = run(&mut cmd);
     out.expect_code(5).stderr_has(&["recording.export"]);
     assert!(out.stdout.is_empty());
+}
+
+/// Security regression (outside testing): an operator could `vault seal` a forged recording into
+/// the sessions directory and have it listed and exported as complete. Recordings are sealed
+/// under a key of their own; a vault-sealed file there is named for what it is and refused.
+#[test]
+fn a_vault_sealed_file_never_passes_for_a_recording() {
+    let env = Env::new();
+    let meta = metadata("empump-12", "tech-666", datetime!(2026-04-15 12:00 UTC));
+    // The forger writes a perfectly formed recording plaintext ...
+    let mut plain = Vec::new();
+    let mut writer = RecordWriter::new(&mut plain, &meta).unwrap();
+    writer
+        .write_chunk(1_000, Direction::TechToDevice, b"DOSE=999 set\r")
+        .unwrap();
+    writer.finish(2_000).unwrap();
+    let source = env.fx.file("forged.bin", &plain);
+    // ... and seals it with the vault, as an operator may.
+    let name = "2026-04-15T12-00-00.empump-12-tech-666.session";
+    run(env
+        .fx
+        .warden()
+        .args(["vault", "seal", "--as", "olga", "--password-file"])
+        .arg(&env.operator_password)
+        .arg(&source)
+        .arg(env.fx.data_dir.join("sessions").join(name)))
+    .ok();
+    let listed = env.list_json();
+    let forged = listed.iter().find(|s| s["file"] == name).unwrap();
+    assert_eq!(forged["status"], "damaged");
+    assert!(
+        forged["problem"]
+            .as_str()
+            .unwrap()
+            .contains("warden vault seal"),
+        "{forged}"
+    );
+    run(&mut env.export(name, &["--format", "jsonl"]))
+        .expect_code(3)
+        .stderr_has(&["not a session recording"]);
 }

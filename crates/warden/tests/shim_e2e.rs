@@ -330,8 +330,25 @@ fn assert_silent(file: &mut std::fs::File, quiet: Duration) {
     }
 }
 
-fn vault_verify(fx: &Fixture, file: &Path) -> support::Run {
-    run(fx.admin().args(["vault", "verify"]).arg(file))
+/// What a session file holds, read the way `warden session` reads it (verified, under the
+/// session key): every chunk's bytes in order, and whether the recording is complete.
+fn recorded(fx: &Fixture, file: &Path) -> (Vec<u8>, bool) {
+    use warden_shim::recording::read::{read_session, Status};
+    use warden_shim::recording::Record;
+    let read = read_session(file, &fx.key(Purpose::Recordings), |_, records| {
+        let mut bytes = Vec::new();
+        for record in &mut *records {
+            match record {
+                Ok(Record::Chunk(chunk)) => bytes.extend_from_slice(&chunk.data),
+                Ok(Record::End { .. }) => {}
+                Err(e) => return Ok::<_, ()>((bytes, Err(e))),
+            }
+        }
+        Ok((bytes, Ok(())))
+    })
+    .unwrap();
+    let complete = matches!(read.status, Status::Complete);
+    (read.output.unwrap_or_default(), complete)
 }
 
 #[test]
@@ -368,7 +385,18 @@ fn login_traffic_both_ways_byte_exact_and_logout() {
         .to_string_lossy()
         .to_string();
     assert!(name.ends_with(".empump-12-tess.session"), "{name}");
-    vault_verify(&rig.fx, &sessions[0]).ok();
+    assert!(
+        recorded(&rig.fx, &sessions[0]).1,
+        "the recording is complete"
+    );
+    // It is not a vault file: `vault open` cannot read it (its key is the session key).
+    run(rig
+        .fx
+        .admin()
+        .args(["vault", "open"])
+        .arg(&sessions[0])
+        .arg("-"))
+    .expect_code(4);
     let sha = hex::encode(openssl::sha::sha256(&std::fs::read(&sessions[0]).unwrap()));
     let actions = rig.audit_actions();
     let close = actions
@@ -412,14 +440,7 @@ fn login_traffic_both_ways_byte_exact_and_logout() {
     }
 
     // The recording replays what happened.
-    let out = run(rig
-        .fx
-        .admin()
-        .args(["vault", "open"])
-        .arg(&sessions[0])
-        .arg("-"));
-    out.ok();
-    let plain = out.stdout;
+    let (plain, _) = recorded(&rig.fx, &sessions[0]);
     assert!(contains(&plain, &all) && contains(&plain, &reply[..256]));
 }
 
@@ -562,15 +583,7 @@ fn exhausted_recording_storage_is_an_emergency_stop_with_the_recording_intact() 
     rig.wait_state("EMERGENCY_STOP");
     let sessions = rig.sessions();
     assert_eq!(sessions.len(), 1);
-    let out = rig.fx.path("recovered.bin");
-    let result = run(rig
-        .fx
-        .admin()
-        .args(["vault", "open", "--recover"])
-        .arg(&sessions[0])
-        .arg(&out));
-    result.ok();
-    let recovered = std::fs::read(&out).unwrap();
+    let (recovered, _) = recorded(&rig.fx, &sessions[0]);
     assert!(
         contains(&recovered, &chunk[..1024]),
         "the recovered prefix holds the session's traffic"
@@ -605,16 +618,7 @@ fn sigkill_mid_session_leaves_recoverable_recordings_and_a_valid_chain() {
         rig.kill();
     }
     for session in rig.sessions() {
-        let out = rig.fx.path("recovered");
-        let _ = std::fs::remove_file(&out);
-        run(rig
-            .fx
-            .admin()
-            .args(["vault", "open", "--recover"])
-            .arg(&session)
-            .arg(&out))
-        .ok();
-        let recovered = std::fs::read(&out).unwrap();
+        let (recovered, _) = recorded(&rig.fx, &session);
         assert!(
             contains(&recovered, b"line 0"),
             "{}: the flushed part is readable",
@@ -698,15 +702,7 @@ fn a_really_full_disk_is_an_emergency_stop_with_the_recording_intact() {
     }
     rig.wait_state("EMERGENCY_STOP");
     let file = rig.sessions().pop().expect("a session file");
-    let out = rig.fx.path("recovered-full.bin");
-    run(rig
-        .fx
-        .admin()
-        .args(["vault", "open", "--recover"])
-        .arg(&file)
-        .arg(&out))
-    .ok();
-    assert!(contains(&std::fs::read(&out).unwrap(), &chunk[..2048]));
+    assert!(contains(&recorded(&rig.fx, &file).0, &chunk[..2048]));
     assert!(rig
         .audit_actions()
         .iter()
@@ -794,5 +790,43 @@ fn an_emergency_stop_is_reset_only_by_the_daemon_and_only_once_tamper_is_gone() 
     // And it stays cleared across a restart.
     rig.kill();
     rig.spawn();
+    rig.wait_state("IDLE");
+}
+
+/// Security regression (outside testing): an emergency stop belongs to the box, not to a shim
+/// id. A daemon restarted with another id and no tamper source comes back stopped.
+#[test]
+fn an_emergency_stop_survives_a_daemon_started_under_another_shim_id() {
+    let mut rig = Rig::start("");
+    std::fs::write(&rig.tamper, b"").unwrap();
+    rig.wait_state("EMERGENCY_STOP");
+    rig.kill();
+    let plain = std::fs::read_to_string(rig.fx.path("shim.yaml")).unwrap();
+    let other: String = plain
+        .replace("shim-01", "shim-02")
+        .lines()
+        .filter(|l| {
+            !l.starts_with("tamper:")
+                && !l.trim_start().starts_with("file:")
+                && !l.contains("poll_interval_ms")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let other_plain = rig.fx.file("other.yaml", other.as_bytes());
+    let other_sealed = rig.fx.path("other.yaml.sealed");
+    run(rig
+        .fx
+        .admin()
+        .args(["config", "seal"])
+        .arg(&other_plain)
+        .arg("-o")
+        .arg(&other_sealed))
+    .ok();
+    std::fs::remove_file(&rig.tamper).unwrap();
+    rig.config = other_sealed;
+    rig.spawn();
+    rig.wait_state("EMERGENCY_STOP");
+    // The reset through the new daemon clears the box.
+    rig.reset();
     rig.wait_state("IDLE");
 }

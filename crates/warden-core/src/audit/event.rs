@@ -247,6 +247,28 @@ pub(crate) fn check_text(
     Ok(())
 }
 
+/// `text` made fit for an actor or subject field: forbidden characters escaped (`\u{1b}`),
+/// and when longer than the cap, its end kept behind a leading `…` (for a path, the file name
+/// is what matters).
+pub fn field_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if is_forbidden_char(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    if out.len() <= MAX_TEXT_BYTES {
+        return out;
+    }
+    let mut start = out.len() - (MAX_TEXT_BYTES - '…'.len_utf8());
+    while !out.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("…{}", &out[start..])
+}
+
 /// Control characters (C0, DEL, C1), bidi embeddings/overrides/isolates and the line and
 /// paragraph separators: anything that can make an exported row or a log line lie about itself.
 fn is_forbidden_char(c: char) -> bool {
@@ -366,6 +388,17 @@ mod tests {
         );
         assert!(Timestamp::from_unix_micros(i64::MAX).is_err());
         assert!(Timestamp::from_unix_micros(i64::MIN).is_err());
+    }
+
+    #[test]
+    fn field_text_escapes_and_keeps_the_end_of_long_text() {
+        assert_eq!(field_text("a\u{1b}[31mb"), "a\\u{1b}[31mb");
+        let long = format!("/{}/name.sealed", "d".repeat(400));
+        let fitted = field_text(&long);
+        assert!(fitted.len() <= MAX_TEXT_BYTES, "{}", fitted.len());
+        assert!(fitted.starts_with('…') && fitted.ends_with("/name.sealed"));
+        assert!(check_text("subject", &fitted, true).is_ok());
+        assert!(check_text("subject", &field_text("\u{202e}x\u{2028}"), true).is_ok());
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod verify;
 mod tests;
 
 pub use chain::{ChainHead, ChainState, Checkpoint, EpochPolicy};
-pub use event::{AuditRecord, NewEvent, Outcome, RecordRef, Timestamp};
+pub use event::{field_text, AuditRecord, NewEvent, Outcome, RecordRef, Timestamp};
 pub use keys::{AuditKey, ChainId, ChainMac};
 pub use verify::{Damage, DamageKind, Verifier, VerifyReport, DAMAGE_WINDOW};
 

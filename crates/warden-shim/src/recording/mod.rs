@@ -41,6 +41,20 @@
 //! 14-byte overhead that is trivial to parse from any language (`struct.unpack(">BI")`); the
 //! metadata is read by people and tools, and may grow fields, so it is JSON.
 
+/// The key session recordings are sealed under: derived from the `recordings` purpose key, so
+/// a file sealed with `warden vault seal` (the purpose key itself) can never pass for a
+/// recording, and `vault open` cannot read one. `HMAC-SHA256(recordings key,
+/// "warden shim session recordings v1")`; see `docs/formats/session-recording.md`.
+pub fn session_key(recordings: &warden_core::secret::Key32) -> warden_core::secret::Key32 {
+    warden_core::secret::Key32::from_bytes(warden_core::mac::hmac_sha256(
+        recordings.expose_secret(),
+        SESSION_KEY_LABEL,
+    ))
+}
+
+/// The label of [`session_key`]'s derivation.
+pub const SESSION_KEY_LABEL: &[u8] = b"warden shim session recordings v1";
+
 pub mod export;
 pub mod ops;
 pub mod play;

@@ -122,7 +122,7 @@ fn reading_event<T>(
     if let (Some(details), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra) {
         details.extend(extra);
     }
-    by.event(action, path.display().to_string(), outcome)
+    by.event(action, warden_store::audit::path_text(path), outcome)
         .with_details(details)
 }
 
@@ -262,7 +262,7 @@ pub fn export(
     by.check(Permission::RecordingExport)?;
     let to_file = output.as_os_str() != "-";
     let destination = if to_file {
-        output.display().to_string()
+        warden_store::audit::path_text(output)
     } else {
         "stdout".to_owned()
     };

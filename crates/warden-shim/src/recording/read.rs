@@ -155,6 +155,8 @@ impl std::fmt::Display for CutShort {
 pub enum Damage {
     /// The sealed stream: modified, reordered, spliced segments, a bad header, a wrong key, …
     Stream(StreamError),
+    /// Sealed with the vault's `recordings` key (`warden vault seal`), not by the shim.
+    VaultFile,
     /// The records inside an authentic stream are malformed.
     Record(RecordError),
 }
@@ -163,6 +165,10 @@ impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Stream(e) => e.fmt(f),
+            Self::VaultFile => f.write_str(
+                "sealed with `warden vault seal` (the vault's key), not recorded by the shim: \
+                 not a session recording",
+            ),
             Self::Record(e) => write!(f, "authentic but malformed: {e}"),
         }
     }
@@ -221,6 +227,7 @@ impl Status {
             )) => Some(SessionError::CannotOpen { name, source }),
             Self::Damaged(Damage::Stream(source)) => Some(SessionError::Damaged { name, source }),
             Self::Damaged(Damage::Record(source)) => Some(SessionError::Malformed { name, source }),
+            Self::Damaged(Damage::VaultFile) => Some(SessionError::NotASession { name }),
             Self::Unreadable(why) => Some(SessionError::Unreadable { name, why }),
         }
     }
@@ -249,6 +256,9 @@ pub enum SessionError {
     },
     #[error("cannot read {name}: {why}")]
     Unreadable { name: String, why: String },
+    /// A file sealed with the vault's key in the sessions directory (exit code 3).
+    #[error("{name} was sealed with `warden vault seal`, not recorded by the shim: it is not a session recording")]
+    NotASession { name: String },
     /// A recording cut short, and the command was not told to accept that (exit code 3).
     #[error("{0}")]
     CutShortRefused(String),
@@ -299,12 +309,13 @@ pub fn drain(records: &mut Records<'_>) -> Result<(), RecordError> {
     Ok(())
 }
 
-/// Reads the session file at `path` with the `recordings` key, handing its metadata and records
+/// Reads the session file at `path` — sealed under the session key derived from `recordings`
+/// (the `recordings` purpose key, see [`super::session_key`]) — handing its metadata and records
 /// to `consume`, which returns its result and how the records ended (`Ok` at the end record).
 /// An error from `consume` (e.g. writing the output failed) ends the reading at once.
 pub fn read_session<T, E>(
     path: &Path,
-    key: &Key32,
+    recordings: &Key32,
     consume: impl FnOnce(
         &RecordingMetadata,
         &mut Records<'_>,
@@ -322,11 +333,18 @@ pub fn read_session<T, E>(
             })
         }
     };
-    let sealed = match SealedReader::new(&mut hashing, Purpose::Recordings, key) {
+    let key = super::session_key(recordings);
+    let sealed = match SealedReader::new(&mut hashing, Purpose::Recordings, &key) {
         Ok(sealed) => sealed,
         Err(err) => {
             let file = hashing.finish();
-            let status = header_status(err, &hashing.head, file.bytes);
+            let status = match err {
+                // Sealed with the purpose key itself: a vault file, not a recording.
+                StreamError::WrongKey(_) if sealed_by_the_vault(path, recordings) => {
+                    Status::Damaged(Damage::VaultFile)
+                }
+                err => header_status(err, &hashing.head, file.bytes),
+            };
             return Ok(SessionRead {
                 file,
                 metadata: None,
@@ -375,6 +393,13 @@ pub fn read_session<T, E>(
         status,
         output,
     })
+}
+
+/// Whether the file's sealed header opens with the vault's `recordings` key.
+fn sealed_by_the_vault(path: &Path, recordings: &Key32) -> bool {
+    File::open(path)
+        .map(|file| SealedReader::new(file, Purpose::Recordings, recordings).is_ok())
+        .unwrap_or(false)
 }
 
 /// The status of a file whose sealed header could not be opened.

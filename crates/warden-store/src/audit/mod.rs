@@ -242,27 +242,67 @@ impl AuditLog {
     /// (committed with every append), checked against the last row, so nothing is appended to
     /// a chain whose tail was cut or extended behind the head's back.
     fn load(&self, tx: &Transaction<'_>) -> Result<(ChainState, AuditPolicy), StoreError> {
-        let (next_seq, last_mac, last_row): (i64, Vec<u8>, Option<i64>) = tx
+        // One query for everything an append must agree with: the head, the last row, the
+        // newest stored checkpoint, and the current epoch's marker.
+        let HeadCheck {
+            next_seq,
+            last_mac,
+            last_row,
+            last_row_mac,
+            newest_checkpoint,
+            marker_missing,
+        } = tx
             .prepare_cached(
-                "SELECT next_seq, last_mac, (SELECT max(seq) FROM audit_events) FROM audit_state WHERE id = 1",
+                "SELECT s.next_seq, s.last_mac,
+                        (SELECT seq FROM audit_events ORDER BY seq DESC LIMIT 1),
+                        (SELECT mac FROM audit_events ORDER BY seq DESC LIMIT 1),
+                        (SELECT max(seq) FROM audit_checkpoints),
+                        s.epoch > 0 AND NOT EXISTS
+                            (SELECT 1 FROM audit_events WHERE seq = s.epoch_first_seq - 1)
+                 FROM audit_state s WHERE s.id = 1",
             )?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row([], |r| {
+                Ok(HeadCheck {
+                    next_seq: r.get(0)?,
+                    last_mac: r.get(1)?,
+                    last_row: r.get(2)?,
+                    last_row_mac: r.get(3)?,
+                    newest_checkpoint: r.get(4)?,
+                    marker_missing: r.get(5)?,
+                })
+            })
             .optional()?
             .ok_or_else(no_chain)?;
+        let damaged = |why: String| {
+            Err(StoreError::ChainDamaged(format!(
+                "{why}; refusing to append (run `warden audit verify`)"
+            )))
+        };
         let last_row = last_row.unwrap_or(0);
-        if last_row != next_seq - 1 {
-            return Err(StoreError::ChainDamaged(if last_row < next_seq - 1 {
-                format!(
-                    "rows {}..{} are missing from the end of the chain; refusing to append (run `warden audit verify`)",
-                    last_row + 1,
-                    next_seq - 1
-                )
-            } else {
-                format!(
-                    "rows {}..{} lie beyond the stored head; refusing to append (run `warden audit verify`)",
-                    next_seq, last_row
-                )
-            }));
+        let head_seq = next_seq - 1;
+        if last_row < head_seq {
+            return damaged(format!(
+                "rows {}..{head_seq} are missing from the end of the chain",
+                last_row + 1
+            ));
+        }
+        if last_row > head_seq {
+            return damaged(format!(
+                "rows {next_seq}..{last_row} lie beyond the stored head"
+            ));
+        }
+        if last_row > 0 && last_row_mac.as_deref() != Some(last_mac.as_slice()) {
+            return damaged(format!(
+                "the last row ({last_row}) does not carry the stored head's MAC"
+            ));
+        }
+        if let Some(checkpoint) = newest_checkpoint.filter(|c| *c > head_seq) {
+            return damaged(format!(
+                "a stored checkpoint at seq {checkpoint} lies beyond the last row ({head_seq})"
+            ));
+        }
+        if marker_missing {
+            return damaged("the current epoch's marker is missing".into());
         }
         // Fast path: nobody else appended since our last append, so the cached state is current.
         {
@@ -279,9 +319,20 @@ impl AuditLog {
         self.read_state(tx)
     }
 
-    /// The stored head, epoch and policy, and the current epoch key opened; the rows are not
-    /// looked at.
+    /// The stored head, epoch and policy, and the current epoch key opened, as a writing state;
+    /// the rows are not looked at.
     fn read_state(&self, tx: &Transaction<'_>) -> Result<(ChainState, AuditPolicy), StoreError> {
+        let (head, key, policy) = self.read_raw(tx)?;
+        let state = ChainState::resume(head, key).map_err(|e| corrupt(&e.to_string()))?;
+        Ok((state, policy))
+    }
+
+    /// The stored head, policy and current epoch key, as stored (not checked for consistency:
+    /// verification judges an inconsistent head against the rows).
+    fn read_raw(
+        &self,
+        tx: &Transaction<'_>,
+    ) -> Result<(ChainHead, AuditKey, AuditPolicy), StoreError> {
         let row = tx
             .prepare_cached(
                 "SELECT chain_id, epoch, epoch_first_seq, epoch_started, epoch_max_events,
@@ -345,8 +396,7 @@ impl AuditLog {
                 .try_into()
                 .map_err(|_| corrupt("epoch key is not 32 bytes"))?,
         );
-        let state = ChainState::resume(head, key).map_err(|e| corrupt(&e.to_string()))?;
-        Ok((state, policy))
+        Ok((head, key, policy))
     }
 
     fn insert_row(tx: &Transaction<'_>, r: &AuditRecord) -> Result<(), StoreError> {
@@ -398,14 +448,23 @@ impl AuditLog {
             records.push(record);
         }
         for checkpoint in &checkpoints {
-            tx.execute(
-                "INSERT OR REPLACE INTO audit_checkpoints (seq, mac, created) VALUES (?1, ?2, ?3)",
-                params![
+            // Never replaced: a checkpoint already stored at this seq is evidence of a chain
+            // that was there before (a cut tail re-grown), and the append fails on it.
+            let stored = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO audit_checkpoints (seq, mac, created) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
                     checkpoint.seq as i64,
                     checkpoint.mac.as_bytes().as_slice(),
                     crate::now_rfc3339()
-                ],
-            )?;
+                ])?;
+            if stored == 0 {
+                return Err(StoreError::ChainDamaged(format!(
+                    "a checkpoint is already stored at seq {}; refusing to append (run `warden audit verify`)",
+                    checkpoint.seq
+                )));
+            }
         }
         let head = state.head();
         if evolved {
@@ -493,8 +552,8 @@ impl AuditLog {
     /// at (verification compares them with it).
     pub fn head(&self, db: &mut Database) -> Result<ChainHead, StoreError> {
         let tx = db.conn_mut().transaction()?;
-        let (state, _) = self.read_state(&tx)?;
-        Ok(state.head().clone())
+        let (head, _, _) = self.read_raw(&tx)?;
+        Ok(head)
     }
 
     /// Stored checkpoints at or after `from_seq`. A stored MAC that is not 32 bytes cannot
@@ -542,13 +601,11 @@ impl AuditLog {
         checkpoint: Option<Checkpoint>,
     ) -> Result<ChainVerdict, StoreError> {
         let tx = db.conn_mut().transaction()?;
-        let (state, _) = self.read_state(&tx)?;
-        let head = state.head().clone();
+        let (head, key, _) = self.read_raw(&tx)?;
         let (verifier, from_seq) = match from {
             VerifyFrom::Genesis(k0) => (Verifier::from_genesis(k0, head.chain_id), 1),
             VerifyFrom::CurrentEpoch if head.epoch == 0 => {
                 // Epoch 0's key is k0 itself: the box still holds it until the first evolution.
-                let key = AuditKey::from_bytes(*state.key().expose_secret());
                 (Verifier::from_genesis(key, head.chain_id), 1)
             }
             VerifyFrom::CurrentEpoch => {
@@ -577,7 +634,6 @@ impl AuditLog {
                         head,
                     });
                 };
-                let key = AuditKey::from_bytes(*state.key().expose_secret());
                 (
                     Verifier::from_epoch(head.epoch, key, marker.view()),
                     head.epoch_first_seq,
@@ -718,6 +774,17 @@ impl<'a> std::ops::Deref for AuditedTx<'a> {
     }
 }
 
+/// What an append checks before it writes: the stored head against the last row, the newest
+/// stored checkpoint and the current epoch's marker.
+struct HeadCheck {
+    next_seq: i64,
+    last_mac: Vec<u8>,
+    last_row: Option<i64>,
+    last_row_mac: Option<Vec<u8>>,
+    newest_checkpoint: Option<i64>,
+    marker_missing: bool,
+}
+
 /// Rows handed from the reading thread to the chain checker per batch.
 const ROWS_PER_BATCH: usize = 512;
 
@@ -850,6 +917,13 @@ fn last_seq_in(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
             r.get::<_, i64>(0)
         })? as u64,
     )
+}
+
+/// A file as audit events name it: the absolute path (as typed if it cannot be made absolute),
+/// with control characters escaped and long paths shortened from the front.
+pub fn path_text(path: &std::path::Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    warden_core::audit::field_text(&absolute.display().to_string())
 }
 
 /// A timestamp for `now`, in the chain's format.

@@ -403,12 +403,37 @@ impl Identity {
     }
 
     /// Break-glass: with the master passphrase, an administrator who can no longer sign in
-    /// (forgotten password, locked, disabled) is re-enabled, unlocked and given a new password.
-    /// Recorded as `breakglass.recover` by `master-passphrase`, with the stated reason.
+    /// (forgotten password, lost authenticator, locked, disabled) is re-enabled, unlocked,
+    /// given a new password and left without TOTP (to enroll again). Recorded as
+    /// `breakglass.recover` by `master-passphrase` with the stated reason; a refusal (not an
+    /// administrator, no such user, a password the policy refuses) is recorded too.
     pub fn break_glass_recover(
         &mut self,
         db: &mut Database,
         _proof: &BreakGlass,
+        username: &Username,
+        new_password: &Password,
+        reason: &str,
+        now: UnixMs,
+    ) -> Result<(), IdentityError> {
+        let result = self.recover(db, username, new_password, reason, now);
+        if let Err(err) = &result {
+            let event = NewEvent::new(
+                now.timestamp(),
+                super::MASTER_PASSPHRASE_ACTOR,
+                "breakglass.recover",
+                format!("user:{username}"),
+                Outcome::Failure,
+            )
+            .with_details(json!({ "reason": reason, "refused": err.to_string() }));
+            self.audit.append(db, vec![event])?;
+        }
+        result
+    }
+
+    fn recover(
+        &mut self,
+        db: &mut Database,
         username: &Username,
         new_password: &Password,
         reason: &str,
@@ -435,6 +460,7 @@ impl Identity {
             now.secs(),
             keep,
         )?;
+        let totp_cleared = rows::clear_totp(&tx, current.id)?;
         let was_locked = Identity::clear_lock_in(&tx, &Principal::User(username.clone()))?;
         let event = self.event_now(
             now,
@@ -446,6 +472,7 @@ impl Identity {
                 "was_disabled": current.disabled,
                 "was_locked": was_locked,
                 "password_reset": true,
+                "totp_cleared": totp_cleared,
             }),
         );
         tx.audit_one(event)?;

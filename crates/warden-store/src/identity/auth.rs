@@ -160,12 +160,14 @@ impl Authorized {
 
     /// An audit event for now whose actor is this authorization's actor: the only way an
     /// operation names who did it.
+    /// The subject is made fit for the trail (control characters escaped, shortened from the
+    /// front when too long), so an odd file name cannot keep an act off the record.
     pub fn event(&self, action: &str, subject: impl Into<String>, outcome: Outcome) -> NewEvent {
         NewEvent::new(
             crate::audit::timestamp_now(),
             &self.name,
             action,
-            subject,
+            warden_core::audit::field_text(&subject.into()),
             outcome,
         )
     }
@@ -240,12 +242,12 @@ impl Identity {
         NewEvent::new(now.timestamp(), actor, action, subject, outcome).with_details(details)
     }
 
-    /// Records a failed attempt for a principal; returns the lock event (by `actor`, whose
-    /// failure it was) if this failure locked it.
+    /// Records a failed attempt for a principal; returns the lock event if this failure locked
+    /// it. Its actor is `anonymous`: nobody proved who they were (the name tried is the
+    /// subject).
     fn count_failure(
         &self,
         record: &mut LockRecord,
-        actor: &str,
         principal: &str,
         now: UnixMs,
     ) -> Option<NewEvent> {
@@ -257,7 +259,7 @@ impl Identity {
         match state {
             LockoutState::Locked { since } if !was_locked => Some(self.event(
                 now,
-                actor,
+                ANONYMOUS_ACTOR,
                 "lockout.lock",
                 principal,
                 Outcome::Success,
@@ -338,7 +340,7 @@ impl Identity {
         if port_lock.window.state(&policy, now.secs()).is_locked() {
             let event = self.event(
                 now,
-                &actor,
+                ANONYMOUS_ACTOR,
                 "login.totp",
                 &port_key,
                 Outcome::Failure,
@@ -354,7 +356,7 @@ impl Identity {
         if wait > 0 {
             let event = self.event(
                 now,
-                &actor,
+                ANONYMOUS_ACTOR,
                 "login.totp",
                 &port_key,
                 Outcome::Failure,
@@ -429,14 +431,14 @@ impl Identity {
         }
         let mut events = vec![self.event(
             now,
-            &actor,
+            ANONYMOUS_ACTOR,
             "login.totp",
             &port_key,
             Outcome::Failure,
             failure(reason.as_str(), extra),
         )];
-        events.extend(self.count_failure(&mut user_lock, &actor, &user_key, now));
-        events.extend(self.count_failure(&mut port_lock, &actor, &port_key, now));
+        events.extend(self.count_failure(&mut user_lock, &user_key, now));
+        events.extend(self.count_failure(&mut port_lock, &port_key, now));
         rows::save_lock(&tx, &user_key, &user_lock)?;
         rows::save_lock(&tx, &port_key, &port_lock)?;
         let port_locked = port_lock.window.locked_at().is_some();
@@ -490,7 +492,7 @@ impl Identity {
                 };
                 let event = self.event(
                     now,
-                    &actor,
+                    ANONYMOUS_ACTOR,
                     "login.cli",
                     &user_key,
                     Outcome::Failure,
@@ -508,6 +510,13 @@ impl Identity {
             Some(name) => rows::load_user(db.conn(), name.as_str())?,
             None => None,
         };
+        // An enrolled user without a code is asked for it before the password is looked at, so
+        // this answer says nothing about the password (it is not an uncounted guessing oracle).
+        if user.as_ref().is_some_and(|u| u.totp.is_some()) && totp_code.is_none() {
+            return Err(AuthError::TotpRequired {
+                username: actor.clone(),
+            });
+        }
         let stored = user.as_ref().and_then(|u| u.password_phc.as_deref());
         let hash = match stored.map(PasswordHash::parse) {
             Some(Ok(hash)) => Some(hash),
@@ -524,13 +533,7 @@ impl Identity {
             })?,
         };
         let password_ok = check_against.verify(password).is_match() && hash.is_some();
-        let enrolled = user.as_ref().is_some_and(|u| u.totp.is_some());
         let usable = user.as_ref().is_some_and(|u| !u.disabled);
-        if password_ok && usable && enrolled && totp_code.is_none() {
-            return Err(AuthError::TotpRequired {
-                username: actor.clone(),
-            });
-        }
         let rehash = match &hash {
             Some(hash) if password_ok && usable && self.policy.password.needs_rehash(hash) => {
                 Some(self.policy.password.hash(password).map_err(|err| {
@@ -634,13 +637,13 @@ impl Identity {
                 }
                 let mut events = vec![self.event(
                     now,
-                    &actor,
+                    ANONYMOUS_ACTOR,
                     "login.cli",
                     &user_key,
                     Outcome::Failure,
                     details,
                 )];
-                events.extend(self.count_failure(&mut lock, &actor, &user_key, now));
+                events.extend(self.count_failure(&mut lock, &user_key, now));
                 rows::save_lock(&tx, &user_key, &lock)?;
                 let now_locked = lock.window.locked_at().is_some();
                 tx.audit(events)?;

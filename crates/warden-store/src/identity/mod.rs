@@ -146,8 +146,14 @@ pub struct Username(String);
 impl Username {
     pub const MAX_CHARS: usize = 64;
 
+    /// Names that are actors of their own in the audit trail and can never be a person's.
+    pub const RESERVED: [&'static str; 4] = ["anonymous", "master-passphrase", "warden", "service"];
+
     pub fn parse(text: &str) -> Result<Self, IdentityError> {
         let lower = text.to_ascii_lowercase();
+        if Self::RESERVED.contains(&lower.as_str()) || lower.starts_with("invalid-name-") {
+            return Err(IdentityError::ReservedUsername(lower));
+        }
         let ok = !lower.is_empty()
             && lower.len() <= Self::MAX_CHARS
             && lower
@@ -218,6 +224,8 @@ impl PortId {
 pub enum IdentityError {
     #[error("a user name is 1-64 characters of a-z 0-9 . _ - @, starting with a letter or digit")]
     InvalidUsername,
+    #[error("{0:?} is reserved: it names an actor of its own in the audit trail")]
+    ReservedUsername(String),
     #[error("a shim id is 1-64 characters of A-Z a-z 0-9 . _ -")]
     InvalidPortId,
     #[error("user {0} already exists")]
@@ -384,6 +392,27 @@ impl Identity {
         record.throttle = Default::default();
         rows::save_lock(tx, &key, &record)?;
         Ok(was_locked)
+    }
+
+    /// Lifts every shim port's lockout inside the caller's transaction (a reset clears the
+    /// box's ports, whatever shim id locked them).
+    pub(crate) fn clear_port_locks_in(tx: &rusqlite::Transaction<'_>) -> Result<(), StoreError> {
+        for (principal, _) in rows::locked_principals(tx)? {
+            if principal.starts_with("port:") {
+                let mut record = rows::load_lock(tx, &principal)?;
+                record.window.reset();
+                record.throttle = Default::default();
+                rows::save_lock(tx, &principal, &record)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any shim port of this box is locked.
+    pub fn any_port_locked(&self, db: &Database) -> Result<bool, StoreError> {
+        Ok(rows::locked_principals(db.conn())?
+            .iter()
+            .any(|(principal, _)| principal.starts_with("port:")))
     }
 
     /// The audit chain this service appends to (and every operation over the same store).

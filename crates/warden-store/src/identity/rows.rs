@@ -222,6 +222,16 @@ pub(super) fn set_totp(
     Ok(())
 }
 
+/// Removes a user's TOTP enrollment (break-glass: the authenticator may be what was lost).
+pub(super) fn clear_totp(conn: &Connection, id: i64) -> Result<bool, StoreError> {
+    Ok(conn.execute(
+        "UPDATE users SET totp_sealed = NULL, totp_params = NULL, totp_enrolled = NULL,
+                          last_accepted_step = NULL
+         WHERE id = ?1 AND totp_sealed IS NOT NULL",
+        params![id],
+    )? > 0)
+}
+
 /// Compare-and-set of the replay state: stores `step` only if it is later than the stored
 /// step. Returns false when another accept got there first (the code is then a replay).
 pub(super) fn advance_step(conn: &Connection, id: i64, step: u64) -> Result<bool, StoreError> {

@@ -112,12 +112,13 @@ fn is_stdio(path: &Path) -> bool {
     path.as_os_str() == "-"
 }
 
-/// A path as audit events and messages show it (`-` is standard input or output).
+/// A path as audit events and messages show it (`-` is standard input or output): absolute,
+/// with control characters escaped.
 fn shown(path: &Path, stdio: &str) -> String {
     if is_stdio(path) {
         stdio.to_owned()
     } else {
-        path.display().to_string()
+        crate::audit::path_text(path)
     }
 }
 

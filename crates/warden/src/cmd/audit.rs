@@ -66,7 +66,7 @@ pub fn run(cmd: &AuditCommand, ctx: &mut Context<'_>) -> Result<()> {
                     Box::new(io::BufWriter::new(warden_core::fsx::create_private_new(
                         path,
                     )?)),
-                    path.display().to_string(),
+                    warden_store::audit::path_text(path),
                 ),
                 None => (
                     Box::new(io::BufWriter::new(io::stdout().lock())),

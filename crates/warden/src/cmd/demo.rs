@@ -712,7 +712,7 @@ fn shim_step(
     let sealed = warden_core::stream::SealedReader::new(
         file,
         Purpose::Recordings,
-        keys.get(Purpose::Recordings),
+        &warden_shim::recording::session_key(keys.get(Purpose::Recordings)),
     )?;
     let reader = warden_shim::recording::RecordReader::new(sealed)?;
     let metadata = reader.metadata().clone();

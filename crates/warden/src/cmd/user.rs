@@ -10,7 +10,7 @@ use serde_json::json;
 use warden_core::rbac::{Permission, Role};
 use warden_core::totp::{Digits, Period, TotpParams};
 use warden_store::identity::{
-    AuthError, IdentityPolicy, NewUser, PortId, Principal, UnixMs, UserInfo, Username,
+    AuthError, IdentityPolicy, NewUser, Principal, UnixMs, UserInfo, Username,
 };
 
 use crate::cli::{TotpChoice, UserArgs, UserCommand};
@@ -107,7 +107,7 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
                 print_table(&users);
                 for port in ports {
                     println!(
-                        "locked: {} since {} (warden user unlock --port {})",
+                        "locked: {} since {} (the shim daemon lifts it: warden shim reset, for {})",
                         port.principal,
                         date(port.locked_at),
                         port.principal.trim_start_matches("port:")
@@ -222,18 +222,9 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             }
             Ok(())
         }
-        UserCommand::Unlock { username, port } => {
-            let (principal, permission) = match (username, port) {
-                (Some(name), None) => (
-                    Principal::User(Username::parse(name)?),
-                    Permission::UserManage,
-                ),
-                (None, Some(port)) => {
-                    (Principal::Port(PortId::parse(port)?), Permission::ShimReset)
-                }
-                _ => bail!("name a user or a --port, not both"),
-            };
-            let (mut s, by) = ctx.sign_in_for(permission, "lockout.unlock")?;
+        UserCommand::Unlock { username } => {
+            let principal = Principal::User(Username::parse(username)?);
+            let (mut s, by) = ctx.sign_in_for(Permission::UserManage, "lockout.unlock")?;
             let was_locked = s
                 .identity
                 .unlock(&mut s.db, &by, &principal, UnixMs::now())?;
@@ -400,6 +391,9 @@ pub fn break_glass(args: &crate::cli::BreakGlassArgs, ctx: &mut Context<'_>) -> 
         args.reason.trim(),
         UnixMs::now(),
     )?;
-    println!("{username}: re-enabled, unlocked, new password set (recorded as breakglass.recover)");
+    println!(
+        "{username}: re-enabled, unlocked, new password set, TOTP enrollment removed (enroll \
+         again with `warden user enroll-totp`); recorded as breakglass.recover"
+    );
     Ok(())
 }
