@@ -60,15 +60,17 @@ for C in $CONCURRENCY; do
   "${ADMIN[@]}" ota keys import keys.yaml 2>/dev/null
   CARD_ARGS=()
   for i in $(seq 0 $((CARDS - 1))); do CARD_ARGS+=(--card "$PREFIX$i"); done
-  "${ADMIN[@]}" ota push "${CARD_ARGS[@]}" --apdu 80CA9F7F00 --redelivery "$REDELIVERY" \
-    --count "$SCRIPTS_PER_CARD" 2>/dev/null >/dev/null
+  if [ "$SCRIPTS_PER_CARD" -gt 0 ]; then
+    "${ADMIN[@]}" ota push "${CARD_ARGS[@]}" --apdu 80CA9F7F00 --redelivery "$REDELIVERY" \
+      --count "$SCRIPTS_PER_CARD" 2>/dev/null >/dev/null
+  fi
   if [ -n "${PERF:-}" ]; then
     perf record -q -o perf.data -F 1999 -e cpu-clock --call-graph dwarf,32768 -- \
       "${WARDEN[@]}" ota serve --allow-plain-config --config ota.yaml 2>server.log &
     PERF_PID=$!
     for _ in $(seq 100); do SERVER_PID=$(pgrep -P "$PERF_PID" -x warden || true); [ -n "$SERVER_PID" ] && break; sleep 0.05; done
   else
-    "${WARDEN[@]}" ota serve --allow-plain-config --config ota.yaml 2>server.log &
+    WARDEN_LOG=warden_ota::store=info "${WARDEN[@]}" ota serve --allow-plain-config --config ota.yaml 2>server.log &
     SERVER_PID=$!
   fi
   for _ in $(seq 100); do grep -q listening server.log 2>/dev/null && break; sleep 0.1; done
@@ -77,6 +79,7 @@ for C in $CONCURRENCY; do
     --identity "$PREFIX" --cards "$CARDS" --concurrency "$C" --tls-version "$TLS" \
     --server-pid "$SERVER_PID"
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  grep -o 'database thread stopped.*' server.log || true
   if [ -n "${PERF:-}" ]; then
     wait "$PERF_PID" 2>/dev/null || true
     cp perf.data "$PERF.data"

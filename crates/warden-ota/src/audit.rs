@@ -192,26 +192,6 @@ pub(crate) fn script_delivered(
     )
 }
 
-/// One C-APDU with the card's answer; the outcome comes from the status word
-/// ([`Exchange::outcome`]).
-pub(crate) fn apdu_exchanged(
-    card: &str,
-    session_id: &str,
-    script: u64,
-    index: usize,
-    exchange: &Exchange,
-) -> AuditRecord {
-    AuditRecord::card(
-        "ota.apdu",
-        card,
-        exchange.outcome(),
-        json!({"session_id": session_id, "script": script, "index": index,
-            "command": crate::apdu::to_hex(&exchange.command),
-            "response": exchange.response.as_deref().map(crate::apdu::to_hex),
-            "sw": exchange.sw.map(|sw| format!("{sw:04X}"))}),
-    )
-}
-
 /// A script's results as the card reported them.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Completion<'a> {
@@ -219,7 +199,7 @@ pub(crate) struct Completion<'a> {
     pub script_status: &'static str,
     pub result: &'static str,
     pub executed: Option<u32>,
-    pub exchanges: usize,
+    pub exchanges: &'a [Exchange],
     pub round_trip_us: Option<u64>,
     pub fault: Option<&'a ScriptFault>,
 }
@@ -235,9 +215,19 @@ pub(crate) fn script_completed(card: &str, session_id: &str, c: &Completion<'_>)
         card,
         outcome,
         json!({"session_id": session_id, "script": c.script, "script_status": c.script_status,
-            "result": c.result, "executed": c.executed, "exchanges": c.exchanges,
+            "result": c.result, "executed": c.executed,
+            "exchanges": c.exchanges.iter().map(exchange_details).collect::<Vec<_>>(),
             "round_trip_us": c.round_trip_us, "error": c.fault.map(fault_details)}),
     )
+}
+
+/// One C-APDU with the card's answer, and the outcome its status word means
+/// ([`Exchange::outcome`]).
+fn exchange_details(e: &Exchange) -> Value {
+    json!({"command": crate::apdu::to_hex(&e.command),
+        "response": e.response.as_deref().map(crate::apdu::to_hex),
+        "sw": e.sw.map(|sw| format!("{sw:04X}")),
+        "outcome": e.outcome().as_str()})
 }
 
 /// `{"tlv": "90", "code": "01", "meaning": "unknown tag found"}`.
@@ -312,7 +302,6 @@ mod tests {
             scripts_recovered("c1", "s", &[1], &[]).unwrap(),
             session_opened("c1", "s", "p", "agent", false, &[]),
             script_delivered("c1", "s", 3, false, &["80CA0066".into()]),
-            apdu_exchanged("c1", "s", 3, 0, &exchange),
             script_completed(
                 "c1",
                 "s",
@@ -321,7 +310,7 @@ mod tests {
                     script_status: "ok",
                     result: "bad-format",
                     executed: Some(1),
-                    exchanges: 1,
+                    exchanges: std::slice::from_ref(&exchange),
                     round_trip_us: None,
                     fault: Some(&fault),
                 },
@@ -345,8 +334,12 @@ mod tests {
             }
         }
         assert_eq!(scripts_recovered("c1", "s", &[], &[]), None);
-        let completed = &card_records[8];
+        let completed = &card_records[7];
         assert_eq!(completed.outcome, Outcome::Failure);
+        // Every C-APDU is in the record, with its answer and what the status word means.
+        assert_eq!(completed.details["exchanges"][0]["command"], "80CA0066");
+        assert_eq!(completed.details["exchanges"][0]["sw"], "9000");
+        assert_eq!(completed.details["exchanges"][0]["outcome"], "success");
         assert_eq!(completed.details["error"]["tlv"], "90");
         assert_eq!(completed.details["error"]["code"], "01");
         for r in [

@@ -689,15 +689,7 @@ impl Planner<'_> {
         let round_trip_us = round_trip.map(|d| d.as_micros() as u64);
         let result = ScriptResult::of(status, responses);
         let executed = responses.and_then(ResponseScript::executed_count);
-        for (index, e) in exchanges.iter().enumerate() {
-            self.audit.push(audit::apdu_exchanged(
-                c.card,
-                c.session_id,
-                script.0,
-                index,
-                e,
-            ));
-        }
+        // One record per script: every C-APDU with its R-APDU, status word and outcome.
         self.audit.push(audit::script_completed(
             c.card,
             c.session_id,
@@ -706,7 +698,7 @@ impl Planner<'_> {
                 script_status: status.as_str(),
                 result: result.as_str(),
                 executed,
-                exchanges: exchanges.len(),
+                exchanges: &exchanges,
                 round_trip_us,
                 fault: result.fault(),
             },
@@ -1089,22 +1081,20 @@ mod tests {
         );
         assert_eq!(
             actions(&audit),
-            [
-                "ota.apdu",
-                "ota.apdu",
-                "ota.apdu",
-                "ota.script.complete",
-                "ota.session.finish"
-            ]
+            ["ota.script.complete", "ota.session.finish"]
         );
-        let outcomes: Vec<Outcome> = audit[..3].iter().map(|r| r.outcome).collect();
-        assert_eq!(
-            outcomes,
-            [Outcome::Success, Outcome::Failure, Outcome::Failure]
-        );
-        assert_eq!(audit[1].details["sw"], "6A82");
-        assert_eq!(audit[3].outcome, Outcome::Success);
-        assert_eq!(audit[3].details["executed"], 2);
+        // Every exchange is in the completion record, with the outcome its SW means.
+        let outcomes: Vec<&str> = audit[0].details["exchanges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["outcome"].as_str().unwrap())
+            .collect();
+        assert_eq!(outcomes, ["success", "failure", "failure"]);
+        assert_eq!(audit[0].details["exchanges"][1]["sw"], "6A82");
+        assert!(audit[0].details["exchanges"][2]["sw"].is_null());
+        assert_eq!(audit[0].outcome, Outcome::Success);
+        assert_eq!(audit[0].details["executed"], 2);
         assert_eq!(done.response.status, 204);
         assert_eq!(done.metrics.apdus_exchanged, 2);
         assert_eq!(done.metrics.scripts_completed, ["ok"]);

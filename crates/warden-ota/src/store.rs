@@ -50,7 +50,17 @@ impl JobCtx<'_> {
 }
 
 type Completion = Box<dyn FnOnce(Option<&StoreFailure>) + Send>;
-type Job = Box<dyn FnOnce(&Transaction<'_>, &JobCtx<'_>) -> (bool, Completion) + Send>;
+type Work = Box<dyn FnOnce(&Transaction<'_>, &JobCtx<'_>) -> (bool, Completion) + Send>;
+
+/// A job for the database thread. An urgent one has a caller waiting for its commit; a deferred
+/// one (a record nobody waits on) may wait up to [`DEFER`] for company, so it shares a commit.
+struct Job {
+    urgent: bool,
+    work: Work,
+}
+
+/// How long a batch of deferred jobs may wait for more jobs before it commits.
+const DEFER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// A handle to the database thread; cheap to clone. When the last handle is dropped, the
 /// thread finishes the jobs it has, closes the database and is joined — before the process can
@@ -139,7 +149,8 @@ impl StoreHandle {
         }
     }
 
-    fn send(&self, job: Job) -> Result<(), StoreFailure> {
+    fn send(&self, urgent: bool, work: Work) -> Result<(), StoreFailure> {
+        let job = Job { urgent, work };
         self.inner
             .tx
             .as_ref()
@@ -155,19 +166,22 @@ impl StoreHandle {
         F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<T, OtaStoreError> + Send + 'static,
     {
         let (reply, rx) = tokio::sync::oneshot::channel();
-        self.send(Box::new(move |tx, ctx| {
-            let result = f(tx, ctx);
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |commit| {
-                let out = match (result, commit) {
-                    (Ok(v), None) => Ok(v),
-                    (Ok(_), Some(e)) => Err(e.clone()),
-                    (Err(e), _) => Err(StoreFailure::from(e)),
-                };
-                let _ = reply.send(out);
-            });
-            (ok, completion)
-        }))?;
+        self.send(
+            true,
+            Box::new(move |tx, ctx| {
+                let result = f(tx, ctx);
+                let ok = result.is_ok();
+                let completion: Completion = Box::new(move |commit| {
+                    let out = match (result, commit) {
+                        (Ok(v), None) => Ok(v),
+                        (Ok(_), Some(e)) => Err(e.clone()),
+                        (Err(e), _) => Err(StoreFailure::from(e)),
+                    };
+                    let _ = reply.send(out);
+                });
+                (ok, completion)
+            }),
+        )?;
         rx.await
             .map_err(|_| StoreFailure("the database thread stopped during a call".into()))?
     }
@@ -179,40 +193,47 @@ impl StoreHandle {
         F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<T, OtaStoreError> + Send + 'static,
     {
         let (reply, rx) = mpsc::channel();
-        self.send(Box::new(move |tx, ctx| {
-            let result = f(tx, ctx);
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |commit| {
-                let out = match (result, commit) {
-                    (Ok(v), None) => Ok(v),
-                    (Ok(_), Some(e)) => Err(e.clone()),
-                    (Err(e), _) => Err(StoreFailure::from(e)),
-                };
-                let _ = reply.send(out);
-            });
-            (ok, completion)
-        }))?;
+        self.send(
+            true,
+            Box::new(move |tx, ctx| {
+                let result = f(tx, ctx);
+                let ok = result.is_ok();
+                let completion: Completion = Box::new(move |commit| {
+                    let out = match (result, commit) {
+                        (Ok(v), None) => Ok(v),
+                        (Ok(_), Some(e)) => Err(e.clone()),
+                        (Err(e), _) => Err(StoreFailure::from(e)),
+                    };
+                    let _ = reply.send(out);
+                });
+                (ok, completion)
+            }),
+        )?;
         rx.recv()
             .map_err(|_| StoreFailure("the database thread stopped during a call".into()))?
     }
 
-    /// Runs `f` without waiting; a failure is logged.
+    /// Runs `f` without waiting (it commits with the next batch, within [`DEFER`]); a failure is
+    /// logged.
     pub fn spawn<F>(&self, what: &'static str, f: F)
     where
         F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<(), OtaStoreError> + Send + 'static,
     {
-        let sent = self.send(Box::new(move |tx, ctx| {
-            let result = f(tx, ctx);
-            let ok = result.is_ok();
-            let completion: Completion = Box::new(move |commit| {
-                if let Err(e) = result {
-                    tracing::error!(what, error = %e, "store write failed");
-                } else if let Some(e) = commit {
-                    tracing::error!(what, error = %e, "store commit failed");
-                }
-            });
-            (ok, completion)
-        }));
+        let sent = self.send(
+            false,
+            Box::new(move |tx, ctx| {
+                let result = f(tx, ctx);
+                let ok = result.is_ok();
+                let completion: Completion = Box::new(move |commit| {
+                    if let Err(e) = result {
+                        tracing::error!(what, error = %e, "store write failed");
+                    } else if let Some(e) = commit {
+                        tracing::error!(what, error = %e, "store commit failed");
+                    }
+                });
+                (ok, completion)
+            }),
+        );
         if let Err(e) = sent {
             tracing::error!(what, error = %e, "store write dropped");
         }
@@ -230,14 +251,32 @@ fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
 fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key32) {
     // Every session and APDU exchange also goes to the SIEM, in the same transaction.
     let audit = AuditLog::forwarding_to_siem(audit_key);
+    let (mut jobs, mut commits) = (0u64, 0u64);
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
+        let drain = |batch: &mut Vec<Job>| {
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        };
+        drain(&mut batch);
+        // Nobody waits on this batch yet: give it a moment to share its commit (and fsync)
+        // with the next urgent job.
+        let deadline = std::time::Instant::now() + DEFER;
+        while !batch.iter().any(|j| j.urgent) && batch.len() < MAX_BATCH {
+            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+                Ok(job) => {
+                    batch.push(job);
+                    drain(&mut batch);
+                }
                 Err(_) => break,
             }
         }
+        jobs += batch.len() as u64;
+        commits += 1;
         let tx = match audit.begin(&mut db) {
             Ok(tx) => tx,
             Err(e) => {
@@ -261,7 +300,7 @@ fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key3
                 }) as Completion);
                 continue;
             }
-            let (ok, completion) = job(&tx, &ctx);
+            let (ok, completion) = (job.work)(&tx, &ctx);
             let end = if ok {
                 savepoint(&tx, "RELEASE job")
             } else {
@@ -280,6 +319,7 @@ fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key3
             completion(commit.as_ref());
         }
     }
+    tracing::info!(jobs, commits, "database thread stopped");
 }
 
 #[cfg(test)]
