@@ -100,7 +100,8 @@ pub struct DaemonKeys {
     pub database: Key32,
     pub audit: Key32,
     pub recordings: Key32,
-    pub config: Key32,
+    /// The `config` key, as the sealer that opens sealed key files (with its clock skew).
+    pub config: ConfigSealer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,8 +168,7 @@ pub fn build_daemon(
             let settings = warden_siem::SiemConfig::from_yaml_document(bytes)
                 .and_then(|c| c.validate())
                 .map_err(|e| SetupError::Siem(e.to_string()))?;
-            let sealer = ConfigSealer::new(&keys.config);
-            let client = warden_siem::TlsClient::from_settings(&settings, Some(&sealer))
+            let client = warden_siem::TlsClient::from_settings(&settings, Some(&keys.config))
                 .map_err(|e| SetupError::Siem(e.to_string()))?;
             let forwarder_db = Database::open(&db_path, &keys.database)?;
             let _guard = runtime.enter();

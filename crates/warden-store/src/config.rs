@@ -9,7 +9,7 @@ use warden_core::audit::Outcome;
 use warden_core::fsx::{FsError, PendingFile};
 use warden_core::rbac::Permission;
 use warden_core::sealed_config::{self, ConfigFileError, ConfigSealer, Plain};
-use warden_core::secret::{Key32, SecretBytes};
+use warden_core::secret::SecretBytes;
 
 use crate::identity::{Authorized, WrongAuthorization};
 use crate::{Store, StoreError};
@@ -73,7 +73,7 @@ fn shown(path: &Path) -> String {
 pub fn seal(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    sealer: &ConfigSealer,
     file: &Path,
     output: &Path,
     force: bool,
@@ -84,7 +84,7 @@ pub fn seal(
         if ConfigSealer::looks_sealed(&plaintext) {
             return Err(ConfigError::AlreadySealed(file.display().to_string()));
         }
-        let mut token = ConfigSealer::new(key).seal(&plaintext);
+        let mut token = sealer.seal(&plaintext);
         token.push('\n');
         let sha256 = warden_core::mac::sha256(token.as_bytes());
         Ok((write_output(output, token.as_bytes(), force)?, sha256))
@@ -123,15 +123,14 @@ pub fn seal(
 pub fn open(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    sealer: &ConfigSealer,
     file: &Path,
     output: &Path,
     force: bool,
 ) -> Result<Written, ConfigError> {
     by.check(Permission::ConfigOpen)?;
     let attempt = (|| -> Result<(SecretBytes, [u8; 32]), ConfigError> {
-        let (text, _, sha256) =
-            sealed_config::read_config(file, &ConfigSealer::new(key), Plain::Refuse)?;
+        let (text, _, sha256) = sealed_config::read_config(file, sealer, Plain::Refuse)?;
         Ok((text, sha256))
     })();
     let (text, sha256) = match attempt {

@@ -54,6 +54,17 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// How far ahead of this machine's clock a sealed configuration's timestamp may be, in
+    /// seconds, before it is refused as coming from the future (a clock that was set back).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        env = "WARDEN_CONFIG_CLOCK_SKEW",
+        default_value_t = 60
+    )]
+    pub config_clock_skew: u64,
+
     /// More detail in operator logs (repeat for debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
