@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditKey, ChainId};
 use crate::kdf::{KdfError, KdfParams};
+use crate::report::report;
 use crate::secret::Passphrase;
 
 const FORMAT: &str = "warden-auditor-key";
@@ -81,7 +82,7 @@ impl AuditorKeyFile {
 
     pub fn parse(json: &[u8]) -> Result<Self, AuditorKeyError> {
         let file: Self =
-            serde_json::from_slice(json).map_err(|e| AuditorKeyError::Malformed(e.to_string()))?;
+            serde_json::from_slice(json).map_err(|e| AuditorKeyError::Malformed(report(&e)))?;
         if file.format != FORMAT || file.version != 1 {
             return Err(AuditorKeyError::Malformed(format!(
                 "format {:?} version {}",

@@ -20,7 +20,7 @@ use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag};
 /// Problems with a sensitive file's location or permissions, each naming the path.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path} is a symbolic link; warden does not follow symlinks for key and data files")]
     Symlink { path: PathBuf },

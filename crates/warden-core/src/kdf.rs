@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::report;
 use crate::secret::Key32;
 
 /// The KDF and its cost parameters, as stored in `security.json`.
@@ -267,7 +268,7 @@ impl KdfParams {
                 );
                 // The blocks hold values derived from the secret.
                 zeroize::Zeroize::zeroize(&mut memory);
-                result.map_err(|e| KdfError::BadArgon2Params(e.to_string()))?
+                result.map_err(|e| KdfError::BadArgon2Params(report(&e)))?
             }
         }
         Ok(Key32::from_bytes(*out))
@@ -275,7 +276,7 @@ impl KdfParams {
 
     fn argon2(&self, t: u32, m: u32, p: u32) -> Result<argon2::Argon2<'static>, KdfError> {
         let params = argon2::Params::new(m, t, p, Some(32))
-            .map_err(|e| KdfError::BadArgon2Params(e.to_string()))?;
+            .map_err(|e| KdfError::BadArgon2Params(report(&e)))?;
         Ok(argon2::Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,

@@ -13,6 +13,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::kdf::{KdfError, KdfParams};
+use crate::report::report;
 use crate::secret::{Key32, Passphrase};
 
 /// What a derived key is for. Each purpose has its own salt, so keys are independent.
@@ -168,7 +169,7 @@ impl SecurityFile {
     /// salts and checks, KDF floors). Derives nothing.
     pub fn parse(json: &[u8]) -> Result<Self, KeyringError> {
         let file: Self =
-            serde_json::from_slice(json).map_err(|e| KeyringError::Malformed(e.to_string()))?;
+            serde_json::from_slice(json).map_err(|e| KeyringError::Malformed(report(&e)))?;
         if file.format != FORMAT_NAME {
             return Err(KeyringError::Malformed(format!(
                 "`format` is {:?}, expected {FORMAT_NAME:?}",

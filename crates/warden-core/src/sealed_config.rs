@@ -84,7 +84,7 @@ pub enum ConfigFileError {
     File(#[from] crate::fsx::FsError),
     #[error("{0} is not sealed (not a Fernet token); seal it with `warden config seal`, or allow a plain configuration explicitly")]
     NotSealed(std::path::PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Rejected {
         path: std::path::PathBuf,
         #[source]

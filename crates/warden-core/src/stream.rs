@@ -40,7 +40,7 @@ const MAX_SEGMENTS: u64 = 1 << 32;
 /// Why a sealed stream could not be written or read. Positions count segments from 0.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
     #[error("not a warden sealed stream (bad magic)")]
     NotSealed,

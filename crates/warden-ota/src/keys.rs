@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
+use warden_core::report::report;
 use warden_core::secret::SecretBytes;
 use warden_store::ota::{check_identity, PSK_MAX_LEN, PSK_MIN_LEN};
 use zeroize::Zeroizing;
@@ -57,7 +58,7 @@ impl Psk {
 /// Why a key file was refused. Never carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read the key file: {0}")]
+    #[error("cannot read the key file")]
     Read(#[from] warden_core::fsx::FsError),
     #[error("the key file is not valid YAML of the form `keys: [{{identity, key}}]`: {0}")]
     Yaml(String),
@@ -125,7 +126,7 @@ pub fn parse_key_file(bytes: &[u8]) -> Result<Vec<(String, Psk)>, KeyFileError> 
     // serde_yaml_ng's messages quote the offending text only for structure errors (a key name),
     // not for string values, so they cannot carry a key.
     let raw: RawKeyFile = serde_yaml_ng::from_slice(bytes).map_err(|e| {
-        let mut m = e.to_string();
+        let mut m = report(&e);
         // Be safe regardless: never let a long value through.
         m.truncate(200);
         KeyFileError::Yaml(m)

@@ -8,6 +8,7 @@ use serde_json::json;
 use warden_core::audit::Outcome;
 use warden_core::fsx::{FsError, PendingFile};
 use warden_core::rbac::Permission;
+use warden_core::report::report;
 use warden_core::sealed_config::{self, ConfigFileError, ConfigSealer, Plain};
 use warden_core::secret::SecretBytes;
 
@@ -26,7 +27,7 @@ pub enum ConfigError {
     Read(#[from] ConfigFileError),
     #[error(transparent)]
     File(#[from] FsError),
-    #[error("cannot write to standard output: {0}")]
+    #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -109,7 +110,7 @@ pub fn seal(
             let event = by
                 .event("config.seal", shown(output), Outcome::Failure)
                 .with_details(
-                    json!({ "input": file.display().to_string(), "error": err.to_string() }),
+                    json!({ "input": file.display().to_string(), "error": report(&err) }),
                 );
             store.append(vec![event])?;
             Err(err)
@@ -138,7 +139,7 @@ pub fn open(
         Err(err) => {
             let event = by
                 .event("config.open", file.display().to_string(), Outcome::Failure)
-                .with_details(json!({ "output": shown(output), "error": err.to_string() }));
+                .with_details(json!({ "output": shown(output), "error": report(&err) }));
             store.append(vec![event])?;
             return Err(err);
         }

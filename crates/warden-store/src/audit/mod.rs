@@ -25,6 +25,7 @@ use warden_core::audit::{
     NewEvent, RecordRef, Timestamp, Verifier, VerifyReport,
 };
 use warden_core::audit::{Damage, DamageKind, Outcome};
+use warden_core::report::report;
 use warden_core::secret::Key32;
 
 use crate::db::{Database, StoreError};
@@ -340,7 +341,7 @@ impl AuditLog {
                 .try_into()
                 .map_err(|_| corrupt("epoch key is not 32 bytes"))?,
         );
-        let state = ChainState::resume(head, key).map_err(|e| corrupt(&e.to_string()))?;
+        let state = ChainState::resume(head, key).map_err(|e| corrupt(&report(&e)))?;
         Ok((state, policy))
     }
 
@@ -380,7 +381,7 @@ impl AuditLog {
             if state.needs_evolution(&policy.epoch, now) {
                 let marker = state
                     .evolve(event.timestamp.clone(), now)
-                    .map_err(|e| corrupt(&e.to_string()))?;
+                    .map_err(|e| corrupt(&report(&e)))?;
                 Self::insert_row(tx, &marker)?;
                 records.push(marker);
                 evolved = true;
