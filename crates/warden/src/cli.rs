@@ -347,6 +347,12 @@ pub struct SessionExportArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
+    /// asciicast only: keep the recorded escape sequences (title changes, clipboard writes,
+    /// terminal queries) that `asciinema play` would send to the viewer's terminal; by default
+    /// they are removed as `session play` removes them. Only for recordings you trust. (jsonl
+    /// and text escape every byte and are never changed.)
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
