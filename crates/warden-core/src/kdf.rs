@@ -43,7 +43,7 @@ pub enum KdfError {
         why: &'static str,
     },
     /// Argon2id memory × passes above [`Bounds::ARGON2_MAX_WORK_KIB`].
-    #[error("Argon2id `memory_kib` × `iterations` is {work} KiB; warden accepts at most {max} (16 GiB: about half a minute on a small box)", max = Bounds::ARGON2_MAX_WORK_KIB)]
+    #[error("Argon2id `memory_kib` × `iterations` is {work} KiB; warden accepts at most {max} (16 GiB of memory passes, about half a minute on the reference machine)", max = Bounds::ARGON2_MAX_WORK_KIB)]
     TooMuchWork { work: u64 },
     /// The Argon2 library refused the combination (e.g. less than 8 KiB of memory per lane).
     #[error("Argon2id parameters rejected: {0}")]
@@ -60,7 +60,7 @@ pub enum KdfError {
 /// Floors keep a derivation worth having; ceilings keep it finishing on the hardware warden runs
 /// on (a shim box can be ten times slower than a laptop) instead of panicking, aborting or
 /// hanging. Measured on the reference machine (docs/BENCHMARKS.md): PBKDF2-HMAC-SHA256 runs about
-/// 2.5 million iterations a second; Argon2id about 0.6 GiB of memory passes a second.
+/// 3 million iterations a second; Argon2id about 0.6 GiB of memory passes a second.
 #[derive(Debug)]
 pub struct Bounds;
 
@@ -68,7 +68,7 @@ impl Bounds {
     /// PBKDF2 iterations: at least 1,000 (lower is no protection at all; 600,000 is the default
     /// and anything below it is warned about) …
     pub const PBKDF2_MIN_ITERATIONS: u32 = 1_000;
-    /// … and at most 10,000,000: about 4 s here and under a minute on a slow box, 16× the
+    /// … and at most 10,000,000: about 3 s here and under a minute on a slow box, 16× the
     /// default; beyond that the unlock looks like a hang (2^31 panics inside OpenSSL's binding).
     pub const PBKDF2_MAX_ITERATIONS: u32 = 10_000_000;
     /// Argon2id memory: at least 8 MiB …
