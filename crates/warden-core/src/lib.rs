@@ -20,6 +20,7 @@ pub mod audit;
 pub mod auditor_key;
 pub mod datadir;
 pub mod fsx;
+pub mod fuzzing;
 pub mod kdf;
 pub mod keyring;
 pub mod lockout;
