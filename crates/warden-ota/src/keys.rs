@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use serde::Deserialize;
-use warden_core::report::report;
 use warden_core::secret::SecretBytes;
 use warden_store::ota::{check_identity, PSK_MAX_LEN, PSK_MIN_LEN};
 use zeroize::Zeroizing;
@@ -275,6 +274,7 @@ pub fn merge_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warden_core::report::report;
 
     #[test]
     fn seed_format_parses() {

@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use warden_shim::fuzzing;
 
 const ROUNDS: usize = 3000;
-const TARGETS: [(&str, fn(&[u8])); 4] = [
+/// A fuzz target's body.
+type Body = fn(&[u8]);
+
+const TARGETS: [(&str, Body); 4] = [
     ("recording", fuzzing::recording),
     ("sanitizer", fuzzing::sanitizer),
     ("prompt", fuzzing::prompt),
