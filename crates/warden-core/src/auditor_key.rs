@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{AuditKey, ChainId};
 use crate::kdf::{KdfError, KdfParams};
+use crate::report::report;
 use crate::secret::Passphrase;
 
 const FORMAT: &str = "warden-auditor-key";
@@ -46,6 +47,9 @@ pub enum AuditorKeyError {
     PassphraseTooShort(usize),
     #[error("this auditor key belongs to chain {file}, but the database holds chain {db}")]
     OtherChain { file: String, db: String },
+    /// The file's KDF parameters or salt are outside what warden accepts.
+    #[error("the auditor key file's KDF parameters")]
+    Parameters(#[source] KdfError),
     #[error(transparent)]
     Kdf(#[from] KdfError),
 }
@@ -78,13 +82,18 @@ impl AuditorKeyFile {
 
     pub fn parse(json: &[u8]) -> Result<Self, AuditorKeyError> {
         let file: Self =
-            serde_json::from_slice(json).map_err(|e| AuditorKeyError::Malformed(e.to_string()))?;
+            serde_json::from_slice(json).map_err(|e| AuditorKeyError::Malformed(report(&e)))?;
         if file.format != FORMAT || file.version != 1 {
             return Err(AuditorKeyError::Malformed(format!(
                 "format {:?} version {}",
                 file.format, file.version
             )));
         }
+        file.kdf.validate().map_err(AuditorKeyError::Parameters)?;
+        let salt = B64
+            .decode(&file.salt)
+            .map_err(|_| AuditorKeyError::Malformed("salt is not base64".into()))?;
+        crate::kdf::check_salt_len(salt.len()).map_err(AuditorKeyError::Parameters)?;
         Ok(file)
     }
 
@@ -154,5 +163,37 @@ mod tests {
             Err(AuditorKeyError::WrongPassphrase)
         ));
         assert!(!file.to_json().contains(&hex::encode([9u8; 32])));
+    }
+
+    // Security regression (issue 11): the auditor key file carries KDF parameters too; absurd
+    // ones are refused when the file is read, not when the derivation panics or hangs.
+    #[test]
+    fn absurd_kdf_parameters_are_refused_on_read() {
+        let k0 = AuditKey::from_bytes([9; 32]);
+        let kdf = KdfParams::Pbkdf2Sha256 { iterations: 1000 };
+        let pass = Passphrase::new("auditor passphrase 123".into());
+        let file = AuditorKeyFile::seal(&k0, &ChainId([1; 16]), &pass, &kdf).unwrap();
+        for bad in [
+            KdfParams::Pbkdf2Sha256 {
+                iterations: 1 << 31,
+            },
+            KdfParams::Argon2id {
+                memory_kib: u32::MAX,
+                iterations: 1,
+                parallelism: 1,
+            },
+            KdfParams::Argon2id {
+                memory_kib: 65536,
+                iterations: u32::MAX,
+                parallelism: 1,
+            },
+        ] {
+            let mut damaged = file.clone();
+            damaged.kdf = bad;
+            assert!(matches!(
+                AuditorKeyFile::parse(damaged.to_json().as_bytes()),
+                Err(AuditorKeyError::Parameters(KdfError::OutOfBounds { .. }))
+            ));
+        }
     }
 }

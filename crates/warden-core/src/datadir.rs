@@ -26,7 +26,7 @@ pub enum DataDirError {
     NotInitialized(PathBuf),
     #[error(transparent)]
     Fs(#[from] FsError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Security { path: PathBuf, source: KeyringError },
 }
 

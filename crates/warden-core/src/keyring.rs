@@ -13,6 +13,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::kdf::{KdfError, KdfParams};
+use crate::report::report;
 use crate::secret::{Key32, Passphrase};
 
 /// What a derived key is for. Each purpose has its own salt, so keys are independent.
@@ -107,6 +108,13 @@ pub enum KeyringError {
     UnsupportedVersion(u32),
     #[error("the passphrase has {0} characters; at least {min} are required", min = Passphrase::MIN_CHARS)]
     PassphraseTooShort(usize),
+    /// A purpose's KDF parameters or salt are outside what warden accepts.
+    #[error("security.json, `{purpose}` key")]
+    Parameters {
+        purpose: Purpose,
+        #[source]
+        source: KdfError,
+    },
     #[error(transparent)]
     Kdf(#[from] KdfError),
 }
@@ -161,7 +169,7 @@ impl SecurityFile {
     /// salts and checks, KDF floors). Derives nothing.
     pub fn parse(json: &[u8]) -> Result<Self, KeyringError> {
         let file: Self =
-            serde_json::from_slice(json).map_err(|e| KeyringError::Malformed(e.to_string()))?;
+            serde_json::from_slice(json).map_err(|e| KeyringError::Malformed(report(&e)))?;
         if file.format != FORMAT_NAME {
             return Err(KeyringError::Malformed(format!(
                 "`format` is {:?}, expected {FORMAT_NAME:?}",
@@ -177,18 +185,14 @@ impl SecurityFile {
                 .get(&purpose)
                 .ok_or(KeyringError::MissingPurpose(purpose))?;
             let salt = decode_field(purpose, "salt", &entry.salt)?;
-            if salt.len() < KdfParams::MIN_SALT_LEN {
-                return Err(KeyringError::Malformed(format!(
-                    "{purpose}.salt is only {} bytes",
-                    salt.len()
-                )));
-            }
+            let bounds = |source| KeyringError::Parameters { purpose, source };
+            crate::kdf::check_salt_len(salt.len()).map_err(bounds)?;
             if decode_field(purpose, "key_check", &entry.key_check)?.len() != 32 {
                 return Err(KeyringError::Malformed(format!(
                     "{purpose}.key_check is not 32 bytes"
                 )));
             }
-            entry.kdf.validate()?;
+            entry.kdf.validate().map_err(bounds)?;
         }
         Ok(file)
     }
@@ -306,7 +310,78 @@ mod tests {
             KdfParams::Pbkdf2Sha256 { iterations: 1 };
         assert!(matches!(
             SecurityFile::parse(weak.to_json().as_bytes()),
-            Err(KeyringError::Kdf(_))
+            Err(KeyringError::Parameters {
+                purpose: Purpose::Database,
+                ..
+            })
+        ));
+    }
+
+    // Security regression (issue 11): a security.json whose KDF parameters no machine can run
+    // is refused when it is read, naming the purpose and the field, before any derivation
+    // (which would panic, abort or hang).
+    #[test]
+    fn absurd_kdf_parameters_are_refused_on_read() {
+        let file = SecurityFile::create(&pass("correct horse battery staple"), &fast(), "t".into())
+            .unwrap()
+            .0;
+        let cases = [
+            (
+                KdfParams::Pbkdf2Sha256 {
+                    iterations: 1 << 31,
+                },
+                "iterations",
+            ),
+            (
+                KdfParams::Pbkdf2Sha256 {
+                    iterations: (1 << 31) - 1,
+                },
+                "iterations",
+            ),
+            (
+                KdfParams::Argon2id {
+                    memory_kib: u32::MAX,
+                    iterations: 1,
+                    parallelism: 1,
+                },
+                "memory_kib",
+            ),
+            (
+                KdfParams::Argon2id {
+                    memory_kib: 65536,
+                    iterations: u32::MAX,
+                    parallelism: 1,
+                },
+                "iterations",
+            ),
+        ];
+        for (kdf, field) in cases {
+            let mut damaged = file.clone();
+            damaged.purposes.get_mut(&Purpose::Audit).unwrap().kdf = kdf;
+            let err = SecurityFile::parse(damaged.to_json().as_bytes())
+                .err()
+                .unwrap();
+            let KeyringError::Parameters { purpose, source } = &err else {
+                panic!("{err}");
+            };
+            assert_eq!(*purpose, Purpose::Audit);
+            assert!(
+                matches!(source, KdfError::OutOfBounds { field: f, .. } if *f == field),
+                "{source}"
+            );
+        }
+        let json = file.to_json();
+        let long_salt = json.replacen(
+            &file.purposes[&Purpose::Config].salt,
+            &B64.encode([7u8; 65]),
+            1,
+        );
+        assert!(matches!(
+            SecurityFile::parse(long_salt.as_bytes()),
+            Err(KeyringError::Parameters {
+                purpose: Purpose::Config,
+                source: KdfError::OutOfBounds { field: "salt", .. }
+            })
         ));
     }
 

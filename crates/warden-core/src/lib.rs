@@ -7,6 +7,7 @@
 //! The `audit` key starts the forward-secure audit chain ([`audit`]): every event MAC'd into one
 //! chain whose key evolves one way, verified row by row with the first damage named.
 //! [`datadir`] and [`fsx`] own the on-disk layout and the defensive file handling around them.
+//! Errors say at each level only what that level adds; [`report`] prints one with its causes.
 //!
 //! Identity and access, all pure (the caller passes the clock and stores the results):
 //! [`totp`] checks one-time codes with replay protection and builds enrollment URIs,
@@ -19,6 +20,7 @@ pub mod audit;
 pub mod auditor_key;
 pub mod datadir;
 pub mod fsx;
+pub mod fuzzing;
 pub mod kdf;
 pub mod keyring;
 pub mod lockout;
@@ -26,6 +28,7 @@ pub mod mac;
 pub mod password;
 pub mod rand;
 pub mod rbac;
+pub mod report;
 pub mod sealed_config;
 pub mod secret;
 pub mod stream;

@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use crate::report::report;
 use argon2::password_hash::{self, PasswordHasher, SaltString};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -165,7 +166,7 @@ impl Argon2Params {
             self.parallelism,
             Some(self.hash_len as usize),
         )
-        .map_err(|err| PasswordError::InvalidParams(err.to_string()))?;
+        .map_err(|err| PasswordError::InvalidParams(report(&err)))?;
         Ok(argon2::Argon2::new(
             argon2::Algorithm::Argon2id,
             argon2::Version::V0x13,
@@ -277,7 +278,7 @@ impl PasswordHash {
     /// refused; costs below its floors are accepted (and flagged by `needs_rehash`).
     pub fn parse(phc: &str) -> Result<Self, PasswordError> {
         let parsed = password_hash::PasswordHash::new(phc)
-            .map_err(|err| PasswordError::MalformedHash(err.to_string()))?;
+            .map_err(|err| PasswordError::MalformedHash(report(&err)))?;
         if parsed.algorithm != argon2::ARGON2ID_IDENT {
             return Err(PasswordError::UnsupportedAlgorithm(short(
                 parsed.algorithm.as_str(),
@@ -336,7 +337,7 @@ impl PasswordHash {
         }
         // Cross-parameter rules (m >= 8p, ...) come from the Argon2 implementation itself.
         argon2::Params::new(memory_kib, iterations, parallelism, Some(hash.len()))
-            .map_err(|err| PasswordError::InvalidParams(err.to_string()))?;
+            .map_err(|err| PasswordError::InvalidParams(report(&err)))?;
         Ok(Self {
             phc: phc.to_owned(),
             memory_kib,

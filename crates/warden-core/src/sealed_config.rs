@@ -5,8 +5,17 @@
 //! used directly as the Fernet key (first half signing key, second half encryption key, as the
 //! Fernet specification splits it). A file expected to be sealed is refused when it is not;
 //! reading a plain configuration is the caller's explicit choice ([`Plain::Allow`]).
+//!
+//! A Fernet token carries the time it was sealed. A token stamped further in the future than
+//! the tolerated clock skew ([`DEFAULT_CLOCK_SKEW`], 60 s as in the Fernet specification, or
+//! what [`ConfigSealer::with_clock_skew`] sets) is refused — but only after it was
+//! authenticated, and with an error that says so ([`SealedConfigError::FromTheFuture`]): the
+//! usual cause is a clock that was set back, not a wrong key.
 
-use base64::engine::general_purpose::URL_SAFE as B64URL;
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE as B64URL};
+use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use zeroize::Zeroizing;
 
@@ -16,6 +25,37 @@ use crate::secret::{Key32, SecretBytes};
 pub enum SealedConfigError {
     #[error("the sealed configuration could not be opened: wrong key, or the token was modified or is not a Fernet token")]
     Rejected,
+    /// An authentic token whose timestamp is further ahead of this clock than tolerated.
+    #[error("the sealed configuration is authentic, but its timestamp is {ahead_secs} s ahead of this machine's clock (at most {skew_secs} s are tolerated): this clock was set back, or the token was sealed on a machine whose clock runs ahead")]
+    FromTheFuture { ahead_secs: u64, skew_secs: u64 },
+}
+
+/// How far ahead of this clock a token's timestamp may be: 60 s, the Fernet specification's
+/// (and Python `cryptography`'s) value.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// Base64url, with or without padding (the timestamp is read before the token is opened).
+const B64URL_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Seconds since the Unix epoch by this machine's clock (0 for a clock set before 1970).
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The timestamp of a Fernet token (version byte 0x80, then 64-bit big-endian seconds), read
+/// without authenticating anything.
+fn token_timestamp(token: &str) -> Option<u64> {
+    // The first 12 base64 characters hold the first 9 bytes.
+    let head = B64URL_LENIENT.decode(token.get(..12)?).ok()?;
+    match head.as_slice() {
+        [0x80, ts @ ..] => Some(u64::from_be_bytes(ts.try_into().ok()?)),
+        _ => None,
+    }
 }
 
 /// Configuration files are small; anything larger is a mistake (or an attack).
@@ -44,7 +84,7 @@ pub enum ConfigFileError {
     File(#[from] crate::fsx::FsError),
     #[error("{0} is not sealed (not a Fernet token); seal it with `warden config seal`, or allow a plain configuration explicitly")]
     NotSealed(std::path::PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Rejected {
         path: std::path::PathBuf,
         #[source]
@@ -83,9 +123,10 @@ pub fn read_config(
     }
 }
 
-/// Seals and opens configuration under one key.
+/// Seals and opens configuration under one key, tolerating a given clock skew.
 pub struct ConfigSealer {
     fernet: fernet::Fernet,
+    clock_skew: Duration,
 }
 
 /// Fernet tokens start with version byte 0x80, which base64url-encodes to `gA`.
@@ -96,7 +137,22 @@ impl ConfigSealer {
         let encoded = Zeroizing::new(B64URL.encode(config_key.expose_secret()));
         let fernet =
             fernet::Fernet::new(&encoded).expect("a 32-byte key is always a valid Fernet key");
-        Self { fernet }
+        Self {
+            fernet,
+            clock_skew: DEFAULT_CLOCK_SKEW,
+        }
+    }
+
+    /// Tolerates tokens stamped up to `skew` ahead of this clock (default
+    /// [`DEFAULT_CLOCK_SKEW`]).
+    pub fn with_clock_skew(mut self, skew: Duration) -> Self {
+        self.clock_skew = skew;
+        self
+    }
+
+    /// The clock skew this sealer tolerates.
+    pub fn clock_skew(&self) -> Duration {
+        self.clock_skew
     }
 
     /// The key in the form Python's `Fernet(key)` takes (base64url). Secret.
@@ -106,16 +162,57 @@ impl ConfigSealer {
 
     /// Seals `plaintext` into a Fernet token (ASCII, base64url), stamped with the current time.
     pub fn seal(&self, plaintext: &[u8]) -> String {
-        self.fernet.encrypt(plaintext)
+        self.seal_at(plaintext, now_unix())
     }
 
-    /// Opens a token (surrounding whitespace allowed, as in a file with a trailing newline).
+    /// Seals `plaintext` stamped with `now` (seconds since the Unix epoch).
+    pub fn seal_at(&self, plaintext: &[u8], now: u64) -> String {
+        self.fernet.encrypt_at_time(plaintext, now)
+    }
+
+    /// Opens a token (surrounding whitespace allowed, as in a file with a trailing newline),
+    /// tolerating this sealer's clock skew.
     pub fn open(&self, token: &[u8]) -> Result<SecretBytes, SealedConfigError> {
-        let text = std::str::from_utf8(token).map_err(|_| SealedConfigError::Rejected)?;
-        self.fernet
-            .decrypt(text.trim())
+        self.open_at(token, now_unix(), self.clock_skew)
+    }
+
+    /// [`ConfigSealer::open`] tolerating `skew` instead of this sealer's setting.
+    pub fn open_with_skew(
+        &self,
+        token: &[u8],
+        skew: Duration,
+    ) -> Result<SecretBytes, SealedConfigError> {
+        self.open_at(token, now_unix(), skew)
+    }
+
+    /// Opens a token as of `now` (seconds since the Unix epoch). The token is authenticated
+    /// first, whatever its time; only an authentic token stamped more than `skew` after `now`
+    /// is refused as [`SealedConfigError::FromTheFuture`].
+    pub fn open_at(
+        &self,
+        token: &[u8],
+        now: u64,
+        skew: Duration,
+    ) -> Result<SecretBytes, SealedConfigError> {
+        let text = std::str::from_utf8(token)
+            .map_err(|_| SealedConfigError::Rejected)?
+            .trim();
+        let stamped = token_timestamp(text).ok_or(SealedConfigError::Rejected)?;
+        // Authenticate as of the token's own time, so its time alone cannot fail it (the crate
+        // adds its 60 s to that time: keep the sum in range).
+        let plaintext = self
+            .fernet
+            .decrypt_at_time(text, None, stamped.min(u64::MAX - 60))
             .map(SecretBytes::new)
-            .map_err(|_| SealedConfigError::Rejected)
+            .map_err(|_| SealedConfigError::Rejected)?;
+        let skew_secs = skew.as_secs();
+        if stamped > now.saturating_add(skew_secs) {
+            return Err(SealedConfigError::FromTheFuture {
+                ahead_secs: stamped - now,
+                skew_secs,
+            });
+        }
+        Ok(plaintext)
     }
 
     /// True when `bytes` look like a Fernet token rather than plain text (a cheap check used to
@@ -167,5 +264,63 @@ mod tests {
             sealer.open(b"not a token").err(),
             Some(SealedConfigError::Rejected)
         );
+    }
+
+    // Security regression (issue 11): a token stamped in the future (a box whose clock was set
+    // back) used to be refused as "wrong key, or the token was modified". It is authenticated
+    // first and then reported for what it is, with how far ahead it is; the tolerated skew is
+    // a setting.
+    #[test]
+    fn tokens_from_the_future_are_named_as_such() {
+        let sealer = ConfigSealer::new(&Key32::from_bytes([3u8; 32]));
+        let now = 1_700_000_000;
+        let token = sealer.seal_at(b"x: 1\n", now + 3600);
+        assert_eq!(
+            sealer
+                .open_at(token.as_bytes(), now, DEFAULT_CLOCK_SKEW)
+                .err(),
+            Some(SealedConfigError::FromTheFuture {
+                ahead_secs: 3600,
+                skew_secs: 60
+            })
+        );
+        let message = sealer
+            .open_at(token.as_bytes(), now, DEFAULT_CLOCK_SKEW)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            message.contains("3600 s ahead") && !message.contains("wrong key"),
+            "{message}"
+        );
+        // Within the tolerated skew, or with more skew allowed, it opens.
+        assert!(sealer
+            .open_at(token.as_bytes(), now + 3600 - 60, DEFAULT_CLOCK_SKEW)
+            .is_ok());
+        assert!(sealer
+            .open_at(token.as_bytes(), now, Duration::from_secs(3600))
+            .is_ok());
+        let lenient = ConfigSealer::new(&Key32::from_bytes([3u8; 32]))
+            .with_clock_skew(Duration::from_secs(7200));
+        assert_eq!(lenient.clock_skew(), Duration::from_secs(7200));
+        assert!(lenient
+            .open(sealer.seal_at(b"y", now_unix() + 3600).as_bytes())
+            .is_ok());
+        // A future token under another key, or modified, is still just rejected.
+        let other = ConfigSealer::new(&Key32::from_bytes([4u8; 32]));
+        assert_eq!(
+            other
+                .open_at(token.as_bytes(), now, DEFAULT_CLOCK_SKEW)
+                .err(),
+            Some(SealedConfigError::Rejected)
+        );
+        let far = sealer.seal_at(b"z", u64::MAX);
+        assert!(matches!(
+            sealer.open_at(far.as_bytes(), now, DEFAULT_CLOCK_SKEW),
+            Err(SealedConfigError::FromTheFuture { .. })
+        ));
+        assert!(sealer
+            .open_at(far.as_bytes(), u64::MAX, Duration::ZERO)
+            .is_ok());
     }
 }

@@ -40,7 +40,7 @@ const MAX_SEGMENTS: u64 = 1 << 32;
 /// Why a sealed stream could not be written or read. Positions count segments from 0.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
     #[error("not a warden sealed stream (bad magic)")]
     NotSealed,
@@ -703,9 +703,6 @@ impl<R: Read> SealedReader<R> {
                 return Err(self.diagnose(segment, kind, len, &mut tag));
             }
         }
-        self.position += 1;
-        self.plaintext_bytes += out.len() as u64;
-        self.verified_input_bytes += (FRAME_HEADER_LEN + len + TAG_LEN) as u64;
         if kind == KIND_FINAL {
             let mut probe = [0u8; 4096];
             let mut trailing = 0u64;
@@ -720,6 +717,13 @@ impl<R: Read> SealedReader<R> {
                 out.clear();
                 return Err(StreamError::TrailingData { bytes: trailing });
             }
+        }
+        // Counted only when handed over: a final segment refused for trailing data is not
+        // "verified" plaintext anyone received (found by the sealed_stream fuzz body).
+        self.position += 1;
+        self.plaintext_bytes += out.len() as u64;
+        self.verified_input_bytes += (FRAME_HEADER_LEN + len + TAG_LEN) as u64;
+        if kind == KIND_FINAL {
             self.finished = true;
             return Ok(Segment::Final);
         }

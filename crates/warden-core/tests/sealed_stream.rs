@@ -3,7 +3,7 @@
 use warden_core::keyring::Purpose;
 use warden_core::secret::Key32;
 use warden_core::stream::{
-    open_to, SealedReader, SealedWriter, StreamError, FRAME_HEADER_LEN, HEADER_LEN,
+    open_to, SealedReader, SealedWriter, Segment, StreamError, FRAME_HEADER_LEN, HEADER_LEN,
     MIN_SEGMENT_SIZE, TAG_LEN,
 };
 
@@ -292,6 +292,24 @@ fn trailing_data_after_the_final_segment_is_refused() {
         open(&sealed),
         Err(StreamError::TrailingData { bytes: 4 })
     ));
+}
+
+// Found by the sealed_stream fuzz body: a final segment refused for trailing data was still
+// counted as verified plaintext (segments and bytes no one received).
+#[test]
+fn a_final_segment_refused_for_trailing_data_is_not_counted() {
+    let mut sealed = seal(&plaintext(SEG as usize + 10));
+    sealed.extend_from_slice(b"junk");
+    let mut reader = SealedReader::new(&sealed[..], Purpose::Recordings, &key()).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(reader.next_segment(&mut out).unwrap(), Segment::More);
+    assert!(matches!(
+        reader.next_segment(&mut out),
+        Err(StreamError::TrailingData { bytes: 4 })
+    ));
+    assert!(out.is_empty());
+    assert_eq!(reader.segments_verified(), 1);
+    assert_eq!(reader.plaintext_bytes(), u64::from(SEG));
 }
 
 #[test]

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::keys::Psk;
 use crate::simulator::{connect, run_many, run_session, CardConfig, GpCard, SimError, TlsConn};
 use crate::tls::ClientTlsOptions;
+use warden_core::report::report;
 
 /// Latency summary in milliseconds.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -87,7 +88,7 @@ pub async fn sessions(
             Ok(r) => ok.push(r),
             Err(e) => {
                 failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert_with(|| report(&e));
             }
         }
     }
@@ -262,11 +263,11 @@ pub async fn handshakes(
             }
             Ok(Err(e)) => {
                 failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert_with(|| report(&e));
             }
             Err(e) => {
                 failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert_with(|| report(&e));
             }
         }
     }
@@ -336,11 +337,11 @@ pub async fn idle(
             Ok(Ok(c)) => conns.push(c),
             Ok(Err(e)) => {
                 failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert_with(|| report(&e));
             }
             Err(e) => {
                 failed += 1;
-                first_error.get_or_insert_with(|| e.to_string());
+                first_error.get_or_insert_with(|| report(&e));
             }
         }
     }

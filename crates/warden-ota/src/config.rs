@@ -10,11 +10,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::tls::CipherGroups;
+use warden_core::report::report;
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -333,7 +334,7 @@ impl ServerConfig {
             .parse()
             .map_err(|e| invalid("listen", format!("{:?} is not IP:PORT ({e})", raw.listen)))?;
         crate::admin::SessionConfig::new(raw.admin_path.clone(), "check")
-            .map_err(|e| invalid("admin_path", e.to_string()))?;
+            .map_err(|e| invalid("admin_path", report(&e)))?;
         if raw.max_connections == 0 || raw.max_connections > 1_000_000 {
             return Err(invalid(
                 "max_connections",

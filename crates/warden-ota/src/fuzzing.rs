@@ -56,6 +56,57 @@ pub fn client_hello(data: &[u8]) {
     }
 }
 
+/// The seed's PSK key file (`keys: [{identity, key}]`): never a panic; what is accepted has
+/// unique, valid identities and keys of a valid length; an error never quotes a key's value.
+pub fn key_file(data: &[u8]) {
+    match crate::keys::parse_key_file(data) {
+        Ok(entries) => {
+            let mut seen = std::collections::HashSet::new();
+            for (identity, psk) in &entries {
+                assert!(seen.insert(identity.clone()), "identity {identity:?} twice");
+                assert!(warden_store::ota::check_identity(identity).is_ok());
+                let len = psk.len();
+                assert!(
+                    (warden_store::ota::PSK_MIN_LEN..=warden_store::ota::PSK_MAX_LEN)
+                        .contains(&len)
+                );
+            }
+        }
+        Err(err) => {
+            // Key material is hex: no run of 8 or more hex digits written after `key:` may
+            // appear in the message (unless the file also has it somewhere else).
+            let message = warden_core::report::report(&err);
+            let text = String::from_utf8_lossy(data);
+            for line in text.lines() {
+                let Some((_, value)) = line.split_once("key:") else {
+                    continue;
+                };
+                for run in value
+                    .split(|c: char| !c.is_ascii_hexdigit())
+                    .filter(|run| run.len() >= 8)
+                {
+                    let elsewhere = text.lines().any(|l| !l.contains("key:") && l.contains(run));
+                    assert!(
+                        elsewhere || !message.contains(run),
+                        "the error quotes a key: {message}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Well-formed key files, for the `key_file` target's corpus.
+pub fn key_file_seeds() -> Vec<Vec<u8>> {
+    vec![
+        b"# psk_keys.yaml\nkeys:\n  - identity: \"UICC_001\"\n    key: \"0123456789ABCDEF0123456789ABCDEF\"  # Hex encoded\n  - identity: \"UICC_002\"\n    key: \"FEDCBA9876543210FEDCBA9876543210\"\n".to_vec(),
+        b"keys:\n  - identity: a\n    key: 00112233445566778899aabbccddeeff\n".to_vec(),
+        b"keys: []\n".to_vec(),
+        // Malformed: the key without a space after `key:` (the YAML error used to quote it).
+        b"keys:\n  - key:00112233445566778899aabbccddeeff\n".to_vec(),
+    ]
+}
+
 /// Reads fuzz bytes as choices; past the end every read is zero.
 struct Input<'a>(&'a [u8]);
 

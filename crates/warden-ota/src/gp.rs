@@ -49,7 +49,7 @@ pub const TAG_APP_PARAMETERS: Tag = Tag::known(0xC9);
 pub enum GpError {
     #[error("an AID has 5 to 16 bytes; got {len}")]
     AidLength { len: usize },
-    #[error("AID: {0}")]
+    #[error("AID")]
     Hex(#[from] HexError),
     #[error("bad X-Admin-Targeted-Application value {value:?}: {reason}")]
     TargetedApplication { value: String, reason: &'static str },

@@ -57,7 +57,7 @@ impl Psk {
 /// Why a key file was refused. Never carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
-    #[error("cannot read the key file: {0}")]
+    #[error("cannot read the key file")]
     Read(#[from] warden_core::fsx::FsError),
     #[error("the key file is not valid YAML of the form `keys: [{{identity, key}}]`: {0}")]
     Yaml(String),
@@ -122,14 +122,8 @@ pub fn read_key_file(path: &Path) -> Result<Vec<(String, Psk)>, KeyFileError> {
 
 /// Parses key file text (see [`read_key_file`]).
 pub fn parse_key_file(bytes: &[u8]) -> Result<Vec<(String, Psk)>, KeyFileError> {
-    // serde_yaml_ng's messages quote the offending text only for structure errors (a key name),
-    // not for string values, so they cannot carry a key.
-    let raw: RawKeyFile = serde_yaml_ng::from_slice(bytes).map_err(|e| {
-        let mut m = e.to_string();
-        // Be safe regardless: never let a long value through.
-        m.truncate(200);
-        KeyFileError::Yaml(m)
-    })?;
+    let raw: RawKeyFile =
+        serde_yaml_ng::from_slice(bytes).map_err(|e| KeyFileError::Yaml(yaml_message(&e)))?;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(raw.keys.len());
     for (i, e) in raw.keys.into_iter().enumerate() {
@@ -145,6 +139,46 @@ pub fn parse_key_file(bytes: &[u8]) -> Result<Vec<(String, Psk)>, KeyFileError> 
         out.push((e.identity, psk));
     }
     Ok(out)
+}
+
+/// A YAML error described without any text from the file. serde_yaml_ng quotes what it did not
+/// expect — a string value (`invalid type: string "…"`) or a map key (``unknown field `…` ``) —
+/// so a key written as `- key:0011…` (no space after the colon) ended up in the message, hence
+/// in logs (found by the `key_file` fuzz target, twice). Only the kind of error, the field names
+/// of the format itself and the position are kept.
+fn yaml_message(err: &serde_yaml_ng::Error) -> String {
+    const FIELDS: [&str; 3] = ["keys", "identity", "key"];
+    let text = err.to_string();
+    let what = if let Some(field) = FIELDS
+        .iter()
+        .find(|f| text.contains(&format!("missing field `{f}`")))
+    {
+        format!("missing field `{field}`")
+    } else if let Some(rest) = text.split_once("unknown field `").map(|(_, r)| r) {
+        // A misspelt field name helps the operator; it is shown only when it cannot be (part
+        // of) a key: letters and `_` only, short, and not all hex digits.
+        let name = rest.split('`').next().unwrap_or_default();
+        let shown = name.len() <= 16
+            && name.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+            && !name.bytes().all(|b| b.is_ascii_hexdigit());
+        if shown {
+            format!("unknown field `{name}` (the file has `keys`, each entry `identity` and `key`)")
+        } else {
+            "an unknown field (the file has `keys`, each entry `identity` and `key`)".into()
+        }
+    } else if text.contains("duplicate field") {
+        "a field given twice".into()
+    } else if text.contains("invalid type") || text.contains("invalid value") {
+        "a value of the wrong type (`keys` is a list of mappings with `identity` and `key`)".into()
+    } else if text.contains("invalid length") {
+        "a list or mapping of the wrong length".into()
+    } else {
+        "YAML syntax".into()
+    };
+    match err.location() {
+        Some(at) => format!("{what} at line {} column {}", at.line(), at.column()),
+        None => what,
+    }
 }
 
 /// Where a cached key came from.
@@ -240,6 +274,7 @@ pub fn merge_sources(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use warden_core::report::report;
 
     #[test]
     fn seed_format_parses() {
@@ -248,6 +283,30 @@ mod tests {
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0].0, "UICC_001");
         assert_eq!(keys[1].1.expose_secret()[0], 0xFE);
+    }
+
+    // Security regression (found by the key_file fuzz target): serde_yaml_ng quotes string
+    // values it did not expect, so a key written as `- key:0011…` (no space after the colon)
+    // or as a bare list item reached the error message, and from there the logs.
+    #[test]
+    fn yaml_errors_never_quote_a_value() {
+        let key = "00112233445566778899aabbccddeeff";
+        for text in [
+            format!("keys:\n  - key:{key}\n"),
+            format!("keys:\n  - {key}\n"),
+            format!("keys: {key}\n"),
+            format!("keys:\n  - identity: a\n    key: [\"{key}\"]\n"),
+            format!("#keys:\n  -+ key:{key}\n  - key:{key}\n"),
+            format!("keys:\n  - identity: a\n    {key}: b\n"),
+        ] {
+            let e = report(&parse_key_file(text.as_bytes()).err().unwrap());
+            assert!(!e.contains(key), "{e}");
+            assert!(e.contains("not valid YAML"), "{e}");
+        }
+        // Long messages with multi-byte characters are cut at a character boundary.
+        let long = format!("keys:\n  - {}\n", "\u{e9}".repeat(300));
+        let e = report(&parse_key_file(long.as_bytes()).err().unwrap());
+        assert!(!e.contains('\u{e9}'), "{e}");
     }
 
     #[test]

@@ -364,13 +364,13 @@ pub struct Committed {
 /// Why a queued script cannot be delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError {
-    #[error("queued script {id} does not decode: {source}")]
+    #[error("queued script {id} does not decode")]
     Body {
         id: u64,
         #[source]
         source: ScriptError,
     },
-    #[error("queued script {id}: targeted application: {source}")]
+    #[error("queued script {id}: targeted application")]
     TargetedApplication {
         id: u64,
         #[source]

@@ -95,9 +95,9 @@ pub enum ScriptError {
         tag: Tag,
         expected: LengthCoding,
     },
-    #[error("C-APDU at offset {offset}: {source}")]
+    #[error("C-APDU at offset {offset}")]
     BadCommandApdu { offset: usize, source: ApduError },
-    #[error("R-APDU at offset {offset}: {source}")]
+    #[error("R-APDU at offset {offset}")]
     BadResponseApdu {
         offset: usize,
         source: ResponseError,

@@ -23,6 +23,7 @@ use crate::admin::Redelivery;
 use crate::apdu::{parse_hex, CommandApdu};
 use crate::gp::{self, Aid, InstallForInstall, Occurrence, Privileges, StatusSubset};
 use crate::script::{CommandScript, LengthCoding};
+use warden_core::report::report;
 
 /// Why a script file was refused; says which command and why.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +146,7 @@ pub fn parse_subset(name: &str) -> Result<StatusSubset, String> {
 
 /// Parses a GET DATA tag (`9F7F`, `66`).
 pub fn parse_data_tag(text: &str) -> Result<u16, String> {
-    let bytes = parse_hex(text).map_err(|e| e.to_string())?;
+    let bytes = parse_hex(text).map_err(|e| report(&e))?;
     match bytes.as_slice() {
         [a] => Ok(u16::from(*a)),
         [a, b] => Ok(u16::from_be_bytes([*a, *b])),
@@ -154,7 +155,7 @@ pub fn parse_data_tag(text: &str) -> Result<u16, String> {
 }
 
 fn aid(field: &str, text: &str) -> Result<Aid, String> {
-    Aid::from_hex(text).map_err(|e| format!("{field}: {e}"))
+    Aid::from_hex(text).map_err(|e| format!("{field}: {}", report(&e)))
 }
 
 fn raw_command(
@@ -196,7 +197,7 @@ fn command(raw: RawCommand) -> Result<CommandApdu, String> {
     Ok(match raw {
         RawCommand::Select(a) => gp::select_by_aid(&aid("select", &a)?),
         RawCommand::GetStatus(s) => gp::get_status(parse_subset(&s)?, Occurrence::FirstOrAll, &[])
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| report(&e))?,
         RawCommand::GetData(t) => gp::get_data(parse_data_tag(&t)?),
         RawCommand::Install(i) => {
             let mut inst = InstallForInstall::new(
@@ -213,13 +214,13 @@ fn command(raw: RawCommand) -> Result<CommandApdu, String> {
                 inst.parameters = parse_hex(&p).map_err(|e| format!("parameters: {e}"))?;
             }
             inst.make_selectable = i.selectable;
-            inst.to_apdu().map_err(|e| e.to_string())?
+            inst.to_apdu().map_err(|e| report(&e))?
         }
         RawCommand::Delete(RawDelete::Aid(a)) => gp::delete(&aid("delete", &a)?, false),
         RawCommand::Delete(RawDelete::Full { aid: a, related }) => {
             gp::delete(&aid("delete", &a)?, related)
         }
-        RawCommand::Apdu(hex) => CommandApdu::from_hex(&hex).map_err(|e| e.to_string())?,
+        RawCommand::Apdu(hex) => CommandApdu::from_hex(&hex).map_err(|e| report(&e))?,
     })
 }
 
@@ -257,7 +258,7 @@ pub fn parse(text: &str) -> Result<PlannedScript, ScriptFileError> {
             Aid::from_hex(&t)
                 .or_else(|_| Aid::parse_targeted_application(&t))
                 .map(|a| a.to_targeted_application())
-                .map_err(|e| ScriptFileError::Target(e.to_string()))
+                .map_err(|e| ScriptFileError::Target(report(&e)))
         })
         .transpose()?;
     Ok(PlannedScript {

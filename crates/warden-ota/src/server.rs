@@ -36,6 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_openssl::SslStream;
 use warden_core::audit::NewEvent;
+use warden_core::report::{report, Report};
 use warden_store::ota::{self as db, OtaStoreError};
 
 use crate::admin::{
@@ -317,8 +318,8 @@ impl Server {
         let file_keys = match s.config.keys.file.clone() {
             Some(path) => tokio::task::spawn_blocking(move || read_key_file(&path))
                 .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("key file: {e}"))?,
+                .map_err(|e| report(&e))?
+                .map_err(|e| format!("key file: {}", report(&e)))?,
             None => Vec::new(),
         };
         let db_keys = if s.config.keys.database {
@@ -326,12 +327,14 @@ impl Server {
                 .store
                 .call(|tx, ctx| db::load_keys(tx, ctx.db_key()))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| report(&e))?;
             let mut keys = Vec::with_capacity(rows.len());
             for (id, opened) in rows {
                 match opened.map(Psk::from_secret) {
                     Ok(psk) => keys.push((id, psk)),
-                    Err(e) => tracing::error!(identity = %id, error = %e, "stored PSK skipped"),
+                    Err(e) => {
+                        tracing::error!(identity = %id, error = %Report(&e), "stored PSK skipped")
+                    }
                 }
             }
             keys
@@ -470,7 +473,7 @@ impl Server {
                     Ok(pair) => pair,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
+                        tracing::warn!(error = %Report(&e), "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -525,7 +528,7 @@ impl Server {
             .call(move |tx, ctx| ctx.audit(tx, vec![to_audit_event(record)]))
             .await;
         if let Err(e) = done {
-            tracing::error!(error = %e, "could not audit the server stop");
+            tracing::error!(error = %Report(&e), "could not audit the server stop");
         }
         Ok(())
     }
@@ -572,8 +575,8 @@ async fn connection(
         let ssl = s
             .tls
             .new_ssl(trace.clone())
-            .map_err(|e| HandshakeEnd::Setup(e.to_string()))?;
-        let mut stream = SslStream::new(ssl, tcp).map_err(|e| HandshakeEnd::Setup(e.to_string()))?;
+            .map_err(|e| HandshakeEnd::Setup(report(&e)))?;
+        let mut stream = SslStream::new(ssl, tcp).map_err(|e| HandshakeEnd::Setup(report(&e)))?;
         let evicted = slot.evict.clone();
         tokio::select! {
             r = tokio::time::timeout(s.config.handshake_timeout, std::pin::Pin::new(&mut stream).accept()) => match r {
@@ -1212,7 +1215,7 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
     ctx.counters().requests += 1;
     let mut config = match SessionConfig::new(s.config.admin_path.clone(), ctx.session_id.clone()) {
         Ok(c) => c,
-        Err(e) => return refuse(ctx, 500, e.to_string()),
+        Err(e) => return refuse(ctx, 500, report(&e)),
     };
     config.expected_host = s.config.expected_host.clone();
     config.max_body = s.config.max_body;
@@ -1261,15 +1264,15 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
             });
             match read.await {
                 Ok(p) => p,
-                Err(e) => return refuse(ctx, 503, e.to_string()),
+                Err(e) => return refuse(ctx, 503, report(&e)),
             }
         }
     };
     let queued = match pending.as_ref().map(to_queued).transpose() {
         Ok(q) => q,
         Err(e) => {
-            tracing::error!(card = %ctx.identity, error = %e, "cannot deliver a queued script");
-            return refuse(ctx, 500, e.to_string());
+            tracing::error!(card = %ctx.identity, error = %Report(&e), "cannot deliver a queued script");
+            return refuse(ctx, 500, report(&e));
         }
     };
     let plan = match slot

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 
 use rusqlite::Transaction;
 use warden_core::audit::{AuditKey, ChainId, NewEvent, Outcome};
+use warden_core::report::{report, Report};
 use warden_core::secret::Key32;
 use warden_store::audit::{AuditLog, AuditPolicy, AuditedTx};
 use warden_store::ota::OtaStoreError;
@@ -25,7 +26,7 @@ pub struct StoreFailure(pub String);
 
 impl From<OtaStoreError> for StoreFailure {
     fn from(e: OtaStoreError) -> Self {
-        Self(e.to_string())
+        Self(report(&e))
     }
 }
 
@@ -226,7 +227,7 @@ impl StoreHandle {
                 let ok = result.is_ok();
                 let completion: Completion = Box::new(move |commit| {
                     if let Err(e) = result {
-                        tracing::error!(what, error = %e, "store write failed");
+                        tracing::error!(what, error = %Report(&e), "store write failed");
                     } else if let Some(e) = commit {
                         tracing::error!(what, error = %e, "store commit failed");
                     }
@@ -235,7 +236,7 @@ impl StoreHandle {
             }),
         );
         if let Err(e) = sent {
-            tracing::error!(what, error = %e, "store write dropped");
+            tracing::error!(what, error = %Report(&e), "store write dropped");
         }
     }
 }
@@ -307,7 +308,7 @@ fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key3
                 savepoint(&tx, "ROLLBACK TO job").and_then(|()| savepoint(&tx, "RELEASE job"))
             };
             if let Err(e) = end {
-                tracing::error!(error = %e, "store savepoint release failed");
+                tracing::error!(error = %Report(&e), "store savepoint release failed");
             }
             completions.push(completion);
         }

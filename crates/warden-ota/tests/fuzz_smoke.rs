@@ -104,3 +104,27 @@ fn admin_request_reaches_every_path() {
     );
     assert!(total.duplicates > 0 && total.finished > 0, "{total:?}");
 }
+
+fn key_file_corpus() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/key_file")
+}
+
+/// The PSK key file parser, over its seed corpus and mutations of it.
+#[test]
+fn key_file_on_seeds_and_mutations() {
+    let run = warden_core::fuzzing::smoke(
+        &key_file_corpus(),
+        fuzzing::key_file_seeds(),
+        3000,
+        fuzzing::key_file,
+    );
+    println!("key_file: {run:?}");
+    assert!(run.seeds >= 3);
+}
+
+/// Writes the key file seeds to fuzz/seeds (run once when the seeds change).
+#[test]
+#[ignore]
+fn write_key_file_corpus() {
+    warden_core::fuzzing::write_corpus(&key_file_corpus(), &fuzzing::key_file_seeds()).unwrap();
+}

@@ -11,6 +11,7 @@ use warden_core::audit::{NewEvent, Outcome};
 use warden_core::datadir::DataDir;
 use warden_core::lockout::LockoutPolicy;
 use warden_core::rbac::Permission;
+use warden_core::report::report;
 use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::Key32;
 use warden_store::identity::{AuthOutcome, Authorized, PortId, Service, UnixMs};
@@ -49,7 +50,7 @@ pub fn status(
             .with_details(json!({ "state": reply.state })),
         Err(err) => by
             .event("shim.status", config.shim_id.as_str(), Outcome::Error)
-            .with_details(json!({ "error": err.to_string() })),
+            .with_details(json!({ "error": report(err) })),
     };
     store.append(vec![event])?;
     Ok(reply?)
@@ -100,7 +101,8 @@ pub struct DaemonKeys {
     pub database: Key32,
     pub audit: Key32,
     pub recordings: Key32,
-    pub config: Key32,
+    /// The `config` key, as the sealer that opens sealed key files (with its clock skew).
+    pub config: ConfigSealer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +119,7 @@ pub enum SetupError {
     Totp(#[from] warden_core::totp::TotpParamsError),
     #[error("the siem section: {0}")]
     Siem(String),
-    #[error("cannot start the SIEM forwarder's runtime: {0}")]
+    #[error("cannot start the SIEM forwarder's runtime")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
@@ -166,10 +168,9 @@ pub fn build_daemon(
         Some(_) => {
             let settings = warden_siem::SiemConfig::from_yaml_document(bytes)
                 .and_then(|c| c.validate())
-                .map_err(|e| SetupError::Siem(e.to_string()))?;
-            let sealer = ConfigSealer::new(&keys.config);
-            let client = warden_siem::TlsClient::from_settings(&settings, Some(&sealer))
-                .map_err(|e| SetupError::Siem(e.to_string()))?;
+                .map_err(|e| SetupError::Siem(report(&e)))?;
+            let client = warden_siem::TlsClient::from_settings(&settings, Some(&keys.config))
+                .map_err(|e| SetupError::Siem(report(&e)))?;
             let forwarder_db = Database::open(&db_path, &keys.database)?;
             let _guard = runtime.enter();
             Some(warden_siem::spawn(forwarder_db, &settings, client))
@@ -208,7 +209,7 @@ pub struct StoreHost {
 
 fn exhausted(err: StoreError) -> HostError {
     // Whatever stops the store from keeping an event stops the shim from forwarding.
-    HostError::StorageExhausted(err.to_string())
+    HostError::StorageExhausted(report(&err))
 }
 
 impl StoreHost {
@@ -428,7 +429,7 @@ impl ShimHost for StoreHost {
             tamper_active,
             UnixMs::now().0,
         )
-        .map_err(|e| HostError::StorageExhausted(e.to_string()))?;
+        .map_err(|e| HostError::StorageExhausted(report(&e)))?;
         self.wake_forwarder();
         Ok(decision)
     }

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod fuzzing;
 pub mod host;
 pub mod machine;
 pub mod prompt;

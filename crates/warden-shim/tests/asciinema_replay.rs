@@ -117,11 +117,32 @@ fn asciinema_replays_the_device_output() {
         return;
     }
     let (rec, device) = recording(true);
+    // --raw: what a terminal receives is the device's byte stream decoded as UTF-8, bad bytes
+    // as U+FFFD.
+    let reader = RecordReader::new(&rec[..]).unwrap();
+    let mut cast = Vec::new();
+    write_asciicast(&metadata(), reader, &mut cast, &raw()).unwrap();
+    assert_eq!(play(&cast), String::from_utf8_lossy(&device));
+    // By default: what `session play` would show, the sanitizer's output.
     let reader = RecordReader::new(&rec[..]).unwrap();
     let mut cast = Vec::new();
     write_asciicast(&metadata(), reader, &mut cast, &AsciicastOptions::default()).unwrap();
-    // What a terminal receives: the device's byte stream decoded as UTF-8, bad bytes as U+FFFD.
-    assert_eq!(play(&cast), String::from_utf8_lossy(&device));
+    assert_eq!(play(&cast), sanitized(&device));
+}
+
+fn raw() -> AsciicastOptions {
+    AsciicastOptions {
+        sanitize: false,
+        ..AsciicastOptions::default()
+    }
+}
+
+fn sanitized(device: &[u8]) -> String {
+    let mut sanitizer = warden_shim::recording::sanitize::TerminalSanitizer::new();
+    let mut out = Vec::new();
+    sanitizer.feed(device, &mut out);
+    sanitizer.finish(&mut out);
+    String::from_utf8(out).unwrap()
 }
 
 #[test]
@@ -132,7 +153,7 @@ fn asciinema_replays_a_cut_off_recording() {
     let (rec, device) = recording(false);
     let reader = RecordReader::new(&rec[..]).unwrap();
     let mut cast = Vec::new();
-    let result = write_asciicast(&metadata(), reader, &mut cast, &AsciicastOptions::default());
+    let result = write_asciicast(&metadata(), reader, &mut cast, &raw());
     assert!(result.is_err(), "an unclosed recording must be reported");
     assert_eq!(play(&cast), String::from_utf8_lossy(&device));
 }

@@ -16,6 +16,7 @@ use crate::config::MessageIdentity;
 use crate::format::MessageKind;
 use crate::message::frame;
 use crate::tls::{classify_close, CloseEvent, LinkError, Stage, TlsClient};
+use warden_core::report::report;
 
 /// What a successful test saw.
 #[derive(Debug, Clone)]
@@ -136,7 +137,7 @@ pub enum SiemTestError {
         #[source]
         source: LinkError,
     },
-    #[error("cannot start the async runtime: {0}")]
+    #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] warden_store::StoreError),
@@ -177,7 +178,7 @@ pub fn audited_test(
             })),
         Err(err) => by
             .event("siem.test", &target, warden_core::audit::Outcome::Failure)
-            .with_details(serde_json::json!({ "error": err.to_string() })),
+            .with_details(serde_json::json!({ "error": report(err) })),
     };
     store.append(vec![event])?;
     result.map_err(|source| SiemTestError::Link { target, source })

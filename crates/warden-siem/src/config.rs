@@ -31,16 +31,17 @@ use warden_store::spool::SpoolLimits;
 
 use crate::format::cef::CefDevice;
 use crate::format::rfc5424::{AppName, Facility, Hostname};
+use warden_core::report::report;
 
 /// Why the `siem:` section was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the configuration is not valid YAML for warden: {0}")]
+    #[error("the configuration is not valid YAML for warden")]
     Yaml(#[from] serde_yaml_ng::Error),
     #[error("the configuration has no `siem:` section")]
     MissingSection,
@@ -233,12 +234,12 @@ impl SiemConfig {
         }
         let hostname = match &self.hostname {
             Some(name) => Some(
-                Hostname::new(name.clone()).map_err(|e| invalid("siem.hostname", e.to_string()))?,
+                Hostname::new(name.clone()).map_err(|e| invalid("siem.hostname", report(&e)))?,
             ),
             None => system_hostname(),
         };
         let app_name = AppName::new(self.app_name.clone())
-            .map_err(|e| invalid("siem.app_name", e.to_string()))?;
+            .map_err(|e| invalid("siem.app_name", report(&e)))?;
         let facility = parse_facility(&self.facility).ok_or_else(|| {
             invalid(
                 "siem.facility",
@@ -562,7 +563,8 @@ other_section:
     #[test]
     fn unknown_keys_and_missing_section_are_refused() {
         let err = with("prot: 1").unwrap_err();
-        assert!(err.to_string().contains("prot"), "{err}");
+        let text = warden_core::report::report(&err);
+        assert!(text.contains("prot"), "{text}");
         assert!(matches!(
             SiemConfig::from_yaml_document(b"shim: {}\n"),
             Err(ConfigError::MissingSection)

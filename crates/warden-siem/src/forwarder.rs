@@ -33,6 +33,7 @@ use crate::message::frame_row;
 use crate::tls::{
     classify_close, CloseEvent, FailureKind, LinkError, Stage, TlsClient, TlsConnection,
 };
+use warden_core::report::{report, Report};
 
 /// What the forwarder has done so far; read with [`ForwarderHandle::status`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -214,8 +215,8 @@ impl Forwarder {
                         Exit::Stopped => return,
                         Exit::Link(err) => self.failed(&err),
                         Exit::Store(err) => {
-                            tracing::warn!(error = %err, "SIEM spool error; reconnecting");
-                            self.update(|s| s.last_store_error = Some(err.to_string()));
+                            tracing::warn!(error = %Report(&err), "SIEM spool error; reconnecting");
+                            self.update(|s| s.last_store_error = Some(report(&err)));
                         }
                     }
                 }
@@ -235,10 +236,10 @@ impl Forwarder {
     }
 
     fn failed(&self, err: &LinkError) {
-        tracing::warn!(error = %err, hint = err.hint(), "SIEM connection failed");
+        tracing::warn!(error = %Report(err), hint = err.hint(), "SIEM connection failed");
         self.update(|s| {
             s.failures += 1;
-            s.last_error = Some((err.kind(), err.to_string()));
+            s.last_error = Some((err.kind(), report(err)));
         });
     }
 
@@ -306,7 +307,7 @@ impl Forwarder {
                                 ),
                                 Ok(None) => {}
                                 // Delivery goes on; the report is tried again next time.
-                                Err(e) => tracing::warn!(error = %e, "cannot queue the spool-overflow report"),
+                                Err(e) => tracing::warn!(error = %Report(&e), "cannot queue the spool-overflow report"),
                             }
                         }
                         s.next_batch(c, &after, limit)

@@ -20,6 +20,7 @@ pub mod config;
 pub mod delivery;
 pub mod format;
 pub mod forwarder;
+pub mod fuzzing;
 pub mod message;
 pub mod tls;
 

@@ -23,6 +23,7 @@ use openssl::x509::X509;
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 use warden_core::fsx;
+use warden_core::report::report;
 use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::SecretBytes;
 
@@ -51,7 +52,7 @@ pub enum TlsSetupError {
     SealedKeyNeedsConfigKey { path: PathBuf },
     #[error("client key {path} and client certificate {cert} do not belong together")]
     KeyMismatch { path: PathBuf, cert: PathBuf },
-    #[error("OpenSSL refused the TLS settings: {0}")]
+    #[error("OpenSSL refused the TLS settings")]
     OpenSsl(#[from] openssl::error::ErrorStack),
 }
 
@@ -96,7 +97,7 @@ pub enum LinkError {
     Tls { stage: Stage, detail: String },
     #[error("the server closed the connection")]
     PeerClosed,
-    #[error("{stage}: {source}")]
+    #[error("{stage}")]
     Io { stage: Stage, source: io::Error },
 }
 
@@ -184,12 +185,12 @@ impl ClientIdentity {
     ) -> Result<Self, TlsSetupError> {
         let cert_pem = std::fs::read(cert).map_err(|e| TlsSetupError::ClientCert {
             path: cert.to_path_buf(),
-            reason: e.to_string(),
+            reason: report(&e),
         })?;
         let raw = SecretBytes::new(fsx::read_private(key, MAX_PEM_BYTES).map_err(|e| {
             TlsSetupError::ClientKey {
                 path: key.to_path_buf(),
-                reason: e.to_string(),
+                reason: report(&e),
             }
         })?);
         let key_pem = if ConfigSealer::looks_sealed(raw.expose_secret()) {
@@ -200,7 +201,7 @@ impl ClientIdentity {
                 .open(raw.expose_secret())
                 .map_err(|e| TlsSetupError::ClientKey {
                     path: key.to_path_buf(),
-                    reason: e.to_string(),
+                    reason: report(&e),
                 })?
         } else {
             raw
@@ -266,7 +267,7 @@ impl TlsClient {
         // Only the configured CA: no system trust store.
         let ca_pem = std::fs::read(ca_file).map_err(|e| TlsSetupError::CaFile {
             path: ca_file.to_path_buf(),
-            reason: e.to_string(),
+            reason: report(&e),
         })?;
         let cas = X509::stack_from_pem(&ca_pem).map_err(|e| TlsSetupError::CaFile {
             path: ca_file.to_path_buf(),
@@ -336,7 +337,7 @@ impl TlsClient {
                 Ok(Err(e)) => {
                     return Err(LinkError::Resolve {
                         host: host.clone(),
-                        detail: e.to_string(),
+                        detail: report(&e),
                     })
                 }
                 Ok(Ok(addrs)) => addrs.collect(),
@@ -382,11 +383,11 @@ impl TlsClient {
             .and_then(|c| c.into_ssl(server_name))
             .map_err(|e| LinkError::Tls {
                 stage: Stage::Handshake,
-                detail: e.to_string(),
+                detail: report(&e),
             })?;
         let mut stream = SslStream::new(ssl, tcp).map_err(|e| LinkError::Tls {
             stage: Stage::Handshake,
-            detail: e.to_string(),
+            detail: report(&e),
         })?;
         match tokio::time::timeout(t.handshake, Pin::new(&mut stream).connect()).await {
             Err(_) => Err(LinkError::Timeout {

@@ -8,8 +8,9 @@ use serde_json::json;
 use warden_core::audit::Outcome;
 use warden_core::fsx::{FsError, PendingFile};
 use warden_core::rbac::Permission;
+use warden_core::report::report;
 use warden_core::sealed_config::{self, ConfigFileError, ConfigSealer, Plain};
-use warden_core::secret::{Key32, SecretBytes};
+use warden_core::secret::SecretBytes;
 
 use crate::identity::{Authorized, WrongAuthorization};
 use crate::{Store, StoreError};
@@ -26,7 +27,7 @@ pub enum ConfigError {
     Read(#[from] ConfigFileError),
     #[error(transparent)]
     File(#[from] FsError),
-    #[error("cannot write to standard output: {0}")]
+    #[error("cannot write to standard output")]
     Stdout(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -73,7 +74,7 @@ fn shown(path: &Path) -> String {
 pub fn seal(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    sealer: &ConfigSealer,
     file: &Path,
     output: &Path,
     force: bool,
@@ -84,7 +85,7 @@ pub fn seal(
         if ConfigSealer::looks_sealed(&plaintext) {
             return Err(ConfigError::AlreadySealed(crate::audit::path_text(file)));
         }
-        let mut token = ConfigSealer::new(key).seal(&plaintext);
+        let mut token = sealer.seal(&plaintext);
         token.push('\n');
         let sha256 = warden_core::mac::sha256(token.as_bytes());
         Ok((write_output(output, token.as_bytes(), force)?, sha256))
@@ -109,7 +110,7 @@ pub fn seal(
             let event = by
                 .event("config.seal", shown(output), Outcome::Failure)
                 .with_details(
-                    json!({ "input": crate::audit::path_text(file), "error": err.to_string() }),
+                    json!({ "input": crate::audit::path_text(file), "error": report(&err) }),
                 );
             store.append(vec![event])?;
             Err(err)
@@ -123,15 +124,14 @@ pub fn seal(
 pub fn open(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    sealer: &ConfigSealer,
     file: &Path,
     output: &Path,
     force: bool,
 ) -> Result<Written, ConfigError> {
     by.check(Permission::ConfigOpen)?;
     let attempt = (|| -> Result<(SecretBytes, [u8; 32]), ConfigError> {
-        let (text, _, sha256) =
-            sealed_config::read_config(file, &ConfigSealer::new(key), Plain::Refuse)?;
+        let (text, _, sha256) = sealed_config::read_config(file, sealer, Plain::Refuse)?;
         Ok((text, sha256))
     })();
     let (text, sha256) = match attempt {
@@ -143,7 +143,7 @@ pub fn open(
                     crate::audit::path_text(file),
                     Outcome::Failure,
                 )
-                .with_details(json!({ "output": shown(output), "error": err.to_string() }));
+                .with_details(json!({ "output": shown(output), "error": report(&err) }));
             store.append(vec![event])?;
             return Err(err);
         }

@@ -40,18 +40,18 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
-    #[error("migration to schema version {version} ({name}) failed: {source}")]
+    #[error("migration to schema version {version} ({name}) failed")]
     Migration {
         version: i64,
         name: &'static str,
         source: rusqlite::Error,
     },
-    #[error("cannot create {path}: {source}")]
+    #[error("cannot create {path}")]
     Create {
         path: PathBuf,
         source: warden_core::fsx::FsError,
     },
-    #[error("database error: {0}")]
+    #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),

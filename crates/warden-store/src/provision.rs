@@ -31,7 +31,7 @@ pub enum ProvisionError {
     AuditorKeyExists(PathBuf),
     #[error("the auditor passphrase must differ from the master passphrase (the auditor verifies what the box cannot rewrite)")]
     SamePassphrases,
-    #[error("the first administrator's password: {0}")]
+    #[error("the first administrator's password")]
     Password(#[source] warden_core::password::PolicyViolations),
     #[error(transparent)]
     Keys(#[from] warden_core::keyring::KeyringError),

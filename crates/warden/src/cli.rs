@@ -54,6 +54,17 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// How far ahead of this machine's clock a sealed configuration's timestamp may be, in
+    /// seconds, before it is refused as coming from the future (a clock that was set back).
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        env = "WARDEN_CONFIG_CLOCK_SKEW",
+        default_value_t = 60
+    )]
+    pub config_clock_skew: u64,
+
     /// More detail in operator logs (repeat for debug).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -355,6 +366,12 @@ pub struct SessionExportArgs {
     /// Replace OUT if it exists.
     #[arg(long)]
     pub force: bool,
+    /// asciicast only: keep the recorded escape sequences (title changes, clipboard writes,
+    /// terminal queries) that `asciinema play` would send to the viewer's terminal; by default
+    /// they are removed as `session play` removes them. Only for recordings you trust. (jsonl
+    /// and text escape every byte and are never changed.)
+    #[arg(long)]
+    pub raw: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,6 +21,7 @@ use warden_core::fsx;
 use warden_core::keyring::Purpose;
 use warden_core::password::Password;
 use warden_core::rbac::Permission;
+use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::{Key32, Passphrase};
 use warden_store::identity::{AuthError, AuthenticatedUser, Authorized, UnixMs};
 use warden_store::Store;
@@ -290,6 +291,17 @@ impl<'a> Context<'a> {
         let dir = self.dir.as_ref().expect("opened above");
         let passphrase = self.passphrase.as_ref().expect("read above");
         Ok(dir.security().unlock(passphrase, purpose)?)
+    }
+
+    /// The `config` key as the sealer of configuration files, tolerating the clock skew set by
+    /// `--config-clock-skew`.
+    pub fn config_sealer(&mut self) -> Result<ConfigSealer> {
+        let key = self.key(Purpose::Config)?;
+        Ok(
+            ConfigSealer::new(&key).with_clock_skew(std::time::Duration::from_secs(
+                self.global.config_clock_skew,
+            )),
+        )
     }
 
     /// The database, identity service and audit chain.

@@ -13,6 +13,7 @@ use warden_core::datadir::DataDir;
 use warden_core::keyring::{Purpose, PurposeKeys};
 use warden_core::password::Password;
 use warden_core::rbac::{Permission, Role};
+use warden_core::sealed_config::ConfigSealer;
 use warden_core::totp::KeyUri;
 use warden_shim::config::ShimConfig;
 use warden_shim::daemon::ShutdownHandle;
@@ -113,7 +114,7 @@ impl LiveShim {
             database: keys.get(Purpose::Database).clone(),
             audit: keys.get(Purpose::Audit).clone(),
             recordings: keys.get(Purpose::Recordings).clone(),
-            config: keys.get(Purpose::Config).clone(),
+            config: ConfigSealer::new(keys.get(Purpose::Config)),
         };
         let (daemon, runtime) = build_daemon(config, yaml.as_bytes(), dir, daemon_keys)?;
         let stop = daemon.shutdown_handle();

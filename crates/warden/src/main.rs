@@ -125,8 +125,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             _ => exit::ERROR,
         };
     }
-    if find::<SealedConfigError>(err).is_some()
-        || find::<warden_store::audit::ChainDamaged>(err).is_some()
+    // A token from the future is authentic (the clock is the problem): a plain error.
+    if matches!(
+        find::<SealedConfigError>(err),
+        Some(SealedConfigError::Rejected)
+    ) || find::<warden_store::audit::ChainDamaged>(err).is_some()
         || err.chain().any(|e| {
             matches!(
                 e.downcast_ref::<SessionError>(),
@@ -170,6 +173,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 fn hint(err: &anyhow::Error) -> Option<&'static str> {
     if let Some(KeyringError::WrongPassphrase(_)) = find::<KeyringError>(err) {
         return Some("nothing was read or written; check which passphrase source was used (--passphrase-file, --passphrase-fd, $WARDEN_PASSPHRASE, or the prompt)");
+    }
+    if let Some(SealedConfigError::FromTheFuture { .. }) = find::<SealedConfigError>(err) {
+        return Some("check this machine's clock (e.g. `timedatectl`); if the skew is expected, tolerate it with --config-clock-skew SECS (or $WARDEN_CONFIG_CLOCK_SKEW)");
     }
     if let Some(link) = find::<warden_siem::LinkError>(err) {
         return Some(link.hint());

@@ -843,3 +843,102 @@ fn a_vault_sealed_file_never_passes_for_a_recording() {
         .expect_code(3)
         .stderr_has(&["not a session recording"]);
 }
+
+// Security regression (issue 11): an asciicast export kept OSC 52 (clipboard write), CSI 21 t,
+// title sets and ESC [ 6 n raw, and `asciinema play` then wrote them to the viewer's terminal.
+// The export now neutralises what `session play` does, unless --raw; JSON Lines stay lossless.
+#[test]
+fn asciicast_export_neutralises_terminal_harming_sequences_unless_raw() {
+    const HOSTILE: [&str; 4] = [
+        "\x1b]52;c;cm0gLXJmIC8K\x07",
+        "\x1b[21t",
+        "\x1b]0;owned\x07",
+        "\x1b[6n",
+    ];
+    let env = Env::new();
+    let key = env.key();
+    let mut chunks = vec![(0, Direction::Event, b"auth ok tech-001".to_vec())];
+    for (i, h) in HOSTILE.iter().enumerate() {
+        let data = format!("\x1b[1mline {i}\x1b[0m {h}\r\n");
+        chunks.push((
+            100_000 * (i as u64 + 1),
+            Direction::DeviceToTech,
+            data.into_bytes(),
+        ));
+    }
+    let meta = metadata("empump-12", "tech-001", datetime!(2026-04-15 09:22:03 UTC));
+    let name = session_name(&meta);
+    install(
+        &env.fx,
+        &name,
+        &recording(&key, &meta, &chunks, Ending::Closed),
+    );
+    let dir = env.fx.dir();
+
+    let output_events = |cast: &Path| -> String {
+        std::fs::read_to_string(cast)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e[1] == "o")
+            .map(|e| e[2].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    let cast = dir.join("sanitized.cast");
+    run(&mut env.export(
+        &name,
+        &["--format", "asciicast", "-o", cast.to_str().unwrap()],
+    ))
+    .ok();
+    let shown = output_events(&cast);
+    for h in HOSTILE {
+        assert!(!shown.contains(h), "{h:?} kept in {shown:?}");
+    }
+    assert!(shown.contains("\x1b[1mline 3\x1b[0m"), "{shown:?}");
+    if asciinema_available() {
+        let played = asciinema_play(&cast, dir);
+        assert!(played.status.success());
+        let terminal = String::from_utf8_lossy(&played.stdout);
+        for h in HOSTILE {
+            assert!(
+                !terminal.contains(h),
+                "asciinema wrote {h:?} to the terminal"
+            );
+        }
+        assert!(terminal.contains("line 3"), "{terminal:?}");
+    }
+
+    let raw = dir.join("raw.cast");
+    run(&mut env.export(
+        &name,
+        &[
+            "--format",
+            "asciicast",
+            "--raw",
+            "-o",
+            raw.to_str().unwrap(),
+        ],
+    ))
+    .ok();
+    let kept = output_events(&raw);
+    for h in HOSTILE {
+        assert!(kept.contains(h), "--raw lost {h:?}");
+    }
+
+    // JSON Lines are lossless whatever the flag: the bytes are there, escaped.
+    let out = run(&mut env.export(&name, &["--format", "jsonl"]));
+    out.ok();
+    assert!(!out.stdout.contains(&0x1b), "raw ESC in JSON Lines");
+    assert!(out
+        .stdout_text()
+        .contains(r"\u001b]52;c;cm0gLXJmIC8K\u0007"));
+
+    let sanitized: Vec<_> = env
+        .audit_events("recording.export")
+        .iter()
+        .map(|e| e["details"]["sanitized"].clone())
+        .collect();
+    assert_eq!(sanitized, [true, false, false]);
+}

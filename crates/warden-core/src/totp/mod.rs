@@ -267,7 +267,7 @@ pub struct TotpParams {
 /// Why bytes or text cannot be a TOTP secret. Never carries any part of the secret.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TotpSecretError {
-    #[error("TOTP secret is not valid base32: {0}")]
+    #[error("TOTP secret is not valid base32")]
     NotBase32(#[from] Base32Error),
     #[error("TOTP secret has {bits} bits; at least {min} are required", min = TotpSecret::MIN_BYTES * 8)]
     TooShort { bits: usize },

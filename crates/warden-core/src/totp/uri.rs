@@ -58,11 +58,11 @@ pub enum KeyUriError {
     MissingSecret,
     #[error("the key URI repeats the {0:?} parameter")]
     DuplicateParameter(&'static str),
-    #[error("the key URI's secret is unusable: {0}")]
+    #[error("the key URI's secret is unusable")]
     BadSecret(#[from] TotpSecretError),
     #[error("the key URI's {parameter} parameter is not a plain decimal number")]
     NotANumber { parameter: &'static str },
-    #[error("the key URI's {parameter} parameter is unusable: {source}")]
+    #[error("the key URI's {parameter} parameter is unusable")]
     BadParameter {
         parameter: &'static str,
         source: TotpParamsError,

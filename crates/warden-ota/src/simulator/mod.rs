@@ -31,11 +31,12 @@ use crate::gp::Aid;
 use crate::keys::Psk;
 use crate::script::CommandScript;
 use crate::tls::{client_context, client_ssl, ClientTlsOptions, ConnTrace, HandshakeProgress};
+use warden_core::report::report;
 
 /// Why a simulated session failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         addr: SocketAddr,
         source: std::io::Error,
@@ -68,14 +69,14 @@ pub async fn connect(
     tls: &ClientTlsOptions,
 ) -> Result<TlsConn, SimError> {
     let started = Instant::now();
-    let ctx = client_context(identity, psk, tls).map_err(|e| SimError::TlsSetup(e.to_string()))?;
+    let ctx = client_context(identity, psk, tls).map_err(|e| SimError::TlsSetup(report(&e)))?;
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| SimError::Connect { addr, source })?;
     let _ = tcp.set_nodelay(true);
     let trace = ConnTrace::new();
-    let ssl = client_ssl(&ctx, trace.clone()).map_err(|e| SimError::TlsSetup(e.to_string()))?;
-    let mut stream = SslStream::new(ssl, tcp).map_err(|e| SimError::TlsSetup(e.to_string()))?;
+    let ssl = client_ssl(&ctx, trace.clone()).map_err(|e| SimError::TlsSetup(report(&e)))?;
+    let mut stream = SslStream::new(ssl, tcp).map_err(|e| SimError::TlsSetup(report(&e)))?;
     if let Err(e) = Pin::new(&mut stream).connect().await {
         let progress: HandshakeProgress = trace.snapshot();
         return Err(SimError::Tls {
@@ -195,7 +196,7 @@ impl AdminClient {
         let conn = connect(addr, identity, psk, tls).await?;
         let (send, driver) = hyper::client::conn::http1::handshake(TokioIo::new(conn.stream))
             .await
-            .map_err(|e| SimError::Http(e.to_string()))?;
+            .map_err(|e| SimError::Http(report(&e)))?;
         tokio::spawn(async move {
             let _ = driver.await;
         });
@@ -219,16 +220,16 @@ impl AdminClient {
         for (n, v) in headers {
             b = b.header(*n, v.as_str());
         }
-        let req = b.body(body).map_err(|e| SimError::Http(e.to_string()))?;
+        let req = b.body(body).map_err(|e| SimError::Http(report(&e)))?;
         self.send
             .ready()
             .await
-            .map_err(|e| SimError::Http(e.to_string()))?;
+            .map_err(|e| SimError::Http(report(&e)))?;
         let resp = self
             .send
             .send_request(req)
             .await
-            .map_err(|e| SimError::Http(e.to_string()))?;
+            .map_err(|e| SimError::Http(report(&e)))?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -244,7 +245,7 @@ impl AdminClient {
             .into_body()
             .collect()
             .await
-            .map_err(|e| SimError::Http(e.to_string()))?
+            .map_err(|e| SimError::Http(report(&e)))?
             .to_bytes()
             .to_vec();
         Ok(CardResponse {
@@ -451,8 +452,12 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
                     .header(header::X_ADMIN_NEXT_URI)
                     .ok_or_else(|| SimError::Protocol("200 without X-Admin-Next-URI".into()))?
                     .to_string();
-                let script = CommandScript::decode(&response.body)
-                    .map_err(|e| SimError::Protocol(format!("command script: {e}")))?;
+                let script = CommandScript::decode(&response.body).map_err(|e| {
+                    SimError::Protocol(format!(
+                        "command script: {}",
+                        warden_core::report::report(&e)
+                    ))
+                })?;
                 let target_app = response
                     .header(header::X_ADMIN_TARGETED_APPLICATION)
                     .map(str::to_string);

@@ -107,7 +107,7 @@ impl ResolvedCiphers {
 /// Why a TLS context could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("OpenSSL: {0}")]
+    #[error("OpenSSL")]
     OpenSsl(#[from] ErrorStack),
     #[error("none of the configured cipher suites is available in this OpenSSL")]
     NoSuites,

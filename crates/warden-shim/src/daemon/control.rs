@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde::{Deserialize, Serialize};
+use warden_core::report::report;
 
 /// A request line from the CLI.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -62,7 +63,7 @@ pub fn serve(
         reason,
     };
     if let Some(dir) = path.parent() {
-        warden_core::fsx::create_private_dir(dir).map_err(|e| setup(e.to_string()))?;
+        warden_core::fsx::create_private_dir(dir).map_err(|e| setup(report(&e)))?;
     }
     if path.symlink_metadata().is_ok() {
         if UnixStream::connect(path).is_ok() {
@@ -71,9 +72,9 @@ pub fn serve(
         std::fs::remove_file(path)
             .map_err(|e| setup(format!("cannot remove the stale socket: {e}")))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| setup(e.to_string()))?;
+    let listener = UnixListener::bind(path).map_err(|e| setup(report(&e)))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| setup(e.to_string()))?;
+        .map_err(|e| setup(report(&e)))?;
     let me = nix::unistd::geteuid().as_raw();
     std::thread::Builder::new()
         .name("control".into())
@@ -85,7 +86,7 @@ pub fn serve(
                 handle(stream, allowed, &deliver);
             }
         })
-        .map_err(|e| setup(e.to_string()))
+        .map_err(|e| setup(report(&e)))
 }
 
 fn handle(stream: UnixStream, allowed: bool, deliver: &impl Fn(Pending)) {
@@ -149,19 +150,19 @@ pub fn request(path: &Path, request: &ControlRequest) -> Result<ControlReply, Co
         path: path.to_path_buf(),
         reason,
     };
-    let mut stream = UnixStream::connect(path).map_err(|e| connect(e.to_string()))?;
+    let mut stream = UnixStream::connect(path).map_err(|e| connect(report(&e)))?;
     stream
         .set_read_timeout(Some(Duration::from_secs(15)))
-        .map_err(|e| connect(e.to_string()))?;
+        .map_err(|e| connect(report(&e)))?;
     let mut line =
-        serde_json::to_string(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        serde_json::to_string(request).map_err(|e| ControlError::Protocol(report(&e)))?;
     line.push('\n');
     stream
         .write_all(line.as_bytes())
-        .map_err(|e| connect(e.to_string()))?;
+        .map_err(|e| connect(report(&e)))?;
     let mut answer = String::new();
     BufReader::new(stream)
         .read_line(&mut answer)
-        .map_err(|e| connect(e.to_string()))?;
-    serde_json::from_str(answer.trim()).map_err(|e| ControlError::Protocol(e.to_string()))
+        .map_err(|e| connect(report(&e)))?;
+    serde_json::from_str(answer.trim()).map_err(|e| ControlError::Protocol(report(&e)))
 }

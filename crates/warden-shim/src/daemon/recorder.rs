@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use warden_core::keyring::Purpose;
+use warden_core::report::report;
 use warden_core::secret::Key32;
 use warden_core::stream::{SealedWriter, DEFAULT_SEGMENT_SIZE};
 
@@ -127,8 +128,8 @@ impl Recorder {
         reports: Sender<RecorderReport>,
         wake: impl Fn() + Send + 'static,
     ) -> io::Result<Self> {
-        let file = warden_core::fsx::create_private_new(path)
-            .map_err(|e| io::Error::other(e.to_string()))?;
+        let file =
+            warden_core::fsx::create_private_new(path).map_err(|e| io::Error::other(report(&e)))?;
         let sink = HashingFile {
             file,
             hasher: openssl::sha::Sha256::new(),
@@ -255,7 +256,10 @@ fn run(
                     next_flush = Instant::now() + flush_interval;
                     if dirty && failed.is_none() {
                         dirty = false;
-                        writer.get_mut().seal_segment().map_err(|e| e.to_string())
+                        writer
+                            .get_mut()
+                            .seal_segment()
+                            .map_err(|e| warden_core::report::report(&e))
                     } else {
                         Ok(())
                     }
@@ -273,7 +277,7 @@ fn run(
                     } else {
                         writer
                             .write_chunk(t_us, direction, &bytes)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| warden_core::report::report(&e))
                     }
                 }
                 Some(Command::Event { t_us, label }) => {
@@ -281,7 +285,9 @@ fn run(
                     if failed.is_some() {
                         Ok(())
                     } else {
-                        writer.write_event(t_us, &label).map_err(|e| e.to_string())
+                        writer
+                            .write_event(t_us, &label)
+                            .map_err(|e| warden_core::report::report(&e))
                     }
                 }
                 Some(Command::Close { t_us }) => {
@@ -289,12 +295,12 @@ fn run(
                     let sink = if complete {
                         writer
                             .finish(t_us)
-                            .map_err(|e| e.to_string())
+                            .map_err(|e| warden_core::report::report(&e))
                             .and_then(|sealed| {
                                 sealed
                                     .finish()
                                     .map(|(sink, _)| sink)
-                                    .map_err(|e| e.to_string())
+                                    .map_err(|e| warden_core::report::report(&e))
                             })
                     } else {
                         Ok(writer.into_inner().into_inner())

@@ -21,6 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
+use warden_core::report::{report, Report};
 use warden_core::secret::Key32;
 
 use super::control::{self, ControlReply, ControlRequest, Pending};
@@ -119,9 +120,9 @@ pub enum DaemonError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Tamper(#[from] tamper::TamperSetupError),
-    #[error("poll: {0}")]
-    Poll(std::io::Error),
-    #[error("{0}")]
+    #[error("poll")]
+    Poll(#[source] std::io::Error),
+    #[error(transparent)]
     Host(#[from] HostError),
 }
 
@@ -488,8 +489,8 @@ impl<H: ShimHost> Daemon<H> {
                     } else {
                         "device"
                     };
-                    tracing::warn!(port = name, error = %err, "serial port lost; will reopen");
-                    let text = err.to_string();
+                    tracing::warn!(port = name, error = %Report(&err), "serial port lost; will reopen");
+                    let text = report(&err);
                     self.keep(ShimEvent::PortLost {
                         port: name,
                         error: &text,
@@ -559,7 +560,7 @@ impl<H: ShimHost> Daemon<H> {
                     queue.drain(..n);
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "write to serial port failed");
+                    tracing::warn!(error = %Report(&err), "write to serial port failed");
                     queue.clear();
                     break;
                 }
@@ -579,7 +580,9 @@ impl<H: ShimHost> Daemon<H> {
                 .reregister(&mut SourceFd(&fd), token, interest)
             {
                 Ok(()) => *waiting = wait,
-                Err(err) => tracing::warn!(error = %err, "cannot change serial port events"),
+                Err(err) => {
+                    tracing::warn!(error = %Report(&err), "cannot change serial port events")
+                }
             }
         }
     }
@@ -628,9 +631,9 @@ impl<H: ShimHost> Daemon<H> {
                 let decision = match self.host.authenticate(&answer.technician_id, &answer.code) {
                     Ok(decision) => decision,
                     Err(err) => {
-                        tracing::error!(error = %err, "authentication could not be recorded");
+                        tracing::error!(error = %Report(&err), "authentication could not be recorded");
                         self.followups
-                            .push_back(Followup::StorageExhausted(err.to_string()));
+                            .push_back(Followup::StorageExhausted(report(&err)));
                         AuthDecision::Rejected {
                             retry_after_ms: 1000,
                         }
@@ -687,9 +690,9 @@ impl<H: ShimHost> Daemon<H> {
         match self.host.record(event) {
             Ok(()) => {}
             Err(err) => {
-                tracing::error!(error = %err, "event could not be kept");
+                tracing::error!(error = %Report(&err), "event could not be kept");
                 self.followups
-                    .push_back(Followup::StorageExhausted(err.to_string()));
+                    .push_back(Followup::StorageExhausted(report(&err)));
             }
         }
     }
@@ -732,7 +735,7 @@ impl<H: ShimHost> Daemon<H> {
             started,
             config_hash,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| report(&e))
         .and_then(|metadata| {
             let notify = self.notifier();
             let (tx, rx) = mpsc::channel::<RecorderReport>();
@@ -744,7 +747,7 @@ impl<H: ShimHost> Daemon<H> {
                 }
             });
             Recorder::start(&path, &self.recordings_key, &metadata, limits, tx, || {})
-                .map_err(|e| e.to_string())
+                .map_err(|e| report(&e))
         });
         match started_recorder {
             Ok(recorder) => {
@@ -817,13 +820,13 @@ impl<H: ShimHost> Daemon<H> {
                         message: reason,
                     },
                     Err(err) => {
-                        tracing::error!(error = %err, "a reset could not be settled");
+                        tracing::error!(error = %Report(&err), "a reset could not be settled");
                         self.followups
-                            .push_back(Followup::StorageExhausted(err.to_string()));
+                            .push_back(Followup::StorageExhausted(report(&err)));
                         ControlReply {
                             ok: false,
                             state: from.to_string(),
-                            message: format!("the reset could not be recorded: {err}"),
+                            message: format!("the reset could not be recorded: {}", Report(&err)),
                         }
                     }
                 }
@@ -884,11 +887,11 @@ impl<H: ShimHost> Daemon<H> {
             path = self.paths.alerts.join(format!("{stamp}-{n}.tamper.json"));
         }
         let written = warden_core::fsx::create_private_new(&path)
-            .map_err(|e| e.to_string())
+            .map_err(|e| report(&e))
             .and_then(|mut f| {
                 writeln!(f, "{alert:#}")
                     .and_then(|()| f.sync_all())
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| report(&e))
             });
         if let Err(err) = written {
             tracing::error!(error = %err, "cannot write the alert file");

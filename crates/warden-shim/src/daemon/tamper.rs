@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::{GpioConfig, TamperConfig, TamperSignal};
+use warden_core::report::report;
 
 /// Called with a description of what was detected, from the source's thread.
 pub type Notify = Box<dyn Fn(String) + Send + 'static>;
@@ -169,7 +170,7 @@ impl GpioLine {
         if config.active_low {
             builder.as_active_low();
         }
-        let request = builder.request().map_err(|e| error(e.to_string()))?;
+        let request = builder.request().map_err(|e| error(report(&e)))?;
         Ok(Self {
             request,
             config: config.clone(),

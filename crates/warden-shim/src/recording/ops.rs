@@ -31,7 +31,7 @@ pub enum SessionOpError {
     Authorization(#[from] WrongAuthorization),
     #[error(transparent)]
     Session(#[from] SessionError),
-    #[error("cannot list {dir}: {source}")]
+    #[error("cannot list {dir}")]
     List {
         dir: String,
         #[source]
@@ -39,7 +39,7 @@ pub enum SessionOpError {
     },
     #[error(transparent)]
     Output(#[from] VaultError),
-    #[error("writing the export failed: {0}")]
+    #[error("writing the export failed")]
     Write(#[source] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -245,8 +245,10 @@ pub struct Exported {
 }
 
 /// Writes the recording at `path` as `format` to `output` (`-` for standard output; a file is
-/// created 0600 and appears only once complete). Needs `recording.export`; audited as
-/// `recording.export` whether it worked or not.
+/// created 0600 and appears only once complete). An asciicast export goes through the terminal
+/// sanitizer unless `raw` (JSON Lines and the text dump escape every byte and are never
+/// sanitized). Needs `recording.export`; audited as `recording.export` whether it worked or not,
+/// with whether the export was sanitized.
 #[allow(clippy::too_many_arguments)]
 pub fn export(
     store: &mut Store,
@@ -258,6 +260,7 @@ pub fn export(
     output: &Path,
     recover: bool,
     force: bool,
+    raw: bool,
 ) -> Result<Exported, SessionOpError> {
     by.check(Permission::RecordingExport)?;
     let to_file = output.as_os_str() != "-";
@@ -273,7 +276,10 @@ pub fn export(
                 metadata,
                 &mut *records,
                 &mut out,
-                &AsciicastOptions::default(),
+                &AsciicastOptions {
+                    sanitize: !raw,
+                    ..AsciicastOptions::default()
+                },
             ),
             Format::Jsonl => write_jsonl(metadata, &mut *records, &mut out),
             Format::Text => write_dump(metadata, &mut *records, &mut out),
@@ -296,7 +302,12 @@ pub fn export(
         } else {
             Outcome::Failure
         },
-        json!({ "format": format.name(), "output": destination, "recover": recover }),
+        json!({
+            "format": format.name(),
+            "output": destination,
+            "recover": recover,
+            "sanitized": format == Format::Asciicast && !raw,
+        }),
     );
     let tally = exported.tally;
     let cut_short = match &exported.status {

@@ -21,6 +21,7 @@ use std::time::SystemTime;
 use super::{Direction, Record, RecordError, RecordReader, RecordingMetadata};
 use warden_core::fsx::FsError;
 use warden_core::keyring::Purpose;
+use warden_core::report::{report, Report};
 use warden_core::secret::Key32;
 use warden_core::stream::{SealedReader, Segment, StreamError, HEADER_LEN, MAGIC};
 
@@ -164,12 +165,12 @@ pub enum Damage {
 impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Stream(e) => e.fmt(f),
+            Self::Stream(e) => write!(f, "{}", Report(e)),
             Self::VaultFile => f.write_str(
                 "sealed with `warden vault seal` (the vault's key), not recorded by the shim: \
                  not a session recording",
             ),
-            Self::Record(e) => write!(f, "authentic but malformed: {e}"),
+            Self::Record(e) => write!(f, "authentic but malformed: {}", Report(e)),
         }
     }
 }
@@ -263,7 +264,7 @@ pub enum SessionError {
     #[error("{0}")]
     CutShortRefused(String),
     /// The file changed between the verifying pass and the replay.
-    #[error("{name} changed while it was being played: {source}")]
+    #[error("{name} changed while it was being played")]
     ChangedWhilePlaying {
         name: String,
         #[source]
@@ -408,7 +409,7 @@ fn header_status(err: StreamError, head: &[u8], file_bytes: u64) -> Status {
     // (`head` holds the file's first bytes, at most as many as the magic.)
     let partial_header = file_bytes < HEADER_LEN as u64 && MAGIC.starts_with(head);
     match err {
-        StreamError::Io(e) => Status::Unreadable(e.to_string()),
+        StreamError::Io(e) => Status::Unreadable(report(&e)),
         StreamError::NotSealed | StreamError::BadHeader(_) if partial_header => {
             Status::CutShort(CutShort {
                 final_segment_missing: true,
@@ -440,7 +441,7 @@ fn classify(
                 records: RecordStop::from_result(&result),
             }),
         },
-        Some(StreamError::Io(e)) => Status::Unreadable(e.to_string()),
+        Some(StreamError::Io(e)) => Status::Unreadable(report(&e)),
         Some(e) => Status::Damaged(Damage::Stream(e)),
         None => match records {
             Ok(()) => Status::Complete,
@@ -450,7 +451,7 @@ fn classify(
                 unverified_bytes,
                 records: RecordStop::from_result(&Err(e)),
             }),
-            Err(RecordError::Io(e)) => Status::Unreadable(e.to_string()),
+            Err(RecordError::Io(e)) => Status::Unreadable(report(&e)),
             Err(e) => Status::Damaged(Damage::Record(e)),
         },
     }
@@ -474,10 +475,10 @@ impl HashingReader {
             .open(path)
             .map_err(|e| match FsError::io(path, e) {
                 FsError::Symlink { .. } => "a symbolic link (not followed)".to_string(),
-                FsError::Io { source, .. } => source.to_string(),
+                FsError::Io { source, .. } => report(&source),
                 other => other.to_string(),
             })?;
-        let meta = file.metadata().map_err(|e| e.to_string())?;
+        let meta = file.metadata().map_err(|e| report(&e))?;
         if !meta.is_file() {
             return Err("not a regular file".into());
         }
@@ -566,7 +567,7 @@ impl<R: Read> Read for VerifiedPlaintext<R> {
             }
             match &self.stop {
                 Some(StreamError::Truncated { .. }) => return Ok(0),
-                Some(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+                Some(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, report(e))),
                 None if self.finished => return Ok(0),
                 None => self.next_segment(),
             }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
+use warden_core::report::report;
 
 /// First 8 bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"WRDNRCRD";
@@ -67,7 +68,7 @@ pub enum MetadataError {
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
     // The storage underneath (for a sealed stream, this includes its authentication failures).
-    #[error("I/O error: {0}")]
+    #[error("I/O error")]
     Io(#[from] io::Error),
     // Not a recording this code can read.
     #[error("not a warden session recording (bad magic)")]
@@ -95,7 +96,7 @@ pub enum RecordError {
         previous: u64,
         found: u64,
     },
-    #[error("bad metadata: {0}")]
+    #[error("bad metadata")]
     BadMetadata(#[from] MetadataError),
     #[error("data follows the end record (byte {offset})")]
     TrailingData { offset: u64 },
@@ -319,7 +320,7 @@ impl RecordingMetadata {
 
     fn from_json_bytes(bytes: &[u8]) -> Result<Self, MetadataError> {
         let json: MetadataJson =
-            serde_json::from_slice(bytes).map_err(|e| MetadataError::Json(e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| MetadataError::Json(report(&e)))?;
         let session_id = Uuid::try_parse(&json.session_id).map_err(|_| MetadataError::SessionId)?;
         // One spelling only, the one writers produce (lowercase, hyphenated).
         if session_id.hyphenated().to_string() != json.session_id {
@@ -364,8 +365,8 @@ pub struct RecordWriter<W: Write> {
 impl<W: Write> RecordWriter<W> {
     /// Writes the preamble and the metadata record.
     pub fn new(inner: W, metadata: &RecordingMetadata) -> Result<Self, RecordError> {
-        let json = serde_json::to_vec(&metadata.to_json())
-            .map_err(|e| MetadataError::Json(e.to_string()))?;
+        let json =
+            serde_json::to_vec(&metadata.to_json()).map_err(|e| MetadataError::Json(report(&e)))?;
         // Labels are capped at 256 bytes each, so the JSON stays far below the cap.
         debug_assert!(json.len() <= MAX_METADATA_LEN);
         let mut writer = Self {

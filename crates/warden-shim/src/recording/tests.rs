@@ -621,11 +621,11 @@ fn parse_asciicast(text: &str) -> Vec<(f64, String, String)> {
 
 #[test]
 fn asciicast_is_valid_json_with_non_decreasing_times() {
-    let (text, result) = asciicast(
-        &sample_chunks(),
-        Some(2_000_000),
-        &AsciicastOptions::default(),
-    );
+    let raw = AsciicastOptions {
+        sanitize: false,
+        ..AsciicastOptions::default()
+    };
+    let (text, result) = asciicast(&sample_chunks(), Some(2_000_000), &raw);
     let summary = result.unwrap();
     assert_eq!(summary.chunks, 6);
     assert_eq!(summary.end_t_us, Some(2_000_000));
@@ -686,6 +686,7 @@ fn asciicast_hex_mode_and_filters() {
         width: 132,
         height: 50,
         term: "xterm".into(),
+        sanitize: false,
     };
     let (text, result) = asciicast(&sample_chunks(), Some(2_000_000), &options);
     result.unwrap();
@@ -695,6 +696,96 @@ fn asciicast_hex_mode_and_filters() {
     let events = parse_asciicast(&text);
     assert!(events.iter().all(|e| e.1 == "o"));
     assert!(events[1].2.starts_with("\u{2}AB\\x80\\xff\0"));
+}
+
+// Security regression (issue 11): `session export --format asciicast` kept OSC 52 (clipboard
+// write), CSI 21 t (window title report), title sets and ESC [ 6 n (cursor position report)
+// raw, and `asciinema play` then wrote them to the viewer's terminal. The export now removes
+// what `session play` removes, in every event kind, unless asked for the raw bytes.
+#[test]
+fn asciicast_is_sanitized_like_play_unless_raw() {
+    let hostile: [&str; 6] = [
+        "\x1b]52;c;cm0gLXJmIC8K\x07",
+        "\x1b[21t",
+        "\x1b]0;owned\x07",
+        "\x1b]2;owned too\x1b\\",
+        "\x1b[6n",
+        "\x1bP+q544e\x1b\\",
+    ];
+    let mut chunks = vec![chunk(
+        0,
+        Direction::Event,
+        b"auth ok \x1b]0;marker\x07tech-001",
+    )];
+    let mut t = 10;
+    for h in hostile {
+        chunks.push(chunk(
+            t,
+            Direction::DeviceToTech,
+            format!("ok {h}").as_bytes(),
+        ));
+        t += 10;
+    }
+    // A sequence split across two chunks is recognised whole.
+    chunks.push(chunk(t, Direction::DeviceToTech, b"\x1b]5"));
+    chunks.push(chunk(t + 1, Direction::DeviceToTech, b"2;c;ZXZpbA==\x07"));
+    chunks.push(chunk(
+        t + 2,
+        Direction::DeviceToTech,
+        b"\x1b[1mPUMP>\x1b[0m \x1b[?25l",
+    ));
+    chunks.push(chunk(
+        t + 3,
+        Direction::TechToDevice,
+        b"\x1b]52;c;aW4=\x07status\r",
+    ));
+
+    let text_of = |options: &AsciicastOptions, code: &str| {
+        let (text, result) = asciicast(&chunks, Some(t + 10), options);
+        result.unwrap();
+        parse_asciicast(&text)
+            .into_iter()
+            .filter(|e| e.1 == code)
+            .map(|e| e.2)
+            .collect::<String>()
+    };
+    let sanitized = AsciicastOptions::default();
+    let output = text_of(&sanitized, "o");
+    for h in hostile {
+        assert!(!output.contains(h), "{h:?} kept in {output:?}");
+    }
+    assert!(
+        !output.contains("\x1b]") && !output.contains("\x1bP"),
+        "{output:?}"
+    );
+    assert!(
+        !output.contains("\x1b[6n") && !output.contains("\x1b[21t"),
+        "{output:?}"
+    );
+    // What a console needs stays, and the terminal is put back at the end.
+    assert!(
+        output.contains("\x1b[1mPUMP>\x1b[0m \x1b[?25l"),
+        "{output:?}"
+    );
+    assert!(output.ends_with("\x1b[?25h\x1b[0m"), "{output:?}");
+    assert_eq!(output.matches("ok ").count(), hostile.len());
+    let input = text_of(&sanitized, "i");
+    assert_eq!(input, "status\r");
+    let markers = text_of(&sanitized, "m");
+    assert!(
+        !markers.contains('\x1b') && markers.contains("tech-001"),
+        "{markers:?}"
+    );
+
+    // --raw keeps the bytes (for recordings the viewer trusts).
+    let raw = AsciicastOptions {
+        sanitize: false,
+        ..AsciicastOptions::default()
+    };
+    let output = text_of(&raw, "o");
+    for h in hostile {
+        assert!(output.contains(h), "{h:?} missing from {output:?}");
+    }
 }
 
 #[test]

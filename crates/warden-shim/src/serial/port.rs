@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 use serialport::{SerialPort, TTYPort};
+use warden_core::report::report;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DataBits {
@@ -77,7 +78,7 @@ impl Default for LineSettings {
 pub enum PortError {
     #[error("cannot open serial port {path}: {reason}")]
     Open { path: PathBuf, reason: String },
-    #[error("serial port {path}: {source}")]
+    #[error("serial port {path}")]
     Io { path: PathBuf, source: io::Error },
 }
 
@@ -105,7 +106,7 @@ impl Port {
             .write(true)
             .custom_flags((OFlag::O_NOCTTY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).bits())
             .open(path)
-            .map_err(|e| open_error(e.to_string()))?;
+            .map_err(|e| open_error(report(&e)))?;
         // A second, configuring handle: line settings apply to the line, so `data` gets them.
         let tty = serialport::new(path_text, settings.baud)
             .exclusive(false)
@@ -131,7 +132,7 @@ impl Port {
             })
             .timeout(Duration::ZERO)
             .open_native()
-            .map_err(|e| open_error(e.to_string()))?;
+            .map_err(|e| open_error(report(&e)))?;
         rustix::termios::ioctl_tiocexcl(&data)
             .map_err(|e| open_error(format!("cannot make it exclusive: {e}")))?;
         Ok(Self {

@@ -25,6 +25,7 @@ use warden_core::audit::{
     NewEvent, RecordRef, Timestamp, Verifier, VerifyReport,
 };
 use warden_core::audit::{Damage, DamageKind, Outcome};
+use warden_core::report::report;
 use warden_core::secret::Key32;
 
 use crate::db::{Database, StoreError};
@@ -323,7 +324,7 @@ impl AuditLog {
     /// the rows are not looked at.
     fn read_state(&self, tx: &Transaction<'_>) -> Result<(ChainState, AuditPolicy), StoreError> {
         let (head, key, policy) = self.read_raw(tx)?;
-        let state = ChainState::resume(head, key).map_err(|e| corrupt(&e.to_string()))?;
+        let state = ChainState::resume(head, key).map_err(|e| corrupt(&report(&e)))?;
         Ok((state, policy))
     }
 
@@ -435,7 +436,7 @@ impl AuditLog {
             if state.needs_evolution(&policy.epoch, now) {
                 let marker = state
                     .evolve(event.timestamp.clone(), now)
-                    .map_err(|e| corrupt(&e.to_string()))?;
+                    .map_err(|e| corrupt(&report(&e)))?;
                 Self::insert_row(tx, &marker)?;
                 records.push(marker);
                 evolved = true;

@@ -20,7 +20,7 @@ pub enum AuditOpError {
     Authorization(#[from] WrongAuthorization),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("writing the export failed: {0}")]
+    #[error("writing the export failed")]
     Write(#[source] std::io::Error),
 }
 

@@ -6,6 +6,7 @@ use warden_core::audit::{NewEvent, Outcome};
 use warden_core::lockout::{LockoutState, Throttle};
 use warden_core::password::{Password, PasswordExpiry, PasswordHash};
 use warden_core::rbac::{authorize, authorize_service, Decision, Permission, Role, ServiceKind};
+use warden_core::report::Report;
 use warden_core::secret::SecretBytes;
 use warden_core::totp::{TotpParams, TotpSecret, TotpVerdict};
 
@@ -292,7 +293,12 @@ impl Identity {
             )
         })?;
         let secret = TotpSecret::from_bytes(SecretBytes::new(bytes.expose_secret().to_vec()))
-            .map_err(|err| StoreError::Corrupt(format!("identity: stored TOTP secret: {err}")))?;
+            .map_err(|err| {
+                StoreError::Corrupt(format!(
+                    "identity: stored TOTP secret: {}",
+                    warden_core::report::report(&err)
+                ))
+            })?;
         Ok((secret, real))
     }
 
@@ -521,7 +527,7 @@ impl Identity {
         let hash = match stored.map(PasswordHash::parse) {
             Some(Ok(hash)) => Some(hash),
             Some(Err(err)) => {
-                tracing::error!(user = %actor, error = %err, "stored password hash is unusable");
+                tracing::error!(user = %actor, error = %Report(&err), "stored password hash is unusable");
                 None
             }
             None => None,

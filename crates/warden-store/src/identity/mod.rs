@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use warden_core::lockout::{BackoffPolicy, LockoutPolicy};
 use warden_core::password::{PasswordError, PasswordHash, PasswordPolicy, PolicyViolations};
 use warden_core::rbac::{Permission, Role};
+use warden_core::report::report;
 use warden_core::secret::Key32;
 use warden_core::totp::{KeyUriError, TotpParams};
 
@@ -134,7 +135,7 @@ impl IdentityPolicy {
     pub fn from_json(text: &str) -> Result<Self, IdentityError> {
         let mut de = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut de)
-            .map_err(|err| IdentityError::PolicyDocument(err.to_string()))
+            .map_err(|err| IdentityError::PolicyDocument(report(&err)))
     }
 }
 
@@ -232,7 +233,7 @@ pub enum IdentityError {
     UserExists(String),
     #[error("no user named {0}")]
     UnknownUser(String),
-    #[error("{0}")]
+    #[error(transparent)]
     PolicyViolation(#[from] PolicyViolations),
     #[error("technicians sign in with TOTP only and have no password")]
     TechnicianPassword,
@@ -248,9 +249,9 @@ pub enum IdentityError {
     NotInitialized,
     #[error("identity policy: {0}")]
     PolicyDocument(String),
-    #[error("password hashing failed: {0}")]
+    #[error("password hashing failed")]
     Hashing(#[from] PasswordError),
-    #[error("cannot build the enrollment URI: {0}")]
+    #[error("cannot build the enrollment URI")]
     KeyUri(#[from] KeyUriError),
     #[error(transparent)]
     WrongAuthorization(#[from] WrongAuthorization),
@@ -325,7 +326,7 @@ impl Identity {
     pub fn init(db: &mut Database, policy: &IdentityPolicy) -> Result<(), IdentityError> {
         let decoy = PasswordHash::decoy(policy.password.argon2())?;
         let json = serde_json::to_string(policy)
-            .map_err(|err| IdentityError::PolicyDocument(err.to_string()))?;
+            .map_err(|err| IdentityError::PolicyDocument(report(&err)))?;
         db.conn().execute(
             "INSERT INTO identity_policy (id, policy, decoy_phc) VALUES (1, ?1, ?2)",
             rusqlite::params![json, decoy.as_phc()],

@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use warden_core::lockout::{AttemptThrottle, FailureWindow};
 use warden_core::rbac::Role;
+use warden_core::report::report;
 use warden_core::totp::TotpParams;
 
 use crate::db::StoreError;
@@ -212,7 +213,7 @@ pub(super) fn set_totp(
     params: &TotpParams,
     now: u64,
 ) -> Result<(), StoreError> {
-    let json = serde_json::to_string(params).map_err(|err| corrupt(err.to_string()))?;
+    let json = serde_json::to_string(params).map_err(|err| corrupt(report(&err)))?;
     conn.execute(
         "UPDATE users SET totp_sealed = ?2, totp_params = ?3, totp_enrolled = ?4,
                           last_accepted_step = NULL
@@ -277,9 +278,8 @@ pub(super) fn save_lock(
     principal: &str,
     record: &LockRecord,
 ) -> Result<(), StoreError> {
-    let window = serde_json::to_string(&record.window).map_err(|err| corrupt(err.to_string()))?;
-    let throttle =
-        serde_json::to_string(&record.throttle).map_err(|err| corrupt(err.to_string()))?;
+    let window = serde_json::to_string(&record.window).map_err(|err| corrupt(report(&err)))?;
+    let throttle = serde_json::to_string(&record.throttle).map_err(|err| corrupt(report(&err)))?;
     conn.execute(
         "INSERT INTO auth_lockouts (principal, window, throttle, locked_at) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (principal) DO UPDATE SET window = ?2, throttle = ?3, locked_at = ?4",

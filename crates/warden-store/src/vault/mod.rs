@@ -19,6 +19,7 @@ use warden_core::audit::Outcome;
 use warden_core::fsx::{FsError, PendingFile};
 use warden_core::keyring::Purpose;
 use warden_core::rbac::Permission;
+use warden_core::report::report;
 use warden_core::secret::Key32;
 use warden_core::stream::{
     self, SealedReader, SealedWriter, StreamError, StreamSummary, DEFAULT_SEGMENT_SIZE,
@@ -35,14 +36,14 @@ pub enum VaultError {
     #[error(transparent)]
     Authorization(#[from] WrongAuthorization),
     /// The sealed input is damaged, truncated, under another key, or not a sealed file.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Stream {
         path: String,
         #[source]
         source: StreamError,
     },
     /// A truncated file and no `recover`.
-    #[error("refusing to open {path}: {source} (use --recover to keep the verified prefix)")]
+    #[error("refusing to open {path} without --recover (which keeps the verified prefix)")]
     Truncated {
         path: String,
         #[source]
@@ -52,7 +53,7 @@ pub enum VaultError {
     Exists(String),
     #[error(transparent)]
     File(#[from] FsError),
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {path}")]
     Io {
         what: &'static str,
         path: String,
@@ -258,7 +259,7 @@ fn stream_error(path: &Path, source: StreamError) -> VaultError {
 }
 
 fn failure_details(err: &VaultError) -> serde_json::Value {
-    json!({ "error": err.to_string() })
+    json!({ "error": report(err) })
 }
 
 /// Encrypts `input` into a sealed stream at `output` (`-` for standard input / output).

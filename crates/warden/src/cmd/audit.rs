@@ -61,27 +61,46 @@ pub fn run(cmd: &AuditCommand, ctx: &mut Context<'_>) -> Result<()> {
         } => {
             let (mut store, by) = ctx.sign_in_for(Permission::AuditExport, "audit.export")?;
             let (from, checkpoint) = verify_from(&mut store, verify, ctx)?;
-            let (mut out, destination): (Box<dyn Write>, String) = match output {
-                Some(path) => (
-                    Box::new(io::BufWriter::new(warden_core::fsx::create_private_new(
-                        path,
-                    )?)),
-                    warden_store::audit::path_text(path),
-                ),
-                None => (
-                    Box::new(io::BufWriter::new(io::stdout().lock())),
-                    "stdout".to_owned(),
-                ),
+            // A file output has no name until the export is complete (see fsx::PendingFile):
+            // an export that fails or is killed leaves nothing behind.
+            let exported = match output {
+                Some(path) => {
+                    if path.symlink_metadata().is_ok() {
+                        bail!("{} exists; refusing to overwrite it", path.display());
+                    }
+                    let mut out = io::BufWriter::new(warden_core::fsx::PendingFile::create(path)?);
+                    let destination = warden_store::audit::path_text(path);
+                    let exported = audit::export(
+                        &mut store,
+                        &by,
+                        from,
+                        checkpoint,
+                        (*format).into(),
+                        &destination,
+                        &mut out,
+                    )?;
+                    let pending = out
+                        .into_inner()
+                        .map_err(|e| e.into_error())
+                        .with_context(|| format!("cannot write {destination}"))?;
+                    pending.commit()?;
+                    exported
+                }
+                None => {
+                    let mut out = io::BufWriter::new(io::stdout().lock());
+                    let exported = audit::export(
+                        &mut store,
+                        &by,
+                        from,
+                        checkpoint,
+                        (*format).into(),
+                        "stdout",
+                        &mut out,
+                    )?;
+                    out.flush().context("cannot write to standard output")?;
+                    exported
+                }
             };
-            let exported = audit::export(
-                &mut store,
-                &by,
-                from,
-                checkpoint,
-                (*format).into(),
-                &destination,
-                &mut out,
-            )?;
             eprintln!(
                 "exported {} records; verification: {}",
                 exported.records,

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use warden_core::keyring::Purpose;
 use warden_core::rbac::Permission;
 
 use crate::cli::ConfigCommand;
@@ -18,13 +17,13 @@ pub fn run(cmd: &ConfigCommand, ctx: &mut Context<'_>) -> Result<()> {
             force,
         } => {
             let (mut store, by) = ctx.sign_in_for(Permission::ConfigSeal, "config.seal")?;
-            let key = ctx.key(Purpose::Config)?;
+            let sealer = ctx.config_sealer()?;
             let output = output.clone().unwrap_or_else(|| {
                 let mut name = file.as_os_str().to_owned();
                 name.push(".sealed");
                 PathBuf::from(name)
             });
-            warden_store::config::seal(&mut store, &by, &key, file, &output, *force)?;
+            warden_store::config::seal(&mut store, &by, &sealer, file, &output, *force)?;
             if output.as_os_str() != "-" {
                 eprintln!(
                     "sealed {} -> {}\nthe plaintext is still at {}; remove it once you no longer need it",
@@ -40,9 +39,9 @@ pub fn run(cmd: &ConfigCommand, ctx: &mut Context<'_>) -> Result<()> {
             force,
         } => {
             let (mut store, by) = ctx.sign_in_for(Permission::ConfigOpen, "config.open")?;
-            let key = ctx.key(Purpose::Config)?;
+            let sealer = ctx.config_sealer()?;
             let output = output.clone().unwrap_or_else(|| PathBuf::from("-"));
-            warden_store::config::open(&mut store, &by, &key, file, &output, *force)?;
+            warden_store::config::open(&mut store, &by, &sealer, file, &output, *force)?;
         }
     }
     Ok(())

@@ -14,6 +14,7 @@ use warden_core::kdf::KdfParams;
 use warden_core::keyring::{Purpose, PurposeKeys};
 use warden_core::password::Password;
 use warden_core::rbac::{Permission, Role};
+use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::Passphrase;
 use warden_store::audit::{AuditPolicy, VerifyFrom};
 use warden_store::identity::{
@@ -198,13 +199,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         b"siem:\n  host: siem.hospital.example\n  client_key: /etc/warden/siem.key\n",
     )?;
     let sealed_yaml = work.join("siem.yaml.sealed");
-    let config_key = keys.get(Purpose::Config);
+    let sealer = ConfigSealer::new(keys.get(Purpose::Config));
     let by = people.as_admin(&mut store, Permission::ConfigSeal, "config.seal")?;
-    let written =
-        warden_store::config::seal(&mut store, &by, config_key, &yaml, &sealed_yaml, false)?;
+    let written = warden_store::config::seal(&mut store, &by, &sealer, &yaml, &sealed_yaml, false)?;
     let reopened = work.join("siem.reopened.yaml");
     let by = people.as_admin(&mut store, Permission::ConfigOpen, "config.open")?;
-    warden_store::config::open(&mut store, &by, config_key, &sealed_yaml, &reopened, false)?;
+    warden_store::config::open(&mut store, &by, &sealer, &sealed_yaml, &reopened, false)?;
     ensure!(
         std::fs::read(&yaml)? == std::fs::read(&reopened)?,
         "config round trip differs"

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use warden_core::audit::Outcome;
 use warden_core::keyring::Purpose;
 use warden_core::rbac::Permission;
-use warden_core::sealed_config::{self, ConfigSealer, Form, Plain};
+use warden_core::sealed_config::{self, Form, Plain};
 use warden_ota::admin::{Redelivery, ScriptStatus};
 use warden_ota::apdu::{status_text, to_hex, CommandApdu, ResponseApdu};
 use warden_ota::config::ServerConfig;
@@ -324,7 +324,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
-    let sealer = ConfigSealer::new(&ctx.key(Purpose::Config)?);
+    let sealer = ctx.config_sealer()?;
     let plain = if args.allow_plain_config {
         Plain::Allow
     } else {

@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Subcommand;
 use warden_core::keyring::Purpose;
 use warden_core::rbac::Permission;
-use warden_core::sealed_config::{self, ConfigSealer, Form, Plain};
+use warden_core::sealed_config::{self, Form, Plain};
 use warden_shim::config::ShimConfig;
 use warden_shim::host::{build_daemon, DaemonKeys};
 use warden_store::identity::PortId;
@@ -93,7 +93,7 @@ fn load_config(
     allow_plain: bool,
     ctx: &mut Context<'_>,
 ) -> Result<(ShimConfig, Vec<u8>)> {
-    let sealer = ConfigSealer::new(&ctx.key(Purpose::Config)?);
+    let sealer = ctx.config_sealer()?;
     let plain = if allow_plain {
         Plain::Allow
     } else {
@@ -116,7 +116,7 @@ fn run_daemon(path: &Path, allow_plain: bool, ctx: &mut Context<'_>) -> Result<(
         database: ctx.key(Purpose::Database)?,
         audit: ctx.key(Purpose::Audit)?,
         recordings: ctx.key(Purpose::Recordings)?,
-        config: ctx.key(Purpose::Config)?,
+        config: ctx.config_sealer()?,
     };
     eprintln!(
         "warden shim {}: technician {} <-> device {} ({}); control socket {}",

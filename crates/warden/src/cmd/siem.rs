@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use warden_core::keyring::Purpose;
 use warden_core::rbac::Permission;
 use warden_core::sealed_config::{self, ConfigSealer, Form, Plain};
 use warden_siem::check::audited_test;
@@ -24,7 +23,7 @@ pub fn run(cmd: &SiemCommand, ctx: &mut Context<'_>) -> Result<()> {
             allow_plain_config,
         } => {
             let (mut store, by) = ctx.sign_in_for(Permission::SiemTest, "siem.test")?;
-            let sealer = ConfigSealer::new(&ctx.key(Purpose::Config)?);
+            let sealer = ctx.config_sealer()?;
             test(
                 &mut store,
                 &by,

@@ -11,10 +11,21 @@
 //! as one continuous UTF-8 stream, so a character split across two chunks is kept whole (it
 //! appears in the event of the chunk that completes it). Bytes that are not UTF-8 become, per
 //! [`InvalidUtf8`], U+FFFD (the default: terminal layout is kept, one cell per bad sequence) or
-//! the visible text `\xNN` (the byte value is kept, but the layout shifts). **What is lost:** the
-//! exact value of non-UTF-8 bytes (with `Replace`) and the chunk boundaries of split characters;
-//! control bytes such as ESC pass through unchanged, as a terminal replay needs. The JSON Lines
-//! and dump exports are lossless; use them for evidence.
+//! the visible text `\xNN` (the byte value is kept, but the layout shifts).
+//!
+//! A player writes the `o` events to the viewer's terminal, so by default they go through the
+//! same [`TerminalSanitizer`] as `warden session play`: what a serial console needs (text,
+//! colours, cursor movement, erasing) is kept; what acts on the viewer's terminal (title
+//! changes, OSC 52 clipboard writes, window operations such as `CSI 21 t`, reports such as
+//! `ESC [ 6 n` that the terminal answers as if typed, character set switches) is dropped, and the
+//! last event puts back what the replay changed. `i` events are sanitized the same way and
+//! marker labels lose their control characters. [`AsciicastOptions::sanitize`] `false`
+//! (`warden session export --raw`) keeps every byte's effect, for recordings you trust.
+//!
+//! **What is lost:** the exact value of non-UTF-8 bytes (with `Replace`, and always when
+//! sanitizing: the sanitizer writes U+FFFD), the chunk boundaries of split characters, and the
+//! sequences the sanitizer drops. The JSON Lines and dump exports are lossless (every byte is
+//! escaped, nothing is interpreted); use them for evidence.
 
 use std::io::{self, Write};
 
@@ -22,6 +33,7 @@ use serde::Serialize;
 
 use super::{drive, seconds, ExportError, ExportSummary, Sink};
 use crate::recording::record::{Chunk, Direction, Record, RecordError, RecordingMetadata};
+use crate::recording::sanitize::TerminalSanitizer;
 
 /// What to write for bytes that are not valid UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +60,9 @@ pub struct AsciicastOptions {
     /// Write `m` marker events for shim events.
     pub include_events: bool,
     pub invalid_utf8: InvalidUtf8,
+    /// Pass `o` and `i` events through the [`TerminalSanitizer`] (the default) so a player
+    /// cannot be made to act on the viewer's terminal; `false` keeps the recorded bytes.
+    pub sanitize: bool,
 }
 
 impl Default for AsciicastOptions {
@@ -60,6 +75,7 @@ impl Default for AsciicastOptions {
             include_input: true,
             include_events: true,
             invalid_utf8: InvalidUtf8::Replace,
+            sanitize: true,
         }
     }
 }
@@ -144,11 +160,58 @@ fn push_invalid(bytes: &[u8], invalid: InvalidUtf8, out: &mut String) {
     }
 }
 
+/// One direction's bytes on their way to event text: sanitized (when asked), then decoded.
+#[derive(Debug, Default)]
+struct Lane {
+    sanitizer: Option<TerminalSanitizer>,
+    utf8: Utf8Stream,
+    scratch: Vec<u8>,
+}
+
+impl Lane {
+    fn new(sanitize: bool) -> Self {
+        Self {
+            sanitizer: sanitize.then(TerminalSanitizer::new),
+            ..Self::default()
+        }
+    }
+
+    fn push(&mut self, data: &[u8], invalid: InvalidUtf8, out: &mut String) {
+        match &mut self.sanitizer {
+            Some(sanitizer) => {
+                self.scratch.clear();
+                sanitizer.feed(data, &mut self.scratch);
+                self.utf8.push(&self.scratch, invalid, out);
+            }
+            None => self.utf8.push(data, invalid, out),
+        }
+    }
+
+    /// Ends the lane: an unfinished character, and what puts the terminal back.
+    fn flush(&mut self, invalid: InvalidUtf8, out: &mut String) {
+        if let Some(sanitizer) = &mut self.sanitizer {
+            self.scratch.clear();
+            sanitizer.finish(&mut self.scratch);
+            self.utf8.push(&self.scratch, invalid, out);
+        }
+        self.utf8.flush(invalid, out);
+    }
+}
+
+/// A marker label without control characters (a player may show it in the terminal).
+fn clean_label(label: &str, sanitize: bool) -> String {
+    if sanitize {
+        label.chars().filter(|c| !c.is_control()).collect()
+    } else {
+        label.to_owned()
+    }
+}
+
 struct AsciicastSink<'o, W: Write> {
     out: W,
     options: &'o AsciicastOptions,
-    input: Utf8Stream,
-    output: Utf8Stream,
+    input: Lane,
+    output: Lane,
     last_t: u64,
 }
 
@@ -197,7 +260,8 @@ impl<W: Write> Sink for AsciicastSink<'_, W> {
             }
             Direction::Event => {
                 if self.options.include_events {
-                    let label = String::from_utf8_lossy(&chunk.data);
+                    let label =
+                        clean_label(&String::from_utf8_lossy(&chunk.data), self.options.sanitize);
                     self.event(chunk.t_us, "m", &label)?;
                 }
             }
@@ -213,7 +277,11 @@ impl<W: Write> Sink for AsciicastSink<'_, W> {
     fn stopped(&mut self, err: &RecordError) -> io::Result<()> {
         let t = self.last_t;
         self.flush_streams(t)?;
-        self.event(t, "m", &format!("warden: the recording stops here: {err}"))?;
+        let label = format!(
+            "warden: the recording stops here: {}",
+            warden_core::report::Report(err)
+        );
+        self.event(t, "m", &clean_label(&label, self.options.sanitize))?;
         self.out.flush()
     }
 }
@@ -259,8 +327,8 @@ where
     let mut sink = AsciicastSink {
         out,
         options,
-        input: Utf8Stream::default(),
-        output: Utf8Stream::default(),
+        input: Lane::new(options.sanitize),
+        output: Lane::new(options.sanitize),
         last_t: 0,
     };
     drive(records, &mut sink)

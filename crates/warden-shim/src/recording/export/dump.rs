@@ -110,7 +110,11 @@ impl<W: Write> Sink for DumpSink<W> {
     }
 
     fn stopped(&mut self, err: &RecordError) -> io::Result<()> {
-        writeln!(self.out, "# error: the recording stops here: {err}")?;
+        writeln!(
+            self.out,
+            "# error: the recording stops here: {}",
+            warden_core::report::Report(err)
+        )?;
         self.out.flush()
     }
 }

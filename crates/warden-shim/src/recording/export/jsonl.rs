@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::{drive, ExportError, ExportSummary, Sink};
 use crate::recording::record::{Chunk, MetadataJson, Record, RecordError, RecordingMetadata};
+use warden_core::report::report;
 
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -77,7 +78,7 @@ impl<W: Write> Sink for JsonlSink<W> {
 
     fn stopped(&mut self, err: &RecordError) -> io::Result<()> {
         self.line(&Line::Error {
-            message: err.to_string(),
+            message: report(err),
         })?;
         self.out.flush()
     }

@@ -35,6 +35,7 @@ pub fn run(ctx: &mut Context<'_>, args: &SessionExportArgs) -> Result<()> {
         output,
         args.recover,
         args.force,
+        args.raw,
     )
     .map_err(|err| {
         let damaged = matches!(&err, ops::SessionOpError::Session(e)
