@@ -48,12 +48,9 @@ impl DataDir {
         for sub in SUBDIRS {
             fsx::create_private_dir(&root.join(sub))?;
         }
-        let mut file = fsx::create_private_new(&security_path)?;
-        use std::io::Write;
-        file.write_all(security.to_json().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| FsError::io(&security_path, e))?;
-        fsx::sync_parent(&security_path)?;
+        // No name until complete: a killed `init` never leaves a partial security.json that
+        // would make the directory look initialized. The link refuses an existing file.
+        fsx::write_new_private(&security_path, security.to_json().as_bytes())?;
         Ok(Self {
             root: root.to_path_buf(),
             security,

@@ -385,6 +385,24 @@ impl PendingFile {
         sync_parent(&self.dest)
     }
 
+    /// Like [`commit`](Self::commit), but refuses (`AlreadyExists`, nothing changed) when
+    /// `dest` exists by then: the check and the naming are one atomic link.
+    pub fn commit_new(mut self) -> Result<(), FsError> {
+        let file = self.file.take().expect("present until commit");
+        file.sync_all().map_err(|e| FsError::io(&self.dest, e))?;
+        let source = match &self.body {
+            Body::Named(temp) => temp.clone(),
+            Body::Unnamed => proc_fd_path(&file),
+        };
+        link_following(&source, &self.dest).map_err(|e| FsError::io(&self.dest, e))?;
+        if let Body::Named(temp) = &self.body {
+            let _ = fs::remove_file(temp);
+        }
+        self.committed = true;
+        drop(file);
+        sync_parent(&self.dest)
+    }
+
     /// Gives the unnamed file its name: a link straight to `dest` when nothing is there;
     /// otherwise a link to a fresh temporary name, renamed over `dest`.
     fn link_unnamed(&self, file: &File) -> Result<(), FsError> {
@@ -438,6 +456,16 @@ pub fn write_atomic_private(dest: &Path, content: &[u8]) -> Result<(), FsError> 
         .write_all(content)
         .map_err(|e| FsError::io(dest, e))?;
     pending.commit()
+}
+
+/// Writes `content` as the new file `dest`, atomically: refused if `dest` exists, and no
+/// partial file under any name if the process dies first.
+pub fn write_new_private(dest: &Path, content: &[u8]) -> Result<(), FsError> {
+    let mut pending = PendingFile::create(dest)?;
+    pending
+        .write_all(content)
+        .map_err(|e| FsError::io(dest, e))?;
+    pending.commit_new()
 }
 
 /// Syncs the directory holding `path`, so a rename or create in it is durable.
@@ -521,6 +549,27 @@ mod tests {
             pending.commit().unwrap();
             assert_eq!(fs::read(&dest).unwrap(), b"replacement");
             assert_eq!(names_in(dir.path()), ["out"], "{strategy:?}");
+        }
+    }
+
+    #[test]
+    fn commit_new_refuses_an_existing_destination_and_keeps_it() {
+        for strategy in [Strategy::Unnamed, Strategy::Named] {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("security.json");
+            let mut first = PendingFile::create_with(&dest, strategy).unwrap();
+            first.write_all(b"first").unwrap();
+            // Another writer gets there between our create and our commit.
+            let mut second = PendingFile::create_with(&dest, strategy).unwrap();
+            second.write_all(b"second").unwrap();
+            second.commit_new().unwrap();
+            let err = first.commit_new().unwrap_err();
+            assert!(
+                matches!(&err, FsError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+                "{strategy:?}: {err:?}"
+            );
+            assert_eq!(fs::read(&dest).unwrap(), b"second");
+            assert_eq!(names_in(dir.path()), ["security.json"], "{strategy:?}");
         }
     }
 

@@ -265,6 +265,11 @@ pub struct GpioConfig {
     /// The switch pulls the line low when the case opens.
     #[serde(default)]
     pub active_low: bool,
+    /// A missing chip or line is reported (log and `shim.tamper.unavailable` in the audit
+    /// chain) instead of refusing to start: for one configuration shared by boxes with and
+    /// without the switch.
+    #[serde(default)]
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -309,6 +309,11 @@ impl ShimHost for StoreHost {
                 json!({ "config_sha256": config_sha256 }),
             ),
             ShimEvent::Stopping => self.own("shim.stop", Outcome::Success, json!({})),
+            ShimEvent::TamperUnavailable { source, reason } => self.own(
+                "shim.tamper.unavailable",
+                Outcome::Failure,
+                json!({ "source": source, "reason": reason }),
+            ),
             ShimEvent::Transition { from, to, reason } => {
                 let event = self.event(
                     &self.actor,

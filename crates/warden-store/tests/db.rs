@@ -194,3 +194,18 @@ fn first_opens_racing_in_a_fresh_process_all_succeed() {
         );
     }
 }
+
+/// docs/access-control.md names the schema version its storage section describes; it must be
+/// the version the code migrates to.
+#[test]
+fn the_documented_schema_version_is_the_latest_migration() {
+    let doc = include_str!("../../../docs/access-control.md");
+    let documented: u32 = doc
+        .split("## Storage (schema version ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|v| v.parse().ok())
+        .expect("a `## Storage (schema version N)` heading");
+    let latest = warden_store::migrations::MIGRATIONS.last().unwrap().version;
+    assert_eq!(documented as i64, latest as i64);
+}

@@ -38,6 +38,11 @@ impl Rig {
     /// A data directory with technician `tess` (TOTP with 2-second steps, so tests that log in
     /// more than once wait at most 2 s for a fresh code) and a running shim.
     fn start(extra_yaml: &str) -> Self {
+        Self::start_with("", extra_yaml)
+    }
+
+    /// `tamper_yaml` goes inside the `tamper:` section, `extra_yaml` after `recording:`.
+    fn start_with(tamper_yaml: &str, extra_yaml: &str) -> Self {
         let fx = Fixture::with_identity_policy(FAST);
         let mut add = fx.admin();
         add.args([
@@ -69,7 +74,7 @@ impl Rig {
                  technician_port:\n  path: {}\n  baud: 115200\n\
                  device_port:\n  path: {}\n  baud: 9600\n\
                  control_socket: {}\n\
-                 tamper:\n  file: {}\n  poll_interval_ms: 20\n\
+                 tamper:\n  file: {}\n  poll_interval_ms: 20\n{tamper_yaml}\
                  recording:\n  flush_interval_ms: 50\n{extra_yaml}",
                 tech.path.display(),
                 device.path.display(),
@@ -829,4 +834,57 @@ fn an_emergency_stop_survives_a_daemon_started_under_another_shim_id() {
     // The reset through the new daemon clears the box.
     rig.reset();
     rig.wait_state("IDLE");
+}
+
+/// A GPIO case switch marked optional and absent: the daemon starts, and the chain says it runs
+/// without it. Not optional: it refuses to start, naming the chip.
+#[test]
+fn an_optional_gpio_switch_that_is_absent_is_recorded_not_fatal() {
+    let gpio = "  gpio: { chip: /dev/gpiochip-absent, line: 17, optional: true }\n";
+    let rig = Rig::start_with(gpio, "");
+    rig.wait_state("IDLE");
+    let unavailable: Vec<_> = rig
+        .audit_actions()
+        .into_iter()
+        .filter(|(action, _, _)| action == "shim.tamper.unavailable")
+        .collect();
+    assert_eq!(unavailable.len(), 1, "{unavailable:?}");
+    let (_, outcome, details) = &unavailable[0];
+    assert_eq!(outcome, "failure");
+    assert_eq!(details["source"], "gpio");
+    assert!(
+        details["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/dev/gpiochip-absent"),
+        "{details}"
+    );
+    drop(rig);
+
+    let required = "  gpio: { chip: /dev/gpiochip-absent, line: 17 }\n";
+    let plain = Fixture::with_identity_policy(FAST);
+    let (tech, device) = (
+        VirtualSerialPair::new().unwrap(),
+        VirtualSerialPair::new().unwrap(),
+    );
+    let config = plain.file(
+        "shim.yaml",
+        format!(
+            "shim_id: shim-01\ndevice_name: d\n\
+             technician_port:\n  path: {}\n  baud: 9600\n\
+             device_port:\n  path: {}\n  baud: 9600\n\
+             control_socket: {}\n\
+             tamper:\n{required}",
+            tech.path.display(),
+            device.path.display(),
+            plain.path("run/shim.sock").display()
+        )
+        .as_bytes(),
+    );
+    let out = run(plain
+        .warden()
+        .args(["shim", "run", "--allow-plain-config", "--config"])
+        .arg(&config));
+    assert_ne!(out.code, 0);
+    out.stderr_has(&["/dev/gpiochip-absent", "line 17"]);
 }
