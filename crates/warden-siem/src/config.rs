@@ -570,7 +570,7 @@ other_section:
 
         // Documented defaults, written out, give the settings the defaults give.
         let base = SiemConfig::from_yaml_document(MINIMAL.as_bytes()).unwrap();
-        let mut explicit = String::from(MINIMAL.replace("other_section:\n  anything: goes\n", ""));
+        let mut explicit = MINIMAL.replace("other_section:\n  anything: goes\n", "");
         let mut nested: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
         for (key, required, default) in &rows {
             if *required
