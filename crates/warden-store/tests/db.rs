@@ -200,12 +200,12 @@ fn first_opens_racing_in_a_fresh_process_all_succeed() {
 #[test]
 fn the_documented_schema_version_is_the_latest_migration() {
     let doc = include_str!("../../../docs/access-control.md");
-    let documented: u32 = doc
+    let documented: i64 = doc
         .split("## Storage (schema version ")
         .nth(1)
         .and_then(|rest| rest.split(')').next())
         .and_then(|v| v.parse().ok())
         .expect("a `## Storage (schema version N)` heading");
     let latest = warden_store::migrations::MIGRATIONS.last().unwrap().version;
-    assert_eq!(documented as i64, latest as i64);
+    assert_eq!(documented, latest);
 }
