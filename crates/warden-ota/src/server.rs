@@ -1251,7 +1251,9 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         Some(p) => p,
         None => {
             let (card, sid) = (ctx.identity.clone(), ctx.session_id.clone());
-            let read = s.store.call(move |tx, jctx| {
+            // Reads, and settling what a lost session left: a crash before this commits
+            // settles the same scripts again next time, so the answer need not wait for it.
+            let read = s.store.call_before_commit(move |tx, jctx| {
                 if fresh {
                     let r = db::recover_in_flight(tx, &card)?;
                     if let Some(record) =
@@ -1286,6 +1288,7 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         }
     };
     let Plan {
+        durability,
         writes,
         audit,
         after,
@@ -1293,7 +1296,9 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
     let card = ctx.identity.clone();
     let next = match s
         .store
-        .call(move |tx, jctx| apply_step(tx, jctx, &card, writes, audit))
+        .call_durable(durability, move |tx, jctx| {
+            apply_step(tx, jctx, &card, writes, audit)
+        })
         .await
     {
         Ok(next) => next,

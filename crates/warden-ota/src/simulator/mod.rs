@@ -336,6 +336,9 @@ pub struct SessionReport {
     pub resumes: u32,
     pub connections: u32,
     pub duration: Duration,
+    /// Each request that carried a script's results, from sending it to the server's answer
+    /// (the next script or the 204): the round trip an APDU exchange costs inside a session.
+    pub result_round_trips: Vec<Duration>,
 }
 
 impl SessionReport {
@@ -377,6 +380,7 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
         resumes: 0,
         connections: 1,
         duration: Duration::ZERO,
+        result_round_trips: Vec::new(),
     };
     let mut pending = Pending {
         target: cfg.admin_path.clone(),
@@ -404,11 +408,16 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
         if resume {
             headers.push((header::X_ADMIN_RESUME, "true".into()));
         }
+        let sent = Instant::now();
+        let carries_results = pending.results.is_some();
         let response = with_timeout(
             cfg.timeout,
             client.send("POST", &pending.target, &headers, body),
         )
         .await?;
+        if carries_results && !resume {
+            report.result_round_trips.push(sent.elapsed());
+        }
         report.requests += 1;
         resume = false;
         let lost = match cfg.cut {
