@@ -56,6 +56,19 @@ pub struct GpCard {
     sequence: u16,
     /// Commands processed (all scripts).
     pub commands: u64,
+    /// What the card remembers of the scripts it was sent, across sessions (filled in by
+    /// [`super::run_session`]).
+    pub journal: Vec<Ran>,
+}
+
+/// A script as the card remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    pub commands: Vec<CommandApdu>,
+    /// The card ran it (rather than refusing it, e.g. for an unknown target).
+    pub executed: bool,
+    /// The server answered the request that carried its results (the card may forget them).
+    pub acknowledged: bool,
 }
 
 fn aid(hex: &str) -> Aid {
@@ -91,6 +104,7 @@ impl GpCard {
             authenticated: false,
             sequence: 1,
             commands: 0,
+            journal: Vec::new(),
         }
     }
 

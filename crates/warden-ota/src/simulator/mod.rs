@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
-pub use card::GpCard;
+pub use card::{GpCard, Ran};
 
 use crate::admin::{header, ScriptStatus, ADMIN_PROTOCOL, CONTENT_TYPE_RESPONSE};
 use crate::apdu::{CommandApdu, ResponseApdu};
@@ -418,6 +418,7 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
         if carries_results && !resume {
             report.result_round_trips.push(sent.elapsed());
         }
+        let answered_results = carries_results && matches!(response.status, 200 | 204);
         report.requests += 1;
         resume = false;
         let lost = match cfg.cut {
@@ -440,6 +441,11 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
             report.resumes += 1;
             resume = true;
             continue;
+        }
+        if answered_results && !lost {
+            if let Some(last) = card.journal.last_mut() {
+                last.acknowledged = true;
+            }
         }
         match response.status {
             204 => {
@@ -487,6 +493,11 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
                     }
                     Some(other) => (other, Vec::new(), Vec::new()),
                 };
+                card.journal.push(Ran {
+                    commands: script.apdus().cloned().collect(),
+                    executed: matches!(status, ScriptStatus::Ok) && known_target,
+                    acknowledged: false,
+                });
                 report.scripts.push(ScriptRun {
                     next_uri: next_uri.clone(),
                     targeted_application: target_app,
