@@ -11,6 +11,7 @@
 # HANDSHAKES (per server and TLS version; default 1000). Ends with scripts/bench/ota-campaign.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+ROOT="$PWD"
 BASE="${1:-/tmp}"
 DIR="$BASE/warden-bench-ota.$$"
 CARDS="${CARDS:-2000}"
@@ -117,4 +118,4 @@ done
 # The campaign (server CPU per session from /proc, 10 then 200 cards at a time) and the APDU
 # round trips per kind of script: scripts/bench/ota-campaign.sh, with the same card count.
 echo "== campaign"
-CARDS="$CARDS" scripts/bench/ota-campaign.sh "$BASE"
+CARDS="$CARDS" "$ROOT/scripts/bench/ota-campaign.sh" "$BASE"
