@@ -28,10 +28,19 @@ pub enum Purpose {
     Config,
     /// The audit chain's initial MAC key.
     Audit,
+    /// Clinical records: the fields a schema classifies as PHI, sealed per record version
+    /// (`warden-records`). Derived like the others, from its own salt and key check; optional
+    /// in `security.json` (a directory made before records has no entry, and [`SecurityFile::
+    /// unlock`] says so). Interim until key slots: then it is a random key that only the slots
+    /// of roles granted `records.phi` carry. Code 6 leaves 5 to the slots' signing key.
+    Phi,
 }
 
 impl Purpose {
+    /// The four purposes every `security.json` has (format 1).
     pub const ALL: [Purpose; 4] = [Self::Database, Self::Recordings, Self::Config, Self::Audit];
+    /// Purposes `create` also derives, whose entries older files lack.
+    pub const OPTIONAL: [Purpose; 1] = [Self::Phi];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +48,7 @@ impl Purpose {
             Self::Recordings => "recordings",
             Self::Config => "config",
             Self::Audit => "audit",
+            Self::Phi => "phi",
         }
     }
 
@@ -49,6 +59,7 @@ impl Purpose {
             Self::Recordings => 2,
             Self::Config => 3,
             Self::Audit => 4,
+            Self::Phi => 6,
         }
     }
 
@@ -85,7 +96,7 @@ pub struct SecurityFile {
     pub purposes: BTreeMap<Purpose, PurposeEntry>,
 }
 
-/// The four purpose keys, as derived when a data directory is created.
+/// The purpose keys, as derived when a data directory is created.
 pub struct PurposeKeys(BTreeMap<Purpose, Key32>);
 
 impl PurposeKeys {
@@ -143,7 +154,7 @@ impl SecurityFile {
         kdf.validate()?;
         let mut purposes = BTreeMap::new();
         let mut keys = BTreeMap::new();
-        for purpose in Purpose::ALL {
+        for purpose in Purpose::ALL.into_iter().chain(Purpose::OPTIONAL) {
             let salt: [u8; 32] = crate::rand::array();
             let key = kdf.derive(passphrase.expose_secret().as_bytes(), &salt)?;
             purposes.insert(
@@ -179,11 +190,13 @@ impl SecurityFile {
         if file.version != 1 {
             return Err(KeyringError::UnsupportedVersion(file.version));
         }
-        for purpose in Purpose::ALL {
-            let entry = file
-                .purposes
-                .get(&purpose)
-                .ok_or(KeyringError::MissingPurpose(purpose))?;
+        for purpose in Purpose::ALL.into_iter().chain(Purpose::OPTIONAL) {
+            let Some(entry) = file.purposes.get(&purpose) else {
+                if Purpose::OPTIONAL.contains(&purpose) {
+                    continue;
+                }
+                return Err(KeyringError::MissingPurpose(purpose));
+            };
             let salt = decode_field(purpose, "salt", &entry.salt)?;
             let bounds = |source| KeyringError::Parameters { purpose, source };
             crate::kdf::check_salt_len(salt.len()).map_err(bounds)?;
@@ -259,6 +272,26 @@ mod tests {
                 assert_ne!(keys[i], keys[j]);
             }
         }
+    }
+
+    #[test]
+    fn the_phi_key_is_derived_at_create_and_optional_on_read() {
+        let pass = pass("correct horse battery staple");
+        let (file, keys) = SecurityFile::create(&pass, &fast(), "t".into()).unwrap();
+        let phi = file.unlock(&pass, Purpose::Phi).unwrap();
+        assert_eq!(phi.expose_secret(), keys.get(Purpose::Phi).expose_secret());
+        for other in Purpose::ALL {
+            assert_ne!(phi.expose_secret(), keys.get(other).expose_secret());
+        }
+        // A directory made before records has no phi entry: it still opens, and asking for
+        // the phi key says what is missing.
+        let mut older = file.clone();
+        older.purposes.remove(&Purpose::Phi);
+        let parsed = SecurityFile::parse(older.to_json().as_bytes()).unwrap();
+        assert!(matches!(
+            parsed.unlock(&pass, Purpose::Phi),
+            Err(KeyringError::MissingPurpose(Purpose::Phi))
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! smaller grants.
 //!
 //! Why, following the seed's table: a **Technician** services devices ("calibration only", no
-//! PHI) and gets exactly one thing, a session through the shim, which is recorded. An
+//! PHI): a session through the shim, which is recorded, and calibration records. An
 //! **Operator** runs the system day to day (full key access in the seed): vault files and OTA
 //! scripts. An **Administrator** configures: users, keys, configuration, lockout resets; may
 //! verify and watch the audit trail and replay sessions to troubleshoot. An **Auditor** reviews
@@ -146,10 +146,29 @@ pub enum Permission {
     SiemTest,
     /// Read the audit chain's latest checkpoint (to keep it off the box).
     AuditCheckpoint,
+    /// Install or extend the clinical records' collection schema.
+    RecordsSchema,
+    /// Read records of `phi` and `treatment` collections (PHI fields stay sealed without
+    /// `records.phi`).
+    RecordsTreatmentRead,
+    /// Create, update, delete and sign records of `phi` and `treatment` collections.
+    RecordsTreatmentWrite,
+    /// Obtain the `phi` key: read and write PHI fields in clear.
+    RecordsPhi,
+    /// Read records of `calibration` collections.
+    RecordsCalibrationRead,
+    /// Create, update, delete and sign records of `calibration` collections.
+    RecordsCalibrationWrite,
+    /// Read records of `configuration` collections.
+    RecordsConfigurationRead,
+    /// Create, update, delete and sign records of `configuration` collections.
+    RecordsConfigurationWrite,
+    /// Append an application's own events (`app.*`) to the audit chain.
+    AppEvent,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 22] = [
+    pub const ALL: [Permission; 31] = [
         Self::ShimSessionAccess,
         Self::RecordingPlay,
         Self::RecordingExport,
@@ -172,6 +191,15 @@ impl Permission {
         Self::ShimStatus,
         Self::SiemTest,
         Self::AuditCheckpoint,
+        Self::RecordsSchema,
+        Self::RecordsTreatmentRead,
+        Self::RecordsTreatmentWrite,
+        Self::RecordsPhi,
+        Self::RecordsCalibrationRead,
+        Self::RecordsCalibrationWrite,
+        Self::RecordsConfigurationRead,
+        Self::RecordsConfigurationWrite,
+        Self::AppEvent,
     ];
 
     /// The dotted name used in audit events and messages, e.g. `audit.export`.
@@ -199,6 +227,15 @@ impl Permission {
             Self::ShimStatus => "shim.status",
             Self::SiemTest => "siem.test",
             Self::AuditCheckpoint => "audit.checkpoint",
+            Self::RecordsSchema => "records.schema",
+            Self::RecordsTreatmentRead => "records.treatment.read",
+            Self::RecordsTreatmentWrite => "records.treatment.write",
+            Self::RecordsPhi => "records.phi",
+            Self::RecordsCalibrationRead => "records.calibration.read",
+            Self::RecordsCalibrationWrite => "records.calibration.write",
+            Self::RecordsConfigurationRead => "records.configuration.read",
+            Self::RecordsConfigurationWrite => "records.configuration.write",
+            Self::AppEvent => "app.event",
         }
     }
 }
@@ -282,11 +319,11 @@ impl Permission {
             Self::RecordingPlay => "`session play`",
             Self::RecordingExport => "`session export`",
             Self::RecordingList => "`session list`",
-            Self::AuditVerify => "`audit verify`",
-            Self::AuditExport => "`audit export`",
+            Self::AuditVerify => "`audit verify`, `records verify`",
+            Self::AuditExport => "`audit export`, `records export`",
             Self::AuditTail => "`audit tail`",
             Self::AuditCheckpoint => "`audit checkpoint`",
-            Self::UserManage => "`user add/list/show/disable/enable/unlock/policy`, others' `passwd` and `enroll-totp`",
+            Self::UserManage => "`user add/list/show/disable/enable/unlock/policy`, others' `passwd` and `enroll-totp`, `records signer`",
             Self::KeyRotate => "(key slots: rotation, passphrase change)",
             Self::KeyExport => "(key slots: recovery key)",
             Self::ShimReset => "`shim reset` (carried out by the daemon)",
@@ -300,6 +337,15 @@ impl Permission {
             Self::ConfigSeal => "`config seal`",
             Self::ConfigOpen => "`config open`",
             Self::SiemTest => "`siem test`",
+            Self::RecordsSchema => "`records schema`",
+            Self::RecordsTreatmentRead => "`records get/history/list` (phi, treatment)",
+            Self::RecordsTreatmentWrite => "`records put/delete/sign` (phi, treatment)",
+            Self::RecordsPhi => "PHI fields in clear (`records get/history/put/export`)",
+            Self::RecordsCalibrationRead => "`records get/history/list` (calibration)",
+            Self::RecordsCalibrationWrite => "`records put/delete/sign` (calibration)",
+            Self::RecordsConfigurationRead => "`records get/history/list` (configuration)",
+            Self::RecordsConfigurationWrite => "`records put/delete/sign` (configuration)",
+            Self::AppEvent => "`records event` (an application's own events)",
         }
     }
 }
@@ -367,6 +413,17 @@ fn is_granted(role: Role, permission: Permission) -> bool {
         ShimStatus => matches!(role, Operator | Administrator | Auditor),
         SiemTest => matches!(role, Administrator),
         AuditCheckpoint => matches!(role, Administrator | Auditor),
+        // Clinical records (seed 002's roles): operators treat (PHI and treatments),
+        // administrators configure, auditors read without changing, technicians calibrate.
+        RecordsSchema => matches!(role, Administrator),
+        RecordsTreatmentRead => matches!(role, Operator | Auditor),
+        RecordsTreatmentWrite => matches!(role, Operator),
+        RecordsPhi => matches!(role, Operator | Auditor),
+        RecordsCalibrationRead => matches!(role, Technician | Operator | Administrator | Auditor),
+        RecordsCalibrationWrite => matches!(role, Technician),
+        RecordsConfigurationRead => matches!(role, Operator | Administrator | Auditor),
+        RecordsConfigurationWrite => matches!(role, Administrator),
+        AppEvent => matches!(role, Technician | Operator | Administrator),
     }
 }
 
@@ -432,7 +489,7 @@ mod tests {
 
     /// The whole matrix, written out again independently of `is_granted`:
     /// (permission, technician, operator, administrator, auditor).
-    const MATRIX: [(Permission, bool, bool, bool, bool); 22] = {
+    const MATRIX: [(Permission, bool, bool, bool, bool); 31] = {
         use Permission::*;
         const Y: bool = true;
         const N: bool = false;
@@ -459,6 +516,15 @@ mod tests {
             (ShimStatus, N, Y, Y, Y),
             (SiemTest, N, N, Y, N),
             (AuditCheckpoint, N, N, Y, Y),
+            (RecordsSchema, N, N, Y, N),
+            (RecordsTreatmentRead, N, Y, N, Y),
+            (RecordsTreatmentWrite, N, Y, N, N),
+            (RecordsPhi, N, Y, N, Y),
+            (RecordsCalibrationRead, Y, Y, Y, Y),
+            (RecordsCalibrationWrite, Y, N, N, N),
+            (RecordsConfigurationRead, N, Y, Y, Y),
+            (RecordsConfigurationWrite, N, N, Y, N),
+            (AppEvent, Y, Y, Y, N),
         ]
     };
 
@@ -534,10 +600,15 @@ mod tests {
     }
 
     #[test]
-    fn technicians_get_only_the_shim_session() {
+    fn technicians_get_the_shim_session_and_calibration_only() {
         assert_eq!(
             Role::Technician.permissions().collect::<Vec<_>>(),
-            [Permission::ShimSessionAccess]
+            [
+                Permission::ShimSessionAccess,
+                Permission::RecordsCalibrationRead,
+                Permission::RecordsCalibrationWrite,
+                Permission::AppEvent,
+            ]
         );
     }
 

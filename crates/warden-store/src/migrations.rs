@@ -111,6 +111,54 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shim: reset requests, settled by the daemon",
         sql: crate::shim::RESET_MIGRATION_SQL,
     },
+    Migration {
+        version: 8,
+        name: "records: collection schema, record versions, signatures, signers",
+        // Owned by warden-records (docs/records.md): every write is a new row, never an update.
+        sql: "
+        CREATE TABLE records_schema (
+            version    INTEGER PRIMARY KEY,
+            document   TEXT    NOT NULL,
+            sha256     BLOB    NOT NULL,
+            applied    TEXT    NOT NULL,
+            applied_by TEXT    NOT NULL
+        );
+        CREATE TABLE record_versions (
+            collection     TEXT    NOT NULL,
+            record_id      TEXT    NOT NULL,
+            version        INTEGER NOT NULL CHECK (version >= 1),
+            kind           TEXT    NOT NULL CHECK (kind IN ('create', 'update', 'delete')),
+            ts             TEXT    NOT NULL,
+            actor          TEXT    NOT NULL,
+            schema_version INTEGER NOT NULL,
+            fields         TEXT    NOT NULL,
+            phi_sealed     BLOB,
+            reason         TEXT    NOT NULL,
+            hash           BLOB    NOT NULL,
+            audit_seq      INTEGER NOT NULL,
+            PRIMARY KEY (collection, record_id, version)
+        );
+        CREATE TABLE record_signatures (
+            collection   TEXT    NOT NULL,
+            record_id    TEXT    NOT NULL,
+            version      INTEGER NOT NULL,
+            signer       TEXT    NOT NULL,
+            printed_name TEXT    NOT NULL,
+            meaning      TEXT    NOT NULL,
+            signed_at    TEXT    NOT NULL,
+            version_hash BLOB    NOT NULL,
+            hash         BLOB    NOT NULL,
+            audit_seq    INTEGER NOT NULL,
+            PRIMARY KEY (collection, record_id, version, signer, meaning)
+        );
+        CREATE TABLE record_signers (
+            username     TEXT    PRIMARY KEY,
+            printed_name TEXT    NOT NULL,
+            set_at       TEXT    NOT NULL,
+            set_by       TEXT    NOT NULL
+        );
+    ",
+    },
 ];
 
 /// The schema version this build brings a database to.

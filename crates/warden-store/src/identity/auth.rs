@@ -559,11 +559,18 @@ impl Identity {
         let locked = lock.window.state(&policy, now.secs()).is_locked();
         let mut totp_step = None;
         let mut verdict = None;
+        // Technicians have no password: they sign in with the one-time code alone (their one
+        // factor) and an empty password, and get only what their role grants (calibration).
+        let code_only = |u: &UserRow| u.role == Role::Technician && u.password_phc.is_none();
         let refusal = match &user {
             None => Some(Reason::UnknownUser),
             Some(u) if u.disabled => Some(Reason::Disabled),
-            Some(u) if u.password_phc.is_none() => Some(Reason::NotAllowed),
-            Some(_) if !password_ok => Some(Reason::BadPassword),
+            Some(u) if code_only(u) && u.totp.is_none() => Some(Reason::NotEnrolled),
+            Some(u) if code_only(u) && !password.expose_secret().is_empty() => {
+                Some(Reason::BadPassword)
+            }
+            Some(u) if u.password_phc.is_none() && !code_only(u) => Some(Reason::NotAllowed),
+            Some(u) if !password_ok && !code_only(u) => Some(Reason::BadPassword),
             Some(_) if locked => Some(Reason::UserLocked),
             Some(u) if u.totp.is_some() => {
                 let (secret, _) = self.totp_secret(Some(u))?;
@@ -605,7 +612,11 @@ impl Identity {
                     ),
                     None => false,
                 };
-                let mut factors = vec!["password"];
+                let mut factors = if code_only(&user) {
+                    vec![]
+                } else {
+                    vec!["password"]
+                };
                 if totp_step.is_some() {
                     factors.push("totp");
                 }
