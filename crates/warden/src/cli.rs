@@ -104,6 +104,9 @@ pub enum Command {
     /// The serial MFA shim: run the daemon, show its state, reset it.
     #[command(subcommand)]
     Shim(crate::cmd::shim::ShimCommand),
+    /// Clinical records: collections from a schema, versioned, PHI sealed, signed, verified.
+    #[command(subcommand)]
+    Records(crate::cmd::records::RecordsCommand),
     /// Show what warden does, end to end, in a throwaway directory.
     Demo(DemoArgs),
     /// Users, roles, passwords, TOTP enrollment and lockouts (see docs/access-control.md).

@@ -191,8 +191,9 @@ fn read_env(var: &str) -> Result<Option<Password>> {
     }
 }
 
-/// The acting person's password: `--password-file`, `$WARDEN_PASSWORD`, or a prompt.
-fn read_password(file: Option<&Path>, username: &str) -> Result<Password> {
+/// The acting person's password: `--password-file`, `$WARDEN_PASSWORD`, or a prompt (also
+/// asked again for an electronic signature).
+pub fn read_password(file: Option<&Path>, username: &str) -> Result<Password> {
     if let Some(path) = file {
         return read_secret_file(path, "password");
     }

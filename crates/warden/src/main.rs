@@ -73,6 +73,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Siem(cmd) => cmd::siem::run(cmd, ctx),
         Command::Ota(cmd) => cmd::ota::run(cmd, ctx),
         Command::Shim(cmd) => cmd::shim::run(cmd, ctx),
+        Command::Records(cmd) => cmd::records::run(cmd, ctx),
         Command::Demo(args) => cmd::demo::run(args),
         Command::User(args) => cmd::user::run(args, ctx),
         Command::Session(cmd) => cmd::session::run(cmd, ctx),
@@ -167,6 +168,14 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             return exit::DAMAGED
         }
         _ => {}
+    }
+    if let Some(records) = find::<warden_records::RecordsError>(err) {
+        use warden_records::Category;
+        match records.category() {
+            Category::Integrity => return exit::DAMAGED,
+            Category::AccessDenied | Category::Authentication => return exit::ACCESS,
+            _ => {}
+        }
     }
     if let Some(auth) = find::<AuthError>(err) {
         if !matches!(auth, AuthError::Store(_)) {

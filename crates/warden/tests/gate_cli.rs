@@ -62,6 +62,7 @@ struct Files {
     siem_config: PathBuf,
     keys_file: PathBuf,
     recording: String,
+    schema: PathBuf,
 }
 
 fn files(fx: &Fixture) -> Files {
@@ -121,7 +122,25 @@ fn files(fx: &Fixture) -> Files {
     writer.finish(2000).unwrap().finish().unwrap();
     let recording = "gate.session".to_owned();
     std::fs::write(fx.data_dir.join("sessions").join(&recording), bytes).unwrap();
+    // Records: a schema, and a treatment without PHI fields to read, sign and delete.
+    let schema = fx.file(
+        "records.yaml",
+        b"format: warden-records-schema\ncollections:\n  treatments:\n    class: treatment\n    fields:\n      energy_j: { type: number }\n      notes: { type: text, phi: true }\n",
+    );
+    run(fx.admin().args(["records", "schema", "apply"]).arg(&schema)).ok();
+    for id in ["t-1", "t-2"] {
+        run(fx.operator().args([
+            "records",
+            "put",
+            "treatments",
+            id,
+            "--json",
+            r#"{"energy_j": 1.5}"#,
+        ]))
+        .ok();
+    }
     Files {
+        schema,
         plain,
         sealed,
         config,
@@ -195,6 +214,143 @@ fn cases(fx: &Fixture, f: &Files) -> Vec<Case> {
             args: s(&["audit", "verify"]),
             code: 0,
             events: &[("audit.verify", "success")],
+        },
+        Case {
+            name: "records schema apply",
+            permission: "records.schema",
+            action: "records.schema",
+            denied: Some(OPERATOR),
+            allowed: ADMIN,
+            args: s(&["records", "schema", "apply", &p(&f.schema)]),
+            code: 0,
+            events: &[],
+        },
+        Case {
+            name: "records signer",
+            permission: "user.manage",
+            action: "records.signer",
+            denied: Some(OPERATOR),
+            allowed: ADMIN,
+            args: s(&["records", "signer", OPERATOR, "--printed-name", "Olga O."]),
+            code: 0,
+            events: &[("records.signer", "success")],
+        },
+        Case {
+            name: "records put",
+            permission: "records.treatment.write",
+            action: "record.put",
+            denied: Some(AUDITOR),
+            allowed: OPERATOR,
+            args: s(&[
+                "records",
+                "put",
+                "treatments",
+                "t-9",
+                "--json",
+                r#"{"energy_j": 2}"#,
+            ]),
+            code: 0,
+            events: &[("record.create", "success")],
+        },
+        Case {
+            name: "records get",
+            permission: "records.treatment.read",
+            action: "record.get",
+            denied: Some(ADMIN),
+            allowed: AUDITOR,
+            args: s(&["records", "get", "treatments", "t-1"]),
+            code: 0,
+            events: &[],
+        },
+        Case {
+            name: "records history",
+            permission: "records.treatment.read",
+            action: "record.history",
+            denied: Some(ADMIN),
+            allowed: OPERATOR,
+            args: s(&["records", "history", "treatments", "t-1"]),
+            code: 0,
+            events: &[],
+        },
+        Case {
+            name: "records list",
+            permission: "records.treatment.read",
+            action: "record.list",
+            denied: Some(ADMIN),
+            allowed: AUDITOR,
+            args: s(&["records", "list", "treatments"]),
+            code: 0,
+            events: &[],
+        },
+        Case {
+            name: "records delete",
+            permission: "records.treatment.write",
+            action: "record.delete",
+            denied: Some(AUDITOR),
+            allowed: OPERATOR,
+            args: s(&[
+                "records",
+                "delete",
+                "treatments",
+                "t-2",
+                "--reason",
+                "duplicate",
+            ]),
+            code: 0,
+            events: &[("record.delete", "success")],
+        },
+        Case {
+            // The fixture's operator has no TOTP: the gate lets her through, and the
+            // signature is then refused for want of a second component.
+            name: "records sign",
+            permission: "records.treatment.write",
+            action: "record.sign",
+            denied: Some(AUDITOR),
+            allowed: OPERATOR,
+            args: s(&[
+                "records",
+                "sign",
+                "treatments",
+                "t-1",
+                "--at",
+                "1",
+                "--meaning",
+                "performed",
+                "--code",
+                "123456",
+            ]),
+            code: 5,
+            events: &[("login.cli", "success"), ("record.sign", "failure")],
+        },
+        Case {
+            name: "records event",
+            permission: "app.event",
+            action: "app.event",
+            denied: Some(AUDITOR),
+            allowed: OPERATOR,
+            args: s(&["records", "event", "laser.armed", "--subject", "laser-7"]),
+            code: 0,
+            events: &[("app.laser.armed", "success")],
+        },
+        Case {
+            name: "records verify",
+            permission: "audit.verify",
+            action: "records.verify",
+            denied: Some(OPERATOR),
+            allowed: ADMIN,
+            args: s(&["records", "verify"]),
+            code: 0,
+            events: &[("records.verify", "success")],
+        },
+        Case {
+            name: "records export",
+            permission: "audit.export",
+            action: "records.export",
+            denied: Some(ADMIN),
+            allowed: AUDITOR,
+            args: s(&["records", "export", "--output", &out("r1.jsonl")]),
+            code: 0,
+            events: &[("records.export", "success")],
         },
         Case {
             name: "audit export",
@@ -488,6 +644,10 @@ const UNGATED: &[(&str, &str)] = &[
         "master passphrase, audited as breakglass.recover (tested below)",
     ),
     ("demo", "a throwaway data directory of its own"),
+    (
+        "records schema show",
+        "prints the collection schema (no record data) with the master passphrase",
+    ),
     ("shim run", "the daemon, acting as its service principal"),
     ("shim bench", "a throwaway shim on PTYs"),
     ("ota serve", "the server, acting as its service principal"),

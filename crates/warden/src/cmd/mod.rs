@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod init;
 pub mod ota;
+pub mod records;
 pub mod session;
 pub mod shim;
 pub mod siem;
