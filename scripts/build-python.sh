@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Builds the `warden` Python package (python/, PyO3 + maturin) as a wheel into target/wheels
+# and, with --install PYTHON, installs it into that interpreter's environment.
+#     scripts/build-python.sh [--install .venv/bin/python3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+INSTALL=""
+if [ "${1:-}" = "--install" ]; then INSTALL="${2:?--install needs a python}"; PYTHON="$INSTALL"; fi
+MATURIN="$(dirname "$PYTHON")/maturin"
+[ -x "$MATURIN" ] || MATURIN=maturin
+out="${CARGO_TARGET_DIR:-$PWD/target}/wheels"
+rm -f "$out"/warden-*.whl
+(cd python && "$MATURIN" build --release --locked --interpreter "$PYTHON" --out "$out")
+if [ -n "$INSTALL" ]; then
+  "$INSTALL" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$out"/warden-*.whl
+fi
+ls "$out"/warden-*.whl
