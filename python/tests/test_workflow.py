@@ -116,8 +116,8 @@ def setup(tmp_path_factory):
     return {
         "data": data,
         "passphrase": passphrase,
-        "olga_totp": pyotp.parse_uri(added["uri"]),
-        "tess_totp": pyotp.parse_uri(tech["uri"]),
+        "olga_totp": pyotp.parse_uri(added["totp"]["uri"]),
+        "tess_totp": pyotp.parse_uri(tech["totp"]["uri"]),
         "tmp": tmp,
     }
 
@@ -230,7 +230,12 @@ def test_a_treatment_from_python(setup):
     import sqlcipher3
     conn = sqlcipher3.connect(str(setup["data"] / "state" / "warden.db"))
     conn.execute(f"PRAGMA key = \"x'{_purpose_key(setup, 'database').hex()}'\"")
-    dump = "\n".join(conn.iterdump())
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    dump = "\n".join(
+        repr(row) + " " + " ".join(bytes(v).decode("latin-1") for v in row
+                                   if isinstance(v, (bytes, memoryview)))
+        for table in tables for row in conn.execute(f"SELECT * FROM {table}"))
+    assert "Jane" not in dump and "record_versions" in tables
     for phi in ("Jane Quinn Patient", "MRN-778899", "1961-07-04", "no adverse events",
                 "tolerated well"):
         assert phi not in dump, phi
