@@ -219,6 +219,7 @@ fn parse_object(text: &str) -> Result<Map<String, Value>, RecordsError> {
 
 /// Writes the next version of `collection/record_id` in `tx`: `changes` merged over the latest
 /// version (`null` removes a field), checked against the schema, PHI sealed with `phi`.
+#[allow(clippy::too_many_arguments)]
 fn write_version(
     tx: &AuditedTx<'_>,
     by: &Authorized,

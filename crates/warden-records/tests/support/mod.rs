@@ -69,6 +69,7 @@ pub fn code(uri: &KeyUri, steps: i64) -> String {
         .to_owned()
 }
 
+#[allow(clippy::new_without_default)]
 impl Env {
     pub fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
