@@ -21,8 +21,10 @@ fn main() {
             &mut store,
             "treatments",
             &format!("t-{i}"),
-            &fields(json!({"patient": "p-1", "energy_j": 1.5, "wavelength_nm": 1064,
-                           "outcome": "no adverse events", "notes": "tolerated well"})),
+            &fields(
+                json!({"patient": "p-1", "energy_j": 1.5, "wavelength_nm": 1064,
+                           "outcome": "no adverse events", "notes": "tolerated well"}),
+            ),
         )
         .unwrap();
     }
@@ -33,5 +35,7 @@ fn main() {
             .unwrap();
     }
     let reads = n as f64 / started.elapsed().as_secs_f64();
-    println!("records: {n} writes with PHI, {writes:.0}/s; {n} PHI reads (each audited), {reads:.0}/s");
+    println!(
+        "records: {n} writes with PHI, {writes:.0}/s; {n} PHI reads (each audited), {reads:.0}/s"
+    );
 }
