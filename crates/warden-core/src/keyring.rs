@@ -28,10 +28,22 @@ pub enum Purpose {
     Config,
     /// The audit chain's initial MAC key.
     Audit,
+    /// The Ed25519 key that signs audit checkpoints (key slots only: never derived, never used
+    /// for data; its public half goes to auditors and the SIEM).
+    Signing,
 }
 
 impl Purpose {
+    /// The four purposes that protect data: the ones `security.json` derives.
     pub const ALL: [Purpose; 4] = [Self::Database, Self::Recordings, Self::Config, Self::Audit];
+    /// Every key a key slot can carry: the four purposes and the checkpoint signing key.
+    pub const IN_SLOTS: [Purpose; 5] = [
+        Self::Database,
+        Self::Recordings,
+        Self::Config,
+        Self::Audit,
+        Self::Signing,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -39,6 +51,7 @@ impl Purpose {
             Self::Recordings => "recordings",
             Self::Config => "config",
             Self::Audit => "audit",
+            Self::Signing => "signing",
         }
     }
 
@@ -49,9 +62,11 @@ impl Purpose {
             Self::Recordings => 2,
             Self::Config => 3,
             Self::Audit => 4,
+            Self::Signing => 5,
         }
     }
 
+    /// The purpose a sealed-stream header names (1 to 4; the signing key seals nothing).
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.code() == code)
     }

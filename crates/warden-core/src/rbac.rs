@@ -24,6 +24,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keyring::Purpose;
+
 /// A user's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "&'static str")]
@@ -287,8 +289,8 @@ impl Permission {
             Self::AuditTail => "`audit tail`",
             Self::AuditCheckpoint => "`audit checkpoint`",
             Self::UserManage => "`user add/list/show/disable/enable/unlock/policy`, others' `passwd` and `enroll-totp`",
-            Self::KeyRotate => "(key slots: rotation, passphrase change)",
-            Self::KeyExport => "(key slots: recovery key)",
+            Self::KeyRotate => "`keys list/rotate/passphrase/service`",
+            Self::KeyExport => "`keys recovery`",
             Self::ShimReset => "`shim reset` (carried out by the daemon)",
             Self::ShimStatus => "`shim status`",
             Self::OtaKeyManage => "`ota keys add/remove/import/list`",
@@ -372,7 +374,7 @@ fn is_granted(role: Role, permission: Permission) -> bool {
 
 /// A daemon that acts as its own principal (it signs in with the keys it was started with,
 /// not with a person's password). Its events name it as their actor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ServiceKind {
     /// `warden shim run`: the serial MFA gate.
     ShimDaemon,
@@ -395,6 +397,20 @@ impl ServiceKind {
         Permission::ALL
             .into_iter()
             .filter(move |permission| is_granted_to_service(self, *permission))
+    }
+}
+
+impl ServiceKind {
+    /// The short name in key slots, service key files and systemd credentials: `shim`, `ota`.
+    pub fn slot_name(self) -> &'static str {
+        match self {
+            Self::ShimDaemon => "shim",
+            Self::OtaServer => "ota",
+        }
+    }
+
+    pub fn from_slot_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.slot_name() == name)
     }
 }
 
@@ -426,9 +442,123 @@ fn is_granted_to_service(kind: ServiceKind, permission: Permission) -> bool {
     }
 }
 
+/// The keys a role's key slot carries: the purposes its permissions need, and no other. The
+/// crypto layer enforces it — a slot simply does not hold the keys its role lacks.
+///
+/// Everyone who signs in appends to the audit chain (their own sign-in, their acts), so every
+/// slot carries `database` and `audit`. Beyond that: **operators** seal and open vault files
+/// (`recordings`); **auditors** open vault files and replay and export recordings
+/// (`recordings`), but read no configuration and sign nothing; **administrators** carry
+/// everything, including `config` (configuration is theirs alone) and `signing` (audit
+/// checkpoints). **Technicians** have no password and therefore no slot: they never hold a key;
+/// the shim daemon checks their one-time codes with its own slot.
+pub fn role_key_purposes(role: Role) -> &'static [Purpose] {
+    use Purpose::*;
+    match role {
+        Role::Technician => &[],
+        Role::Operator => &[Database, Recordings, Audit],
+        Role::Administrator => &[Database, Recordings, Config, Audit, Signing],
+        Role::Auditor => &[Database, Recordings, Audit],
+    }
+}
+
+/// The keys a daemon's service slot carries: the shim records sessions (`recordings`), reads its
+/// sealed configuration (`config`), checks codes and writes the trail (`database`, `audit`) and
+/// signs checkpoints (`signing`); the OTA server does the same without recordings.
+pub fn service_key_purposes(kind: ServiceKind) -> &'static [Purpose] {
+    use Purpose::*;
+    match kind {
+        ServiceKind::ShimDaemon => &[Database, Recordings, Config, Audit, Signing],
+        ServiceKind::OtaServer => &[Database, Config, Audit, Signing],
+    }
+}
+
+/// The key-access table of `docs/access-control.md`: one row per key, one column per role, per
+/// service and for the master passphrase and the recovery key (which carry every key).
+pub fn key_table_markdown() -> String {
+    let mut out = String::from(
+        "| key | technician | operator | administrator | auditor | shim daemon | ota server | master passphrase | recovery key |\n\
+         |---|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|\n",
+    );
+    let mark = |yes: bool| if yes { "✔" } else { "" };
+    for purpose in Purpose::IN_SLOTS {
+        out.push_str(&format!("| `{purpose}` |"));
+        for role in Role::ALL {
+            out.push_str(&format!(
+                " {} |",
+                mark(role_key_purposes(role).contains(&purpose))
+            ));
+        }
+        for kind in ServiceKind::ALL {
+            out.push_str(&format!(
+                " {} |",
+                mark(service_key_purposes(kind).contains(&purpose))
+            ));
+        }
+        out.push_str(" ✔ | ✔ |\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every permission a role holds is usable with the keys its slot carries (the keys a
+    /// command needs after its sign-in), and no role carries a key none of its permissions
+    /// needs.
+    #[test]
+    fn role_keys_follow_the_permissions() {
+        fn needs(permission: Permission) -> &'static [Purpose] {
+            use Permission::*;
+            use Purpose::*;
+            match permission {
+                ShimSessionAccess => &[],
+                RecordingPlay | RecordingExport | RecordingList | VaultSeal | VaultOpen
+                | VaultVerify => &[Recordings],
+                ConfigSeal | ConfigOpen | SiemTest => &[Config],
+                KeyRotate | KeyExport => &[Database, Recordings, Config, Audit, Signing],
+                _ => &[],
+            }
+        }
+        for role in Role::ALL {
+            let carried = role_key_purposes(role);
+            let mut needed: Vec<Purpose> = Vec::new();
+            for permission in role.permissions() {
+                needed.extend(needs(permission));
+            }
+            if role != Role::Technician {
+                needed.extend([Purpose::Database, Purpose::Audit]);
+            }
+            if role == Role::Administrator {
+                needed.push(Purpose::Signing);
+            }
+            for purpose in &needed {
+                assert!(carried.contains(purpose), "{role} needs {purpose}");
+            }
+            for purpose in carried {
+                assert!(needed.contains(purpose), "{role} carries {purpose} needlessly");
+            }
+        }
+        assert!(role_key_purposes(Role::Technician).is_empty());
+        assert!(!role_key_purposes(Role::Auditor).contains(&Purpose::Config));
+        assert!(!role_key_purposes(Role::Auditor).contains(&Purpose::Signing));
+    }
+
+    #[test]
+    fn the_documented_key_table_is_the_code_s() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/access-control.md");
+        let doc = std::fs::read_to_string(path).expect("docs/access-control.md");
+        let begin = "<!-- key-table: generated from crates/warden-core/src/rbac.rs -->\n";
+        let end = "<!-- end of key-table -->";
+        let start = doc.find(begin).expect("the begin marker") + begin.len();
+        let stop = doc[start..].find(end).expect("the end marker") + start;
+        assert_eq!(
+            &doc[start..stop],
+            key_table_markdown(),
+            "regenerate the table in docs/access-control.md from key_table_markdown()"
+        );
+    }
 
     /// The whole matrix, written out again independently of `is_granted`:
     /// (permission, technician, operator, administrator, auditor).
