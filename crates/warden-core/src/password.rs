@@ -94,6 +94,16 @@ impl Default for Argon2ParamsFields {
 }
 
 impl Argon2Params {
+    /// The same cost as a key-derivation function (a person's key slot is unlocked with their
+    /// password at this cost, which is also what checking their hash costs).
+    pub fn as_kdf(&self) -> crate::kdf::KdfParams {
+        crate::kdf::KdfParams::Argon2id {
+            memory_kib: self.memory_kib,
+            iterations: self.iterations,
+            parallelism: self.parallelism,
+        }
+    }
+
     /// Floors and ceilings for new hashes. The floors are below OWASP's minimum (19 MiB, t=2)
     /// only so tests can run quickly; the ceilings also bound what a stored hash may demand
     /// (a tampered row must not make a login allocate gigabytes).

@@ -545,17 +545,31 @@ mod tests {
         assert!(!role_key_purposes(Role::Auditor).contains(&Purpose::Signing));
     }
 
-    #[test]
-    fn the_documented_key_table_is_the_code_s() {
+    /// The section of docs/access-control.md between `begin` and `end`; with
+    /// `WARDEN_WRITE_DOCS=1` it is first rewritten from `table`.
+    fn documented(begin: &str, end: &str, table: &str) -> String {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/access-control.md");
-        let doc = std::fs::read_to_string(path).expect("docs/access-control.md");
-        let begin = "<!-- key-table: generated from crates/warden-core/src/rbac.rs -->\n";
-        let end = "<!-- end of key-table -->";
+        let mut doc = std::fs::read_to_string(path).expect("docs/access-control.md");
         let start = doc.find(begin).expect("the begin marker") + begin.len();
         let stop = doc[start..].find(end).expect("the end marker") + start;
+        if std::env::var_os("WARDEN_WRITE_DOCS").is_some() {
+            doc.replace_range(start..stop, table);
+            std::fs::write(path, &doc).unwrap();
+            return table.to_owned();
+        }
+        doc[start..stop].to_owned()
+    }
+
+    #[test]
+    fn the_documented_key_table_is_the_code_s() {
+        let table = key_table_markdown();
         assert_eq!(
-            &doc[start..stop],
-            key_table_markdown(),
+            documented(
+                "<!-- key-table: generated from crates/warden-core/src/rbac.rs -->\n",
+                "<!-- end of key-table -->",
+                &table
+            ),
+            table,
             "regenerate the table in docs/access-control.md from key_table_markdown()"
         );
     }
@@ -650,15 +664,14 @@ mod tests {
     /// cannot disagree.
     #[test]
     fn the_documented_permission_table_is_the_code_s() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/access-control.md");
-        let doc = std::fs::read_to_string(path).expect("docs/access-control.md");
-        let begin = "<!-- permission-table: generated from crates/warden-core/src/rbac.rs -->\n";
-        let end = "<!-- end of permission-table -->";
-        let start = doc.find(begin).expect("the begin marker") + begin.len();
-        let stop = doc[start..].find(end).expect("the end marker") + start;
+        let table = permission_table_markdown();
         assert_eq!(
-            &doc[start..stop],
-            permission_table_markdown(),
+            documented(
+                "<!-- permission-table: generated from crates/warden-core/src/rbac.rs -->\n",
+                "<!-- end of permission-table -->",
+                &table
+            ),
+            table,
             "regenerate the table in docs/access-control.md from permission_table_markdown()"
         );
     }

@@ -126,6 +126,8 @@ pub fn read_config(
 /// Seals and opens configuration under one key, tolerating a given clock skew.
 pub struct ConfigSealer {
     fernet: fernet::Fernet,
+    /// Other versions of the config key that still open tokens (during a key rotation).
+    previous: Vec<fernet::Fernet>,
     clock_skew: Duration,
 }
 
@@ -139,8 +141,18 @@ impl ConfigSealer {
             fernet::Fernet::new(&encoded).expect("a 32-byte key is always a valid Fernet key");
         Self {
             fernet,
+            previous: Vec::new(),
             clock_skew: DEFAULT_CLOCK_SKEW,
         }
+    }
+
+    /// Also opens tokens sealed under `other` (another version of the config key, while a
+    /// rotation is under way); sealing always uses the first key.
+    pub fn also_opening(mut self, other: &Key32) -> Self {
+        let encoded = Zeroizing::new(B64URL.encode(other.expose_secret()));
+        self.previous
+            .push(fernet::Fernet::new(&encoded).expect("a 32-byte key is always a valid Fernet key"));
+        self
     }
 
     /// Tolerates tokens stamped up to `skew` ahead of this clock (default
@@ -200,11 +212,12 @@ impl ConfigSealer {
         let stamped = token_timestamp(text).ok_or(SealedConfigError::Rejected)?;
         // Authenticate as of the token's own time, so its time alone cannot fail it (the crate
         // adds its 60 s to that time: keep the sum in range).
-        let plaintext = self
-            .fernet
-            .decrypt_at_time(text, None, stamped.min(u64::MAX - 60))
+        let at = stamped.min(u64::MAX - 60);
+        let plaintext = std::iter::once(&self.fernet)
+            .chain(&self.previous)
+            .find_map(|fernet| fernet.decrypt_at_time(text, None, at).ok())
             .map(SecretBytes::new)
-            .map_err(|_| SealedConfigError::Rejected)?;
+            .ok_or(SealedConfigError::Rejected)?;
         let skew_secs = skew.as_secs();
         if stamped > now.saturating_add(skew_secs) {
             return Err(SealedConfigError::FromTheFuture {

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod config;
 pub mod db;
 pub mod identity;
+pub mod keys;
 pub mod migrations;
 pub mod ota;
 pub mod provision;

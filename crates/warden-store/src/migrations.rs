@@ -111,6 +111,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shim: reset requests, settled by the daemon",
         sql: crate::shim::RESET_MIGRATION_SQL,
     },
+    Migration {
+        version: 8,
+        name: "keys: committed key-slot changes, refusals recorded late",
+        sql: crate::keys::MIGRATION_SQL,
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -124,6 +124,28 @@ fn label(identity: &str) -> Vec<u8> {
     [PSK_LABEL, b"\0", identity.as_bytes()].concat()
 }
 
+/// Re-seals every card's PSK from the `old` database key to `new`, inside the transaction that
+/// re-keys the database (a database key rotation). Returns how many.
+pub(crate) fn reseal_psks(conn: &Connection, old: &Key32, new: &Key32) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare("SELECT identity, psk_sealed FROM ota_cards ORDER BY identity")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (identity, sealed) in &rows {
+        let psk = warden_core::aead::open(old, &label(identity), sealed).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "ota: the PSK of {identity} does not open with the database key"
+            ))
+        })?;
+        let resealed = warden_core::aead::seal(new, &label(identity), psk.expose_secret());
+        conn.execute(
+            "UPDATE ota_cards SET psk_sealed = ?2 WHERE identity = ?1",
+            params![identity, resealed],
+        )?;
+    }
+    Ok(rows.len())
+}
+
 fn bump_keys_version(conn: &Connection) -> Result<(), OtaStoreError> {
     conn.execute(
         "UPDATE ota_meta SET value = value + 1 WHERE name = 'keys_version'",

@@ -46,6 +46,17 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FD")]
     pub passphrase_fd: Option<u32>,
 
+    /// Use the recovery key in this file (0600) where the master passphrase would be asked for
+    /// (break-glass, `keys passphrase`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub recovery_key_file: Option<PathBuf>,
+
+    /// A daemon's service key (`keys service add`), for `shim run` / `ota serve`; otherwise
+    /// the systemd credential `warden-shim-key` / `warden-ota-key` is used, else the master
+    /// passphrase.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub service_key_file: Option<PathBuf>,
+
     /// Read the auditor's passphrase (for the sealed initial audit key) from this file.
     #[arg(long, global = true, value_name = "FILE")]
     pub auditor_passphrase_file: Option<PathBuf>,
@@ -111,6 +122,10 @@ pub enum Command {
     /// Session recordings made by the shim (DATA_DIR/sessions): list, replay, export.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Key slots: list them, change the master passphrase, make a recovery key, give daemons
+    /// keys of their own, rotate purpose keys (see docs/formats/keyslots.md).
+    #[command(subcommand)]
+    Keys(crate::cmd::keys::KeysCommand),
     /// Break-glass: with the master passphrase alone, give an administrator who can no longer
     /// sign in a new password (re-enabled, unlocked). Recorded as `breakglass.recover` by
     /// `master-passphrase`, with the reason. The only privileged act besides `init` that the
@@ -238,6 +253,9 @@ pub struct InitArgs {
     /// Record an audit checkpoint every this many events.
     #[arg(long, default_value_t = 100)]
     pub audit_checkpoint_every: u64,
+    /// Write the recovery key to this new file (0600) instead of showing it.
+    #[arg(long, value_name = "FILE")]
+    pub recovery_key_out: Option<PathBuf>,
     #[command(flatten)]
     pub identity: IdentityInitArgs,
 }
@@ -540,6 +558,9 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a user: the account and their key slot go (the audit trail keeps what they did).
+    /// Their role's keys stay as they are unless rotated (`warden keys rotate PURPOSE`).
+    Remove { username: String },
     /// Lift a user's lockout (user.manage). A shim port's lock is lifted by the daemon itself:
     /// `warden shim reset`.
     Unlock { username: String },

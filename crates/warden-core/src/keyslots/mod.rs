@@ -472,6 +472,7 @@ pub struct SlotFile {
 }
 
 /// A slot opened with its secret: who it is, and the keys it carries.
+#[derive(Clone)]
 pub struct Unlocked {
     pub slot_id: String,
     pub owner: Owner,
@@ -652,6 +653,20 @@ impl SlotFile {
     pub fn slots_of(&self, owner: &Owner) -> impl Iterator<Item = &Slot> + '_ {
         let text = owner.to_string();
         self.slots.iter().filter(move |s| s.owner == text)
+    }
+
+    /// Spends what opening a person's slot costs, for a name that has none, so that the time
+    /// a failed sign-in takes does not say whether the name has a slot.
+    pub fn decoy_unlock(&self, password: &Password) {
+        let params = self
+            .slots
+            .iter()
+            .find(|s| s.owner.starts_with("user:"))
+            .and_then(|s| s.kdf.stretching());
+        if let Some(params) = params {
+            let salt: [u8; 32] = crate::rand::array();
+            let _ = params.derive(password.expose_secret().as_bytes(), &salt);
+        }
     }
 
     pub fn slot(&self, id: &str) -> Option<&Slot> {

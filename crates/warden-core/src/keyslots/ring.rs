@@ -56,6 +56,21 @@ impl KeyRing {
         ring
     }
 
+    /// The four derived keys alone, as the master passphrase of a format-1 directory opens them.
+    pub fn from_derived_only(derived: impl IntoIterator<Item = (Purpose, Key32)>) -> Self {
+        let mut ring = Self::new("all", "every key");
+        for (purpose, key) in derived {
+            ring.insert(purpose, 1, key, true);
+        }
+        ring
+    }
+
+    /// Adds a fresh checkpoint signing key (version 1) to a ring of derived keys.
+    pub fn with_new_signing_key(mut self) -> Self {
+        self.insert(Purpose::Signing, 1, Key32::random(), true);
+        self
+    }
+
     pub(crate) fn insert(&mut self, purpose: Purpose, version: u32, key: Key32, current: bool) {
         self.keys.insert((purpose, version), key);
         if current {
@@ -67,6 +82,13 @@ impl KeyRing {
     pub fn current(&self, purpose: Purpose) -> Option<&Key32> {
         let version = self.current.get(&purpose)?;
         self.keys.get(&(purpose, *version))
+    }
+
+    /// The current key of `purpose`, for a ring known to carry every key (a new data
+    /// directory's, the master slot's). Panics otherwise: a programming error.
+    pub fn get(&self, purpose: Purpose) -> &Key32 {
+        self.current(purpose)
+            .unwrap_or_else(|| panic!("this key ring does not carry the `{purpose}` key"))
     }
 
     /// The current key of `purpose`, or the refusal to name.

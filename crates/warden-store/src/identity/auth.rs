@@ -102,6 +102,44 @@ pub enum Actor {
 /// master passphrase, who signs in as nobody.
 pub const MASTER_PASSPHRASE_ACTOR: &str = "master-passphrase";
 
+/// The actor name of break-glass and key-slot acts done with the recovery key.
+pub const RECOVERY_KEY_ACTOR: &str = "recovery-key";
+
+/// Proof that a person's own key slot opened with the password they gave: made only by
+/// `crate::keys` after unlocking the slot found for that user name. The slot then is the
+/// password check (no second Argon2id over the stored hash).
+pub struct SlotProof {
+    username: String,
+}
+
+impl SlotProof {
+    pub(crate) fn new(username: &str) -> Self {
+        Self {
+            username: username.to_ascii_lowercase(),
+        }
+    }
+}
+
+/// How a sign-in's password is checked.
+pub enum PasswordProof<'a> {
+    /// Against the stored Argon2id hash (the store was opened with another slot's keys: the
+    /// master passphrase, a directory not yet converted).
+    Hash(&'a Password),
+    /// By the user's own key slot, which only this password opens.
+    Slot {
+        password: &'a Password,
+        proof: &'a SlotProof,
+    },
+}
+
+impl PasswordProof<'_> {
+    fn password(&self) -> &Password {
+        match self {
+            Self::Hash(password) | Self::Slot { password, .. } => password,
+        }
+    }
+}
+
 /// The actor name of a refused command run without `--as`.
 pub const ANONYMOUS_ACTOR: &str = "anonymous";
 
@@ -476,6 +514,24 @@ impl Identity {
         totp_code: Option<&str>,
         now: UnixMs,
     ) -> Result<AuthenticatedUser, AuthError> {
+        self.authenticate_operator_with(db, username, PasswordProof::Hash(password), totp_code, now)
+    }
+
+    /// [`Identity::authenticate_operator`] with the password checked as `proof` says: by the
+    /// stored hash, or already by the user's own key slot.
+    pub fn authenticate_operator_with(
+        &mut self,
+        db: &mut Database,
+        username: &str,
+        proof: PasswordProof<'_>,
+        totp_code: Option<&str>,
+        now: UnixMs,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        let password = proof.password();
+        let slot_proven = match &proof {
+            PasswordProof::Slot { proof, .. } => proof.username == username.to_ascii_lowercase(),
+            PasswordProof::Hash(_) => false,
+        };
         let (name, actor) = claimed_name(username);
         let user_key = format!("user:{actor}");
         let policy = self.policy.lockout;
@@ -538,7 +594,9 @@ impl Identity {
                 StoreError::Corrupt(format!("identity: stored decoy hash: {err}"))
             })?,
         };
-        let password_ok = check_against.verify(password).is_match() && hash.is_some();
+        // A slot opened with this password proves it; otherwise one Argon2id over the hash
+        // (the decoy's when there is none, so the time does not tell).
+        let password_ok = hash.is_some() && (slot_proven || check_against.verify(password).is_match());
         let usable = user.as_ref().is_some_and(|u| !u.disabled);
         let rehash = match &hash {
             Some(hash) if password_ok && usable && self.policy.password.needs_rehash(hash) => {
@@ -661,6 +719,44 @@ impl Identity {
                 }
             }
         }
+    }
+
+    /// Appends refusals that were recorded without keys (`crate::keys::journal`), each once,
+    /// actor `anonymous`, marked `recorded_late` with the time they happened; failed sign-ins
+    /// count toward their user's lockout at that time (and may lock it).
+    pub(crate) fn record_unrecorded(
+        &mut self,
+        db: &mut Database,
+        entries: &[crate::keys::journal::Unrecorded],
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let tx = self.audit.begin(db)?;
+        let mut events = Vec::new();
+        for entry in entries {
+            let fresh = tx.execute(
+                "INSERT OR IGNORE INTO unrecorded_ingested (id) VALUES (?1)",
+                rusqlite::params![entry.id],
+            )? == 1;
+            if !fresh {
+                continue;
+            }
+            let outcome = entry.outcome.parse().unwrap_or(Outcome::Failure);
+            let mut details = serde_json::Value::Object(entry.details.clone());
+            details["recorded_late"] = json!(true);
+            details["attempted_at_ms"] = json!(entry.at_ms);
+            events.push(self.event(now, ANONYMOUS_ACTOR, &entry.action, &entry.subject, outcome, details));
+            if let Some(key) = &entry.count {
+                let mut lock = rows::load_lock(&tx, key)?;
+                events.extend(self.count_failure(&mut lock, key, UnixMs(entry.at_ms)));
+                rows::save_lock(&tx, key, &lock)?;
+            }
+        }
+        tx.audit(events)?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn precheck(&self, lock: &LockRecord, now: UnixMs) -> Option<Precheck> {

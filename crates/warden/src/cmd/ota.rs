@@ -324,6 +324,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
+    ctx.use_service(warden_core::rbac::ServiceKind::OtaServer)?;
     let sealer = ctx.config_sealer()?;
     let plain = if args.allow_plain_config {
         Plain::Allow

@@ -1,0 +1,1 @@
+//! Rotating a purpose key (`keys rotate PURPOSE`): see the functions below.
