@@ -466,6 +466,15 @@ impl<'a> Context<'a> {
         let Some(username) = actor.acting_user.clone() else {
             if self.master_given() {
                 let mut store = self.store()?;
+                if matches!(
+                    permission,
+                    Permission::AuditVerify
+                        | Permission::AuditExport
+                        | Permission::AuditTail
+                        | Permission::AuditCheckpoint
+                ) {
+                    store.audit().read_damaged_chain();
+                }
                 let refusal = store.identity.refuse_anonymous(
                     &mut store.db,
                     permission,
@@ -493,10 +502,15 @@ impl<'a> Context<'a> {
                     journal::record(&dir, &Unrecorded::failed_sign_in(&claimed_user_key(&username), "bad_password"))?;
                     return Err(AuthError::Failed.into());
                 }
-                let user = self.authenticate(&mut store, &username, PasswordProof::Slot {
-                    password: &password,
-                    proof: &proof,
-                })?;
+                let user = self.authenticate(
+                    &mut store,
+                    &username,
+                    PasswordProof::Slot {
+                        password: &password,
+                        proof: &proof,
+                    },
+                    permission,
+                )?;
                 self.keys = Some(ring);
                 Ok((store, user))
             }
@@ -508,7 +522,12 @@ impl<'a> Context<'a> {
                     let master = self.master()?.keys.clone();
                     let dir = self.dir()?.clone();
                     let (mut store, master) = keys::open_store(&dir, master)?;
-                    let user = self.authenticate(&mut store, &username, PasswordProof::Hash(&password))?;
+                    let user = self.authenticate(
+                        &mut store,
+                        &username,
+                        PasswordProof::Hash(&password),
+                        permission,
+                    )?;
                     let ring = keys::ensure_user_slot(&mut store, &dir, &user, &master, &password)?;
                     self.keys = Some(ring);
                     return Ok((store, user));
@@ -527,7 +546,18 @@ impl<'a> Context<'a> {
         store: &mut Store,
         username: &str,
         proof: PasswordProof<'_>,
+        permission: Permission,
     ) -> Result<AuthenticatedUser> {
+        if matches!(
+            permission,
+            Permission::AuditVerify
+                | Permission::AuditExport
+                | Permission::AuditTail
+                | Permission::AuditCheckpoint
+        ) {
+            // The trail must stay examinable when it was damaged (see read_damaged_chain).
+            store.audit().read_damaged_chain();
+        }
         let mut code = self.global.actor.totp.clone().map(zeroize::Zeroizing::new);
         loop {
             let proof = match &proof {
@@ -569,16 +599,6 @@ impl<'a> Context<'a> {
         action: &str,
     ) -> Result<(Store, Authorized)> {
         let (mut store, user) = self.sign_in(permission, action)?;
-        if matches!(
-            permission,
-            Permission::AuditVerify
-                | Permission::AuditExport
-                | Permission::AuditTail
-                | Permission::AuditCheckpoint
-        ) {
-            // The trail must stay examinable when it was damaged (see read_damaged_chain).
-            store.audit().read_damaged_chain();
-        }
         let by = store
             .identity
             .require(&mut store.db, &user, permission, action, UnixMs::now())?;

@@ -16,6 +16,9 @@ use crate::context::{Context, PassphraseSource};
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
+    /// Check that the master passphrase (or --recovery-key-file) opens its slot, e.g. the
+    /// recovery key kept in a safe. Reads nothing else and changes nothing.
+    Check,
     /// Every key slot: whose it is, which keys it carries, how it is unlocked. Needs
     /// `key.rotate`.
     List {
@@ -78,6 +81,21 @@ const ENV_NEW_PASSPHRASE: &str = "WARDEN_NEW_PASSPHRASE";
 
 pub fn run(cmd: &KeysCommand, ctx: &mut Context<'_>) -> Result<()> {
     match cmd {
+        KeysCommand::Check => {
+            let master = ctx.master()?;
+            let keys: Vec<String> = master
+                .keys
+                .versions()
+                .map(|(purpose, version)| format!("{purpose} v{version}"))
+                .collect();
+            println!(
+                "the {} opens its slot {} ({})",
+                master.owner.secret_name(),
+                master.slot_id,
+                keys.join(", ")
+            );
+            Ok(())
+        }
         KeysCommand::List { json } => list(ctx, *json),
         KeysCommand::Passphrase {
             new_passphrase_file,
@@ -107,7 +125,7 @@ pub fn run(cmd: &KeysCommand, ctx: &mut Context<'_>) -> Result<()> {
             let master = master.clone();
             let dir = ctx.dir_owned()?;
             keys::change_passphrase(&mut store, &dir, &by, &master, &new, kdf.as_ref())?;
-            eprintln!("the master passphrase is changed; the old one opens nothing any more");
+            eprintln!("master key slot re-wrapped for the new secret; the old one opens nothing any more");
             Ok(())
         }
         KeysCommand::Recovery { out } => {
