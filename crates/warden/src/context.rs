@@ -459,7 +459,15 @@ impl<'a> Context<'a> {
         action: &str,
     ) -> Result<(Store, AuthenticatedUser)> {
         let actor = &self.global.actor;
-        if self.dir()?.format() == KeyFormat::Derived && self.master_given() {
+        if self.dir()?.format() == KeyFormat::Derived {
+            if !self.master_given() && !on_terminal() {
+                bail!(
+                    "{} keeps its keys derived from the master passphrase (format 1, made by an \
+                     earlier warden): run this once with the master passphrase \
+                     (--passphrase-file) to convert it to key slots",
+                    self.global.data_dir.display()
+                );
+            }
             // Convert first: people sign in with slots from now on.
             self.master()?;
         }

@@ -151,6 +151,9 @@ pub fn open_store(dir: &DataDir, ring: KeyRing) -> Result<(Store, KeyRing), KeyO
     let audit = ring.require(Purpose::Audit)?.clone();
     let identity = Identity::load(&db, database, audit)?;
     let mut store = Store { db, identity };
+    if dir.format() == KeyFormat::Slots {
+        upgrade::finish_interrupted(dir, &mut store)?;
+    }
     journal::ingest(dir, &mut store)?;
     Ok((store, ring))
 }
@@ -166,7 +169,9 @@ fn settle(dir: &DataDir, db: &Database, mut ring: KeyRing) -> Result<KeyRing, Ke
         return Ok(ring);
     };
     let done = committed(db, &pending.txid_bytes())?;
-    if !done && resumable(&pending) {
+    if !done && (resumable(&pending) || pending.action == upgrade::ACTION) {
+        // Finished, not rolled back: a rotation of files by `keys rotate`, a conversion by
+        // `upgrade::finish_interrupted` once the store is open.
         return Ok(ring);
     }
     if let Some(purpose) = pending.rotate {
@@ -185,15 +190,9 @@ fn settle(dir: &DataDir, db: &Database, mut ring: KeyRing) -> Result<KeyRing, Ke
         file.settle_rolled_back();
     }
     if pending.action == upgrade::ACTION {
-        if done {
-            file.generation += 1;
-            dir.write_slots(&lock, &file)?;
-            dir.remove_security(&lock)?;
-        } else {
-            // The conversion did not commit: the directory stays format 1 (converted again
-            // next time); the keys are the same either way.
-            dir.remove_slots(&lock)?;
-        }
+        file.generation += 1;
+        dir.write_slots(&lock, &file)?;
+        dir.remove_security(&lock)?;
         return Ok(ring);
     }
     file.generation += 1;

@@ -7,8 +7,9 @@
 //!
 //! Two-step like every change (`super`): `keyslots.json` is written with the conversion
 //! pending, the database commits `keys.upgrade` with its transaction id, then `security.json`
-//! goes. A crash before the commit leaves a directory that the next open turns back to
-//! format 1 (and converts again); after it, one that the next open finishes.
+//! goes. A crash at any point leaves a directory that opens with its master passphrase (both
+//! files hold the same keys until `security.json` goes) and that the next open of the store
+//! finishes: it commits the `keys.upgrade` event if it is missing and removes `security.json`.
 
 use serde_json::json;
 use warden_core::audit::{NewEvent, Outcome};
@@ -17,7 +18,8 @@ use warden_core::keyring::Purpose;
 use warden_core::keyslots::{Holder, KeyRing, Owner, Pending, SlotFile, SlotSecret};
 use warden_core::secret::Passphrase;
 
-use super::{commit_event, open_store, KeyOpError};
+use super::{commit_event, committed, open_store, KeyOpError};
+use crate::Store;
 use crate::identity::MASTER_PASSPHRASE_ACTOR;
 
 pub(super) const ACTION: &str = "keys.upgrade";
@@ -83,4 +85,38 @@ pub fn convert(dir: &DataDir, passphrase: &Passphrase) -> Result<(DataDir, KeyRi
     dir.remove_security(&lock)?;
     drop(lock);
     Ok((DataDir::open(dir.root())?, ring))
+}
+
+/// A conversion interrupted before its commit (the slot file says it is pending, the database
+/// has no `keys.upgrade`): commits it now, with a note that it was finished late, and settles.
+pub(super) fn finish_interrupted(dir: &DataDir, store: &mut Store) -> Result<(), KeyOpError> {
+    if dir.read_slots()?.pending.as_ref().map(|p| p.action.as_str()) != Some(ACTION) {
+        return Ok(());
+    }
+    let lock = dir.lock_slots()?;
+    let mut file = dir.read_slots()?;
+    let Some(pending) = file.pending.clone().filter(|p| p.action == ACTION) else {
+        return Ok(());
+    };
+    if !committed(&store.db, &pending.txid_bytes())? {
+        let event = NewEvent::new(
+            crate::audit::timestamp_now(),
+            MASTER_PASSPHRASE_ACTOR,
+            ACTION,
+            "keyslots",
+            Outcome::Success,
+        )
+        .with_details(json!({
+            "from_format": 1,
+            "to_format": 2,
+            "reencrypted": false,
+            "finished_after_interruption": true,
+        }));
+        commit_event(store, &pending, event)?;
+    }
+    file.settle_committed();
+    file.generation += 1;
+    dir.write_slots(&lock, &file)?;
+    dir.remove_security(&lock)?;
+    Ok(())
 }
