@@ -537,7 +537,10 @@ mod tests {
                 assert!(carried.contains(purpose), "{role} needs {purpose}");
             }
             for purpose in carried {
-                assert!(needed.contains(purpose), "{role} carries {purpose} needlessly");
+                assert!(
+                    needed.contains(purpose),
+                    "{role} carries {purpose} needlessly"
+                );
             }
         }
         assert!(role_key_purposes(Role::Technician).is_empty());

@@ -150,8 +150,9 @@ impl ConfigSealer {
     /// rotation is under way); sealing always uses the first key.
     pub fn also_opening(mut self, other: &Key32) -> Self {
         let encoded = Zeroizing::new(B64URL.encode(other.expose_secret()));
-        self.previous
-            .push(fernet::Fernet::new(&encoded).expect("a 32-byte key is always a valid Fernet key"));
+        self.previous.push(
+            fernet::Fernet::new(&encoded).expect("a 32-byte key is always a valid Fernet key"),
+        );
         self
     }
 

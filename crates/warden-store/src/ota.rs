@@ -126,10 +126,16 @@ fn label(identity: &str) -> Vec<u8> {
 
 /// Re-seals every card's PSK from the `old` database key to `new`, inside the transaction that
 /// re-keys the database (a database key rotation). Returns how many.
-pub(crate) fn reseal_psks(conn: &Connection, old: &Key32, new: &Key32) -> Result<usize, StoreError> {
+pub(crate) fn reseal_psks(
+    conn: &Connection,
+    old: &Key32,
+    new: &Key32,
+) -> Result<usize, StoreError> {
     let mut stmt = conn.prepare("SELECT identity, psk_sealed FROM ota_cards ORDER BY identity")?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     for (identity, sealed) in &rows {
         let psk = warden_core::aead::open(old, &label(identity), sealed).map_err(|_| {

@@ -14,7 +14,9 @@ use warden_core::auditor_key::AuditorKeyFile;
 use warden_core::datadir::{DataDir, DataDirError, KEYSLOTS_FILE, SECURITY_FILE};
 use warden_core::kdf::KdfParams;
 use warden_core::keyring::Purpose;
-use warden_core::keyslots::{Holder, KeyRing, KeySlotError, Owner, RecoveryKey, SlotFile, SlotSecret};
+use warden_core::keyslots::{
+    Holder, KeyRing, KeySlotError, Owner, RecoveryKey, SlotFile, SlotSecret,
+};
 use warden_core::password::Password;
 use warden_core::secret::Passphrase;
 use warden_core::totp::{KeyUri, TotpParams};
@@ -85,9 +87,13 @@ impl Provision<'_> {
     /// passphrases, KDF parameters, and the administrator's password against the policy.
     pub fn check(&self) -> Result<(), ProvisionError> {
         if self.passphrase.char_count() < Passphrase::MIN_CHARS {
-            return Err(ProvisionError::PassphraseTooShort(self.passphrase.char_count()));
+            return Err(ProvisionError::PassphraseTooShort(
+                self.passphrase.char_count(),
+            ));
         }
-        self.kdf.validate().map_err(warden_core::keyring::KeyringError::from)?;
+        self.kdf
+            .validate()
+            .map_err(warden_core::keyring::KeyringError::from)?;
         if self.root.join(SECURITY_FILE).exists() || self.root.join(KEYSLOTS_FILE).exists() {
             return Err(DataDirError::AlreadyInitialized(self.root.to_path_buf()).into());
         }

@@ -335,8 +335,7 @@ impl<'a> Context<'a> {
                     bail!("{} uses derived keys and has no recovery key yet; use the master passphrase", root.display());
                 }
                 let key = read_recovery_key(&path)?;
-                let unlocked =
-                    dir.unlock_owner(&Owner::Recovery, &SlotSecret::Key(key.key()))?;
+                let unlocked = dir.unlock_owner(&Owner::Recovery, &SlotSecret::Key(key.key()))?;
                 self.master = Some(unlocked);
             } else {
                 let prompt = format!("Master passphrase for {}: ", root.display());
@@ -507,7 +506,10 @@ impl<'a> Context<'a> {
                 let (mut store, ring) = keys::open_store(&dir, unlocked.keys)?;
                 // A pending change that did not commit may have taken the slot away again.
                 if dir.read_slots()?.slot(&slot_id).is_none() {
-                    journal::record(&dir, &Unrecorded::failed_sign_in(&claimed_user_key(&username), "bad_password"))?;
+                    journal::record(
+                        &dir,
+                        &Unrecorded::failed_sign_in(&claimed_user_key(&username), "bad_password"),
+                    )?;
                     return Err(AuthError::Failed.into());
                 }
                 let user = self.authenticate(
@@ -540,8 +542,15 @@ impl<'a> Context<'a> {
                     self.keys = Some(ring);
                     return Ok((store, user));
                 }
-                let reason = if no_slot { "no_key_slot" } else { "bad_password" };
-                journal::record(&dir, &Unrecorded::failed_sign_in(&claimed_user_key(&username), reason))?;
+                let reason = if no_slot {
+                    "no_key_slot"
+                } else {
+                    "bad_password"
+                };
+                journal::record(
+                    &dir,
+                    &Unrecorded::failed_sign_in(&claimed_user_key(&username), reason),
+                )?;
                 Err(AuthError::Failed.into())
             }
         }
@@ -624,6 +633,10 @@ fn read_recovery_key(path: &Path) -> Result<RecoveryKey> {
     let bytes = fsx::read_private(path, MAX_SECRET_BYTES)
         .with_context(|| "cannot use the recovery key file")?;
     let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
-    RecoveryKey::parse(&text)
-        .ok_or_else(|| anyhow!("{} is not a recovery key (8 groups of 8 hex digits)", path.display()))
+    RecoveryKey::parse(&text).ok_or_else(|| {
+        anyhow!(
+            "{} is not a recovery key (8 groups of 8 hex digits)",
+            path.display()
+        )
+    })
 }

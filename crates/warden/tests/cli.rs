@@ -184,11 +184,19 @@ fn wrong_passphrase_exits_4_and_writes_nothing() {
             .expect_code(4)
             .stderr_has(&["master passphrase", "nothing was read or written"]);
     }
-    assert_eq!(std::fs::read(fx.data_dir.join("keyslots.json")).unwrap(), slots);
+    assert_eq!(
+        std::fs::read(fx.data_dir.join("keyslots.json")).unwrap(),
+        slots
+    );
     // A daily command does not read the passphrase at all: the person's slot opens the keys.
     let plain = fx.file("plain", b"some data\n");
-    with_wrong(&["vault".as_ref(), "seal".as_ref(), plain.as_os_str(), fx.path("out").as_os_str()])
-        .ok();
+    with_wrong(&[
+        "vault".as_ref(),
+        "seal".as_ref(),
+        plain.as_os_str(),
+        fx.path("out").as_os_str(),
+    ])
+    .ok();
 }
 
 #[test]
@@ -227,7 +235,9 @@ fn passphrase_fd_reads_the_passphrase_from_standard_input() {
         format!("{PASSPHRASE}\n").as_bytes(),
     );
     out.ok();
-    assert!(out.stdout_text().contains("master passphrase opens its slot"));
+    assert!(out
+        .stdout_text()
+        .contains("master passphrase opens its slot"));
     // A wrong passphrase on the descriptor is refused like any other.
     run_with_stdin(
         fx.warden_without_passphrase()
@@ -565,7 +575,10 @@ impl Secrets {
         let recovery = std::fs::read_to_string(fx.recovery_key_file()).unwrap();
         let recovery = recovery.trim();
         needles.push(("recovery key".into(), recovery.as_bytes().to_vec()));
-        needles.push(("recovery key (hex)".into(), recovery.replace('-', "").into_bytes()));
+        needles.push((
+            "recovery key (hex)".into(),
+            recovery.replace('-', "").into_bytes(),
+        ));
         for purpose in Purpose::IN_SLOTS {
             let key = fx.key(purpose);
             let bytes = key.expose_secret();
@@ -783,7 +796,10 @@ fn secrets_never_reach_stdout_or_stderr() {
         ] {
             let mut cmd = base(false);
             cmd.arg("--passphrase-file").arg(&wrong_file).args(args);
-            cmd.env("WARDEN_NEW_PASSPHRASE", "a new master passphrase, long enough");
+            cmd.env(
+                "WARDEN_NEW_PASSPHRASE",
+                "a new master passphrase, long enough",
+            );
             check(what, run(&mut cmd), 4);
         }
         check(

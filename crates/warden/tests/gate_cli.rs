@@ -124,7 +124,14 @@ fn files(fx: &Fixture) -> Files {
     let rex_password = fx.file("rex-password", b"Fixture-User-Password-2\n");
     run(fx
         .admin()
-        .args(["user", "add", "rex", "--role", "operator", "--new-password-file"])
+        .args([
+            "user",
+            "add",
+            "rex",
+            "--role",
+            "operator",
+            "--new-password-file",
+        ])
         .arg(&rex_password))
     .ok();
     std::fs::write(fx.data_dir.join("sessions").join(&recording), bytes).unwrap();
@@ -513,7 +520,14 @@ fn cases(fx: &Fixture, f: &Files) -> Vec<Case> {
             action: "keys.service.add",
             denied: Some(OPERATOR),
             allowed: ADMIN,
-            args: s(&["keys", "service", "add", "shim", "--key-out", &out("shim-key")]),
+            args: s(&[
+                "keys",
+                "service",
+                "add",
+                "shim",
+                "--key-out",
+                &out("shim-key"),
+            ]),
             code: 0,
             events: &[("keys.service.add", "success")],
         },

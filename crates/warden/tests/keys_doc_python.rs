@@ -183,7 +183,9 @@ fn the_documented_bounds_are_the_code_s() {
     ))
     .expect_code(1)
     .stderr_has(&["recordings.kdf.iterations"]);
-    run(fx.signed_in(&mut fx.warden(), "admin").args(["vault", "verify", "-"]))
-        .expect_code(1)
-        .stderr_has(&["`recordings` key", "`iterations`", "10000000"]);
+    run(fx
+        .signed_in(&mut fx.warden(), "admin")
+        .args(["vault", "verify", "-"]))
+    .expect_code(1)
+    .stderr_has(&["`recordings` key", "`iterations`", "10000000"]);
 }

@@ -7,9 +7,7 @@
 
 mod support;
 
-use support::{
-    python, run, LegacyFixture, ADMIN, LEGACY_CONFIG_PLAINTEXT, LEGACY_VAULT_PLAINTEXT,
-};
+use support::{python, run, LegacyFixture, ADMIN, LEGACY_CONFIG_PLAINTEXT, LEGACY_VAULT_PLAINTEXT};
 use warden_core::datadir::{DataDir, KeyFormat};
 use warden_core::keyring::Purpose;
 use warden_core::secret::Passphrase;
@@ -31,7 +29,10 @@ fn a_format_1_directory_is_converted_in_place_and_everything_still_opens() {
     let session = fx
         .data_dir
         .join("sessions/2026-04-15T09-22-03.laser-7-tess.session");
-    let before: Vec<Vec<u8>> = [&vault, &config, &session].iter().map(|p| sha256(p)).collect();
+    let before: Vec<Vec<u8>> = [&vault, &config, &session]
+        .iter()
+        .map(|p| sha256(p))
+        .collect();
 
     // Without the master passphrase a format-1 directory says what to do.
     run(fx
@@ -110,7 +111,10 @@ fn a_format_1_directory_is_converted_in_place_and_everything_still_opens() {
     assert!(text.contains("keys.upgrade"), "{text}");
     assert_eq!(text.matches("keys.slot.create").count(), 3, "{text}");
 
-    let after: Vec<Vec<u8>> = [&vault, &config, &session].iter().map(|p| sha256(p)).collect();
+    let after: Vec<Vec<u8>> = [&vault, &config, &session]
+        .iter()
+        .map(|p| sha256(p))
+        .collect();
     assert_eq!(before, after, "a data file was rewritten by the conversion");
 
     // The independent reader opens the converted directory from the documents alone.

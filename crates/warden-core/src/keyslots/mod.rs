@@ -141,7 +141,10 @@ impl Owner {
                 return Ok(Self::User(LookupId(id.to_owned())));
             }
         }
-        if let Some(kind) = text.strip_prefix("service:").and_then(ServiceKind::from_slot_name) {
+        if let Some(kind) = text
+            .strip_prefix("service:")
+            .and_then(ServiceKind::from_slot_name)
+        {
             return Ok(Self::Service(kind));
         }
         Err(malformed(format!("unknown slot owner {text:?}")))
@@ -205,7 +208,9 @@ impl Holder {
             Self::Role(Role::Technician) => "no key",
             Self::Role(Role::Operator) | Self::Role(Role::Auditor) => "database, recordings, audit",
             Self::Role(Role::Administrator) => "every key",
-            Self::Service(ServiceKind::ShimDaemon) => "database, recordings, config, audit, signing",
+            Self::Service(ServiceKind::ShimDaemon) => {
+                "database, recordings, config, audit, signing"
+            }
             Self::Service(ServiceKind::OtaServer) => "database, config, audit, signing",
         }
     }
@@ -354,10 +359,12 @@ impl Slot {
         let salt = decode(&self.salt, "salt")?;
         match (self.kdf.stretching(), secret.text_bytes(), secret) {
             (Some(params), Some(text), _) => {
-                params.derive(text, &salt).map_err(|source| KeySlotError::Kdf {
-                    what: format!("slot {}", self.id),
-                    source,
-                })
+                params
+                    .derive(text, &salt)
+                    .map_err(|source| KeySlotError::Kdf {
+                        what: format!("slot {}", self.id),
+                        source,
+                    })
             }
             (None, None, SlotSecret::Key(key)) => {
                 let info = [KEK_LABEL, b"\0", self.id.as_bytes()].concat();
@@ -412,9 +419,8 @@ pub struct NextKey {
 }
 
 fn key_info(purpose: Purpose, _version: u32, key: &Key32) -> (String, Option<String>) {
-    let public = (purpose == Purpose::Signing).then(|| {
-        B64.encode(crate::signing::CheckpointSigner::from_seed(key).public_key())
-    });
+    let public = (purpose == Purpose::Signing)
+        .then(|| B64.encode(crate::signing::CheckpointSigner::from_seed(key).public_key()));
     (B64.encode(key_check(key, purpose)), public)
 }
 
@@ -530,12 +536,24 @@ impl SlotFile {
                 .keys
                 .get(&purpose)
                 .ok_or_else(|| malformed(format!("no entry for the `{purpose}` key")))?;
-            check_key_info(purpose, info.version, &info.check, info.public_key.as_deref())?;
+            check_key_info(
+                purpose,
+                info.version,
+                &info.check,
+                info.public_key.as_deref(),
+            )?;
             if let Some(next) = &info.next {
                 if next.version != info.version + 1 {
-                    return Err(malformed(format!("keys.{purpose}.next.version is not version + 1")));
+                    return Err(malformed(format!(
+                        "keys.{purpose}.next.version is not version + 1"
+                    )));
                 }
-                check_key_info(purpose, next.version, &next.check, next.public_key.as_deref())?;
+                check_key_info(
+                    purpose,
+                    next.version,
+                    &next.check,
+                    next.public_key.as_deref(),
+                )?;
             }
         }
         let mut ids = BTreeSet::new();
@@ -551,12 +569,16 @@ impl SlotFile {
             }
             for id in pending.add.iter().chain(&pending.remove) {
                 if !ids.contains(id.as_str()) {
-                    return Err(malformed(format!("pending change names slot {id}, which is not in the file")));
+                    return Err(malformed(format!(
+                        "pending change names slot {id}, which is not in the file"
+                    )));
                 }
             }
             if let Some(purpose) = pending.rotate {
                 if file.keys[&purpose].next.is_none() {
-                    return Err(malformed(format!("pending rotation of `{purpose}` without a next version")));
+                    return Err(malformed(format!(
+                        "pending rotation of `{purpose}` without a next version"
+                    )));
                 }
             }
         }
@@ -565,7 +587,12 @@ impl SlotFile {
 
     fn check_slot(&self, slot: &Slot) -> Result<(), KeySlotError> {
         let at = |what: &str| malformed(format!("slot {}: {what}", slot.id));
-        if slot.id.len() != 16 || !slot.id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if slot.id.len() != 16
+            || !slot
+                .id
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(at("the id is not 16 hex digits"));
         }
         let owner = Owner::parse(&slot.owner)?;
@@ -580,14 +607,20 @@ impl SlotFile {
                 return Err(at("its holder does not match its owner"))
             }
             (None, Holder::Role(Role::Technician) | Holder::All | Holder::Service(_)) => {
-                return Err(at("a person's slot must hold an operator, administrator or auditor's keys"))
+                return Err(at(
+                    "a person's slot must hold an operator, administrator or auditor's keys",
+                ))
             }
             _ => {}
         }
         let stretched = slot.kdf.stretching();
         match (&owner, &stretched) {
-            (Owner::Master | Owner::User(_), None) => return Err(at("a passphrase or password slot needs PBKDF2 or Argon2id")),
-            (Owner::Recovery | Owner::Service(_), Some(_)) => return Err(at("a recovery or service key slot uses HKDF-SHA256")),
+            (Owner::Master | Owner::User(_), None) => {
+                return Err(at("a passphrase or password slot needs PBKDF2 or Argon2id"))
+            }
+            (Owner::Recovery | Owner::Service(_), Some(_)) => {
+                return Err(at("a recovery or service key slot uses HKDF-SHA256"))
+            }
             _ => {}
         }
         if let Some(params) = stretched {
@@ -621,7 +654,10 @@ impl SlotFile {
             let known = w.version == info.version
                 || info.next.as_ref().is_some_and(|n| n.version == w.version);
             if !known {
-                return Err(at(&format!("a wrap of `{}` version {} names no key", w.purpose, w.version)));
+                return Err(at(&format!(
+                    "a wrap of `{}` version {} names no key",
+                    w.purpose, w.version
+                )));
             }
             if !seen.insert((w.purpose, w.version)) {
                 return Err(at("a key is wrapped twice"));
@@ -644,7 +680,11 @@ impl SlotFile {
         let salt = B64.decode(&self.lookup_salt).unwrap_or_default();
         let mac = crate::mac::hmac_sha256_parts(
             &salt,
-            &[LOOKUP_LABEL, b"\0", username.to_ascii_lowercase().as_bytes()],
+            &[
+                LOOKUP_LABEL,
+                b"\0",
+                username.to_ascii_lowercase().as_bytes(),
+            ],
         );
         Owner::User(LookupId(hex::encode(&mac[..16])))
     }
@@ -690,8 +730,13 @@ impl SlotFile {
                 purpose: w.purpose,
             };
             let bytes = decode(&w.wrap, "wrap")?;
-            let key = wrap::unwrap(&private, &public, &wrap_info(&slot.id, w.purpose, w.version), &bytes)
-                .map_err(|_| damaged())?;
+            let key = wrap::unwrap(
+                &private,
+                &public,
+                &wrap_info(&slot.id, w.purpose, w.version),
+                &bytes,
+            )
+            .map_err(|_| damaged())?;
             let info = &self.keys[&w.purpose];
             let (expected, current) = if info.version == w.version {
                 (&info.check, true)
@@ -747,7 +792,9 @@ impl SlotFile {
             (_, None) => SlotKdf::password(&KdfParams::default_pbkdf2()),
         };
         let private = wrap::PrivateScalar::generate();
-        let public = private.public_key().expect("a generated key has a public key");
+        let public = private
+            .public_key()
+            .expect("a generated key has a public key");
         let mut slot = Slot {
             id: hex::encode(crate::rand::array::<8>()),
             owner: owner.to_string(),
@@ -776,7 +823,8 @@ impl SlotFile {
                     holder: holder.name(),
                     carried: holder.carried(),
                 })?;
-                slot.wraps.push(Self::wrap_for(&slot.id, &public, *purpose, version, key)?);
+                slot.wraps
+                    .push(Self::wrap_for(&slot.id, &public, *purpose, version, key)?);
             }
         }
         Ok(slot)
@@ -844,7 +892,11 @@ impl SlotFile {
     /// Starts rotating `purpose` to `new_key`: the next version's key check, and a wrap of it
     /// for every slot whose holder carries `purpose` (to each slot's public key: no secret
     /// needed).
-    pub fn begin_rotation(&mut self, purpose: Purpose, new_key: &Key32) -> Result<u32, KeySlotError> {
+    pub fn begin_rotation(
+        &mut self,
+        purpose: Purpose,
+        new_key: &Key32,
+    ) -> Result<u32, KeySlotError> {
         let info = self.keys.get(&purpose).expect("every purpose has an entry");
         if info.next.is_some() {
             return Err(KeySlotError::RotationUnderWay(purpose));
@@ -855,7 +907,10 @@ impl SlotFile {
         for slot in &self.slots {
             if slot.holder().purposes().contains(&purpose) {
                 let public = slot.public_key_bytes()?;
-                wraps.push((slot.id.clone(), Self::wrap_for(&slot.id, &public, purpose, version, new_key)?));
+                wraps.push((
+                    slot.id.clone(),
+                    Self::wrap_for(&slot.id, &public, purpose, version, new_key)?,
+                ));
             }
         }
         for (id, wrap) in wraps {
@@ -873,7 +928,10 @@ impl SlotFile {
 
     /// The next version of `purpose` becomes the current one; the old version's wraps go.
     pub fn finish_rotation(&mut self, purpose: Purpose) {
-        let info = self.keys.get_mut(&purpose).expect("every purpose has an entry");
+        let info = self
+            .keys
+            .get_mut(&purpose)
+            .expect("every purpose has an entry");
         let Some(next) = info.next.take() else {
             return;
         };
@@ -882,18 +940,23 @@ impl SlotFile {
         info.check = next.check;
         info.public_key = next.public_key;
         for slot in &mut self.slots {
-            slot.wraps.retain(|w| !(w.purpose == purpose && w.version == old));
+            slot.wraps
+                .retain(|w| !(w.purpose == purpose && w.version == old));
         }
     }
 
     /// Forgets the next version of `purpose` and its wraps.
     pub fn abort_rotation(&mut self, purpose: Purpose) {
-        let info = self.keys.get_mut(&purpose).expect("every purpose has an entry");
+        let info = self
+            .keys
+            .get_mut(&purpose)
+            .expect("every purpose has an entry");
         let Some(next) = info.next.take() else {
             return;
         };
         for slot in &mut self.slots {
-            slot.wraps.retain(|w| !(w.purpose == purpose && w.version == next.version));
+            slot.wraps
+                .retain(|w| !(w.purpose == purpose && w.version == next.version));
         }
     }
 
@@ -906,11 +969,14 @@ impl SlotFile {
     /// The current checkpoint public key (Ed25519), and the next one during a rotation.
     pub fn signing_public_keys(&self) -> Vec<[u8; 32]> {
         let info = &self.keys[&Purpose::Signing];
-        [info.public_key.as_deref(), info.next.as_ref().and_then(|n| n.public_key.as_deref())]
-            .into_iter()
-            .flatten()
-            .filter_map(|text| B64.decode(text).ok()?.try_into().ok())
-            .collect()
+        [
+            info.public_key.as_deref(),
+            info.next.as_ref().and_then(|n| n.public_key.as_deref()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|text| B64.decode(text).ok()?.try_into().ok())
+        .collect()
     }
 }
 

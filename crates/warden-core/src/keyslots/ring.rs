@@ -9,7 +9,9 @@ use crate::secret::Key32;
 /// A key a slot does not carry was asked for. The crypto layer's refusal: the key is not in
 /// this process at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the key slot used here does not carry the `{purpose}` key ({holder} slots carry {carried})")]
+#[error(
+    "the key slot used here does not carry the `{purpose}` key ({holder} slots carry {carried})"
+)]
 pub struct NotCarried {
     pub purpose: Purpose,
     pub holder: &'static str,
@@ -138,7 +140,12 @@ impl KeyRing {
 
     /// Only the keys of `purposes` (every version), for a holder with fewer keys than the
     /// slot that was opened (a person signed in through the master passphrase).
-    pub fn restricted(&self, purposes: &[Purpose], holder: &'static str, carried: &'static str) -> Self {
+    pub fn restricted(
+        &self,
+        purposes: &[Purpose],
+        holder: &'static str,
+        carried: &'static str,
+    ) -> Self {
         let mut out = Self::new(holder, carried);
         for ((purpose, version), key) in &self.keys {
             if purposes.contains(purpose) {

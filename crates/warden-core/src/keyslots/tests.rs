@@ -102,7 +102,10 @@ fn each_slot_kind_unlocks_exactly_its_purposes() {
     let master = m.file.slots_of(&Owner::Master).next().unwrap();
     let unlocked = m
         .file
-        .unlock(master, &SlotSecret::Passphrase(&pass("correct horse battery staple")))
+        .unlock(
+            master,
+            &SlotSecret::Passphrase(&pass("correct horse battery staple")),
+        )
         .unwrap();
     assert_eq!(held(&unlocked), Purpose::IN_SLOTS);
     for purpose in Purpose::IN_SLOTS {
@@ -118,8 +121,7 @@ fn each_slot_kind_unlocks_exactly_its_purposes() {
         .unwrap();
     assert_eq!(held(&unlocked), Purpose::IN_SLOTS);
     for role in [Role::Operator, Role::Administrator, Role::Auditor] {
-        let unlocked =
-            unlock_user(&m.file, role.name(), &format!("{role}-Password-123!")).unwrap();
+        let unlocked = unlock_user(&m.file, role.name(), &format!("{role}-Password-123!")).unwrap();
         assert_eq!(held(&unlocked), role_key_purposes(role), "{role}");
         assert_eq!(unlocked.holder, Holder::Role(role));
     }
@@ -135,8 +137,10 @@ fn wrong_secrets_open_nothing() {
     let m = made();
     let master = m.file.slots_of(&Owner::Master).next().unwrap();
     assert!(matches!(
-        m.file
-            .unlock(master, &SlotSecret::Passphrase(&pass("correct horse battery stapl3"))),
+        m.file.unlock(
+            master,
+            &SlotSecret::Passphrase(&pass("correct horse battery stapl3"))
+        ),
         Err(KeySlotError::WrongSecret("master passphrase"))
     ));
     assert!(matches!(
@@ -166,7 +170,13 @@ fn an_auditor_slot_cannot_unwrap_a_key_its_role_does_not_carry() {
 
     let admin_owner = m.file.user("administrator").to_string();
     let auditor_owner = m.file.user("auditor").to_string();
-    let admin_slot = m.file.slots.iter().find(|s| s.owner == admin_owner).unwrap().clone();
+    let admin_slot = m
+        .file
+        .slots
+        .iter()
+        .find(|s| s.owner == admin_owner)
+        .unwrap()
+        .clone();
     let config_wrap = admin_slot
         .wraps
         .iter()
@@ -176,14 +186,22 @@ fn an_auditor_slot_cannot_unwrap_a_key_its_role_does_not_carry() {
 
     // 1. Add the administrator's config wrap to the auditor's slot: refused on read.
     let mut forged = m.file.clone();
-    let slot = forged.slots.iter_mut().find(|s| s.owner == auditor_owner).unwrap();
+    let slot = forged
+        .slots
+        .iter_mut()
+        .find(|s| s.owner == auditor_owner)
+        .unwrap();
     slot.wraps.push(config_wrap.clone());
     let err = SlotFile::parse(forged.to_json().as_bytes()).err().unwrap();
     assert!(err.to_string().contains("does not carry"), "{err}");
 
     // 2. Bypass the check: the wrap is to the administrator's public key and bound to the
     //    administrator's slot id, so the auditor's private key cannot open it.
-    let slot = forged.slots.iter_mut().find(|s| s.owner == auditor_owner).unwrap();
+    let slot = forged
+        .slots
+        .iter_mut()
+        .find(|s| s.owner == auditor_owner)
+        .unwrap();
     slot.holder = "administrator".into();
     let slot = slot.clone();
     assert!(forged
@@ -192,7 +210,12 @@ fn an_auditor_slot_cannot_unwrap_a_key_its_role_does_not_carry() {
 
     // 3. At the primitive level: the wrap does not open with the auditor's private key under
     //    any label.
-    let aud_slot = m.file.slots.iter().find(|s| s.owner == auditor_owner).unwrap();
+    let aud_slot = m
+        .file
+        .slots
+        .iter()
+        .find(|s| s.owner == auditor_owner)
+        .unwrap();
     let kek = aud_slot
         .kek(&SlotSecret::Password(&pw("auditor-Password-123!")))
         .unwrap();
@@ -205,7 +228,13 @@ fn an_auditor_slot_cannot_unwrap_a_key_its_role_does_not_carry() {
     .unwrap();
     let bytes = decode(&config_wrap.wrap, "").unwrap();
     for id in [&aud_slot.id, &admin_slot.id] {
-        assert!(wrap::unwrap(&private, &public, &wrap_info(id, Purpose::Config, 1), &bytes).is_err());
+        assert!(wrap::unwrap(
+            &private,
+            &public,
+            &wrap_info(id, Purpose::Config, 1),
+            &bytes
+        )
+        .is_err());
     }
 }
 
@@ -261,7 +290,10 @@ fn rotation_wraps_for_every_slot_without_secrets_then_settles() {
     let op = unlock_user(&done, "operator", "operator-Password-123!").unwrap();
     assert_eq!(op.keys.current_version(Purpose::Recordings), Some(2));
     assert_eq!(
-        op.keys.current(Purpose::Recordings).unwrap().expose_secret(),
+        op.keys
+            .current(Purpose::Recordings)
+            .unwrap()
+            .expose_secret(),
         new.expose_secret()
     );
     assert_eq!(op.keys.candidates(Purpose::Recordings).len(), 1);
@@ -323,14 +355,19 @@ fn pending_changes_settle_both_ways() {
 fn damaged_files_are_refused_with_the_reason() {
     let m = made();
     let json = m.file.to_json();
-    assert!(matches!(SlotFile::parse(b"{"), Err(KeySlotError::Malformed(_))));
+    assert!(matches!(
+        SlotFile::parse(b"{"),
+        Err(KeySlotError::Malformed(_))
+    ));
     let v2 = json.replacen("\"version\": 1,", "\"version\": 2,", 1);
     assert!(matches!(
         SlotFile::parse(v2.as_bytes()),
         Err(KeySlotError::UnsupportedVersion(2))
     ));
     let mut weak = m.file.clone();
-    weak.slots[0].kdf = SlotKdf::Pbkdf2Sha256 { iterations: 1 << 31 };
+    weak.slots[0].kdf = SlotKdf::Pbkdf2Sha256 {
+        iterations: 1 << 31,
+    };
     assert!(matches!(
         SlotFile::parse(weak.to_json().as_bytes()),
         Err(KeySlotError::Kdf { .. })
@@ -348,7 +385,10 @@ fn damaged_files_are_refused_with_the_reason() {
     let check = SlotFile::parse(check.to_json().as_bytes()).unwrap();
     let master = check.slots_of(&Owner::Master).next().unwrap();
     assert!(matches!(
-        check.unlock(master, &SlotSecret::Passphrase(&pass("correct horse battery staple"))),
+        check.unlock(
+            master,
+            &SlotSecret::Passphrase(&pass("correct horse battery staple"))
+        ),
         Err(KeySlotError::Damaged {
             purpose: Purpose::Database,
             ..
@@ -360,7 +400,10 @@ fn damaged_files_are_refused_with_the_reason() {
     let lost = SlotFile::parse(lost.to_json().as_bytes()).unwrap();
     let master = lost.slots_of(&Owner::Master).next().unwrap();
     assert!(matches!(
-        lost.unlock(master, &SlotSecret::Passphrase(&pass("correct horse battery staple"))),
+        lost.unlock(
+            master,
+            &SlotSecret::Passphrase(&pass("correct horse battery staple"))
+        ),
         Err(KeySlotError::Damaged {
             purpose: Purpose::Audit,
             ..
@@ -416,7 +459,12 @@ fn vector() -> serde_json::Value {
     let keys: Vec<(Purpose, Key32)> = Purpose::IN_SLOTS
         .iter()
         .enumerate()
-        .map(|(i, p)| (*p, Key32::from_slice(&seq(0x10 * (i as u8 + 1), 32)).unwrap()))
+        .map(|(i, p)| {
+            (
+                *p,
+                Key32::from_slice(&seq(0x10 * (i as u8 + 1), 32)).unwrap(),
+            )
+        })
         .collect();
     let mut slots = Vec::new();
     let mut inputs = Vec::new();
@@ -475,7 +523,8 @@ fn vector() -> serde_json::Value {
             if !slot.holder().purposes().contains(purpose) {
                 continue;
             }
-            let ephemeral = wrap::PrivateScalar::from_bytes(&seq(0x30 + i as u8 + n as u8 * 8, 32)).unwrap();
+            let ephemeral =
+                wrap::PrivateScalar::from_bytes(&seq(0x30 + i as u8 + n as u8 * 8, 32)).unwrap();
             let nonce: [u8; 12] = seq(0xe0 + i as u8, 12).try_into().unwrap();
             let info = wrap_info(id, *purpose, 1);
             let wrapped = wrap::wrap_with(&public, &info, key, &ephemeral, nonce).unwrap();
@@ -536,25 +585,38 @@ fn vector() -> serde_json::Value {
 
 #[test]
 fn known_answer_vector_matches_the_file() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/formats/keyslots-v1.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/formats/keyslots-v1.json"
+    );
     let built = vector();
     if std::env::var_os("WARDEN_WRITE_VECTORS").is_some() {
         let mut text = serde_json::to_string_pretty(&built).unwrap();
         text.push('\n');
         std::fs::write(path, text).unwrap();
     }
-    let stored: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).expect("docs/formats/keyslots-v1.json"))
-            .unwrap();
+    let stored: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(path).expect("docs/formats/keyslots-v1.json"),
+    )
+    .unwrap();
     assert_eq!(stored, built, "regenerate with WARDEN_WRITE_VECTORS=1");
     // And the file in it opens with the documented secrets, to the documented keys.
     let file = SlotFile::parse(serde_json::to_string(&stored["file"]).unwrap().as_bytes()).unwrap();
     let master = file.slots_of(&Owner::Master).next().unwrap();
     let unlocked = file
-        .unlock(master, &SlotSecret::Passphrase(&pass("correct horse battery staple")))
+        .unlock(
+            master,
+            &SlotSecret::Passphrase(&pass("correct horse battery staple")),
+        )
         .unwrap();
     assert_eq!(
-        hex::encode(unlocked.keys.current(Purpose::Database).unwrap().expose_secret()),
+        hex::encode(
+            unlocked
+                .keys
+                .current(Purpose::Database)
+                .unwrap()
+                .expose_secret()
+        ),
         stored["purpose_keys"]["database"].as_str().unwrap()
     );
     let olga = unlock_user(&file, "olga", "Olga-Operator-Password-7").unwrap();

@@ -129,7 +129,8 @@ fn public_key(bytes: &[u8]) -> Result<EcKey<openssl::pkey::Public>, WrapError> {
         return Err(WrapError::BadPublicKey);
     }
     let group = group();
-    let point = EcPoint::from_bytes(&group, bytes, &mut ctx()).map_err(|_| WrapError::BadPublicKey)?;
+    let point =
+        EcPoint::from_bytes(&group, bytes, &mut ctx()).map_err(|_| WrapError::BadPublicKey)?;
     let key = EcKey::from_public_key(&group, &point).map_err(|_| WrapError::BadPublicKey)?;
     key.check_key().map_err(|_| WrapError::BadPublicKey)?;
     Ok(key)

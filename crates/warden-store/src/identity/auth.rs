@@ -596,7 +596,8 @@ impl Identity {
         };
         // A slot opened with this password proves it; otherwise one Argon2id over the hash
         // (the decoy's when there is none, so the time does not tell).
-        let password_ok = hash.is_some() && (slot_proven || check_against.verify(password).is_match());
+        let password_ok =
+            hash.is_some() && (slot_proven || check_against.verify(password).is_match());
         let usable = user.as_ref().is_some_and(|u| !u.disabled);
         let rehash = match &hash {
             Some(hash) if password_ok && usable && self.policy.password.needs_rehash(hash) => {
@@ -747,7 +748,14 @@ impl Identity {
             let mut details = serde_json::Value::Object(entry.details.clone());
             details["recorded_late"] = json!(true);
             details["attempted_at_ms"] = json!(entry.at_ms);
-            events.push(self.event(now, ANONYMOUS_ACTOR, &entry.action, &entry.subject, outcome, details));
+            events.push(self.event(
+                now,
+                ANONYMOUS_ACTOR,
+                &entry.action,
+                &entry.subject,
+                outcome,
+                details,
+            ));
             if let Some(key) = &entry.count {
                 let mut lock = rows::load_lock(&tx, key)?;
                 events.extend(self.count_failure(&mut lock, key, UnixMs(entry.at_ms)));

@@ -36,8 +36,7 @@ use crate::db::{Database, StoreError};
 pub use admin::{BreakGlass, LockInfo, NewUser, TotpInfo, UserInfo};
 pub use auth::{
     Actor, AuthOutcome, AuthenticatedUser, Authorized, PasswordProof, Service, SlotProof,
-    WrongAuthorization, ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE,
-    RECOVERY_KEY_ACTOR,
+    WrongAuthorization, ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE, RECOVERY_KEY_ACTOR,
 };
 
 /// The tables (schema migration 2).

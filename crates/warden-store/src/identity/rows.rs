@@ -157,7 +157,9 @@ pub(super) fn delete_user(conn: &Connection, id: i64) -> Result<(), StoreError> 
 }
 
 /// Every sealed TOTP secret: (user id, user name, sealed bytes).
-pub(super) fn sealed_totp_secrets(conn: &Connection) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+pub(super) fn sealed_totp_secrets(
+    conn: &Connection,
+) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT id, username, totp_sealed FROM users WHERE totp_sealed IS NOT NULL ORDER BY id",
     )?;
@@ -165,7 +167,11 @@ pub(super) fn sealed_totp_secrets(conn: &Connection) -> Result<Vec<(i64, String,
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-pub(super) fn replace_totp_sealed(conn: &Connection, id: i64, sealed: &[u8]) -> Result<(), StoreError> {
+pub(super) fn replace_totp_sealed(
+    conn: &Connection,
+    id: i64,
+    sealed: &[u8],
+) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE users SET totp_sealed = ?2 WHERE id = ?1",
         params![id, sealed],

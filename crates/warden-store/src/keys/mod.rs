@@ -40,9 +40,9 @@ use crate::identity::{Identity, IdentityError, WrongAuthorization};
 use crate::Store;
 
 pub use ops::{
-    add_service, add_user, break_glass, change_own_password, change_passphrase,
-    ensure_user_slot, list_slots, new_recovery_key, remove_service, remove_user,
-    reset_password, unlock_user, SlotInfo, UserSlot,
+    add_service, add_user, break_glass, change_own_password, change_passphrase, ensure_user_slot,
+    list_slots, new_recovery_key, remove_service, remove_user, reset_password, unlock_user,
+    SlotInfo, UserSlot,
 };
 pub use upgrade::convert;
 
@@ -99,7 +99,11 @@ impl From<rusqlite::Error> for KeyOpError {
 
 /// Records, inside the transaction that commits a change, that the key-slot change `txid`
 /// committed with it.
-pub(crate) fn record_commit(tx: &Transaction<'_>, txid: &[u8], action: &str) -> Result<(), StoreError> {
+pub(crate) fn record_commit(
+    tx: &Transaction<'_>,
+    txid: &[u8],
+    action: &str,
+) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO keyslot_log (txid, action, committed) VALUES (?1, ?2, ?3)",
         params![txid, action, crate::now_rfc3339()],

@@ -147,7 +147,16 @@ pub fn change_own_password(
     now_ms: UnixMs,
 ) -> Result<(), KeyOpError> {
     let name = user.username().to_owned();
-    set_password(store, dir, &name, &name, user.role(), ring, password, now_ms)
+    set_password(
+        store,
+        dir,
+        &name,
+        &name,
+        user.role(),
+        ring,
+        password,
+        now_ms,
+    )
 }
 
 /// `user passwd NAME` (an administrator's reset): a new slot for the new password with the
@@ -167,7 +176,16 @@ pub fn reset_password(
         .role_of(&store.db, target.as_str())?
         .ok_or_else(|| IdentityError::UnknownUser(target.to_string()))?;
     let actor = by.actor_name().to_owned();
-    set_password(store, dir, &actor, target.as_str(), role, ring, password, now_ms)
+    set_password(
+        store,
+        dir,
+        &actor,
+        target.as_str(),
+        role,
+        ring,
+        password,
+        now_ms,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -235,7 +253,9 @@ pub fn remove_user(
             store
                 .identity
                 .set_slot_commit(pending.txid_bytes(), &pending.action);
-            Ok(store.identity.remove_user(&mut store.db, by, target, now_ms)?)
+            Ok(store
+                .identity
+                .remove_user(&mut store.db, by, target, now_ms)?)
         },
     )
 }

@@ -19,8 +19,8 @@ use warden_core::keyslots::{Holder, KeyRing, Owner, Pending, SlotFile, SlotSecre
 use warden_core::secret::Passphrase;
 
 use super::{commit_event, committed, open_store, KeyOpError};
-use crate::Store;
 use crate::identity::MASTER_PASSPHRASE_ACTOR;
+use crate::Store;
 
 pub(super) const ACTION: &str = "keys.upgrade";
 
@@ -90,7 +90,13 @@ pub fn convert(dir: &DataDir, passphrase: &Passphrase) -> Result<(DataDir, KeyRi
 /// A conversion interrupted before its commit (the slot file says it is pending, the database
 /// has no `keys.upgrade`): commits it now, with a note that it was finished late, and settles.
 pub(super) fn finish_interrupted(dir: &DataDir, store: &mut Store) -> Result<(), KeyOpError> {
-    if dir.read_slots()?.pending.as_ref().map(|p| p.action.as_str()) != Some(ACTION) {
+    if dir
+        .read_slots()?
+        .pending
+        .as_ref()
+        .map(|p| p.action.as_str())
+        != Some(ACTION)
+    {
         return Ok(());
     }
     let lock = dir.lock_slots()?;

@@ -146,7 +146,13 @@ pub fn run(args: &InitArgs, ctx: &mut Context<'_>) -> Result<()> {
             .and_then(|()| file.sync_all())
             .with_context(|| format!("cannot write the recovery key to {}", path.display()))?;
     }
-    report(&made, &kdf, &auditor_key_out, &admin, args.recovery_key_out.as_deref())?;
+    report(
+        &made,
+        &kdf,
+        &auditor_key_out,
+        &admin,
+        args.recovery_key_out.as_deref(),
+    )?;
     if args.recovery_key_out.is_none() {
         println!(
             "RECOVERY KEY (shown once; it opens every key, like the master passphrase — keep it in a safe or with an escrow):\n{}",
@@ -177,7 +183,10 @@ fn report(
         kdf.describe()
     );
     if let Some(path) = recovery_key_out {
-        eprintln!("  recovery key: written to {} — move it to a safe; it is the only copy", path.display());
+        eprintln!(
+            "  recovery key: written to {} — move it to a safe; it is the only copy",
+            path.display()
+        );
     }
     eprintln!("  layout: keyslots.json, sessions/, heartbeats/, alerts/, state/ (0700 / 0600)");
     eprintln!(

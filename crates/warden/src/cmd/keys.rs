@@ -125,7 +125,9 @@ pub fn run(cmd: &KeysCommand, ctx: &mut Context<'_>) -> Result<()> {
             let master = master.clone();
             let dir = ctx.dir_owned()?;
             keys::change_passphrase(&mut store, &dir, &by, &master, &new, kdf.as_ref())?;
-            eprintln!("master key slot re-wrapped for the new secret; the old one opens nothing any more");
+            eprintln!(
+                "master key slot re-wrapped for the new secret; the old one opens nothing any more"
+            );
             Ok(())
         }
         KeysCommand::Recovery { out } => {
@@ -212,7 +214,10 @@ fn list(ctx: &mut Context<'_>, json: bool) -> Result<()> {
         );
         return Ok(());
     }
-    println!("{:<18} {:<26} {:<14} {:<36} KEYS", "SLOT", "OWNER", "HOLDER", "UNLOCKED BY");
+    println!(
+        "{:<18} {:<26} {:<14} {:<36} KEYS",
+        "SLOT", "OWNER", "HOLDER", "UNLOCKED BY"
+    );
     for slot in &slots {
         println!(
             "{:<18} {:<26} {:<14} {:<36} {}{}",

@@ -417,8 +417,8 @@ pub fn break_glass(args: &crate::cli::BreakGlassArgs, ctx: &mut Context<'_>) -> 
     }
     let password = read_new_password(args.new_password_file.as_deref(), username.as_str())?;
     let master = ctx.master()?.clone();
-    let proof = warden_store::identity::BreakGlass::present(&master)
-        .expect("the master or recovery slot");
+    let proof =
+        warden_store::identity::BreakGlass::present(&master).expect("the master or recovery slot");
     let mut store = ctx.store()?;
     let dir = ctx.dir_owned()?;
     warden_store::keys::break_glass(
