@@ -438,16 +438,17 @@ pub fn change_passphrase(
     )
 }
 
-/// `keys recovery`: a new recovery key (shown once by the caller) whose slot replaces the old
-/// one. Needs `key.export`; the administrator's ring carries every key.
+/// `keys recovery`: a slot for the new recovery key `key` (which the caller has already shown
+/// or written) replaces the old one. Needs `key.export`; the administrator's ring carries every
+/// key.
 pub fn new_recovery_key(
     store: &mut Store,
     dir: &DataDir,
     by: &Authorized,
     ring: &KeyRing,
-) -> Result<RecoveryKey, KeyOpError> {
+    key: &RecoveryKey,
+) -> Result<(), KeyOpError> {
     by.check(Permission::KeyExport)?;
-    let key = RecoveryKey::generate();
     two_step(
         store,
         dir,
@@ -468,8 +469,7 @@ pub fn new_recovery_key(
                 .with_details(json!({ "replaced": pending.remove.len() }));
             commit_event(store, pending, event)
         },
-    )?;
-    Ok(key)
+    )
 }
 
 /// `keys service add KIND`: a service slot for a daemon, holding its service's keys, unlocked

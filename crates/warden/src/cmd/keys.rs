@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::{Subcommand, ValueEnum};
 use warden_core::kdf::KdfParams;
-use warden_core::keyslots::ServiceKey;
+use warden_core::keyslots::{RecoveryKey, ServiceKey};
 use warden_core::rbac::{Permission, ServiceKind};
 use warden_core::secret::Passphrase;
 use warden_store::keys;
@@ -139,23 +139,27 @@ pub fn run(cmd: &KeysCommand, ctx: &mut Context<'_>) -> Result<()> {
             let (mut store, by) = ctx.sign_in_for(Permission::KeyExport, "keys.recovery")?;
             let ring = ctx.ring()?;
             let dir = ctx.dir_owned()?;
-            let key = keys::new_recovery_key(&mut store, &dir, &by, &ring)?;
+            // The key is shown (or written) before its slot commits: a crash in between leaves
+            // a key that opens nothing and the old one still working, never a slot whose key
+            // nobody has.
+            let key = RecoveryKey::generate();
             let text = key.to_text();
             match out {
-                Some(path) => {
-                    let mut file = warden_core::fsx::create_private_new(path)?;
-                    writeln!(file, "{}", text.expose_secret())
-                        .and_then(|()| file.sync_all())
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!(
-                        "new recovery key written to {}; the old one opens nothing any more",
-                        path.display()
-                    );
-                }
+                Some(path) => warden_core::fsx::write_atomic_private(
+                    path,
+                    format!("{}\n", text.expose_secret()).as_bytes(),
+                )?,
                 None => println!(
                     "RECOVERY KEY (shown once; keep it in a safe or with an escrow):\n{}",
                     text.expose_secret()
                 ),
+            }
+            keys::new_recovery_key(&mut store, &dir, &by, &ring, &key)?;
+            if let Some(path) = out {
+                eprintln!(
+                    "new recovery key written to {}; the old one opens nothing any more",
+                    path.display()
+                );
             }
             Ok(())
         }
