@@ -87,6 +87,12 @@ impl Rig {
             .arg("-o")
             .arg(&config))
         .ok();
+        // As in production: the daemon opens its own service slot, not the master passphrase's.
+        run(fx
+            .admin_without_passphrase()
+            .args(["keys", "service", "add", "shim", "--key-out"])
+            .arg(fx.path("shim-service-key")))
+        .ok();
         let mut rig = Self {
             fx,
             tech,
@@ -104,7 +110,9 @@ impl Rig {
     fn spawn(&mut self) {
         let child = self
             .fx
-            .admin()
+            .warden_without_passphrase()
+            .arg("--service-key-file")
+            .arg(self.fx.path("shim-service-key"))
             .args(["shim", "run", "--config"])
             .arg(&self.config)
             .env("WARDEN_LOG", "info")
