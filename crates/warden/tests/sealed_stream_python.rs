@@ -209,7 +209,7 @@ fn damaged_python_files_are_refused_by_warden_with_the_named_error() {
     let mut bad_marker = good.clone();
     bad_marker[HEADER_LEN] ^= 0xff;
     let mut version_2 = good.clone();
-    version_2[8] = 2;
+    version_2[8] = 3;
 
     // Python encodes with the config key for the config purpose: warden holds the recordings key.
     let config_hex = py.purpose_key(&fx, Purpose::Config, "hex");
@@ -265,7 +265,7 @@ fn damaged_python_files_are_refused_by_warden_with_the_named_error() {
             "a newer format version (not damage)",
             version_2,
             1,
-            &["version 2", "not supported"],
+            &["version 3", "not supported"],
         ),
         (
             "header cut short",
