@@ -515,6 +515,16 @@ fn cases(fx: &Fixture, f: &Files) -> Vec<Case> {
             events: &[("keys.recovery.new", "success")],
         },
         Case {
+            name: "keys rotate",
+            permission: "key.rotate",
+            action: "keys.rotate",
+            denied: Some(OPERATOR),
+            allowed: ADMIN,
+            args: s(&["keys", "rotate", "signing"]),
+            code: 0,
+            events: &[("keys.rotate", "success")],
+        },
+        Case {
             name: "keys service add",
             permission: "key.rotate",
             action: "keys.service.add",

@@ -343,7 +343,7 @@ fn assert_silent(file: &mut std::fs::File, quiet: Duration) {
 fn recorded(fx: &Fixture, file: &Path) -> (Vec<u8>, bool) {
     use warden_shim::recording::read::{read_session, Status};
     use warden_shim::recording::Record;
-    let read = read_session(file, &fx.key(Purpose::Recordings), |_, records| {
+    let read = read_session(file, &[fx.key(Purpose::Recordings)], |_, records| {
         let mut bytes = Vec::new();
         for record in &mut *records {
             match record {

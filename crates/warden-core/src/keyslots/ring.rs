@@ -156,6 +156,12 @@ impl KeyRing {
         out
     }
 
+    /// Adds the next version of `purpose` (a rotation begun: the key was just drawn, or read
+    /// back from the slot that carries it).
+    pub fn add_next(&mut self, purpose: Purpose, version: u32, key: Key32) {
+        self.insert(purpose, version, key, false);
+    }
+
     /// Makes `version` of `purpose` the current one (a finished rotation) and forgets the others.
     pub fn promote(&mut self, purpose: Purpose, version: u32) {
         self.keys.retain(|(p, v), _| *p != purpose || *v == version);

@@ -57,7 +57,7 @@ pub struct Listed {
 pub fn list(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    key: &[Key32],
     dir: &Path,
 ) -> Result<Vec<Listed>, SessionOpError> {
     by.check(Permission::RecordingList)?;
@@ -130,7 +130,7 @@ fn reading_event<T>(
 pub struct Playback {
     path: PathBuf,
     name: String,
-    key: Key32,
+    key: Vec<Key32>,
     pub metadata: RecordingMetadata,
     /// What the verifying pass found: the duration and chunks that will play.
     pub tally: read::Tally,
@@ -144,7 +144,7 @@ pub struct Playback {
 pub fn play(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    key: &[Key32],
     path: &Path,
     name: &str,
     details: serde_json::Value,
@@ -191,7 +191,7 @@ pub fn play(
     Ok(Playback {
         path: path.to_path_buf(),
         name: name.to_owned(),
-        key: key.clone(),
+        key: key.to_vec(),
         metadata,
         tally: scan.tally,
         cut_short,
@@ -253,7 +253,7 @@ pub struct Exported {
 pub fn export(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    key: &[Key32],
     path: &Path,
     name: &str,
     format: Format,

@@ -113,6 +113,9 @@ pub struct ChainVerdict {
 /// checked against the database at every append (another process may have appended).
 pub struct AuditLog {
     purpose_key: Key32,
+    /// Set by a rotation of the `audit` key inside its transaction: the next append starts a
+    /// new epoch and seals its key under this key instead ([`AuditLog::rotate_purpose_key`]).
+    rotating_to: Mutex<Option<Key32>>,
     cache: Mutex<Option<(ChainState, AuditPolicy)>>,
     /// Reading a damaged chain: appends to it are skipped instead of refused (see
     /// [`AuditLog::read_damaged_chain`]).
@@ -145,6 +148,7 @@ impl AuditLog {
     pub fn new(purpose_key: Key32) -> Self {
         Self {
             purpose_key,
+            rotating_to: Mutex::new(None),
             cache: Mutex::new(None),
             reading_damaged: std::sync::atomic::AtomicBool::new(false),
             spool: None,
@@ -428,12 +432,14 @@ impl AuditLog {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let (mut state, policy) = self.load(tx)?;
+        let rotating_to = self.rotating_to.lock().expect("not poisoned").take();
+        let mut force = rotating_to.is_some();
         let mut records = Vec::with_capacity(events.len());
         let mut evolved = false;
         let mut checkpoints = Vec::new();
         for event in events {
             let now = now_unix();
-            if state.needs_evolution(&policy.epoch, now) {
+            if std::mem::take(&mut force) || state.needs_evolution(&policy.epoch, now) {
                 let marker = state
                     .evolve(event.timestamp.clone(), now)
                     .map_err(|e| corrupt(&report(&e)))?;
@@ -469,7 +475,9 @@ impl AuditLog {
         }
         let head = state.head();
         if evolved {
-            // The key changed: overwrite the sealed key (the old one is gone with it).
+            // The key changed: overwrite the sealed key (the old one is gone with it), under the
+            // new purpose key when this is its rotation.
+            let sealing = rotating_to.as_ref().unwrap_or(&self.purpose_key);
             tx.prepare_cached(
                 "UPDATE audit_state SET epoch = ?1, epoch_first_seq = ?2, epoch_started = ?3,
                         key_sealed = ?4 WHERE id = 1",
@@ -478,8 +486,11 @@ impl AuditLog {
                 head.epoch,
                 head.epoch_first_seq as i64,
                 head.epoch_started_unix as i64,
-                seal_key(&self.purpose_key, &head.chain_id, head.epoch, state.key()),
+                seal_key(sealing, &head.chain_id, head.epoch, state.key()),
             ])?;
+        }
+        if rotating_to.is_some() && !evolved {
+            return Err(corrupt("the rotation of the audit key did not start a new epoch"));
         }
         if !records.is_empty() {
             // The head is committed with every append, so a cut tail is seen on the box.
@@ -496,6 +507,22 @@ impl AuditLog {
             checkpoints,
             evolved,
         })
+    }
+
+    /// Makes the next append (inside the caller's transaction) start a new epoch whose key is
+    /// sealed under `new_purpose_key`: the rotation of the `audit` key. The new epoch's key is
+    /// `HMAC(k_e, evolve)` as always, so the chain still verifies from genesis; after the
+    /// commit the old purpose key opens nothing that is stored (the old sealed epoch key is
+    /// overwritten with `secure_delete` and the WAL is truncated). Call
+    /// [`AuditLog::set_purpose_key`] once the transaction committed.
+    pub fn rotate_purpose_key(&self, new_purpose_key: Key32) {
+        *self.rotating_to.lock().expect("not poisoned") = Some(new_purpose_key);
+    }
+
+    /// Uses `key` as the `audit` purpose key from now on (after its rotation committed).
+    pub fn set_purpose_key(&mut self, key: Key32) {
+        self.purpose_key = key;
+        *self.cache.lock().expect("not poisoned") = None;
     }
 
     /// Appends `events` durably in a transaction of their own (a refusal, a sign-in, an

@@ -494,6 +494,22 @@ impl Identity {
         &self.audit
     }
 
+    /// The audit chain, to change its purpose key after a rotation.
+    pub(crate) fn audit_log_mut(&mut self) -> &mut AuditLog {
+        &mut self.audit
+    }
+
+    /// Uses `key` to open and seal TOTP secrets from now on (after a rotation of the
+    /// `database` key committed).
+    pub(crate) fn set_database_key(&mut self, key: Key32) {
+        self.decoy_totp = warden_core::aead::seal(
+            &key,
+            DECOY_LABEL,
+            warden_core::totp::TotpSecret::generate().expose_secret(),
+        );
+        self.secrets_key = key;
+    }
+
     pub fn policy(&self) -> &IdentityPolicy {
         &self.policy
     }

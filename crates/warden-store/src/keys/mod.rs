@@ -44,6 +44,7 @@ pub use ops::{
     list_slots, new_recovery_key, remove_service, remove_user, reset_password, unlock_user,
     SlotInfo, UserSlot,
 };
+pub use rotate::{rotate, RotateOptions, Rotated};
 pub use upgrade::convert;
 
 /// The tables (schema migration 8): committed key-slot changes, and refusals recorded late.

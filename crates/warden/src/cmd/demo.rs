@@ -141,7 +141,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     vault::open(
         &mut store,
         &open,
-        &key,
+        std::slice::from_ref(&key),
         &sealed,
         &opened,
         false,
@@ -166,13 +166,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     std::fs::write(&damaged, &copy)?;
     let verify = people.as_operator(&mut store, Permission::VaultVerify, "vault.verify")?;
     report_refusal(
-        vault::verify(&mut store, &verify, &key, &damaged).err(),
+        vault::verify(&mut store, &verify, std::slice::from_ref(&key), &damaged).err(),
         "one flipped bit",
     )?;
     let cut = work.join("truncated.sealed");
     std::fs::write(&cut, &bytes[..bytes.len() * 3 / 4])?;
     report_refusal(
-        vault::verify(&mut store, &verify, &key, &cut).err(),
+        vault::verify(&mut store, &verify, std::slice::from_ref(&key), &cut).err(),
         "a file cut short (power loss)",
     )?;
     let recovered = work.join("recovered.mp4");
@@ -181,7 +181,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     } = vault::open(
         &mut store,
         &open,
-        &key,
+        std::slice::from_ref(&key),
         &cut,
         &recovered,
         true,

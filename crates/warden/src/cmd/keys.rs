@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _, Result};
 use clap::{Subcommand, ValueEnum};
 use warden_core::kdf::KdfParams;
+use warden_core::keyring::Purpose;
 use warden_core::keyslots::{RecoveryKey, ServiceKey};
 use warden_core::rbac::{Permission, ServiceKind};
 use warden_core::secret::Passphrase;
@@ -44,6 +45,22 @@ pub enum KeysCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Rotate a purpose key: a new random key for every slot that carries it, and the data
+    /// re-keyed — database (`PRAGMA rekey`), audit (a new epoch), recordings (every file in
+    /// DATA_DIR/sessions and the files named: re-wrapped, or re-encrypted), config (the files
+    /// named), signing. Needs `key.rotate`, and no daemon running. Killed half-way, it is run
+    /// again to finish.
+    Rotate {
+        purpose: PurposeName,
+        /// recordings: give every file a new data key (re-encrypt) instead of re-wrapping its
+        /// header — after a suspected compromise of the old key.
+        #[arg(long)]
+        reencrypt: bool,
+        /// recordings: vault files outside DATA_DIR/sessions; config: sealed configuration
+        /// files. Files not named stay under the old key, which is gone afterwards.
+        #[arg(long = "file", value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
     /// Service slots: keys of their own for the daemons (`shim run`, `ota serve`).
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -60,6 +77,27 @@ pub enum ServiceCommand {
     },
     /// Remove the daemon's slot: its key opens nothing afterwards. Needs `key.rotate`.
     Remove { service: ServiceName },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PurposeName {
+    Database,
+    Recordings,
+    Config,
+    Audit,
+    Signing,
+}
+
+impl From<PurposeName> for Purpose {
+    fn from(name: PurposeName) -> Self {
+        match name {
+            PurposeName::Database => Purpose::Database,
+            PurposeName::Recordings => Purpose::Recordings,
+            PurposeName::Config => Purpose::Config,
+            PurposeName::Audit => Purpose::Audit,
+            PurposeName::Signing => Purpose::Signing,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -160,6 +198,46 @@ pub fn run(cmd: &KeysCommand, ctx: &mut Context<'_>) -> Result<()> {
                     "new recovery key written to {}; the old one opens nothing any more",
                     path.display()
                 );
+            }
+            Ok(())
+        }
+        KeysCommand::Rotate {
+            purpose,
+            reencrypt,
+            files,
+        } => {
+            let purpose = Purpose::from(*purpose);
+            let (mut store, by) = ctx.sign_in_for(Permission::KeyRotate, "keys.rotate")?;
+            let mut ring = ctx.ring()?;
+            let dir = ctx.dir_owned()?;
+            let options = keys::RotateOptions {
+                reencrypt: *reencrypt,
+                files: files.clone(),
+            };
+            let mut bar = crate::progress::Bar::new("rotating");
+            let rotated = keys::rotate(
+                &mut store,
+                &dir,
+                &by,
+                &mut ring,
+                purpose,
+                &options,
+                &mut |n| bar.set(n, None),
+            );
+            bar.clear();
+            let rotated = rotated?;
+            eprintln!(
+                "`{purpose}` key rotated: version {} -> {}{}; {} re-wrapped, {} re-encrypted, {} re-sealed, {} already done",
+                rotated.from_version,
+                rotated.to_version,
+                if rotated.resumed { " (resumed)" } else { "" },
+                rotated.rewrapped,
+                rotated.reencrypted,
+                rotated.resealed,
+                rotated.already
+            );
+            if purpose == Purpose::Signing {
+                eprintln!("give auditors and the SIEM the new checkpoint key: `warden audit public-key`");
             }
             Ok(())
         }
