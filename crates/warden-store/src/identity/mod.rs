@@ -440,6 +440,22 @@ impl Identity {
         Ok(rows.len())
     }
 
+    /// Opens every stored TOTP secret with the current database key and counts them (a check
+    /// after a rotation of the `database` key: each must open).
+    pub fn check_totp_secrets(&self, db: &Database) -> Result<usize, StoreError> {
+        let rows = rows::sealed_totp_secrets(db.conn())?;
+        for (_, username, sealed) in &rows {
+            warden_core::aead::open(&self.secrets_key, &totp_label(username), sealed).map_err(
+                |_| {
+                    StoreError::Corrupt(format!(
+                        "identity: the TOTP secret of {username} does not open"
+                    ))
+                },
+            )?;
+        }
+        Ok(rows.len())
+    }
+
     /// The role of `username`, if there is such a user.
     pub fn role_of(&self, db: &Database, username: &str) -> Result<Option<Role>, StoreError> {
         Ok(rows::load_user(db.conn(), username)?.map(|u| u.role))
