@@ -137,10 +137,21 @@ impl StoreHandle {
     /// sealed PSKs) and the `audit` purpose key. The audit chain must exist
     /// ([`ensure_audit_chain`]).
     pub fn start(db: Database, db_key: Key32, audit_key: Key32) -> Self {
+        Self::start_signing(db, db_key, audit_key, None)
+    }
+
+    /// [`StoreHandle::start`], signing audit checkpoints with the `signing` key of the server's
+    /// slot.
+    pub fn start_signing(
+        db: Database,
+        db_key: Key32,
+        audit_key: Key32,
+        signing: Option<Key32>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("warden-ota-db".into())
-            .spawn(move || run(db, rx, db_key, audit_key))
+            .spawn(move || run(db, rx, db_key, audit_key, signing))
             .expect("spawn the database thread");
         Self {
             inner: std::sync::Arc::new(Inner {
@@ -249,9 +260,18 @@ fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key32) {
+fn run(
+    mut db: Database,
+    rx: mpsc::Receiver<Job>,
+    db_key: Key32,
+    audit_key: Key32,
+    signing: Option<Key32>,
+) {
     // Every session and APDU exchange also goes to the SIEM, in the same transaction.
-    let audit = AuditLog::forwarding_to_siem(audit_key);
+    let mut audit = AuditLog::forwarding_to_siem(audit_key);
+    if let Some(seed) = &signing {
+        audit = audit.with_signer(warden_core::signing::CheckpointSigner::from_seed(seed));
+    }
     let (mut jobs, mut commits) = (0u64, 0u64);
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];

@@ -54,6 +54,12 @@ impl Store {
         self.identity.audit_log()
     }
 
+    /// Signs audit checkpoints with `signer` (the `signing` key of the slot that opened this
+    /// store).
+    pub fn set_checkpoint_signer(&mut self, signer: warden_core::signing::CheckpointSigner) {
+        self.identity.audit_log_mut().set_signer(Some(signer));
+    }
+
     /// Runs `change` and commits it together with the audit events it appended (see
     /// [`AuditLog::transact`]): the one way a privileged act is committed.
     pub fn transact<T, E>(

@@ -182,7 +182,14 @@ pub enum AuditCommand {
         json: bool,
     },
     /// Print the latest checkpoint (`SEQ:MAC`) to keep off the box. Needs `audit.checkpoint`.
-    Checkpoint,
+    Checkpoint {
+        /// The latest signed checkpoint as JSON (seq, MAC, digest, key id, Ed25519 signature).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the Ed25519 public key that signs audit checkpoints (hex) — for auditors and the
+    /// SIEM, who check checkpoints with it and nothing secret. Reads only keyslots.json.
+    PublicKey,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +200,11 @@ pub struct VerifyArgs {
     /// A trusted checkpoint `SEQ:MAC` (e.g. from the SIEM): detects a cut-off tail.
     #[arg(long, value_name = "SEQ:MAC")]
     pub checkpoint: Option<String>,
+    /// Also check every signed checkpoint against the rows with this Ed25519 public key (a
+    /// file with its 64 hex digits, from `warden audit public-key`); repeat for keys of
+    /// earlier rotations. Needs no secret.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

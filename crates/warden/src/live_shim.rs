@@ -116,6 +116,7 @@ impl LiveShim {
             audit: keys.get(Purpose::Audit).clone(),
             recordings: keys.get(Purpose::Recordings).clone(),
             config: ConfigSealer::new(keys.get(Purpose::Config)),
+            signing: keys.current(Purpose::Signing).cloned(),
         };
         let (daemon, runtime) = build_daemon(config, yaml.as_bytes(), dir, daemon_keys)?;
         let stop = daemon.shutdown_handle();

@@ -585,6 +585,10 @@ const UNGATED: &[(&str, &str)] = &[
         "master passphrase, audited as breakglass.recover (tested below)",
     ),
     (
+        "audit public-key",
+        "prints the public checkpoint key from keyslots.json; nothing secret, nothing changed",
+    ),
+    (
         "keys check",
         "proves the master passphrase or recovery key opens its slot; reads and changes nothing else",
     ),

@@ -156,6 +156,9 @@ pub fn open_store(dir: &DataDir, ring: KeyRing) -> Result<(Store, KeyRing), KeyO
     let audit = ring.require(Purpose::Audit)?.clone();
     let identity = Identity::load(&db, database, audit)?;
     let mut store = Store { db, identity };
+    if let Some(seed) = ring.current(Purpose::Signing) {
+        store.set_checkpoint_signer(warden_core::signing::CheckpointSigner::from_seed(seed));
+    }
     if dir.format() == KeyFormat::Slots {
         upgrade::finish_interrupted(dir, &mut store)?;
     }

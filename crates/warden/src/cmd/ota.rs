@@ -340,6 +340,7 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     let config = ServerConfig::parse(&args.config, text)?;
     let db_key = ctx.key(Purpose::Database)?;
     let audit_key = ctx.key(Purpose::Audit)?;
+    let signing = ctx.key(Purpose::Signing).ok();
     let mut store = ctx.store()?;
     // The server acts as its service principal; which configuration it runs is on the record.
     store.append(vec![warden_ota::store::audit_event(
@@ -353,7 +354,7 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     )])?;
     let rt = runtime()?;
     rt.block_on(async move {
-        let store = StoreHandle::start(store.db, db_key, audit_key);
+        let store = StoreHandle::start_signing(store.db, db_key, audit_key, signing);
         let events = EventBus::default();
         if let Some(path) = &config.events_jsonl {
             events

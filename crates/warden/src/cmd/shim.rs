@@ -128,6 +128,7 @@ fn run_daemon(path: &Path, allow_plain: bool, ctx: &mut Context<'_>) -> Result<(
         audit: ctx.key(Purpose::Audit)?,
         recordings: ctx.key(Purpose::Recordings)?,
         config: ctx.config_sealer()?,
+        signing: ctx.key(Purpose::Signing).ok(),
     };
     eprintln!(
         "warden shim {}: technician {} <-> device {} ({}); control socket {}",
