@@ -387,8 +387,8 @@ fn a_version_2_header_is_rewrapped_in_place_and_the_segments_stay_valid() {
     let data = plaintext(10_000);
     let mut sealed = seal(&data);
     assert_eq!(sealed[8], 2, "new streams are version 2");
-    let header = warden_core::stream::rewrap_header(&sealed, Purpose::Recordings, &old, &new)
-        .unwrap();
+    let header =
+        warden_core::stream::rewrap_header(&sealed, Purpose::Recordings, &old, &new).unwrap();
     sealed[..HEADER_LEN].copy_from_slice(&header);
     // Opens with the new key, whole; not with the old.
     let mut reader = SealedReader::new(&sealed[..], Purpose::Recordings, &new).unwrap();
@@ -400,9 +400,12 @@ fn a_version_2_header_is_rewrapped_in_place_and_the_segments_stay_valid() {
         Err(StreamError::WrongKey(_))
     ));
     // With both keys, the header's key id picks the right one.
-    let mut reader =
-        SealedReader::with_keys(&sealed[..], Purpose::Recordings, &[old.clone(), new.clone()])
-            .unwrap();
+    let mut reader = SealedReader::with_keys(
+        &sealed[..],
+        Purpose::Recordings,
+        &[old.clone(), new.clone()],
+    )
+    .unwrap();
     let mut out = Vec::new();
     warden_core::stream::open_to(&mut reader, &mut out, |_| {}).unwrap();
     assert_eq!(out, data);
@@ -411,10 +414,7 @@ fn a_version_2_header_is_rewrapped_in_place_and_the_segments_stay_valid() {
         warden_core::stream::key_id(&old),
         warden_core::stream::key_id(&new),
     );
-    assert_eq!(
-        warden_core::stream::peek_header(&sealed),
-        Some((2, id_new))
-    );
+    assert_eq!(warden_core::stream::peek_header(&sealed), Some((2, id_new)));
     assert_ne!(id_old, id_new);
 }
 

@@ -278,7 +278,7 @@ impl<'a> Context<'a> {
     /// (standard input that also carries data) is the command's.
     pub fn prepare(&mut self) -> Result<()> {
         if self.global.passphrase_fd.is_some() {
-            self.passphrase(&String::new(), false)?;
+            self.passphrase("", false)?;
         }
         Ok(())
     }

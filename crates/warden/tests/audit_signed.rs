@@ -66,7 +66,8 @@ fn checkpoints_are_signed_and_checked_with_the_public_key_alone() {
         .arg(&key));
     out.ok();
     assert!(
-        out.stdout_text().contains("signed checkpoints OK: 1 verified"),
+        out.stdout_text()
+            .contains("signed checkpoints OK: 1 verified"),
         "{}",
         out.stdout_text()
     );
@@ -120,7 +121,11 @@ fn checkpoints_are_signed_and_checked_with_the_public_key_alone() {
         [forged_path.as_os_str(), std::ffi::OsStr::new(&key_hex)],
     ));
     out.expect_code(3);
-    assert!(out.stdout_text().contains("differ"), "{}", out.stdout_text());
+    assert!(
+        out.stdout_text().contains("differ"),
+        "{}",
+        out.stdout_text()
+    );
 }
 
 /// A rotated signing key: checkpoints are signed with it from then on, so the old public key
@@ -136,10 +141,7 @@ fn a_rotated_signing_key_signs_from_then_on() {
         .args(["keys", "rotate", "signing"]))
     .ok();
     let new = public_key(&fx);
-    assert_ne!(
-        std::fs::read(&old).unwrap(),
-        std::fs::read(&new).unwrap()
-    );
+    assert_ne!(std::fs::read(&old).unwrap(), std::fs::read(&new).unwrap());
     while signed_json(&fx)["signed"].is_null() {
         run(fx.admin_without_passphrase().args(["user", "policy"])).ok();
     }

@@ -157,7 +157,10 @@ fn rotating_each_purpose_with_data_present_keeps_everything_readable() {
         out.ok();
         out
     };
-    let session_bytes: Vec<Vec<u8>> = recordings.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let session_bytes: Vec<Vec<u8>> = recordings
+        .iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .collect();
 
     // database
     rotate("database", &[]).stderr_has(&["`database` key rotated", "version 1 -> 2"]);
@@ -243,7 +246,10 @@ fn rotating_each_purpose_with_data_present_keeps_everything_readable() {
 
     // config
     rotate("config", &["--file", token.to_str().unwrap()]).stderr_has(&["1 re-sealed"]);
-    let out = run(fx.admin_without_passphrase().args(["config", "open"]).arg(&token));
+    let out = run(fx
+        .admin_without_passphrase()
+        .args(["config", "open"])
+        .arg(&token));
     out.ok();
     assert_eq!(out.stdout, b"a: 1\n");
 
@@ -361,7 +367,12 @@ fn data(fx: &Fixture) -> Data {
     fx.seal("video", &video);
     let keys = keys_of(fx);
     for i in 0..8u8 {
-        install_recording(fx, keys.get(Purpose::Recordings), &format!("r{i}.session"), i);
+        install_recording(
+            fx,
+            keys.get(Purpose::Recordings),
+            &format!("r{i}.session"),
+            i,
+        );
     }
     let config = fx.file("c.yaml", b"a: 1\n");
     let token = fx.path("c.sealed");
@@ -382,9 +393,14 @@ fn data(fx: &Fixture) -> Data {
         "00112233445566778899aabbccddeeff",
     ]))
     .ok();
-    run(fx
-        .admin_without_passphrase()
-        .args(["user", "add", "tess", "--role", "technician", "--no-qr"]))
+    run(fx.admin_without_passphrase().args([
+        "user",
+        "add",
+        "tess",
+        "--role",
+        "technician",
+        "--no-qr",
+    ]))
     .ok();
     Data {
         vault: fx.path("video.sealed"),
@@ -409,8 +425,7 @@ fn check_complete(fx: &Fixture, data: &Data) {
     let dir = DataDir::open(&fx.data_dir).unwrap();
     let (store, ring) = warden_store::keys::open_store(&dir, keys_of(fx)).unwrap();
     assert_eq!(store.identity.check_totp_secrets(&store.db).unwrap(), 1);
-    let psks =
-        warden_store::ota::load_keys(store.db.conn(), ring.get(Purpose::Database)).unwrap();
+    let psks = warden_store::ota::load_keys(store.db.conn(), ring.get(Purpose::Database)).unwrap();
     assert_eq!(psks.len(), 1);
 }
 
@@ -454,7 +469,10 @@ fn rotation_killed(purpose: Purpose, extra: &[&str], seed: u64) {
             (false, true) => unreachable!("a new version and a next one"),
         };
         if matches!(purpose, Purpose::Database | Purpose::Audit) {
-            assert!(next.is_none(), "a {purpose} rotation was not settled by the next open");
+            assert!(
+                next.is_none(),
+                "a {purpose} rotation was not settled by the next open"
+            );
         }
         *states.entry(state.to_owned()).or_default() += 1;
         check_complete(&fx, &data);
@@ -463,7 +481,9 @@ fn rotation_killed(purpose: Purpose, extra: &[&str], seed: u64) {
     run(&mut command()).ok();
     assert_eq!(version(&fx, purpose).1, None);
     check_complete(&fx, &data);
-    eprintln!("keys rotate {purpose} {extra:?}: {killed} of {rounds} runs killed; states: {states:?}");
+    eprintln!(
+        "keys rotate {purpose} {extra:?}: {killed} of {rounds} runs killed; states: {states:?}"
+    );
     assert!(killed >= KILLS, "only {killed} runs were killed");
     assert!(states.len() >= 2, "{states:?}");
 }

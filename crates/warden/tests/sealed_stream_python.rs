@@ -376,7 +376,7 @@ fn python_names_the_damage_in_warden_files() {
         ),
         (good[..50].to_vec(), 3, "HeaderCutShort"),
         (
-            [&good[..8], &[2u8][..], &good[9..]].concat(),
+            [&good[..8], &[3u8][..], &good[9..]].concat(),
             1,
             "UnsupportedVersion",
         ),

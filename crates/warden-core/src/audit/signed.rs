@@ -115,7 +115,11 @@ pub struct PublicVerifier {
 }
 
 impl PublicVerifier {
-    pub fn new(chain_id: ChainId, keys: Vec<CheckpointKey>, mut checkpoints: Vec<SignedCheckpoint>) -> Self {
+    pub fn new(
+        chain_id: ChainId,
+        keys: Vec<CheckpointKey>,
+        mut checkpoints: Vec<SignedCheckpoint>,
+    ) -> Self {
         checkpoints.sort_by_key(|c| c.seq);
         Self {
             digest: genesis_digest(&chain_id),

@@ -72,7 +72,7 @@ pub enum KeySlotError {
     Kdf {
         what: String,
         #[source]
-        source: KdfError,
+        source: Box<KdfError>,
     },
     #[error("there is no {0} key slot")]
     NoSlot(String),
@@ -363,7 +363,7 @@ impl Slot {
                     .derive(text, &salt)
                     .map_err(|source| KeySlotError::Kdf {
                         what: format!("slot {}", self.id),
-                        source,
+                        source: Box::new(source),
                     })
             }
             (None, None, SlotSecret::Key(key)) => {
@@ -626,13 +626,13 @@ impl SlotFile {
         if let Some(params) = stretched {
             params.validate().map_err(|source| KeySlotError::Kdf {
                 what: format!("slot {}", slot.id),
-                source,
+                source: Box::new(source),
             })?;
         }
         let salt = decode(&slot.salt, "salt")?;
         crate::kdf::check_salt_len(salt.len()).map_err(|source| KeySlotError::Kdf {
             what: format!("slot {} salt", slot.id),
-            source,
+            source: Box::new(source),
         })?;
         let public = slot.public_key_bytes()?;
         wrap::check_public_key(&public).map_err(|_| at("the public key is not a P-256 point"))?;

@@ -504,7 +504,8 @@ impl AuditLog {
                     .evolve(event.timestamp.clone(), now)
                     .map_err(|e| corrupt(&report(&e)))?;
                 Self::insert_row(tx, &marker)?;
-                digest = warden_core::audit::signed::next_digest(&digest, &marker.view(), &mut scratch);
+                digest =
+                    warden_core::audit::signed::next_digest(&digest, &marker.view(), &mut scratch);
                 if marker.seq % policy.checkpoint_every == 0 {
                     checkpoints.push(state.checkpoint());
                     checkpoint_digests.push(digest);
@@ -573,7 +574,9 @@ impl AuditLog {
             ])?;
         }
         if rotating_to.is_some() && !evolved {
-            return Err(corrupt("the rotation of the audit key did not start a new epoch"));
+            return Err(corrupt(
+                "the rotation of the audit key did not start a new epoch",
+            ));
         }
         if !records.is_empty() {
             // The head is committed with every append, so a cut tail is seen on the box.
@@ -735,7 +738,9 @@ impl AuditLog {
     pub fn stored_chain_id(db: &Database) -> Result<ChainId, StoreError> {
         let bytes: Vec<u8> = db
             .conn()
-            .query_row("SELECT chain_id FROM audit_state WHERE id = 1", [], |r| r.get(0))
+            .query_row("SELECT chain_id FROM audit_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
             .optional()?
             .ok_or_else(no_chain)?;
         Ok(ChainId(
@@ -923,6 +928,30 @@ impl AuditedTx<'_> {
         self.events.get()
     }
 
+    /// Re-keys the whole database with `new_key` (SQLCipher `PRAGMA rekey`) as the commit of
+    /// this transaction: SQLCipher re-encrypts every page and commits the open transaction with
+    /// them, so the change, its audit events and the new key are one commit (a crash leaves
+    /// the old key and none of it, or the new key and all of it). The old key's pages then
+    /// leave the main file (WAL checkpoint).
+    pub fn commit_with_rekey(self, new_key: &Key32) -> Result<(), StoreError> {
+        if self.events.get() == 0 {
+            return Err(StoreError::Unaudited);
+        }
+        let Self { conn, tx, .. } = self;
+        let pragma = zeroize::Zeroizing::new(format!(
+            "PRAGMA rekey = \"x'{}'\";",
+            hex::encode(new_key.expose_secret())
+        ));
+        tx.execute_batch(&pragma)?;
+        match tx.commit() {
+            Ok(()) => {}
+            // The rekey committed the transaction itself.
+            Err(e) if e.to_string().contains("no transaction is active") => {}
+            Err(e) => return Err(e.into()),
+        }
+        erase_old_pages(conn)
+    }
+
     /// Commits the change and its events; after an epoch key evolution, erases the old key
     /// from the disk (WAL checkpoint).
     pub fn commit(self) -> Result<(), StoreError> {
@@ -931,10 +960,17 @@ impl AuditedTx<'_> {
         } = self;
         tx.commit()?;
         if evolved.get() {
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            erase_old_pages(conn)?;
         }
         Ok(())
     }
+}
+
+/// Moves every page from the WAL into the main file and empties the WAL, so a key that was
+/// replaced (an evolved epoch key, a database key after a rekey) leaves the disk.
+fn erase_old_pages(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
 }
 
 impl<'a> std::ops::Deref for AuditedTx<'a> {

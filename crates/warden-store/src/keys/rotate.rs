@@ -126,10 +126,8 @@ pub fn rotate(
     let outcome = match purpose {
         Purpose::Database => rotate_database(store, by, &old, &new, &txid, &mut rotated),
         Purpose::Audit => rotate_audit(store, by, &new, &txid, &rotated),
-        Purpose::Recordings => {
-            rotate_recordings(dir, &old, &new, options, &mut rotated, progress)
-                .and_then(|()| commit(store, by, &txid, &rotated))
-        }
+        Purpose::Recordings => rotate_recordings(dir, &old, &new, options, &mut rotated, progress)
+            .and_then(|()| commit(store, by, &txid, &rotated)),
         Purpose::Config => rotate_config(&old, &new, options, &mut rotated)
             .and_then(|()| commit(store, by, &txid, &rotated)),
         Purpose::Signing => commit(store, by, &txid, &rotated),
@@ -203,22 +201,7 @@ fn rotate_database(
     crate::ota::reseal_psks(&tx, old, new)?;
     tx.audit_one(ev)?;
     record_commit(&tx, txid, ACTION)?;
-    let pragma = zeroize::Zeroizing::new(format!(
-        "PRAGMA rekey = \"x'{}'\";",
-        hex::encode(new.expose_secret())
-    ));
-    tx.execute_batch(&pragma).map_err(StoreError::from)?;
-    match tx.commit() {
-        Ok(()) => {}
-        // The rekey committed the transaction itself.
-        Err(StoreError::Sqlite(e)) if e.to_string().contains("no transaction is active") => {}
-        Err(other) => return Err(other.into()),
-    }
-    // Old-key pages leave the main file (the WAL holds every page under the new key).
-    store
-        .db
-        .conn()
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    tx.commit_with_rekey(new)?;
     store.identity.set_database_key(new.clone());
     Ok(())
 }
@@ -415,9 +398,8 @@ fn reencrypt(path: &Path, from: &Key32, to: &Key32) -> Result<(), StreamError> {
         .open(path)?;
     let mut reader = SealedReader::new(std::io::BufReader::new(input), Purpose::Recordings, from)?;
     let segment_size = reader.header().segment_size;
-    let mut pending = PendingFile::create(path).map_err(|e| {
-        StreamError::Io(std::io::Error::other(warden_core::report::report(&e)))
-    })?;
+    let mut pending = PendingFile::create(path)
+        .map_err(|e| StreamError::Io(std::io::Error::other(warden_core::report::report(&e))))?;
     let mut writer = SealedWriter::new(&mut pending, Purpose::Recordings, to, segment_size)?;
     let mut segment = Vec::with_capacity(segment_size as usize + 16);
     loop {
@@ -440,9 +422,9 @@ fn reencrypt(path: &Path, from: &Key32, to: &Key32) -> Result<(), StreamError> {
             Err(other) => return Err(other),
         }
     }
-    pending.commit().map_err(|e| {
-        StreamError::Io(std::io::Error::other(warden_core::report::report(&e)))
-    })?;
+    pending
+        .commit()
+        .map_err(|e| StreamError::Io(std::io::Error::other(warden_core::report::report(&e))))?;
     Ok(())
 }
 
@@ -464,7 +446,10 @@ fn rotate_config(
                 path.display()
             )));
         }
-        if new_sealer.open_with_skew(&bytes, std::time::Duration::MAX).is_ok() {
+        if new_sealer
+            .open_with_skew(&bytes, std::time::Duration::MAX)
+            .is_ok()
+        {
             rotated.already += 1;
             continue;
         }

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use warden_core::audit::signed::PublicVerdict;
 use warden_core::audit::{ChainMac, Checkpoint};
 use warden_core::auditor_key::{AuditorKeyError, AuditorKeyFile};
-use warden_core::audit::signed::PublicVerdict;
 use warden_core::rbac::Permission;
 use warden_store::audit::{self, StoredRow, VerifyFrom};
 use warden_store::Store;

@@ -237,7 +237,9 @@ pub fn run(cmd: &KeysCommand, ctx: &mut Context<'_>) -> Result<()> {
                 rotated.already
             );
             if purpose == Purpose::Signing {
-                eprintln!("give auditors and the SIEM the new checkpoint key: `warden audit public-key`");
+                eprintln!(
+                    "give auditors and the SIEM the new checkpoint key: `warden audit public-key`"
+                );
             }
             Ok(())
         }
