@@ -13,9 +13,9 @@ mod shim_bench;
 
 use std::process::ExitCode;
 
-/// Rust allocations go to mimalloc: with glibc's allocator, malloc and free were ~15 % of the
-/// OTA server's CPU under load (many threads, many short-lived buffers). C libraries (SQLCipher,
-/// OpenSSL) keep glibc's.
+/// Allocations go to mimalloc, Rust's and (its `override` feature) SQLCipher's and OpenSSL's:
+/// with glibc's allocator, malloc and free were ~15 % of the OTA server's CPU under load (many
+/// threads, many short-lived buffers).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
