@@ -115,6 +115,7 @@ struct Sent {
     at: Instant,
 }
 
+// Implements: O32, O73
 /// One card's admin state across connections: its session, which connection holds it, and the
 /// scripts out (to pair C-APDUs with the R-APDUs that come back, and time the round trip).
 #[derive(Debug, Default)]
@@ -1028,6 +1029,7 @@ mod tests {
         assert_eq!(again.writes, first.writes);
     }
 
+    /// Verifies: O21, O32
     #[test]
     fn results_pair_commands_with_responses_and_take_the_outcome_from_the_sw() {
         let s1 = queued(1, Redelivery::Allowed);
