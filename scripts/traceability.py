@@ -505,9 +505,7 @@ def collect_rust_file(root, package, package_dir, file, reqs, tags: Tags) -> Non
             )
         else:
             qualified = "::".join(module + item.path + [item.name])
-            label = f"{item.kind} {qualified}" if item.kind != "impl" else (
-                f"impl {'::'.join(module + item.path + [item.name])}")
-            tags.impls.append(Impl(rel, label, ids))
+            tags.impls.append(Impl(rel, f"{item.kind} {qualified}", ids))
 
 
 def is_test(item: Item) -> bool:
@@ -616,13 +614,13 @@ RUNNING_RE = re.compile(r"^\s*Running (unittests )?(\S+) \((.+)\)\s*$")
 RESULT_RE = re.compile(r"^test (\S+)(?: - should panic)? \.\.\. (ok|FAILED|ignored)\b")
 
 
-def parse_log(text: str, packages_by_lib: dict[str, str], tags: Tags) -> Run:
+def parse_log(text: str, packages_by_lib: dict[str, str]) -> Run:
     """Results per (package, binary, test) from `cargo test --workspace` output.
 
     Unit test binaries are named after their crate (`deps/warden_core-HASH`); integration test
-    binaries only after their file (`tests/fuzz_smoke.rs`), and cargo runs each package's unit
-    tests before its integration tests, so those belong to the package seen last. When two
-    packages have a file of that name, the test names settle which one it is.
+    binaries only after their file (`tests/fuzz_smoke.rs`, in several packages), and cargo runs
+    each package's unit tests before its integration tests, so those belong to the package seen
+    last. `generate` cross-checks the result against the tests the sources declare.
     """
     results: dict[tuple[str, str, str], str] = {}
     binaries: set[tuple[str, str]] = set()
@@ -823,9 +821,15 @@ def generate(root: Path, log: Path | None) -> tuple[str, list[str]]:
     tags = collect_tags(root, reqs)
     check_unique_tests(tags)
     text = log.read_text(encoding="utf-8", errors="replace") if log else ""
-    run = parse_log(text, libs_of(root), tags)
+    run = parse_log(text, libs_of(root))
     if log and not run.binaries:
         raise TagError(f"{log}: no test binaries found; is it the output of cargo test --workspace?")
+    declared = {(p, b, n) for (p, b), names in tags.test_names.items() for n in names}
+    unknown = sorted(set(run.results) - declared)
+    if unknown:
+        # A test the log reports but no source declares: the mapping from log to source is off.
+        raise TagError(f"{log}: {len(unknown)} tests in the log are not in the sources, e.g. "
+                       f"{unknown[0]}; was the log made from this checkout?")
     rows, row_warnings = build_rows(reqs, notes, tags, run)
     return render(rows), warnings + row_warnings
 
@@ -952,7 +956,7 @@ def self_test() -> int:
                 "   Doc-tests warden_core\n"
                 "test crates/warden-core/src/lib.rs - x (line 3) ... ok\n"
             )
-            run = parse_log(log, {"warden": "warden", "warden_core": "warden-core"}, Tags())
+            run = parse_log(log, {"warden": "warden", "warden_core": "warden-core"})
             self.assertEqual(
                 run.results,
                 {
@@ -985,7 +989,39 @@ def self_test() -> int:
                 )
                 del reqs
 
-    suite = unittest.defaultTestLoader.loadTestsFromTestCase(ScannerTests)
+    class StatusTests(unittest.TestCase):
+        def test_only_a_passing_test_verifies(self):
+            reqs = {rid: Requirement(rid, "x") for rid in ("S1", "S2", "S3", "S4", "S5")}
+            tags = Tags()
+            tags.impls.append(Impl("a.rs", "fn a", ["S1", "S2", "S3", "S4"]))
+            for name, ids in (("ok", ["S1"]), ("bad", ["S2"]), ("off", ["S3"]), ("mix", ["S1"])):
+                tags.tests.append(Test("p", "unit", name, "a.rs", ids, False))
+            run = Run({("p", "unit", "ok"): "ok", ("p", "unit", "bad"): "FAILED",
+                       ("p", "unit", "off"): "ignored", ("p", "unit", "mix"): "ok"},
+                      {("p", "unit")})
+            rows, _ = build_rows(reqs, {}, tags, run)
+            status = {r.req.id: r.status for r in rows}
+            self.assertEqual(status, {"S1": VERIFIED, "S2": IMPLEMENTED, "S3": IMPLEMENTED,
+                                      "S4": IMPLEMENTED, "S5": MISSING})
+            # One failing test among passing ones: not verified.
+            run.results[("p", "unit", "mix")] = "FAILED"
+            rows, _ = build_rows(reqs, {}, tags, run)
+            self.assertEqual(rows[0].status, IMPLEMENTED)
+            self.assertIn("FAILED", rows[0].why)
+
+        def test_the_matrix_has_no_run_dependent_text(self):
+            reqs = {"S1": Requirement("S1", "x")}
+            tags = Tags()
+            tags.tests.append(Test("p", "unit", "t", "a.rs", ["S1"], False))
+            run = Run({("p", "unit", "t"): "ok"}, {("p", "unit")})
+            one = render(build_rows(reqs, {}, tags, run)[0])
+            two = render(build_rows(reqs, {}, tags, run)[0])
+            self.assertEqual(one, two)
+            self.assertNotRegex(one, r"[0-9]+\.[0-9]+s|20[0-9]{2}-[0-9]{2}-[0-9]{2}")
+
+    suite = unittest.TestSuite()
+    for case in (ScannerTests, StatusTests):
+        suite.addTests(unittest.defaultTestLoader.loadTestsFromTestCase(case))
     result = unittest.TextTestRunner(verbosity=2).run(suite)
     return 0 if result.wasSuccessful() else 1
 

@@ -347,7 +347,7 @@ mod tests {
 
     /// Seed 003's event table: every event it names carries the seed's fields (under the
     /// seed's names; `server_started`'s port is in `listen`), and a timestamp.
-    /// Verifies: O49, O50, O51, O52, O53, O54, O55, O56, O57, O58, O59
+    /// Verifies: O16, O49, O50, O51, O52, O53, O54, O55, O56, O57, O58, O59
     #[test]
     fn every_seed_event_carries_the_seeds_fields() {
         let s = || "s-1".to_string();
@@ -387,7 +387,15 @@ mod tests {
                     handshake_ms: 1.5,
                     null_cipher: false,
                 },
-                &["session_id", "psk_identity", "cipher_suite"],
+                // Seed 003's TLS session information too: version, peer, handshake duration.
+                &[
+                    "session_id",
+                    "psk_identity",
+                    "cipher_suite",
+                    "tls_version",
+                    "client_addr",
+                    "handshake_ms",
+                ],
             ),
             (
                 Event::HandshakeInterrupted {

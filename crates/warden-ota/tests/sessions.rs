@@ -15,7 +15,7 @@ fn get_status_script() -> CommandScript {
     ])
 }
 
-/// Verifies: O11, O26, O27, O32, O34, O51, O52, O54, O55, O56, O66
+/// Verifies: O11, O26, O27, O32, O34, O51, O52, O54, O55, O56, O65, O66
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_session_runs_queued_scripts_and_stores_results() {
     let t = support::start(support::config()).await;

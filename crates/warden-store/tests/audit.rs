@@ -467,7 +467,7 @@ fn sigkill_mid_append_never_breaks_the_chain() {
     assert!(last_count > 0, "the child appended something");
 }
 
-/// Verifies: S10, V63
+/// Verifies: S10
 #[test]
 fn every_record_and_checkpoint_is_queued_for_the_siem_in_the_same_transaction() {
     use warden_store::spool::{Spool, SpoolLimits};

@@ -810,7 +810,6 @@ fn export_writes_each_format_privately_and_is_audited() {
 /// Security regression (outside testing): an operator could `vault seal` a forged recording into
 /// the sessions directory and have it listed and exported as complete. Recordings are sealed
 /// under a key of their own; a vault-sealed file there is named for what it is and refused.
-/// Verifies: V19
 #[test]
 fn a_vault_sealed_file_never_passes_for_a_recording() {
     let env = Env::new();

@@ -837,7 +837,7 @@ impl<H: ShimHost> Daemon<H> {
         let _ = pending.reply.send(reply);
     }
 
-    // Implements: S11, S12, S15, S44
+    // Implements: S11, S12, S44
     fn heartbeat(&mut self) {
         self.heartbeat_counter += 1;
         let now = OffsetDateTime::now_utc();
