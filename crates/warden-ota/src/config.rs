@@ -255,6 +255,7 @@ impl Default for ErrorPolicy {
     }
 }
 
+// Implements: O5, O60, O61, O62, O63
 /// The server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -466,6 +467,7 @@ mod tests {
         ServerConfig::parse(Path::new("/etc/warden/ota.yaml"), text)
     }
 
+    /// Verifies: O6, O60
     #[test]
     fn defaults() {
         let c = parse("").unwrap();
@@ -477,6 +479,20 @@ mod tests {
         assert!(c.keys.database && c.keys.file.is_none());
     }
 
+    /// Seed 003's timeouts and thresholds are the defaults (socket timeout: `idle_timeout`).
+    /// Verifies: O29, O61, O63
+    #[test]
+    fn seed_timeouts_and_thresholds_are_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.handshake_timeout, Duration::from_secs(30));
+        assert_eq!(c.session_timeout, Duration::from_secs(300));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.errors.psk_mismatch_threshold, 3);
+        assert_eq!(c.errors.psk_mismatch_window, Duration::from_secs(60));
+        assert_eq!(c.errors.error_rate_threshold, 0.5);
+    }
+
+    /// Verifies: O5, O62
     #[test]
     fn full_file_and_relative_paths() {
         let c = parse(

@@ -23,6 +23,7 @@ use warden_store::ota as db;
 use crate::metrics::Exposition;
 use crate::server::Server;
 
+// Implements: O13, O14, O71
 pub fn router(server: Server) -> Router {
     Router::new()
         .route("/", get(index))

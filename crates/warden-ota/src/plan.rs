@@ -116,6 +116,7 @@ struct Sent {
     redelivery: Redelivery,
 }
 
+// Implements: O32, O73
 /// One card's admin state across connections: its session, which connection holds it, and the
 /// scripts out (to pair C-APDUs with the R-APDUs that come back, and time the round trip).
 #[derive(Debug, Default)]
@@ -1104,6 +1105,7 @@ mod tests {
         assert_eq!(again.writes, first.writes);
     }
 
+    /// Verifies: O21, O32
     #[test]
     fn results_pair_commands_with_responses_and_take_the_outcome_from_the_sw() {
         let s1 = queued(1, Redelivery::Allowed);

@@ -154,6 +154,7 @@ fn default_max_message_bytes() -> usize {
     8192
 }
 
+// Implements: S40
 /// The `siem:` section as written in YAML.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -501,6 +502,7 @@ other_section:
   anything: goes
 ";
 
+    /// Verifies: S40
     #[test]
     fn minimal_section_gets_defaults() {
         let s = SiemConfig::from_yaml_document(MINIMAL.as_bytes())
@@ -627,6 +629,7 @@ other_section:
         }
     }
 
+    /// Verifies: S40
     #[test]
     fn validation_errors_name_the_key() {
         assert_eq!(key_of(with("port: 0")), "siem.port");

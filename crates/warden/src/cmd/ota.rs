@@ -323,6 +323,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+// Implements: O75
 fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     let sealer = ctx.config_sealer()?;
     let plain = if args.allow_plain_config {
