@@ -520,6 +520,7 @@ other_section:
     /// docs/siem.md's key table is the section's reference: every key it lists is accepted, its
     /// stated default is the real one, its required keys are required, and serde accepts no key
     /// the table does not list (read from serde's own "expected one of" list at every level).
+    /// Verifies: S40
     #[test]
     fn the_documented_keys_are_the_accepted_keys() {
         let doc = include_str!("../../../docs/siem.md");

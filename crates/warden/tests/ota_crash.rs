@@ -105,6 +105,7 @@ async fn sessions(cfg: CardConfig, card: &mut GpCard, until: Option<Instant>) ->
     }
 }
 
+/// Verifies: O26, O32, O75, O80
 #[test]
 fn sigkill_during_a_campaign_never_runs_a_forbidden_script_twice_nor_loses_a_result() {
     let fx = Fixture::with_identity_policy(support::FAST_IDENTITY_POLICY);
