@@ -59,6 +59,9 @@ struct RawConfig {
     events: RawEvents,
     #[serde(default)]
     dashboard: RawDashboard,
+    /// Read by warden-siem (docs/siem.md); here only whether it is there.
+    #[serde(default)]
+    siem: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,6 +287,9 @@ pub struct ServerConfig {
     pub events_jsonl: Option<PathBuf>,
     /// The local dashboard, REST and `/metrics` (loopback addresses only).
     pub dashboard: Option<SocketAddr>,
+    /// SIEM forwarding (the `siem:` section, docs/siem.md): when absent, audit records are not
+    /// queued for a SIEM at all (a queue nobody drains would fill and refuse records).
+    pub siem: Option<warden_siem::SiemSettings>,
 }
 
 impl Default for ServerConfig {
@@ -321,7 +327,22 @@ impl ServerConfig {
                 message,
             }
         })?;
-        Self::from_raw(path, raw)
+        let siem = match raw.siem {
+            None => None,
+            Some(_) => Some(
+                warden_siem::SiemConfig::from_yaml_document(text.as_bytes())
+                    .and_then(|c| c.validate())
+                    .map_err(|e| ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        key: "siem",
+                        message: report(&e),
+                    })?,
+            ),
+        };
+        Ok(Self {
+            siem,
+            ..Self::from_raw(path, raw)?
+        })
     }
 
     fn from_raw(path: &Path, raw: RawConfig) -> Result<Self, ConfigError> {
@@ -455,6 +476,7 @@ impl ServerConfig {
             },
             events_jsonl: raw.events.jsonl.map(resolve),
             dashboard,
+            siem: None,
         })
     }
 }
