@@ -77,6 +77,14 @@ impl AdminRequest {
         self
     }
 
+    /// The card's `X-Admin-Script-Status`, if it gave exactly one.
+    pub fn script_status(&self) -> Option<ScriptStatus> {
+        self.single(header::X_ADMIN_SCRIPT_STATUS)
+            .ok()
+            .flatten()
+            .and_then(ScriptStatus::parse)
+    }
+
     /// The single value of a header; `Err` if it appears more than once.
     fn single(&self, name: &'static str) -> Result<Option<&str>, AdminError> {
         let mut found = None;
@@ -293,7 +301,7 @@ pub enum AdminError {
     #[error("body of {len} bytes exceeds the limit of {limit} bytes")]
     BodyTooLarge { len: usize, limit: usize },
     // --- 415: media type
-    #[error("Content-Type {got:?} is not {CONTENT_TYPE_RESPONSE}")]
+    #[error("Content-Type {} is not {CONTENT_TYPE_RESPONSE}", got.as_deref().map_or("(none)".into(), |g| format!("{g:?}")))]
     UnsupportedContentType { got: Option<String> },
     // --- 421: wrong server
     #[error("Host {got:?} is not this server ({expected:?})")]

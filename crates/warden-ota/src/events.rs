@@ -267,12 +267,24 @@ impl EventBus {
         let mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = if path == Path::new("-") {
             Box::new(tokio::io::stdout())
         } else {
+            use std::io::{Read, Seek, SeekFrom, Write};
             use std::os::unix::fs::OpenOptionsExt;
-            let file = std::fs::OpenOptions::new()
+            let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .mode(0o600)
+                .read(true)
                 .append(true)
                 .open(path)?;
+            // A process killed mid-line left the last line unterminated: end it, so the next
+            // record starts a line of its own (the torn one stays, recognisably not JSON).
+            if file.seek(SeekFrom::End(0))? > 0 {
+                let mut last = [0u8];
+                file.seek(SeekFrom::End(-1))?;
+                file.read_exact(&mut last)?;
+                if last[0] != b'\n' {
+                    file.write_all(b"\n")?;
+                }
+            }
             Box::new(tokio::fs::File::from_std(file))
         };
         Ok(tokio::spawn(async move {
@@ -287,9 +299,9 @@ impl EventBus {
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
-                if out.write_all(line.as_bytes()).await.is_err()
-                    || out.write_all(b"\n").await.is_err()
-                {
+                let mut line = line.into_bytes();
+                line.push(b'\n');
+                if out.write_all(&line).await.is_err() {
                     break;
                 }
                 // Flush when the queue is drained, so a reader sees lines promptly.
@@ -343,6 +355,31 @@ mod tests {
         writer.await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"event\":\"keys_reloaded\""), "{text}");
+    }
+
+    /// Outside testing: after a SIGKILL mid-line, the restarted server appended to the torn
+    /// line (`…27.9}{"event":…`). The file now gets its last line ended first.
+    #[tokio::test]
+    async fn a_torn_last_line_is_ended_before_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "{\"event\":\"whole\"}\n{\"event\":\"torn\",\"x\":2").unwrap();
+        let bus = EventBus::new(16);
+        let writer = bus.spawn_jsonl_writer(&path).unwrap();
+        bus.emit(Event::KeysReloaded {
+            count: 1,
+            conflicts: vec![],
+        });
+        drop(bus);
+        writer.await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(lines[2]).is_ok(),
+            "{text}"
+        );
+        assert!(text.ends_with('\n'));
     }
 
     /// Seed 003's event table: every event it names carries the seed's fields (under the

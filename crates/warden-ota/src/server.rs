@@ -965,7 +965,7 @@ fn close_session(ctx: &ConnCtx, reason: CloseReason) {
     let c = ctx.counters();
     s.metrics.session_ended(reason.as_str());
     if reason == CloseReason::Interrupted {
-        tracing::warn!(session_id = %ctx.session_id, identity = %ctx.identity, last_command = ?c.last_command, in_flight = ?c.in_flight, "connection interrupted before the admin session ended");
+        tracing::warn!(session_id = %ctx.session_id, identity = %ctx.identity, last_command = c.last_command.as_deref().unwrap_or("none"), in_flight = c.in_flight.map_or("none".into(), |s| s.to_string()), "connection interrupted before the admin session ended");
         s.events.emit(Event::ConnectionInterrupted {
             session_id: ctx.session_id.clone(),
             psk_identity: ctx.identity.clone(),
@@ -1167,6 +1167,76 @@ async fn read_request(ctx: &ConnCtx, req: Request<Incoming>) -> Result<AdminRequ
     })
 }
 
+/// Stores the results a resumed request carries for the script its old session (named in the
+/// request's target) had in flight, when the store has one; returns the record to audit.
+fn settle_restart_results(
+    tx: &rusqlite::Transaction<'_>,
+    card: &str,
+    request: &AdminRequest,
+    config: &SessionConfig,
+) -> Result<Option<AuditRecord>, OtaStoreError> {
+    let Some(old) = crate::plan::resumed_session(request) else {
+        return Ok(None);
+    };
+    let Some((id, body)) = db::in_flight_of_session(tx, card, old)? else {
+        return Ok(None);
+    };
+    let Ok(commands) = crate::script::CommandScript::decode(&body) else {
+        return Ok(None);
+    };
+    let Some((write, record)) = crate::plan::results_after_restart(
+        card,
+        request,
+        config,
+        (crate::admin::ScriptId(id), &commands),
+    ) else {
+        return Ok(None);
+    };
+    store_write(tx, write, &warden_store::now_rfc3339())?;
+    Ok(Some(record))
+}
+
+/// One of a step's store writes.
+fn store_write(
+    tx: &rusqlite::Transaction<'_>,
+    write: StoreWrite,
+    now: &str,
+) -> Result<(), OtaStoreError> {
+    match write {
+        StoreWrite::SessionActive { session_id, agent } => db::update_session(
+            tx,
+            &session_id,
+            SessionState::Active.as_str(),
+            Some(&agent),
+            0,
+            0,
+            None,
+        )?,
+        StoreWrite::Delivered { script, session_id } => {
+            db::mark_delivered(tx, script.0, &session_id, now)?
+        }
+        StoreWrite::Results {
+            script,
+            result,
+            body,
+            exchanges,
+            round_trip_us,
+        } => {
+            let rows: Vec<db::ExchangeRow> = exchanges
+                .into_iter()
+                .map(|e| db::ExchangeRow {
+                    command: e.command,
+                    response: e.response,
+                    sw: e.sw,
+                })
+                .collect();
+            db::record_results(tx, script.0, result, body.as_deref(), &rows, round_trip_us)?
+        }
+        StoreWrite::OutcomeUnknown { script } => db::mark_outcome_unknown(tx, script.0)?,
+    }
+    Ok(())
+}
+
 /// Applies a step's store writes and audit records (one job, one transaction) and reads the
 /// card's next pending script in the same transaction.
 fn apply_step(
@@ -1178,38 +1248,7 @@ fn apply_step(
 ) -> Result<Option<db::PendingScript>, OtaStoreError> {
     let now = warden_store::now_rfc3339();
     for write in writes {
-        match write {
-            StoreWrite::SessionActive { session_id, agent } => db::update_session(
-                tx,
-                &session_id,
-                SessionState::Active.as_str(),
-                Some(&agent),
-                0,
-                0,
-                None,
-            )?,
-            StoreWrite::Delivered { script, session_id } => {
-                db::mark_delivered(tx, script.0, &session_id, &now)?
-            }
-            StoreWrite::Results {
-                script,
-                result,
-                body,
-                exchanges,
-                round_trip_us,
-            } => {
-                let rows: Vec<db::ExchangeRow> = exchanges
-                    .into_iter()
-                    .map(|e| db::ExchangeRow {
-                        command: e.command,
-                        response: e.response,
-                        sw: e.sw,
-                    })
-                    .collect();
-                db::record_results(tx, script.0, result, body.as_deref(), &rows, round_trip_us)?
-            }
-            StoreWrite::OutcomeUnknown { script } => db::mark_outcome_unknown(tx, script.0)?,
-        }
+        store_write(tx, write, &now)?;
     }
     jctx.audit(tx, audit.into_iter().map(to_audit_event).collect())?;
     db::next_pending(tx, card)
@@ -1262,9 +1301,19 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         Some(p) => p,
         None => {
             let (card, sid) = (ctx.identity.clone(), ctx.session_id.clone());
-            // Reads, and settling what a lost session left: a crash before this commits
-            // settles the same scripts again next time, so the answer need not wait for it.
-            let read = s.store.call_before_commit(move |tx, jctx| {
+            // A card resuming after a restart with the results of the script its old session
+            // had in flight: they are stored like results in a live session (and committed
+            // before the answer acknowledges them), not dropped.
+            let restart_results =
+                (fresh && request.is_resume() && request.script_status().is_some())
+                    .then(|| (request.clone(), config.clone()));
+            let durable = restart_results.is_some();
+            let job = move |tx: &rusqlite::Transaction<'_>, jctx: &crate::store::JobCtx<'_>| {
+                if let Some((request, config)) = &restart_results {
+                    if let Some(settled) = settle_restart_results(tx, &card, request, config)? {
+                        jctx.audit(tx, vec![to_audit_event(settled)])?;
+                    }
+                }
                 if fresh {
                     let r = db::recover_in_flight(tx, &card)?;
                     if let Some(record) =
@@ -1274,8 +1323,15 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
                     }
                 }
                 db::next_pending(tx, &card)
-            });
-            match read.await {
+            };
+            // Otherwise reads, and settling what a lost session left: a crash before this
+            // commits settles the same scripts again next time, so the answer need not wait.
+            let read = if durable {
+                s.store.call(job).await
+            } else {
+                s.store.call_before_commit(job).await
+            };
+            match read {
                 Ok(p) => p,
                 Err(e) => return refuse(ctx, 503, report(&e)),
             }

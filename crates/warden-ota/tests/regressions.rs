@@ -399,3 +399,63 @@ async fn metrics_speak_prometheus_004_when_asked() {
     dash.await.unwrap().unwrap();
     t.stop().await;
 }
+
+/// Regression (outside testing): after a server restart, a card that resumed with the results
+/// of the script its old session had in flight got `200` and the next script, but the results
+/// were dropped and a `forbidden` script was settled as `outcome_unknown`: an acknowledged
+/// result was lost. They are stored now (committed before the answer), and audited as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_resumed_after_a_restart_are_stored_not_dropped() {
+    let t = server_with_card().await;
+    let install = CommandScript::new([gp::get_data(gp::data_object::CIN)]);
+    let id = t.push(CARD, install, Redelivery::Forbidden).await;
+    let second = t.push(CARD, read_script(), Redelivery::Allowed).await;
+    let (c, r, next) = open(&t).await;
+    assert_eq!(r.status, 200);
+    drop(c);
+    // The card ran it; the server restarts before the results arrive.
+    let t = t.restart(support::config()).await;
+    let body = parse_hex("AB07800101 2302 9000").unwrap();
+    let mut c = client(&t).await;
+    let mut h = base_headers();
+    h.push((header::CONTENT_TYPE, CONTENT_TYPE_RESPONSE.into()));
+    h.push((header::X_ADMIN_SCRIPT_STATUS, "ok".into()));
+    h.push((header::X_ADMIN_RESUME, "true".into()));
+    let r = c
+        .send("POST", &next, &h, CardBody::full(body))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "the session goes on with the next script");
+    let reports = t.reports(CARD).await;
+    let first = reports.iter().find(|s| s.id == id).unwrap();
+    assert_eq!(
+        (first.state.as_str(), first.script_status.as_deref()),
+        ("done", Some("ok")),
+        "{first:?}"
+    );
+    assert_eq!(first.exchanges.len(), 1);
+    assert_eq!(first.exchanges[0].sw, Some(0x9000));
+    let completed = audit_rows(&t, "ota.script.complete").await;
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    assert_eq!(completed[0].3["after_restart"], true);
+    assert_eq!(completed[0].3["script"], id);
+    assert!(audit_rows(&t, "ota.script.outcome_unknown")
+        .await
+        .is_empty());
+    let recovered = audit_rows(&t, "ota.script.recover").await;
+    assert!(
+        recovered.iter().all(|r| r.3["outcome_unknown"]
+            .as_array()
+            .is_none_or(|a| !a.contains(&id.into()))),
+        "{recovered:?}"
+    );
+    // The next script went out in that answer.
+    let reports = t.reports(CARD).await;
+    assert_eq!(
+        reports.iter().find(|s| s.id == second).unwrap().state,
+        "in_flight"
+    );
+
+    drop(c);
+    t.stop().await;
+}

@@ -405,6 +405,22 @@ pub struct Recovered {
 
 /// Settles scripts of `card` still `in_flight` from a session that is gone (server restart, a
 /// card that started over instead of resuming).
+/// The script `session_id` of `card` has in flight, if any: its id and body.
+pub fn in_flight_of_session(
+    conn: &Connection,
+    card: &str,
+    session_id: &str,
+) -> Result<Option<(u64, Vec<u8>)>, OtaStoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, body FROM ota_scripts
+             WHERE card = ?1 AND session_id = ?2 AND state = 'in_flight' ORDER BY id LIMIT 1",
+            params![card, session_id],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+        )
+        .optional()?)
+}
+
 pub fn recover_in_flight(conn: &Connection, card: &str) -> Result<Recovered, OtaStoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, redelivery FROM ota_scripts WHERE card = ?1 AND state = 'in_flight' ORDER BY id",

@@ -478,8 +478,11 @@ fn push(args: &PushArgs, ctx: &mut Context<'_>) -> Result<()> {
     if ids.len() <= 10 {
         for (card, id) in &ids {
             println!(
-                "queued script {id} for {card}: {n} command(s), redelivery {:?}",
-                planned.redelivery
+                "queued script {id} for {card}: {n} command(s), redelivery {}",
+                match planned.redelivery {
+                    warden_ota::admin::Redelivery::Allowed => "allowed",
+                    warden_ota::admin::Redelivery::Forbidden => "forbidden",
+                }
             );
         }
     } else {
