@@ -304,6 +304,11 @@ impl Server {
         &self.state.tls
     }
 
+    /// The PSK cache (identities the server accepts now; the dashboard lists them).
+    pub fn keys(&self) -> &KeyCache {
+        &self.state.keys
+    }
+
     /// Sessions open now.
     pub fn live_sessions(&self) -> Vec<LiveSession> {
         let live = self.state.live.lock().unwrap_or_else(|e| e.into_inner());

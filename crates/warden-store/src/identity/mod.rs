@@ -35,7 +35,7 @@ use crate::db::{Database, StoreError};
 
 pub use admin::{BreakGlass, LockInfo, NewUser, TotpInfo, UserInfo};
 pub use auth::{
-    Actor, AuthOutcome, AuthenticatedUser, Authorized, Service, WrongAuthorization,
+    Actor, AuthOutcome, AuthenticatedUser, Authorized, Service, SignInChannel, WrongAuthorization,
     ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE,
 };
 
