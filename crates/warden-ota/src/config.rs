@@ -350,9 +350,7 @@ pub struct AlarmPolicy {
 
 impl Default for AlarmPolicy {
     fn default() -> Self {
-        DashboardConfig::loopback("127.0.0.1:0".parse().expect("an address"))
-            .alarms
-            .clone()
+        DashboardConfig::with_defaults(SocketAddr::from(([127, 0, 0, 1], 0))).alarms
     }
 }
 
@@ -382,10 +380,15 @@ pub struct DashboardConfig {
 }
 
 impl DashboardConfig {
-    /// The defaults, listening on `listen`.
-    pub fn loopback(listen: SocketAddr) -> Self {
-        Self::from_raw(Path::new("<defaults>"), listen, RawDashboard::default())
-            .expect("dashboard defaults are valid")
+    /// The defaults, listening on `listen` (for code that builds its configuration; a
+    /// configuration file's `listen` is checked when parsed, and [`crate::dashboard::Dashboard`]
+    /// checks the listener again).
+    pub fn with_defaults(listen: SocketAddr) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = Self::from_raw(Path::new("<defaults>"), loopback, RawDashboard::default())
+            .expect("dashboard defaults are valid");
+        config.listen = listen;
+        config
     }
 
     fn from_raw(path: &Path, listen: SocketAddr, raw: RawDashboard) -> Result<Self, ConfigError> {

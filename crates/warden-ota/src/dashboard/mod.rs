@@ -212,7 +212,7 @@ pub async fn serve(
     server: Server,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut config = DashboardConfig::loopback(listener.local_addr()?);
+    let mut config = DashboardConfig::with_defaults(listener.local_addr()?);
     config.sign_in = false;
     let dashboard = Dashboard::new(server, config, None).map_err(std::io::Error::other)?;
     dashboard
