@@ -773,7 +773,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("session_idle_secs"), "{e}");
-        assert!(parse("dashboard:\n  listen: 127.0.0.1:1\n  alarms:\n    error_rate_threshold: 2\n").is_err());
+        assert!(parse(
+            "dashboard:\n  listen: 127.0.0.1:1\n  alarms:\n    error_rate_threshold: 2\n"
+        )
+        .is_err());
         assert!(parse("dashboard:\n  listen: 127.0.0.1:1\n  sing_in: true\n").is_err());
     }
 }

@@ -49,7 +49,8 @@ struct Users {
 fn setup_identity(path: &Path) -> Users {
     let mut db = Database::open(path, &Key32::from_bytes(DB_KEY)).unwrap();
     Identity::init(&mut db, &fast_policy()).unwrap();
-    let mut id = Identity::load(&db, Key32::from_bytes(DB_KEY), Key32::from_bytes(AUDIT_KEY)).unwrap();
+    let mut id =
+        Identity::load(&db, Key32::from_bytes(DB_KEY), Key32::from_bytes(AUDIT_KEY)).unwrap();
     let now = UnixMs::now();
     let root = Username::parse("root").unwrap();
     id.create_first_admin(&mut db, &root, &Password::new(ROOT_PW.into()), None, now)
@@ -147,7 +148,13 @@ impl Dash {
         format!("http://{}", self.addr)
     }
 
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<(&str, &str)>) -> Reply {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &str)>,
+    ) -> Reply {
         if self.tls {
             let stream = tls_connect(self.addr).await;
             http(stream, self.addr, method, path, headers, body).await
@@ -187,7 +194,13 @@ impl Dash {
         page.body[start..end].to_string()
     }
 
-    async fn push(&self, cookie: &str, csrf: Option<&str>, origin: Option<&str>, body: &str) -> Reply {
+    async fn push(
+        &self,
+        cookie: &str,
+        csrf: Option<&str>,
+        origin: Option<&str>,
+        body: &str,
+    ) -> Reply {
         let mut h = vec![("Cookie", cookie)];
         if let Some(c) = csrf {
             h.push(("X-CSRF-Token", c));
@@ -203,9 +216,11 @@ impl Dash {
         self.t
             .store
             .call(|tx, _| {
-                let mut stmt =
-                    tx.prepare("SELECT actor, action, subject, outcome FROM audit_events ORDER BY seq")?;
-                let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                let mut stmt = tx.prepare(
+                    "SELECT actor, action, subject, outcome FROM audit_events ORDER BY seq",
+                )?;
+                let rows =
+                    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })
             .await
@@ -260,7 +275,14 @@ async fn http<S: AsyncRead + AsyncWrite + Unpin>(
 fn parse_reply(text: &str) -> Reply {
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
     let mut lines = head.lines();
-    let status = lines.next().unwrap_or("").split(' ').nth(1).unwrap_or("0").parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap_or("")
+        .split(' ')
+        .nth(1)
+        .unwrap_or("0")
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
@@ -268,8 +290,16 @@ fn parse_reply(text: &str) -> Reply {
     let chunked = headers
         .iter()
         .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_string() };
-    Reply { status, headers, body }
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn dechunk(mut s: &str) -> String {
@@ -288,7 +318,12 @@ fn dechunk(mut s: &str) -> String {
 async fn tls_connect(addr: SocketAddr) -> tokio_openssl::SslStream<TcpStream> {
     let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client()).unwrap();
     b.set_verify(openssl::ssl::SslVerifyMode::NONE);
-    let ssl = b.build().configure().unwrap().into_ssl("localhost").unwrap();
+    let ssl = b
+        .build()
+        .configure()
+        .unwrap()
+        .into_ssl("localhost")
+        .unwrap();
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut s = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
     std::pin::Pin::new(&mut s).connect().await.unwrap();
@@ -296,7 +331,11 @@ async fn tls_connect(addr: SocketAddr) -> tokio_openssl::SslStream<TcpStream> {
 }
 
 /// Reads a live stream until `pred` holds for what arrived (or 30 s pass).
-async fn stream_until(addr: SocketAddr, cookie: &str, mut pred: impl FnMut(&str) -> bool) -> String {
+async fn stream_until(
+    addr: SocketAddr,
+    cookie: &str,
+    mut pred: impl FnMut(&str) -> bool,
+) -> String {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(
         format!("GET /api/stream HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nAccept: text/event-stream\r\n\r\n")
@@ -320,7 +359,8 @@ async fn stream_until(addr: SocketAddr, cookie: &str, mut pred: impl FnMut(&str)
     got
 }
 
-const GET_STATUS_APPS: &str = r#"{"cards":"card-1","format":"hex","script":"80F24002024F0000","label":"inventory"}"#;
+const GET_STATUS_APPS: &str =
+    r#"{"cards":"card-1","format":"hex","script":"80F24002024F0000","label":"inventory"}"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_requests_are_refused() {
@@ -331,14 +371,29 @@ async fn unauthenticated_requests_are_refused() {
     let signin = d.request("GET", "/signin", &[], None).await;
     assert_eq!(signin.status, 200);
     let csp = signin.header("content-security-policy").unwrap();
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
-    for path in ["/api/cards", "/api/stream", "/api/cards/card-1/history", "/api/sessions", "/api/events", "/api/whoami"] {
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    for path in [
+        "/api/cards",
+        "/api/stream",
+        "/api/cards/card-1/history",
+        "/api/sessions",
+        "/api/events",
+        "/api/whoami",
+    ] {
         let r = d.request("GET", path, &[], None).await;
         assert_eq!(r.status, 401, "{path}: {}", r.body);
     }
     // A made-up cookie is no session.
     let r = d
-        .request("GET", "/api/cards", &[("Cookie", "warden_dashboard=AAAA")], None)
+        .request(
+            "GET",
+            "/api/cards",
+            &[("Cookie", "warden_dashboard=AAAA")],
+            None,
+        )
         .await;
     assert_eq!(r.status, 401);
     let origin = d.origin();
@@ -361,8 +416,15 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
     // Wrong code: refused and counted.
     let wrong = d.sign_in("olga", OLGA_PW, "000000").await.unwrap_err();
     assert_eq!(wrong.status, 401);
-    assert!(wrong.body.contains("authentication failed"), "{}", wrong.body);
-    let cookie = d.sign_in("olga", OLGA_PW, &code(&d.users.olga, 0)).await.unwrap();
+    assert!(
+        wrong.body.contains("authentication failed"),
+        "{}",
+        wrong.body
+    );
+    let cookie = d
+        .sign_in("olga", OLGA_PW, &code(&d.users.olga, 0))
+        .await
+        .unwrap();
     assert!(cookie.starts_with("warden_dashboard="));
     let csrf = d.csrf(&cookie).await;
     let origin = d.origin();
@@ -370,10 +432,22 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
     // CSRF: missing, wrong, or another origin: 403, nothing queued.
     let r = d.push(&cookie, None, Some(&origin), GET_STATUS_APPS).await;
     assert_eq!(r.status, 403, "{}", r.body);
-    let r = d.push(&cookie, Some("not-the-token"), Some(&origin), GET_STATUS_APPS).await;
+    let r = d
+        .push(
+            &cookie,
+            Some("not-the-token"),
+            Some(&origin),
+            GET_STATUS_APPS,
+        )
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
     let r = d
-        .push(&cookie, Some(&csrf), Some("http://evil.example"), GET_STATUS_APPS)
+        .push(
+            &cookie,
+            Some(&csrf),
+            Some("http://evil.example"),
+            GET_STATUS_APPS,
+        )
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
     let r = d.push(&cookie, Some(&csrf), None, GET_STATUS_APPS).await;
@@ -382,12 +456,22 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
 
     // Validation before queueing: errors name the line; an unknown card is refused.
     let r = d
-        .push(&cookie, Some(&csrf), Some(&origin), r#"{"cards":"card-1","format":"hex","script":"00A40400\n00A4ZZ"}"#)
+        .push(
+            &cookie,
+            Some(&csrf),
+            Some(&origin),
+            r#"{"cards":"card-1","format":"hex","script":"00A40400\n00A4ZZ"}"#,
+        )
         .await;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("line 2"), "{}", r.body);
     let r = d
-        .push(&cookie, Some(&csrf), Some(&origin), r#"{"cards":"card-9","format":"hex","script":"00A40400"}"#)
+        .push(
+            &cookie,
+            Some(&csrf),
+            Some(&origin),
+            r#"{"cards":"card-9","format":"hex","script":"00A40400"}"#,
+        )
         .await;
     assert_eq!(r.status, 422);
     assert!(r.body.contains("not known"), "{}", r.body);
@@ -396,11 +480,17 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
         .push(&cookie, Some(&csrf), Some(&origin), r#"{"cards":"prefix:card-","format":"yaml","script":"commands:\n  - select: A000000151000000\n","dry_run":true}"#)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("00A4040008A00000015100000000"), "{}", r.body);
+    assert!(
+        r.body.contains("00A4040008A00000015100000000"),
+        "{}",
+        r.body
+    );
     assert!(d.t.reports("card-1").await.is_empty());
 
     // The push.
-    let r = d.push(&cookie, Some(&csrf), Some(&origin), GET_STATUS_APPS).await;
+    let r = d
+        .push(&cookie, Some(&csrf), Some(&origin), GET_STATUS_APPS)
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     let script = v["queued"][0]["script"].as_u64().unwrap();
@@ -430,7 +520,12 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
 
     // The card's history: C-APDU, R-APDU, SW.
     let h = d
-        .request("GET", "/api/cards/card-1/history", &[("Cookie", &cookie)], None)
+        .request(
+            "GET",
+            "/api/cards/card-1/history",
+            &[("Cookie", &cookie)],
+            None,
+        )
         .await;
     assert_eq!(h.status, 200, "{}", h.body);
     let h: serde_json::Value = serde_json::from_str(&h.body).unwrap();
@@ -442,7 +537,9 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
     assert!(h["sessions"][0]["state"].is_string());
 
     // Cards: search, and an identity that looks like markup comes back as data.
-    let c = d.request("GET", "/api/cards?q=SCRIPT", &[("Cookie", &cookie)], None).await;
+    let c = d
+        .request("GET", "/api/cards?q=SCRIPT", &[("Cookie", &cookie)], None)
+        .await;
     let c: serde_json::Value = serde_json::from_str(&c.body).unwrap();
     assert_eq!(c.as_array().unwrap().len(), 1);
     assert_eq!(c[0]["identity"], "<script>alert(1)</script>");
@@ -461,7 +558,10 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
     assert!(has("olga", "ota.results.view", "success"), "{audit:?}");
     assert!(has("olga", "ota.sessions.view", "success"), "{audit:?}");
     assert_eq!(
-        audit.iter().filter(|(_, act, _, _)| act == "ota.script.queue").count(),
+        audit
+            .iter()
+            .filter(|(_, act, _, _)| act == "ota.script.queue")
+            .count(),
         1,
         "the dry run and the refused pushes queued nothing"
     );
@@ -477,7 +577,9 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
         .await;
     assert_eq!(r.status, 303);
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
-    let r = d.request("GET", "/api/cards", &[("Cookie", &cookie)], None).await;
+    let r = d
+        .request("GET", "/api/cards", &[("Cookie", &cookie)], None)
+        .await;
     assert_eq!(r.status, 401);
     d.stop().await;
 }
@@ -486,15 +588,24 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
 async fn a_viewer_cannot_push_and_the_refusal_is_audited() {
     let d = start(|_| {}).await;
     d.t.add_card("card-1", &support::psk(7)).await;
-    let cookie = d.sign_in("audra", AUDRA_PW, &code(&d.users.audra, 0)).await.unwrap();
+    let cookie = d
+        .sign_in("audra", AUDRA_PW, &code(&d.users.audra, 0))
+        .await
+        .unwrap();
     let page = d.request("GET", "/", &[("Cookie", &cookie)], None).await;
     assert!(page.body.contains("data-can-push=\"false\""));
     assert!(page.body.contains("id=\"push-denied\""));
     let csrf = d.csrf(&cookie).await;
     let origin = d.origin();
-    let r = d.push(&cookie, Some(&csrf), Some(&origin), GET_STATUS_APPS).await;
+    let r = d
+        .push(&cookie, Some(&csrf), Some(&origin), GET_STATUS_APPS)
+        .await;
     assert_eq!(r.status, 403, "{}", r.body);
-    assert!(r.body.contains("does not grant ota.script.push"), "{}", r.body);
+    assert!(
+        r.body.contains("does not grant ota.script.push"),
+        "{}",
+        r.body
+    );
     assert!(d.t.reports("card-1").await.is_empty());
     let audit = d.audit().await;
     assert!(
@@ -505,7 +616,9 @@ async fn a_viewer_cannot_push_and_the_refusal_is_audited() {
         "{audit:?}"
     );
     // She may still watch.
-    let r = d.request("GET", "/api/cards", &[("Cookie", &cookie)], None).await;
+    let r = d
+        .request("GET", "/api/cards", &[("Cookie", &cookie)], None)
+        .await;
     assert_eq!(r.status, 200);
     d.stop().await;
 }
@@ -516,11 +629,18 @@ async fn sessions_expire_when_idle() {
         c.session_idle = Duration::from_secs(1);
     })
     .await;
-    let cookie = d.sign_in("olga", OLGA_PW, &code(&d.users.olga, 0)).await.unwrap();
-    let r = d.request("GET", "/api/cards", &[("Cookie", &cookie)], None).await;
+    let cookie = d
+        .sign_in("olga", OLGA_PW, &code(&d.users.olga, 0))
+        .await
+        .unwrap();
+    let r = d
+        .request("GET", "/api/cards", &[("Cookie", &cookie)], None)
+        .await;
     assert_eq!(r.status, 200);
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let r = d.request("GET", "/api/cards", &[("Cookie", &cookie)], None).await;
+    let r = d
+        .request("GET", "/api/cards", &[("Cookie", &cookie)], None)
+        .await;
     assert_eq!(r.status, 401);
     assert!(r.body.contains("ended (idle)"), "{}", r.body);
     // The expiry is on the record (written without waiting).
@@ -547,7 +667,10 @@ async fn failed_sign_ins_lock_the_user_and_a_password_alone_is_not_enough() {
     assert!(r.body.contains("no one-time code enrolled"), "{}", r.body);
     // Five failures lock olga (the default policy); then even the right code is refused.
     for _ in 0..5 {
-        let r = d.sign_in("olga", "Wrong-Password-000!", "123456").await.unwrap_err();
+        let r = d
+            .sign_in("olga", "Wrong-Password-000!", "123456")
+            .await
+            .unwrap_err();
         assert_eq!(r.status, 401);
     }
     let r = d
@@ -557,15 +680,28 @@ async fn failed_sign_ins_lock_the_user_and_a_password_alone_is_not_enough() {
     assert_eq!(r.status, 401);
     assert!(r.body.contains("locked"), "{}", r.body);
     let audit = d.audit().await;
-    assert!(audit.iter().any(|(a, act, s, _)| a == "anonymous" && act == "lockout.lock" && s == "user:olga"), "{audit:?}");
-    assert!(audit.iter().any(|(a, act, _, o)| a == "pete" && act == "ota.dashboard.denied" && o == "denied"), "{audit:?}");
+    assert!(
+        audit
+            .iter()
+            .any(|(a, act, s, _)| a == "anonymous" && act == "lockout.lock" && s == "user:olga"),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|(a, act, _, o)| a == "pete" && act == "ota.dashboard.denied" && o == "denied"),
+        "{audit:?}"
+    );
     // A sign-in from another origin is refused before anything is checked.
     let r = d
         .request(
             "POST",
             "/signin",
             &[("Origin", "http://evil.example")],
-            Some(("application/x-www-form-urlencoded", "username=audra&password=x&code=1")),
+            Some((
+                "application/x-www-form-urlencoded",
+                "username=audra&password=x&code=1",
+            )),
         )
         .await;
     assert_eq!(r.status, 403);
@@ -591,11 +727,21 @@ async fn metrics_can_require_a_bearer_token() {
     let r = d.request("GET", "/metrics", &[], None).await;
     assert_eq!(r.status, 401);
     let r = d
-        .request("GET", "/metrics", &[("Authorization", "Bearer wrong")], None)
+        .request(
+            "GET",
+            "/metrics",
+            &[("Authorization", "Bearer wrong")],
+            None,
+        )
         .await;
     assert_eq!(r.status, 401);
     let r = d
-        .request("GET", "/metrics", &[("Authorization", "Bearer s3cret-scraper-token")], None)
+        .request(
+            "GET",
+            "/metrics",
+            &[("Authorization", "Bearer s3cret-scraper-token")],
+            None,
+        )
         .await;
     assert_eq!(r.status, 200);
     d.stop().await;
@@ -621,8 +767,10 @@ fn self_signed(dir: &Path) -> warden_ota::config::DashboardTls {
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(2).unwrap()).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
+        .unwrap();
     b.sign(&key, MessageDigest::sha256()).unwrap();
     let cert = dir.join("dash.pem");
     let key_path = dir.join("dash.key");
@@ -636,9 +784,13 @@ fn self_signed(dir: &Path) -> warden_ota::config::DashboardTls {
             .mode(0o600)
             .open(&key_path)
             .unwrap();
-        f.write_all(&key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        f.write_all(&key.private_key_to_pem_pkcs8().unwrap())
+            .unwrap();
     }
-    warden_ota::config::DashboardTls { cert, key: key_path }
+    warden_ota::config::DashboardTls {
+        cert,
+        key: key_path,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,10 +815,17 @@ async fn https_gives_a_secure_host_cookie_and_plain_http_leaves_loopback_only_wi
     assert_eq!(r.status, 303, "{}", r.body);
     let cookie = r.header("set-cookie").unwrap();
     assert!(cookie.starts_with("__Host-warden_dashboard="), "{cookie}");
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && cookie.contains("Secure"), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Secure"),
+        "{cookie}"
+    );
     assert!(r.header("strict-transport-security").is_some());
     let pair = cookie.split(';').next().unwrap().to_string();
-    let r = d.request("GET", "/api/whoami", &[("Cookie", &pair)], None).await;
+    let r = d
+        .request("GET", "/api/whoami", &[("Cookie", &pair)], None)
+        .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("\"role\":\"operator\""));
     d.stop().await;

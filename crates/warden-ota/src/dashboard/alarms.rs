@@ -117,7 +117,8 @@ impl Alarms {
                 };
                 let mut out = self.tick(now);
                 if self.active.get(&AlarmKind::PskMismatchSource) != Some(&change) {
-                    self.active.insert(AlarmKind::PskMismatchSource, change.clone());
+                    self.active
+                        .insert(AlarmKind::PskMismatchSource, change.clone());
                     out.push(change);
                 }
                 return out;
@@ -165,7 +166,8 @@ impl Alarms {
 
         let burst = self.psk_failures.len() as u32;
         let burst_window = p.psk_failure_window.as_secs();
-        let change = |state, value: f64| AlarmChange {
+        let change = |state, value: f64| {
+            AlarmChange {
             alarm: AlarmKind::PskFailureBurst,
             state,
             value,
@@ -175,6 +177,7 @@ impl Alarms {
                 "{burst} PSK failures (wrong key or unknown identity) within {burst_window} s; threshold {}",
                 p.psk_failure_burst
             ),
+        }
         };
         let raised = burst >= p.psk_failure_burst;
         out.extend(self.set(AlarmKind::PskFailureBurst, raised, || {
@@ -306,7 +309,10 @@ mod tests {
         assert!(cleared
             .iter()
             .any(|c| c.alarm == AlarmKind::PskFailureBurst && c.state == AlarmState::Cleared));
-        assert!(a.tick(t0 + Duration::from_secs(200)).iter().all(|c| c.state == AlarmState::Cleared));
+        assert!(a
+            .tick(t0 + Duration::from_secs(200))
+            .iter()
+            .all(|c| c.state == AlarmState::Cleared));
         assert!(a.active().is_empty());
     }
 

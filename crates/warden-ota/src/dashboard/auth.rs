@@ -51,7 +51,10 @@ pub struct CsrfToken(String);
 
 impl CsrfToken {
     fn random() -> Self {
-        Self(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(warden_core::rand::array::<32>()))
+        Self(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(warden_core::rand::array::<32>()),
+        )
     }
 
     pub fn as_str(&self) -> &str {
@@ -242,7 +245,10 @@ pub fn clear_cookie(tls: bool) -> String {
 }
 
 /// The session cookie's value among the `Cookie` headers, if any.
-pub fn session_cookie<'a>(cookie_headers: impl Iterator<Item = &'a str>, tls: bool) -> Option<&'a str> {
+pub fn session_cookie<'a>(
+    cookie_headers: impl Iterator<Item = &'a str>,
+    tls: bool,
+) -> Option<&'a str> {
     let name = cookie_name(tls);
     cookie_headers
         .flat_map(|h| h.split(';'))
@@ -309,7 +315,10 @@ mod tests {
             session_cookie(["__Host-warden_dashboard=xyz"].into_iter(), true),
             Some("xyz")
         );
-        assert_eq!(session_cookie(["warden_dashboard="].into_iter(), false), None);
+        assert_eq!(
+            session_cookie(["warden_dashboard="].into_iter(), false),
+            None
+        );
     }
 
     #[test]

@@ -59,8 +59,8 @@ use crate::server::Server;
 
 use alarms::{AlarmChange, AlarmState, Alarms};
 use auth::{Lookup, OriginRefusal, WebSession, WebSessions};
-pub use operators::OperatorStore;
 use operators::OperatorError;
+pub use operators::OperatorStore;
 use push::{PushError, Template};
 use sse::Stats;
 use tls::DashboardTlsError;
@@ -117,14 +117,13 @@ impl Dashboard {
         let metrics_token = match &config.metrics_token_file {
             None => None,
             Some(path) => {
-                let bytes = zeroize::Zeroizing::new(
-                    warden_core::fsx::read_private(path, 4096).map_err(|source| {
-                        DashboardError::MetricsToken {
+                let bytes =
+                    zeroize::Zeroizing::new(warden_core::fsx::read_private(path, 4096).map_err(
+                        |source| DashboardError::MetricsToken {
                             path: path.display().to_string(),
                             source,
-                        }
-                    })?,
-                );
+                        },
+                    )?);
                 let text = String::from_utf8_lossy(&bytes);
                 let token = text.lines().next().unwrap_or("").trim().to_string();
                 if token.is_empty() {
@@ -135,11 +134,8 @@ impl Dashboard {
                 Some(SecretString::new(token))
             }
         };
-        let sessions = WebSessions::new(
-            config.session_idle,
-            config.session_max,
-            config.max_sessions,
-        );
+        let sessions =
+            WebSessions::new(config.session_idle, config.session_max, config.max_sessions);
         let alarms = Alarms::new(config.alarms.clone());
         Ok(Self {
             st: Arc::new(DashState {
@@ -346,7 +342,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -787,10 +783,7 @@ async fn api_history(
             .map_err(|e| ApiError::BadRequest(warden_core::report::report(&e)))?;
         let ops = st.operators()?;
         let user = session.user;
-        match ops
-            .run(move |s| operators::history(s, &user, &card))
-            .await
-        {
+        match ops.run(move |s| operators::history(s, &user, &card)).await {
             Ok((user, history)) => {
                 st.sessions().update_user(&cookie, user);
                 Ok(Json(history).into_response())
@@ -835,7 +828,10 @@ async fn api_push(State(st): State<Arc<DashState>>, headers: HeaderMap, body: By
                     tracing::info!(user = %user.username(), scripts = queued.len(), "dashboard push queued");
                 }
                 st.sessions().update_user(&cookie, user);
-                Ok(Json(serde_json::json!({ "preview": preview, "queued": queued })).into_response())
+                Ok(
+                    Json(serde_json::json!({ "preview": preview, "queued": queued }))
+                        .into_response(),
+                )
             }
             Err(e) => {
                 st.end_if_gone(&cookie, &e);

@@ -162,12 +162,10 @@ pub fn parse_script(
                 if line.is_empty() {
                     continue;
                 }
-                apdus.push(
-                    CommandApdu::from_hex(line).map_err(|e| PushError::Hex {
-                        line: i + 1,
-                        reason: report(&e),
-                    })?,
-                );
+                apdus.push(CommandApdu::from_hex(line).map_err(|e| PushError::Hex {
+                    line: i + 1,
+                    reason: report(&e),
+                })?);
             }
             if apdus.is_empty() {
                 return Err(PushError::NoCommands);
@@ -264,7 +262,11 @@ pub fn templates() -> Vec<Template> {
             "applications",
         ),
         status("GET STATUS ISD", StatusSubset::IssuerSecurityDomain, "isd"),
-        status("GET STATUS load files", StatusSubset::LoadFiles, "load_files"),
+        status(
+            "GET STATUS load files",
+            StatusSubset::LoadFiles,
+            "load_files",
+        ),
         status(
             "GET STATUS load files and modules",
             StatusSubset::LoadFilesAndModules,
@@ -278,7 +280,9 @@ pub fn templates() -> Vec<Template> {
         one(
             "INSTALL [for install and make selectable]",
             install.to_apdu().expect("built-in AIDs fit"),
-            format!("install: {{load_file: {LOAD_FILE}, module: {MODULE}, application: {APPLICATION}}}"),
+            format!(
+                "install: {{load_file: {LOAD_FILE}, module: {MODULE}, application: {APPLICATION}}}"
+            ),
         ),
         one(
             "DELETE application",

@@ -46,14 +46,13 @@ pub fn acceptor(tls: &DashboardTls) -> Result<Arc<SslAcceptor>, DashboardTlsErro
         path: tls.cert.display().to_string(),
         source,
     })?;
-    let key_pem = zeroize::Zeroizing::new(
-        warden_core::fsx::read_private(&tls.key, 1 << 20).map_err(|source| {
-            DashboardTlsError::ReadKey {
+    let key_pem =
+        zeroize::Zeroizing::new(warden_core::fsx::read_private(&tls.key, 1 << 20).map_err(
+            |source| DashboardTlsError::ReadKey {
                 path: tls.key.display().to_string(),
                 source,
-            }
-        })?,
-    );
+            },
+        )?);
     let chain = X509::stack_from_pem(&cert_pem).map_err(DashboardTlsError::Pem)?;
     let key = PKey::private_key_from_pem(&key_pem).map_err(DashboardTlsError::Pem)?;
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
@@ -61,12 +60,13 @@ pub fn acceptor(tls: &DashboardTls) -> Result<Arc<SslAcceptor>, DashboardTlsErro
     b.set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(DashboardTlsError::Pem)?;
     let mut certs = chain.into_iter();
-    let leaf = certs.next().ok_or_else(|| {
-        DashboardTlsError::Pem(openssl::error::ErrorStack::get())
-    })?;
+    let leaf = certs
+        .next()
+        .ok_or_else(|| DashboardTlsError::Pem(openssl::error::ErrorStack::get()))?;
     b.set_certificate(&leaf).map_err(DashboardTlsError::Pem)?;
     for extra in certs {
-        b.add_extra_chain_cert(extra).map_err(DashboardTlsError::Pem)?;
+        b.add_extra_chain_cert(extra)
+            .map_err(DashboardTlsError::Pem)?;
     }
     b.set_private_key(&key).map_err(DashboardTlsError::Pem)?;
     b.check_private_key()
@@ -117,7 +117,9 @@ impl TlsListener {
                         Ok(Ok(())) => {
                             let _ = tx.send((stream, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "dashboard TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "dashboard TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "dashboard TLS handshake timed out"),
                     }
                 });

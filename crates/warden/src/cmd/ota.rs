@@ -391,7 +391,10 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
                     .await;
                 if let Err(e) = r {
                     tracing::error!(error = %warden_core::report::Report(&e), "dashboard stopped");
-                    eprintln!("warden ota: the dashboard stopped: {}", warden_core::report::report(&e));
+                    eprintln!(
+                        "warden ota: the dashboard stopped: {}",
+                        warden_core::report::report(&e)
+                    );
                 }
             });
         }
