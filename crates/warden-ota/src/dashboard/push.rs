@@ -246,7 +246,8 @@ pub fn templates() -> Vec<Template> {
         one(
             name,
             gp::get_data(tag),
-            format!("get_data: {}", crate::apdu::to_hex(&tag.to_be_bytes())),
+            // Quoted: YAML would read 0066 or 00E0 as a number.
+            format!("get_data: \"{}\"", crate::apdu::to_hex(&tag.to_be_bytes())),
         )
     };
     let install = InstallForInstall::new(aid(LOAD_FILE), aid(MODULE), aid(APPLICATION));
