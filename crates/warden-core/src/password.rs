@@ -227,6 +227,7 @@ impl PasswordCheck {
     }
 }
 
+// Implements: V33, V66, V72
 /// A parsed Argon2id PHC string. Not secret, but an offline-cracking target: it has no
 /// `Display` and its `Debug` shows only the parameters.
 #[derive(Clone, PartialEq, Eq)]
@@ -604,6 +605,7 @@ impl PasswordPolicy {
         &self.argon2
     }
 
+    // Implements: V29, V30, V31
     /// Checks a new password against every rule and returns all that fail.
     ///
     /// `previous` are the user's stored hashes, newest first, starting with the current one;
@@ -667,6 +669,7 @@ impl PasswordPolicy {
         hash.needs_rehash(&self.argon2)
     }
 
+    // Implements: V32
     /// When a password last changed at `last_changed_unix` expires, seen at `now_unix`.
     /// A clock that reads earlier than the change counts as no time having passed.
     pub fn expiry(&self, last_changed_unix: u64, now_unix: u64) -> PasswordExpiry {
@@ -716,6 +719,7 @@ mod tests {
 
     const GOOD: &str = "Correct-Horse-Battery-9";
 
+    /// Verifies: V33, V72
     #[test]
     fn default_params_are_the_seeds() {
         let p = Argon2Params::default();
@@ -755,6 +759,7 @@ mod tests {
         assert!(serde_json::from_str::<Argon2Params>(r#"{"memory":65536}"#).is_err());
     }
 
+    /// Verifies: V33, V72
     #[test]
     fn hash_has_the_phc_shape_and_verifies() {
         let hash = PasswordHash::create(&pw(GOOD), &fast()).unwrap();
@@ -774,6 +779,7 @@ mod tests {
         assert_ne!(hash.as_phc(), again.as_phc());
     }
 
+    /// Verifies: V13
     #[test]
     fn debug_shows_parameters_only() {
         let hash = PasswordHash::create(&pw(GOOD), &fast()).unwrap();
@@ -783,6 +789,7 @@ mod tests {
         assert!(debug.contains("memory_kib: 8192"), "{debug}");
     }
 
+    /// Verifies: V72
     #[test]
     fn verifies_a_known_argon2_cffi_hash() {
         // argon2-cffi 25.1: argon2.low_level.hash_secret(b"password", b"somesaltsomesalt",
@@ -913,6 +920,7 @@ mod tests {
         }
     }
 
+    /// Verifies: V29, V30
     #[test]
     fn each_rule_is_reported_on_its_own() {
         let policy = fast_policy();
@@ -966,6 +974,7 @@ mod tests {
         assert!(!err.to_string().contains("abc"));
     }
 
+    /// Verifies: V29, V30
     #[test]
     fn length_counts_characters_and_classes_are_unicode_aware() {
         let policy = fast_policy();
@@ -992,6 +1001,7 @@ mod tests {
         assert_eq!(violations(&policy, "abcd"), []);
     }
 
+    /// Verifies: V31
     #[test]
     fn reuse_of_any_of_the_last_five_is_refused() {
         let policy = fast_policy();
@@ -1033,6 +1043,7 @@ mod tests {
         assert_eq!(policy.check_new_password(&pw(GOOD), &[current]), Ok(()));
     }
 
+    /// Verifies: V32
     #[test]
     fn expiry_after_ninety_days() {
         let policy = fast_policy();

@@ -24,6 +24,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+// Implements: V38, V39, V40, V41
 /// A user's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "&'static str")]
@@ -328,6 +329,7 @@ pub fn permission_table_markdown() -> String {
     out
 }
 
+// Implements: V42
 /// Decides whether `role` may exercise `permission`.
 pub fn authorize(role: Role, permission: Permission) -> Decision {
     if is_granted(role, permission) {
@@ -462,6 +464,7 @@ mod tests {
         ]
     };
 
+    /// Verifies: V39, V40, V41, V42
     #[test]
     fn the_full_matrix() {
         for (permission, technician, operator, administrator, auditor) in MATRIX {
@@ -533,6 +536,7 @@ mod tests {
         );
     }
 
+    /// Verifies: V41
     #[test]
     fn technicians_get_only_the_shim_session() {
         assert_eq!(

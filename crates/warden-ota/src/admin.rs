@@ -451,6 +451,7 @@ struct Recorded {
     body: Vec<u8>,
 }
 
+// Implements: O2, O20, O21, O22, O24
 /// An admin session with one card: an enum of states; [`Session::handle`] consumes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Session {
@@ -1195,6 +1196,7 @@ mod tests {
         );
     }
 
+    /// Verifies: O24
     #[test]
     fn first_request_rules() {
         let s = queued(1, Redelivery::Allowed);
@@ -1280,6 +1282,7 @@ mod tests {
         assert_eq!(host_name("example"), "example");
     }
 
+    /// Verifies: O20, O24
     #[test]
     fn results_request_rules() {
         let s1 = queued(1, Redelivery::Allowed);

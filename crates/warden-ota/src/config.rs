@@ -59,6 +59,9 @@ struct RawConfig {
     events: RawEvents,
     #[serde(default)]
     dashboard: RawDashboard,
+    /// Read by warden-siem (docs/siem.md); here only whether it is there.
+    #[serde(default)]
+    siem: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -476,6 +479,7 @@ impl DashboardConfig {
     }
 }
 
+// Implements: O5, O60, O61, O62, O63
 /// The server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -504,6 +508,9 @@ pub struct ServerConfig {
     pub events_jsonl: Option<PathBuf>,
     /// The operator dashboard, REST and `/metrics`.
     pub dashboard: Option<DashboardConfig>,
+    /// SIEM forwarding (the `siem:` section, docs/siem.md): when absent, audit records are not
+    /// queued for a SIEM at all (a queue nobody drains would fill and refuse records).
+    pub siem: Option<warden_siem::SiemSettings>,
 }
 
 impl Default for ServerConfig {
@@ -541,7 +548,22 @@ impl ServerConfig {
                 message,
             }
         })?;
-        Self::from_raw(path, raw)
+        let siem = match raw.siem {
+            None => None,
+            Some(_) => Some(
+                warden_siem::SiemConfig::from_yaml_document(text.as_bytes())
+                    .and_then(|c| c.validate())
+                    .map_err(|e| ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        key: "siem",
+                        message: report(&e),
+                    })?,
+            ),
+        };
+        Ok(Self {
+            siem,
+            ..Self::from_raw(path, raw)?
+        })
     }
 
     fn from_raw(path: &Path, raw: RawConfig) -> Result<Self, ConfigError> {
@@ -669,6 +691,7 @@ impl ServerConfig {
             },
             events_jsonl: raw.events.jsonl.map(resolve),
             dashboard,
+            siem: None,
         })
     }
 }
@@ -681,6 +704,7 @@ mod tests {
         ServerConfig::parse(Path::new("/etc/warden/ota.yaml"), text)
     }
 
+    /// Verifies: O6, O60
     #[test]
     fn defaults() {
         let c = parse("").unwrap();
@@ -692,6 +716,20 @@ mod tests {
         assert!(c.keys.database && c.keys.file.is_none());
     }
 
+    /// Seed 003's timeouts and thresholds are the defaults (socket timeout: `idle_timeout`).
+    /// Verifies: O29, O61, O63
+    #[test]
+    fn seed_timeouts_and_thresholds_are_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.handshake_timeout, Duration::from_secs(30));
+        assert_eq!(c.session_timeout, Duration::from_secs(300));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.errors.psk_mismatch_threshold, 3);
+        assert_eq!(c.errors.psk_mismatch_window, Duration::from_secs(60));
+        assert_eq!(c.errors.error_rate_threshold, 0.5);
+    }
+
+    /// Verifies: O5, O62
     #[test]
     fn full_file_and_relative_paths() {
         let c = parse(

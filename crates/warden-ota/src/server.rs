@@ -138,6 +138,7 @@ impl Drop for HandshakeSlot {
     }
 }
 
+// Implements: O45
 /// PSK mismatches per source address, in a sliding window.
 #[derive(Default)]
 struct MismatchTracker {
@@ -170,6 +171,7 @@ impl MismatchTracker {
     }
 }
 
+// Implements: O47
 /// Connection outcomes per second, for the error-rate alarm.
 #[derive(Default)]
 struct ErrorRate {
@@ -309,6 +311,7 @@ impl Server {
         &self.state.keys
     }
 
+    // Implements: O13
     /// Sessions open now.
     pub fn live_sessions(&self) -> Vec<LiveSession> {
         let live = self.state.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -360,6 +363,7 @@ impl Server {
         Ok((count, conflicts))
     }
 
+    // Implements: O41
     /// Reloads keys whenever the key file or the database's keys change.
     async fn watch_keys(self) {
         let s = &self.state;
@@ -397,6 +401,7 @@ impl Server {
         }
     }
 
+    // Implements: O30, O31, O35
     /// Drops per-card admin sessions nobody used within the resume window.
     async fn janitor(self) {
         let window = self.state.config.resume_window;
@@ -416,6 +421,7 @@ impl Server {
         }
     }
 
+    // Implements: O3, O9, O12, O15
     /// Serves `listener` until `shutdown` resolves, then drains open connections.
     pub async fn run(
         &self,
@@ -556,6 +562,7 @@ enum HandshakeEnd {
     Shutdown,
 }
 
+// Implements: O9, O16, O17, O18, O28, O43, O46, O73, O74
 async fn connection(
     s: Arc<State>,
     tcp: TcpStream,
@@ -714,6 +721,7 @@ async fn connection(
         .remove(&conn_id);
 }
 
+// Implements: O46, O53
 fn handshake_failed(s: &State, handshaking: Handshaking, end: HandshakeEnd, trace: &ConnTrace) {
     let peer = handshaking.peer;
     let progress = trace.snapshot();
@@ -822,6 +830,7 @@ fn handshake_failed(s: &State, handshaking: Handshaking, end: HandshakeEnd, trac
     let _ = closed;
 }
 
+// Implements: O47
 fn record_outcome(s: &State, error: bool, error_type: &str) {
     let fired = s.errors.lock().unwrap_or_else(|e| e.into_inner()).record(
         error,
@@ -878,6 +887,7 @@ impl ConnCtx {
     }
 }
 
+// Implements: O23, O29
 async fn serve_http(
     ctx: &Arc<ConnCtx>,
     stream: SslStream<TcpStream>,
@@ -947,6 +957,7 @@ async fn serve_http(
     }
 }
 
+// Implements: O35, O43, O66
 fn close_session(ctx: &ConnCtx, reason: CloseReason) {
     let s = &ctx.s;
     let lifecycle = ctx
@@ -1256,7 +1267,9 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         Some(p) => p,
         None => {
             let (card, sid) = (ctx.identity.clone(), ctx.session_id.clone());
-            let read = s.store.call(move |tx, jctx| {
+            // Reads, and settling what a lost session left: a crash before this commits
+            // settles the same scripts again next time, so the answer need not wait for it.
+            let read = s.store.call_before_commit(move |tx, jctx| {
                 if fresh {
                     let r = db::recover_in_flight(tx, &card)?;
                     if let Some(record) =
@@ -1291,6 +1304,7 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         }
     };
     let Plan {
+        durability,
         writes,
         audit,
         after,
@@ -1298,7 +1312,9 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
     let card = ctx.identity.clone();
     let next = match s
         .store
-        .call(move |tx, jctx| apply_step(tx, jctx, &card, writes, audit))
+        .call_durable(durability, move |tx, jctx| {
+            apply_step(tx, jctx, &card, writes, audit)
+        })
         .await
     {
         Ok(next) => next,
@@ -1356,4 +1372,70 @@ fn emit_committed(ctx: &ConnCtx, done: Committed) -> AdminResponse {
         l.requests += 1;
     }
     done.response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ErrorPolicy;
+
+    /// Seed 003's error-rate monitor: `high_error_rate` once the share of failed connections in
+    /// the window reaches the threshold, not before the minimum number of connections, and not
+    /// again until a window has passed.
+    /// Verifies: O47, O82
+    #[test]
+    fn the_error_rate_alarm_fires_at_the_threshold_once_per_window() {
+        let cfg = ErrorPolicy {
+            error_rate_threshold: 0.5,
+            error_rate_window: Duration::from_secs(60),
+            error_rate_min_connections: 4,
+            ..ErrorPolicy::default()
+        };
+        let epoch = Instant::now();
+        let at = |secs: u64| epoch + Duration::from_secs(secs);
+        let mut rate = ErrorRate::default();
+        // Two successes, then failures: 1 of 3 and 2 of 4 connections failed.
+        assert_eq!(rate.record(false, at(0), epoch, &cfg), None);
+        assert_eq!(rate.record(false, at(1), epoch, &cfg), None);
+        assert_eq!(
+            rate.record(true, at(2), epoch, &cfg),
+            None,
+            "below the minimum"
+        );
+        assert_eq!(rate.record(true, at(3), epoch, &cfg), Some((0.5, 4)));
+        // Within the same window the alarm stays quiet.
+        assert_eq!(rate.record(true, at(4), epoch, &cfg), None);
+        // A window later, the old outcomes have left it: 4 failures of 4.
+        for s in 70..73 {
+            assert_eq!(rate.record(true, at(s), epoch, &cfg), None, "{s}");
+        }
+        assert_eq!(rate.record(true, at(73), epoch, &cfg), Some((1.0, 4)));
+        // Below the threshold: 1 failure in 4.
+        let mut rate = ErrorRate::default();
+        for s in 0..3 {
+            rate.record(false, at(s), epoch, &cfg);
+        }
+        assert_eq!(rate.record(true, at(3), epoch, &cfg), None);
+    }
+
+    /// PSK mismatches are counted per source address within the window, with the identities.
+    /// Verifies: O45
+    #[test]
+    fn psk_mismatches_are_counted_per_source_within_the_window() {
+        let window = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut tracker = MismatchTracker::default();
+        assert_eq!(tracker.record(a, "card-2", t0, window).0, 1);
+        assert_eq!(tracker.record(b, "card-1", t0, window).0, 1);
+        let (count, ids) = tracker.record(a, "card-1", t0 + Duration::from_secs(30), window);
+        assert_eq!(
+            (count, ids),
+            (2, vec!["card-1".to_string(), "card-2".to_string()])
+        );
+        // The first mismatch from `a` has left the window.
+        let (count, ids) = tracker.record(a, "card-1", t0 + Duration::from_secs(61), window);
+        assert_eq!((count, ids), (2, vec!["card-1".to_string()]));
+    }
 }

@@ -406,6 +406,7 @@ async fn unauthenticated_requests_are_refused() {
     d.stop().await;
 }
 
+/// Verifies: O71
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
     let d = start(|_| {}).await;

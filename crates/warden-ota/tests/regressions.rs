@@ -221,6 +221,7 @@ async fn a_second_concurrent_session_of_a_card_gets_409() {
 
 /// Regression: the load generator ran two sessions of one card at once. It now runs one
 /// session per card at a time, even with more concurrency than cards.
+/// Verifies: O3, O81
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_sessions_runs_one_session_per_card_at_a_time() {
     let t = support::start(support::config()).await;
@@ -245,6 +246,7 @@ async fn bench_sessions_runs_one_session_per_card_at_a_time() {
 
 /// Regression: `server_stopped` said `open_sessions: 0` although a session was open at the stop
 /// (it counted the connections left after draining).
+/// Verifies: O15, O50
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_stopped_counts_the_sessions_open_at_the_stop() {
     let t = server_with_card().await;
@@ -314,6 +316,7 @@ fn psk_ke_only_client_hello(identity: &str) -> Vec<u8> {
 }
 
 /// Regression: a TLS 1.3 client offering only `psk_ke` was refused as `kind: other`.
+/// Verifies: O17
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls13_psk_ke_only_client_is_named() {
     let t = server_with_card().await;
@@ -365,6 +368,7 @@ async fn get_metrics(addr: std::net::SocketAddr, accept: Option<&str>) -> String
 }
 
 /// Regression: `/metrics` ignored `Accept: text/plain;version=0.0.4`.
+/// Verifies: O70, O71
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_speak_prometheus_004_when_asked() {
     let t = server_with_card().await;

@@ -125,6 +125,7 @@ pub enum SetupError {
     Daemon(#[from] crate::daemon::DaemonError),
 }
 
+// Implements: S42, S47
 /// Opens the ports and the store and builds the daemon (not yet running). The returned runtime
 /// carries the SIEM forwarder, when one is configured; keep it alive while the daemon runs.
 pub fn build_daemon(
@@ -301,6 +302,7 @@ impl ShimHost for StoreHost {
         })
     }
 
+    // Implements: S10, S12, S20
     fn record(&mut self, event: ShimEvent<'_>) -> Result<(), HostError> {
         match event {
             ShimEvent::Started { config_sha256 } => self.own(

@@ -14,6 +14,8 @@
 //!
 //! Functions take a `rusqlite::Connection` (a `Transaction` derefs to one), so the OTA server's
 //! database thread can batch several calls into one transaction; all SQL is parameterized.
+//!
+//! Implements: O38, O64, O65
 
 use rusqlite::{params, Connection, OptionalExtension};
 use warden_core::secret::{Key32, SecretBytes};
@@ -743,6 +745,7 @@ mod tests {
         (dir, db, key)
     }
 
+    /// Verifies: O38, V73
     #[test]
     fn keys_are_sealed_listed_and_versioned() {
         let (_d, db, key) = db();
@@ -834,6 +837,7 @@ mod tests {
         assert_eq!(script_reports(c, "card-1", Some(1)).unwrap()[0].id, c_id);
     }
 
+    /// Verifies: O64
     #[test]
     fn sessions_round_trip() {
         let (_d, db, _key) = db();

@@ -118,6 +118,7 @@ fn serve(fx: &Fixture, config: &Path) -> Serving {
     }
 }
 
+/// Verifies: O13, O71
 #[test]
 fn sign_in_watch_a_session_push_and_see_the_result_in_chromium() {
     let Some(py) = python() else { return };

@@ -223,6 +223,7 @@ pub async fn serve(
         })
 }
 
+// Implements: O13, O14, O71
 fn router(st: Arc<DashState>) -> Router {
     let common = Router::new()
         .route("/metrics", get(metrics))

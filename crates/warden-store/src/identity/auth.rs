@@ -331,6 +331,7 @@ impl Identity {
         params
     }
 
+    // Implements: S1, S2, S4, S26, S37
     /// A technician at shim port `port` typed `username` and `code`. Checks, in one
     /// transaction: port and user lockouts, attempt spacing for both, the user (exists, enabled,
     /// a role that grants `shim.session`, TOTP enrolled), the code (constant time, the whole
@@ -478,6 +479,7 @@ impl Identity {
         }
     }
 
+    // Implements: V28, V34, V36
     /// A person at the CLI: user name, password, and the one-time code when the user has TOTP
     /// enrolled. The password is checked against the user's Argon2id hash, or against the decoy
     /// hash when there is no such user (or no password), so every attempt costs the same.
@@ -712,6 +714,7 @@ impl Identity {
         }
     }
 
+    // Implements: V42
     /// Allows `user` one `permission` for `action` (the command, e.g. `user.add`), or records
     /// the denial (`action`, outcome `denied`, with the permission and role) and refuses. An
     /// expired password is refused for every permission.

@@ -25,6 +25,7 @@ use warden_ota::server::Server;
 use warden_ota::simulator::{self, CardConfig, Cut, GpCard};
 use warden_ota::store::StoreHandle;
 use warden_ota::tls::ClientTlsOptions;
+use warden_store::audit::AuditLog;
 use warden_store::identity::Service;
 use warden_store::ota as db;
 use zeroize::Zeroizing;
@@ -323,6 +324,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+// Implements: O75
 fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     let sealer = ctx.config_sealer()?;
     let plain = if args.allow_plain_config {
@@ -356,9 +358,27 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     .with_details(
         serde_json::json!({ "config_sha256": hex::encode(config_sha256) }),
     )])?;
+    // With a `siem:` section, every record is also queued for the SIEM in its transaction and
+    // a forwarder on its own connection drains the queue; without one nothing is queued.
+    let audit = match &config.siem {
+        Some(settings) => AuditLog::new(audit_key)
+            .with_siem_spool(warden_store::spool::Spool::new(settings.spool)),
+        None => AuditLog::new(audit_key),
+    };
+    let siem = match &config.siem {
+        Some(settings) => Some((
+            settings.clone(),
+            warden_siem::TlsClient::from_settings(settings, Some(&sealer))
+                .context("the siem: section")?,
+            warden_store::Database::open(&ctx.dir()?.root().join(warden_store::DB_FILE), &db_key)?,
+        )),
+        None => None,
+    };
     let rt = runtime()?;
     rt.block_on(async move {
-        let store = StoreHandle::start(store.db, db_key, audit_key);
+        let forwarder =
+            siem.map(|(settings, client, db)| warden_siem::spawn(db, &settings, client));
+        let store = StoreHandle::start_with(store.db, db_key, audit);
         let events = EventBus::default();
         if let Some(path) = &config.events_jsonl {
             events
@@ -411,6 +431,10 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
         };
         server.run(listener, shutdown).await?;
         drop(stop_rx);
+        if let Some(forwarder) = forwarder {
+            // What is still queued stays queued: the next start sends it.
+            forwarder.shutdown(std::time::Duration::from_secs(5)).await;
+        }
         Ok(())
     })
 }
