@@ -519,7 +519,19 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
     assert!(seen.contains("\"event\":\"script_queued\""), "{seen}");
     assert!(seen.contains(&format!("\"script_id\":{script}")), "{seen}");
 
-    // The card's history: C-APDU, R-APDU, SW.
+    // The card's history: C-APDU, R-APDU, SW. A read's results may be committed a moment
+    // after the card was answered (`Plan::durability`): wait for the store first.
+    for _ in 0..200 {
+        if d.t
+            .reports("card-1")
+            .await
+            .iter()
+            .all(|r| r.state == "done")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
     let h = d
         .request(
             "GET",

@@ -421,6 +421,12 @@ impl Identity {
         &self.audit
     }
 
+    /// Replaces how this process appends to the chain (a daemon whose records go to the SIEM
+    /// only when it has a `siem:` section, like `ota serve` and its dashboard).
+    pub fn set_audit_log(&mut self, audit: AuditLog) {
+        self.audit = audit;
+    }
+
     pub fn policy(&self) -> &IdentityPolicy {
         &self.policy
     }

@@ -344,8 +344,17 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     let mut store = ctx.store()?;
     // The dashboard's own connection: people sign in and push there, off the server's
     // database thread.
+    // Its records go to the SIEM exactly as the server's do (below).
     let operators = match &config.dashboard {
-        Some(d) if d.sign_in => Some(warden_ota::dashboard::OperatorStore::new(ctx.store()?)),
+        Some(d) if d.sign_in => {
+            let mut operators = ctx.store()?;
+            operators.identity.set_audit_log(match &config.siem {
+                Some(settings) => AuditLog::new(audit_key.clone())
+                    .with_siem_spool(warden_store::spool::Spool::new(settings.spool)),
+                None => AuditLog::new(audit_key.clone()),
+            });
+            Some(warden_ota::dashboard::OperatorStore::new(operators))
+        }
         _ => None,
     };
     // The server acts as its service principal; which configuration it runs is on the record.

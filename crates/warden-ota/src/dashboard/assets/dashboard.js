@@ -114,6 +114,7 @@
         addResult([time(e.timestamp), sessionCard.get(e.session_id) || "", e.script_id, "", e.command_hex, e.response_hex, e.sw, e.timing_ms === null ? "" : e.timing_ms.toFixed(1) + " ms"], "apdu");
         break;
       case "script_completed":
+        completed.set(e.card, Math.max(completed.get(e.card) || 0, e.script_id));
         addResult([time(e.timestamp), e.card, e.script_id, e.status + (e.error ? " (" + e.error + ")" : ""), "", "", "", e.round_trip_ms === null ? "" : e.round_trip_ms.toFixed(1) + " ms"], "script status-" + e.status);
         refreshCardsSoon();
         if (historyCard === e.card) loadHistory(e.card);
@@ -148,6 +149,9 @@
 
   // ---- cards and a card's history ----
   let historyCard = null;
+  // The newest script per card whose completion the stream announced: the store may commit it
+  // a moment after the event (reads answer before their commit), so the history asks again.
+  const completed = new Map();
   let cardsTimer = null;
   function refreshCardsSoon() {
     if (cardsTimer) return;
@@ -168,7 +172,8 @@
       body.appendChild(tr);
     }
   }
-  async function loadHistory(card) {
+  async function loadHistory(card, retries) {
+    retries = retries === undefined ? 5 : retries;
     historyCard = card;
     $("history-card").textContent = card;
     const box = $("history-body");
@@ -177,6 +182,9 @@
       clear(box); box.appendChild(el("p", String(err.message), "error")); return;
     }
     clear(box);
+    const announced = completed.get(card) || 0;
+    const behind = h.scripts.some((s) => s.id <= announced && (s.state === "pending" || s.state === "in_flight"));
+    if (behind && retries > 0) setTimeout(() => { if (historyCard === card) loadHistory(card, retries - 1); }, 500);
     if (h.scripts.length === 0) box.appendChild(el("p", "No scripts for this card.", "note"));
     for (const s of h.scripts) {
       const div = el("div", null, "script");
