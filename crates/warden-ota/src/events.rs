@@ -162,6 +162,13 @@ pub enum Event {
         count: usize,
         conflicts: Vec<String>,
     },
+    /// A person queued a script from the dashboard (the audit chain has `ota.script.queue`).
+    ScriptQueued {
+        card: String,
+        script_id: u64,
+        by: String,
+        commands: usize,
+    },
 }
 
 impl Event {
@@ -186,6 +193,7 @@ impl Event {
             Self::ConnectionInterrupted { .. } => "connection_interrupted",
             Self::HighErrorRate { .. } => "high_error_rate",
             Self::KeysReloaded { .. } => "keys_reloaded",
+            Self::ScriptQueued { .. } => "script_queued",
         }
     }
 }

@@ -306,6 +306,11 @@ impl Server {
         &self.state.tls
     }
 
+    /// The PSK cache (identities the server accepts now; the dashboard lists them).
+    pub fn keys(&self) -> &KeyCache {
+        &self.state.keys
+    }
+
     // Implements: O13
     /// Sessions open now.
     pub fn live_sessions(&self) -> Vec<LiveSession> {

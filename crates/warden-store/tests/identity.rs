@@ -10,7 +10,7 @@ use warden_core::totp::{Algorithm, Digits, KeyUri, TotpParams};
 use warden_store::audit::{read_rows, AuditLog, AuditPolicy, StoredRow, VerifyFrom};
 use warden_store::identity::{
     AuthError, AuthOutcome, AuthenticatedUser, Identity, IdentityError, IdentityPolicy, NewUser,
-    PortId, Principal, UnixMs, Username,
+    PortId, Principal, SignInChannel, UnixMs, Username,
 };
 use warden_store::Database;
 
@@ -883,4 +883,48 @@ fn a_changed_hashing_policy_rehashes_at_the_next_sign_in() {
         .unwrap();
     assert!(phc.starts_with("$argon2id$v=19$m=16384,t=1,p=1$"), "{phc}");
     env.admin(&mut db, &mut id, T0 + 1);
+}
+
+/// A dashboard session is re-checked before each privileged act: a user disabled since
+/// signing in is refused, a changed role applies, and the dashboard's sign-ins are recorded
+/// as `login.dashboard`.
+#[test]
+fn recheck_refuses_a_disabled_user_and_dashboard_sign_ins_are_named() {
+    let env = Env::new(&fast_policy());
+    let (mut db, mut id) = env.open();
+    let manage = env.grant(&mut db, &mut id, Permission::UserManage);
+    id.add_user(
+        &mut db,
+        &manage,
+        NewUser {
+            username: &name("olga"),
+            role: Role::Operator,
+            password: Some(&pw("Olga-Operator-Pass-1!")),
+            totp: None,
+        },
+        at(T0),
+    )
+    .unwrap();
+    let olga = id
+        .authenticate_operator_at(
+            &mut db,
+            SignInChannel::Dashboard,
+            "olga",
+            &pw("Olga-Operator-Pass-1!"),
+            None,
+            at(T0 + 1),
+        )
+        .unwrap();
+    let again = id.recheck(&db, &olga, at(T0 + 2)).unwrap();
+    assert_eq!(again.role(), Role::Operator);
+    id.set_disabled(&mut db, &manage, &name("olga"), true, at(T0 + 3))
+        .unwrap();
+    assert!(matches!(
+        id.recheck(&db, &olga, at(T0 + 4)),
+        Err(AuthError::Failed)
+    ));
+    let rows = env.audit();
+    assert!(rows
+        .iter()
+        .any(|r| r.actor == "olga" && r.action == "login.dashboard" && r.outcome == "success"));
 }

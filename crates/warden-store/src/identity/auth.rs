@@ -61,6 +61,25 @@ impl AuthenticatedUser {
     }
 }
 
+/// Where a person signs in; the audit action of the attempt says it (`login.cli`,
+/// `login.dashboard`). The checks are the same everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInChannel {
+    /// A command of the `warden` binary.
+    Cli,
+    /// The OTA server's operator dashboard.
+    Dashboard,
+}
+
+impl SignInChannel {
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Cli => "login.cli",
+            Self::Dashboard => "login.dashboard",
+        }
+    }
+}
+
 /// A daemon acting as its own principal: the shim guarding one port, or the OTA server. It
 /// holds the keys it was started with, and its audit events name it (`service:shim:ID`,
 /// `service:ota`) — never a person, never a name from the environment.
@@ -478,6 +497,22 @@ impl Identity {
         totp_code: Option<&str>,
         now: UnixMs,
     ) -> Result<AuthenticatedUser, AuthError> {
+        self.authenticate_operator_at(db, SignInChannel::Cli, username, password, totp_code, now)
+    }
+
+    /// [`Identity::authenticate_operator`] at another place than the command line: the same
+    /// checks, lockout counting and spacing; the audit action names the place
+    /// ([`SignInChannel::action`]).
+    pub fn authenticate_operator_at(
+        &mut self,
+        db: &mut Database,
+        channel: SignInChannel,
+        username: &str,
+        password: &Password,
+        totp_code: Option<&str>,
+        now: UnixMs,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        let login = channel.action();
         let (name, actor) = claimed_name(username);
         let user_key = format!("user:{actor}");
         let policy = self.policy.lockout;
@@ -501,7 +536,7 @@ impl Identity {
                 let event = self.event(
                     now,
                     ANONYMOUS_ACTOR,
-                    "login.cli",
+                    login,
                     &user_key,
                     Outcome::Failure,
                     json!({ "reason": reason }),
@@ -621,7 +656,7 @@ impl Identity {
                 let event = self.event(
                     now,
                     &user.username,
-                    "login.cli",
+                    login,
                     &user_key,
                     Outcome::Success,
                     details,
@@ -646,7 +681,7 @@ impl Identity {
                 let mut events = vec![self.event(
                     now,
                     ANONYMOUS_ACTOR,
-                    "login.cli",
+                    login,
                     &user_key,
                     Outcome::Failure,
                     details,
@@ -716,6 +751,37 @@ impl Identity {
                 role: user.role,
                 permission,
             }
+        })
+    }
+
+    /// Whether a person who signed in earlier (a dashboard session) may still act: their row
+    /// is read again, so a user disabled, removed or locked since is refused (as a failed
+    /// sign-in, without counting), and a changed role takes effect at once.
+    pub fn recheck(
+        &self,
+        db: &Database,
+        user: &AuthenticatedUser,
+        now: UnixMs,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        let Some(row) = rows::load_user(db.conn(), &user.username)? else {
+            return Err(AuthError::Failed);
+        };
+        if row.disabled || row.password_phc.is_none() {
+            return Err(AuthError::Failed);
+        }
+        let lock = rows::load_lock(db.conn(), &format!("user:{}", user.username))?;
+        if lock
+            .window
+            .state(&self.policy.lockout, now.secs())
+            .is_locked()
+        {
+            return Err(AuthError::LockedOut {
+                username: user.username.clone(),
+            });
+        }
+        Ok(AuthenticatedUser {
+            role: row.role,
+            ..user.clone()
         })
     }
 

@@ -35,7 +35,7 @@ use crate::db::{Database, StoreError};
 
 pub use admin::{BreakGlass, LockInfo, NewUser, TotpInfo, UserInfo};
 pub use auth::{
-    Actor, AuthOutcome, AuthenticatedUser, Authorized, Service, WrongAuthorization,
+    Actor, AuthOutcome, AuthenticatedUser, Authorized, Service, SignInChannel, WrongAuthorization,
     ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE,
 };
 
@@ -419,6 +419,12 @@ impl Identity {
     /// The audit chain this service appends to (and every operation over the same store).
     pub fn audit_log(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// Replaces how this process appends to the chain (a daemon whose records go to the SIEM
+    /// only when it has a `siem:` section, like `ota serve` and its dashboard).
+    pub fn set_audit_log(&mut self, audit: AuditLog) {
+        self.audit = audit;
     }
 
     pub fn policy(&self) -> &IdentityPolicy {

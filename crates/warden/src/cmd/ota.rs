@@ -342,6 +342,21 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     let db_key = ctx.key(Purpose::Database)?;
     let audit_key = ctx.key(Purpose::Audit)?;
     let mut store = ctx.store()?;
+    // The dashboard's own connection: people sign in and push there, off the server's
+    // database thread.
+    // Its records go to the SIEM exactly as the server's do (below).
+    let operators = match &config.dashboard {
+        Some(d) if d.sign_in => {
+            let mut operators = ctx.store()?;
+            operators.identity.set_audit_log(match &config.siem {
+                Some(settings) => AuditLog::new(audit_key.clone())
+                    .with_siem_spool(warden_store::spool::Spool::new(settings.spool)),
+                None => AuditLog::new(audit_key.clone()),
+            });
+            Some(warden_ota::dashboard::OperatorStore::new(operators))
+        }
+        _ => None,
+    };
     // The server acts as its service principal; which configuration it runs is on the record.
     store.append(vec![warden_ota::store::audit_event(
         &Service::Ota.name(),
@@ -380,27 +395,35 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
                 .with_context(|| format!("cannot open the events file {}", path.display()))?;
         }
         let listen = config.listen;
-        let dashboard = config.dashboard;
+        let dashboard = config.dashboard.clone();
         let server = Server::new(config, KeyCache::new(), store, events)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         eprintln!("warden ota: listening on {}", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if let Some(addr) = dashboard {
+        if let Some(d) = dashboard {
+            let addr = d.listen;
+            let scheme = if d.tls.is_some() { "https" } else { "http" };
+            let dash = warden_ota::dashboard::Dashboard::new(server.clone(), d, operators)
+                .context("the dashboard")?;
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (dashboard)"))?;
-            eprintln!("warden ota: dashboard on http://{}/", l.local_addr()?);
-            let s = server.clone();
+            eprintln!("warden ota: dashboard on {scheme}://{}/", l.local_addr()?);
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
-                let r = warden_ota::dashboard::serve(l, s, async move {
-                    let _ = rx.changed().await;
-                })
-                .await;
+                let r = dash
+                    .serve(l, async move {
+                        let _ = rx.changed().await;
+                    })
+                    .await;
                 if let Err(e) = r {
-                    tracing::error!(error = %e, "dashboard stopped");
+                    tracing::error!(error = %warden_core::report::Report(&e), "dashboard stopped");
+                    eprintln!(
+                        "warden ota: the dashboard stopped: {}",
+                        warden_core::report::report(&e)
+                    );
                 }
             });
         }
