@@ -164,33 +164,39 @@ def load_notes(root: Path, reqs: dict[str, Requirement]) -> tuple[dict[str, Note
             raise TagError(f"{where}: a note without a status needs why or remark")
         if "ref" in table and not status:
             raise TagError(f"{where}: ref is for a departure or a hardware item (give a status)")
-        ref_text = None
-        if "ref" in table:
-            ref_text, warning = check_ref(root, where, table["ref"], table.get("anchor", ""))
+        ref, ref_text = table.get("ref"), None
+        if ref is not None:
+            ref, ref_text, warning = check_ref(root, where, ref, table.get("anchor", ""))
             if warning:
                 warnings.append(warning)
-        notes[rid] = Note(status, table.get("why"), table.get("remark"), table.get("ref"), ref_text)
+        notes[rid] = Note(status, table.get("why"), table.get("remark"), ref, ref_text)
     return notes, warnings
 
 
-def check_ref(root: Path, where: str, ref: str, anchor: str) -> tuple[str | None, str | None]:
-    m = re.match(r"^(.+):([0-9]+)$", ref)
+def check_ref(root: Path, where: str, ref: str, anchor: str) -> tuple[str, str | None, str | None]:
+    """The documentation line a note points at: FILE[:LINE] and an anchor text that must be in
+    the file. The line is where the anchor is (the given line when it is there, else its first
+    occurrence), so editing the document above it does not break the check; a removed or
+    reworded explanation does. Returns the resolved "FILE:LINE", the line's text and a warning."""
+    m = re.match(r"^(.+?)(?::([0-9]+))?$", ref)
     if not m or not anchor:
-        raise TagError(f'{where}: ref must be "FILE:LINE" and anchor non-empty')
-    path, line = root / m.group(1), int(m.group(2))
+        raise TagError(f'{where}: ref must be "FILE" or "FILE:LINE" and anchor non-empty')
+    name, hint = m.group(1), int(m.group(2)) if m.group(2) else None
+    path = root / name
     if not path.is_file():
-        if m.group(1).startswith("../"):
+        if name.startswith("../"):
             # The shared documents beside the checkout (DESIGN.md): checked where present.
-            return None, f"{where}: {m.group(1)} is not checked out beside the repository; not checked"
-        raise TagError(f"{where}: {m.group(1)} does not exist")
+            return ref, None, f"{where}: {name} is not checked out beside the repository; not checked"
+        raise TagError(f"{where}: {name} does not exist")
     lines = path.read_text(encoding="utf-8").splitlines()
-    if 1 <= line <= len(lines) and anchor in lines[line - 1]:
-        # The line's text goes into the matrix only for files in the repository: the matrix
-        # must not depend on whether the shared documents are checked out beside it.
-        return (None if m.group(1).startswith("../") else lines[line - 1].strip()), None
-    found = [str(i) for i, text in enumerate(lines, 1) if anchor in text]
-    hint = f" (it is on line {', '.join(found)} now)" if found else " (it is nowhere in the file)"
-    raise TagError(f'{where}: line {ref} does not contain "{anchor}"{hint}')
+    found = [i for i, text in enumerate(lines, 1) if anchor in text]
+    if not found:
+        raise TagError(f'{where}: "{anchor}" is nowhere in {name}')
+    line = hint if hint in found else found[0]
+    # The line's text goes into the matrix only for files in the repository: the matrix must not
+    # depend on whether the shared documents are checked out beside it.
+    text = None if name.startswith("../") else lines[line - 1].strip()
+    return f"{name}:{line}", text, None
 
 
 def parse_ids(text: str, where: str, reqs: dict[str, Requirement]) -> list[str]:
@@ -979,10 +985,14 @@ def self_test() -> int:
                 (root / "docs").mkdir()
                 (root / "docs/a.md").write_text("one\nthe seed asked for 51\n")
                 reqs = {"O44": Requirement("O44", "x")}
-                text, warning = check_ref(root, "w", "docs/a.md:2", "asked for 51")
-                self.assertEqual((text, warning), ("the seed asked for 51", None))
-                with self.assertRaisesRegex(TagError, "on line 2 now"):
-                    check_ref(root, "w", "docs/a.md:1", "asked for 51")
+                got = check_ref(root, "w", "docs/a.md:2", "asked for 51")
+                self.assertEqual(got, ("docs/a.md:2", "the seed asked for 51", None))
+                # Moved (or no line given): found where it is now.
+                self.assertEqual(check_ref(root, "w", "docs/a.md:1", "asked for 51")[0], "docs/a.md:2")
+                self.assertEqual(check_ref(root, "w", "docs/a.md", "asked for 51")[0], "docs/a.md:2")
+                # Removed or reworded: an error.
+                with self.assertRaisesRegex(TagError, "nowhere"):
+                    check_ref(root, "w", "docs/a.md:2", "asked for 52")
                 self.assertEqual(
                     parse_toml_subset('[O44]\nstatus = "departure" # c\nwhy = "a \\"b\\""\n', "n"),
                     {"O44": {"status": "departure", "why": 'a "b"'}},
