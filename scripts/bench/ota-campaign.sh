@@ -89,3 +89,22 @@ for C in $CONCURRENCY; do
       | grep -v '^$' | head -300 > "$PERF.children"
   fi
 done
+
+# APDU round trips inside one session, idle server: 1000 one-APDU scripts that may run twice
+# (the answer leaves before the commit), then 1000 that must not (commit, then answer).
+ROUND_TRIPS="${ROUND_TRIPS:-1000}"
+if [ "$ROUND_TRIPS" -gt 0 ]; then
+  printf 'keys:\n  - identity: rt0\n    key: "%s"\n  - identity: rt1\n    key: "%s"\n' "$KEY" "$KEY" > keys.yaml
+  "${ADMIN[@]}" ota keys import keys.yaml 2>/dev/null
+  "${ADMIN[@]}" ota push --card rt0 --apdu 80CA9F7F00 --redelivery allowed --count "$ROUND_TRIPS" 2>/dev/null >/dev/null
+  "${ADMIN[@]}" ota push --card rt1 --apdu 80CA9F7F00 --redelivery forbidden --count "$ROUND_TRIPS" 2>/dev/null >/dev/null
+  "${WARDEN[@]}" ota serve --allow-plain-config --config ota.yaml 2>server.log &
+  SERVER_PID=$!
+  for _ in $(seq 100); do grep -q listening server.log 2>/dev/null && break; sleep 0.1; done
+  for card in rt0:allowed rt1:forbidden; do
+    echo "== one session: $ROUND_TRIPS one-APDU scripts, redelivery ${card#*:}"
+    timeout 600 "$W" ota bench apdus --server "127.0.0.1:$PORT" --key-file key --identity "${card%%:*}" \
+      --tls-version "$TLS"
+  done
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+fi

@@ -8,9 +8,10 @@
 #
 # Knobs (environment): CARDS (full sessions, one card each; default 2000), SCRIPTS and
 # APDUS_PER_SCRIPT (one long session), IDLE (concurrent idle sessions; default 10000),
-# HANDSHAKES (per server and TLS version; default 1000).
+# HANDSHAKES (per server and TLS version; default 1000). Ends with scripts/bench/ota-campaign.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+ROOT="$PWD"
 BASE="${1:-/tmp}"
 DIR="$BASE/warden-bench-ota.$$"
 CARDS="${CARDS:-2000}"
@@ -113,3 +114,8 @@ for v in 1.2 1.3; do
   timeout 600 "$W" ota bench handshakes --server "127.0.0.1:$SPORT" --key-file key --identity bench0 --tls-version "$v" --count "$HANDSHAKES" --concurrency 1
   kill "$SSERVER_PID" 2>/dev/null || true; wait "$SSERVER_PID" 2>/dev/null || true; SSERVER_PID=""
 done
+
+# The campaign (server CPU per session from /proc, 10 then 200 cards at a time) and the APDU
+# round trips per kind of script: scripts/bench/ota-campaign.sh, with the same card count.
+echo "== campaign"
+CARDS="$CARDS" "$ROOT/scripts/bench/ota-campaign.sh" "$BASE"

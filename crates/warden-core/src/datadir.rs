@@ -105,11 +105,9 @@ impl DataDir {
     pub fn create(root: &Path, security: SecurityFile) -> Result<Self, DataDirError> {
         Self::make_layout(root)?;
         let security_path = root.join(SECURITY_FILE);
-        let mut file = fsx::create_private_new(&security_path)?;
-        file.write_all(security.to_json().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| FsError::io(&security_path, e))?;
-        fsx::sync_parent(&security_path)?;
+        // No name until complete: a killed `init` never leaves a partial security.json that
+        // would make the directory look initialized. The link refuses an existing file.
+        fsx::write_new_private(&security_path, security.to_json().as_bytes())?;
         Ok(Self {
             root: root.to_path_buf(),
             security: Some(security),
@@ -125,12 +123,8 @@ impl DataDir {
             security: None,
             format: KeyFormat::Slots,
         };
-        let path = dir.slots_path();
-        let mut file = fsx::create_private_new(&path)?;
-        file.write_all(slots.to_json().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(|e| FsError::io(&path, e))?;
-        fsx::sync_parent(&path)?;
+        // No name until complete (see `create`).
+        fsx::write_new_private(&dir.slots_path(), slots.to_json().as_bytes())?;
         Ok(dir)
     }
 

@@ -59,6 +59,7 @@ fn nofollow() -> i32 {
     OFlag::O_NOFOLLOW.bits()
 }
 
+// Implements: V87
 /// Creates `path` (and missing parents) as a 0700 directory; an existing directory is checked.
 pub fn create_private_dir(path: &Path) -> Result<(), FsError> {
     match fs::DirBuilder::new()
@@ -144,6 +145,7 @@ pub fn read_limited(file: impl Read, path: &Path, limit: u64) -> Result<Vec<u8>,
     Ok(content)
 }
 
+// Implements: V9, V87
 /// Creates a new private (0600) file; fails if anything exists at `path`, symlinks included.
 pub fn create_private_new(path: &Path) -> Result<File, FsError> {
     OpenOptions::new()
@@ -385,6 +387,24 @@ impl PendingFile {
         sync_parent(&self.dest)
     }
 
+    /// Like [`commit`](Self::commit), but refuses (`AlreadyExists`, nothing changed) when
+    /// `dest` exists by then: the check and the naming are one atomic link.
+    pub fn commit_new(mut self) -> Result<(), FsError> {
+        let file = self.file.take().expect("present until commit");
+        file.sync_all().map_err(|e| FsError::io(&self.dest, e))?;
+        let source = match &self.body {
+            Body::Named(temp) => temp.clone(),
+            Body::Unnamed => proc_fd_path(&file),
+        };
+        link_following(&source, &self.dest).map_err(|e| FsError::io(&self.dest, e))?;
+        if let Body::Named(temp) = &self.body {
+            let _ = fs::remove_file(temp);
+        }
+        self.committed = true;
+        drop(file);
+        sync_parent(&self.dest)
+    }
+
     /// Gives the unnamed file its name: a link straight to `dest` when nothing is there;
     /// otherwise a link to a fresh temporary name, renamed over `dest`.
     fn link_unnamed(&self, file: &File) -> Result<(), FsError> {
@@ -440,6 +460,16 @@ pub fn write_atomic_private(dest: &Path, content: &[u8]) -> Result<(), FsError> 
     pending.commit()
 }
 
+/// Writes `content` as the new file `dest`, atomically: refused if `dest` exists, and no
+/// partial file under any name if the process dies first.
+pub fn write_new_private(dest: &Path, content: &[u8]) -> Result<(), FsError> {
+    let mut pending = PendingFile::create(dest)?;
+    pending
+        .write_all(content)
+        .map_err(|e| FsError::io(dest, e))?;
+    pending.commit_new()
+}
+
 /// Syncs the directory holding `path`, so a rename or create in it is durable.
 pub fn sync_parent(path: &Path) -> Result<(), FsError> {
     let dir = path
@@ -455,6 +485,7 @@ pub fn sync_parent(path: &Path) -> Result<(), FsError> {
 mod tests {
     use super::*;
 
+    /// Verifies: V87
     #[test]
     fn private_files_refuse_open_modes_and_symlinks() {
         let dir = tempfile::tempdir().unwrap();
@@ -521,6 +552,27 @@ mod tests {
             pending.commit().unwrap();
             assert_eq!(fs::read(&dest).unwrap(), b"replacement");
             assert_eq!(names_in(dir.path()), ["out"], "{strategy:?}");
+        }
+    }
+
+    #[test]
+    fn commit_new_refuses_an_existing_destination_and_keeps_it() {
+        for strategy in [Strategy::Unnamed, Strategy::Named] {
+            let dir = tempfile::tempdir().unwrap();
+            let dest = dir.path().join("security.json");
+            let mut first = PendingFile::create_with(&dest, strategy).unwrap();
+            first.write_all(b"first").unwrap();
+            // Another writer gets there between our create and our commit.
+            let mut second = PendingFile::create_with(&dest, strategy).unwrap();
+            second.write_all(b"second").unwrap();
+            second.commit_new().unwrap();
+            let err = first.commit_new().unwrap_err();
+            assert!(
+                matches!(&err, FsError::Io { source, .. } if source.kind() == io::ErrorKind::AlreadyExists),
+                "{strategy:?}: {err:?}"
+            );
+            assert_eq!(fs::read(&dest).unwrap(), b"second");
+            assert_eq!(names_in(dir.path()), ["security.json"], "{strategy:?}");
         }
     }
 
@@ -610,6 +662,7 @@ mod tests {
         }
     }
 
+    /// Verifies: V87
     #[test]
     fn private_dirs_are_0700_and_checked() {
         let dir = tempfile::tempdir().unwrap();

@@ -88,6 +88,7 @@ pub struct PurposeEntry {
     pub key_check: String,
 }
 
+// Implements: V7, V8, V11
 /// The whole `security.json` document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +146,7 @@ fn key_check(key: &Key32, purpose: Purpose) -> [u8; 32] {
 }
 
 impl SecurityFile {
+    // Implements: V10, V12
     /// Creates a new file for `passphrase`: fresh salts, the given KDF for every purpose.
     /// Runs every derivation once, to compute the key checks, and returns the keys too.
     pub fn create(
@@ -218,6 +220,7 @@ impl SecurityFile {
         text
     }
 
+    // Implements: V3, V18, V78
     /// Derives the key for `purpose` and checks it against the stored key-check value.
     pub fn unlock(&self, passphrase: &Passphrase, purpose: Purpose) -> Result<Key32, KeyringError> {
         let entry = self
@@ -253,6 +256,7 @@ mod tests {
         Passphrase::new(s.to_string())
     }
 
+    /// Verifies: V8, V11, V69
     #[test]
     fn create_then_unlock_every_purpose_with_distinct_keys() {
         let file = SecurityFile::create(&pass("correct horse battery staple"), &fast(), "t".into())
@@ -276,6 +280,7 @@ mod tests {
         }
     }
 
+    /// Verifies: V78
     #[test]
     fn wrong_passphrase_is_named_as_such() {
         let file = SecurityFile::create(&pass("correct horse battery staple"), &fast(), "t".into())
@@ -291,6 +296,7 @@ mod tests {
         );
     }
 
+    /// Verifies: V10
     #[test]
     fn short_passphrase_is_refused_at_create() {
         let err = SecurityFile::create(&pass("fifteen chars!!"), &fast(), "t".into())
@@ -400,6 +406,7 @@ mod tests {
         ));
     }
 
+    /// Verifies: V7, V69
     #[test]
     fn changing_the_salt_makes_the_passphrase_fail() {
         let mut file =

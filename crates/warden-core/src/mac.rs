@@ -8,6 +8,7 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use zeroize::Zeroizing;
 
+// Implements: V43, V71
 /// HMAC-SHA256 of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     hmac_sha256_parts(key, &[msg])
@@ -124,6 +125,7 @@ pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> zeroize::Zeroizing<[
     Zeroizing::new(hmac_sha256_parts(&prk[..], &[info, &[1u8]]))
 }
 
+// Implements: V45
 /// Compares two byte strings in time independent of their contents (lengths may leak).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && openssl::memcmp::eq(a, b)
@@ -146,6 +148,7 @@ mod tests {
     }
 
     // RFC 4231 test case 2.
+    /// Verifies: V43, V71
     #[test]
     fn hmac_sha256_rfc4231_case2() {
         assert_eq!(
@@ -187,6 +190,7 @@ mod tests {
         }
     }
 
+    /// Verifies: V45
     #[test]
     fn ct_eq_compares_content_and_length() {
         assert!(ct_eq(b"abc", b"abc"));

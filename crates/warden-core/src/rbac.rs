@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::keyring::Purpose;
 
+// Implements: V38, V39, V40, V41
 /// A user's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "&'static str")]
@@ -294,8 +295,8 @@ impl Permission {
             Self::ShimReset => "`shim reset` (carried out by the daemon)",
             Self::ShimStatus => "`shim status`",
             Self::OtaKeyManage => "`ota keys add/remove/import/list`",
-            Self::OtaScriptPush => "`ota push`",
-            Self::OtaResultsView => "`ota results`, `ota sessions`",
+            Self::OtaScriptPush => "`ota push`, a push from the OTA dashboard",
+            Self::OtaResultsView => "`ota results`, `ota sessions`, signing in to the OTA dashboard",
             Self::VaultSeal => "`vault seal`",
             Self::VaultOpen => "`vault open`",
             Self::VaultVerify => "`vault verify`",
@@ -330,6 +331,7 @@ pub fn permission_table_markdown() -> String {
     out
 }
 
+// Implements: V42
 /// Decides whether `role` may exercise `permission`.
 pub fn authorize(role: Role, permission: Permission) -> Decision {
     if is_granted(role, permission) {
@@ -609,6 +611,7 @@ mod tests {
         ]
     };
 
+    /// Verifies: V39, V40, V41, V42
     #[test]
     fn the_full_matrix() {
         for (permission, technician, operator, administrator, auditor) in MATRIX {
@@ -679,6 +682,7 @@ mod tests {
         );
     }
 
+    /// Verifies: V41
     #[test]
     fn technicians_get_only_the_shim_session() {
         assert_eq!(

@@ -123,6 +123,7 @@ pub fn read_config(
     }
 }
 
+// Implements: V23, V24, V25, V64
 /// Seals and opens configuration under one key, tolerating a given clock skew.
 pub struct ConfigSealer {
     fernet: fernet::Fernet,
@@ -244,6 +245,7 @@ impl ConfigSealer {
 mod tests {
     use super::*;
 
+    /// Verifies: V23, V64, V70, V77
     #[test]
     fn round_trip_and_damage() {
         let key = Key32::from_bytes([3u8; 32]);
@@ -284,6 +286,7 @@ mod tests {
     // back) used to be refused as "wrong key, or the token was modified". It is authenticated
     // first and then reported for what it is, with how far ahead it is; the tolerated skew is
     // a setting.
+    /// Verifies: V24
     #[test]
     fn tokens_from_the_future_are_named_as_such() {
         let sealer = ConfigSealer::new(&Key32::from_bytes([3u8; 32]));

@@ -7,6 +7,8 @@
 //! every segment is authenticated before its plaintext is released; a missing final segment
 //! (power loss, truncation) is told apart from modification, reordering, duplication and
 //! splicing. The byte-level format is specified in `docs/formats/sealed-stream.md`.
+//!
+//! Implements: V15, V16, V17, V18, V22, V62
 
 use std::io::{self, BufRead, Read, Write};
 

@@ -41,6 +41,7 @@ fn frame(i: usize) -> std::ops::Range<usize> {
     start..start + FRAME
 }
 
+/// Verifies: V15, V70
 #[test]
 fn round_trips_at_every_boundary() {
     for len in [
@@ -94,6 +95,7 @@ fn reading_through_the_read_trait() {
     assert_eq!(out, data);
 }
 
+/// Verifies: V18, V78, V83
 #[test]
 fn wrong_key_is_named() {
     let sealed = seal(b"secret");
@@ -128,6 +130,7 @@ fn wrong_purpose_is_named() {
     );
 }
 
+/// Verifies: V17, V77
 #[test]
 fn every_single_byte_change_is_detected() {
     let data = plaintext(2 * SEG as usize + 100);
@@ -150,6 +153,7 @@ fn every_single_byte_change_is_detected() {
     }
 }
 
+/// Verifies: V17, V77
 #[test]
 fn modified_ciphertext_names_the_segment() {
     let mut sealed = seal(&plaintext(3 * SEG as usize + 10));
@@ -160,6 +164,7 @@ fn modified_ciphertext_names_the_segment() {
     ));
 }
 
+/// Verifies: V18
 #[test]
 fn modified_header_is_a_bad_header() {
     let mut sealed = seal(b"data");
@@ -184,6 +189,7 @@ fn modified_header_is_a_bad_header() {
     ));
 }
 
+/// Verifies: V17, V18
 #[test]
 fn truncation_is_told_apart_and_counts_what_was_verified() {
     let data = plaintext(3 * SEG as usize + 10);
@@ -219,6 +225,7 @@ fn recovery_keeps_exactly_the_verified_prefix() {
     assert_eq!(out, &data[..2 * SEG as usize]);
 }
 
+/// Verifies: V17, V77
 #[test]
 fn swapped_segments_are_reordered() {
     let sealed = seal(&plaintext(4 * SEG as usize + 10));
@@ -264,6 +271,7 @@ fn duplicated_segment_is_named() {
     ));
 }
 
+/// Verifies: V17, V77
 #[test]
 fn spliced_segment_from_another_file_is_named() {
     let data = plaintext(3 * SEG as usize + 10);
@@ -343,6 +351,7 @@ fn segment_size_is_validated() {
     ));
 }
 
+/// Verifies: V16, V22
 #[test]
 fn each_file_gets_a_fresh_data_key_and_nonce_prefix() {
     let a = seal(b"same");

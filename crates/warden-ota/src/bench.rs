@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::keys::Psk;
-use crate::simulator::{connect, run_many, run_session, CardConfig, GpCard, SimError, TlsConn};
+use crate::simulator::{
+    connect, run_many, run_session, CardConfig, GpCard, SessionReport, SimError, TlsConn,
+};
 use crate::tls::ClientTlsOptions;
 use warden_core::report::report;
 
@@ -58,6 +60,8 @@ pub struct SessionsResult {
     pub apdus: usize,
     pub session_latency: Latency,
     pub handshake_latency: Latency,
+    /// Requests carrying a script's results, sent to answered (next script or 204).
+    pub round_trip_latency: Option<Latency>,
 }
 
 /// `sessions` full sessions over `cards` identities `<prefix><i>`, `concurrency` at a time, one
@@ -102,7 +106,15 @@ pub async fn sessions(
         apdus: ok.iter().map(|r| r.apdus()).sum(),
         session_latency: Latency::of(ok.iter().map(|r| r.duration).collect()),
         handshake_latency: Latency::of(ok.iter().map(|r| r.handshake).collect()),
+        round_trip_latency: round_trips(ok.iter()),
     }
+}
+
+fn round_trips<'a>(reports: impl Iterator<Item = &'a SessionReport>) -> Option<Latency> {
+    let samples: Vec<Duration> = reports
+        .flat_map(|r| r.result_round_trips.iter().copied())
+        .collect();
+    (!samples.is_empty()).then(|| Latency::of(samples))
 }
 
 /// CPU time (user + system, all threads) a process has used so far, from `/proc/PID/stat`.
@@ -191,6 +203,7 @@ pub struct ApdusResult {
     pub seconds: f64,
     pub scripts_per_sec: f64,
     pub apdus_per_sec: f64,
+    pub round_trip_latency: Option<Latency>,
 }
 
 /// One session that runs whatever is queued for `identity` (queue the scripts first).
@@ -204,6 +217,7 @@ pub async fn apdus(cfg: CardConfig) -> Result<ApdusResult, SimError> {
         seconds,
         scripts_per_sec: r.scripts.len() as f64 / seconds.max(1e-9),
         apdus_per_sec: r.apdus() as f64 / seconds.max(1e-9),
+        round_trip_latency: round_trips(std::iter::once(&r)),
     })
 }
 

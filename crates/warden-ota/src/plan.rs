@@ -113,8 +113,10 @@ impl Refusal {
 struct Sent {
     script: CommandScript,
     at: Instant,
+    redelivery: Redelivery,
 }
 
+// Implements: O32, O73
 /// One card's admin state across connections: its session, which connection holds it, and the
 /// scripts out (to pair C-APDUs with the R-APDUs that come back, and time the round trip).
 #[derive(Debug, Default)]
@@ -168,6 +170,68 @@ pub fn pair_exchanges(
             sw: resps.get(i).map(|r| r.sw()),
         })
         .collect()
+}
+
+/// The session id a resumed request names in its target (`…?session=ID&seq=N`).
+pub fn resumed_session(request: &AdminRequest) -> Option<&str> {
+    let (_, query) = request.target.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("session="))
+        .filter(|id| !id.is_empty())
+}
+
+/// Results a card resumes with after the server restarted, when nothing of its session is left
+/// in memory: the store says which script that session had in flight (`sent`). What to store
+/// and audit, as for results in a live session (the record says `after_restart`), or `None`
+/// when the request carries no usable results or they do not answer that script (the session
+/// then starts over and the script is settled as any script a lost session left in flight).
+pub fn results_after_restart(
+    card: &str,
+    request: &AdminRequest,
+    config: &SessionConfig,
+    sent: (ScriptId, &CommandScript),
+) -> Option<(StoreWrite, AuditRecord)> {
+    let session_id = resumed_session(request)?;
+    let status = request.script_status()?;
+    let responses = if request.body.is_empty() {
+        None
+    } else if status == ScriptStatus::Ok {
+        Some(ResponseScript::decode_with_limits(&request.body, &config.script_limits).ok()?)
+    } else {
+        return None;
+    };
+    let (script, commands) = sent;
+    if let Some(r) = &responses {
+        let count = commands.apdus().count();
+        if r.responses().count() > count || r.executed_count().unwrap_or(0) as usize > count {
+            return None;
+        }
+    }
+    let exchanges = pair_exchanges(Some(commands), responses.as_ref());
+    let result = ScriptResult::of(status, responses.as_ref());
+    let mut record = audit::script_completed(
+        card,
+        session_id,
+        &audit::Completion {
+            script: script.0,
+            script_status: status.as_str(),
+            result: result.as_str(),
+            executed: responses.as_ref().and_then(ResponseScript::executed_count),
+            exchanges: &exchanges,
+            round_trip_us: None,
+            fault: result.fault(),
+        },
+    );
+    record.details["after_restart"] = true.into();
+    let write = StoreWrite::Results {
+        script,
+        result: result.as_str(),
+        body: (!request.body.is_empty()).then(|| request.body.clone()),
+        exchanges,
+        round_trip_us: None,
+    };
+    Some((write, record))
 }
 
 /// How a script ended: the card's `X-Admin-Script-Status`, and for `ok` any error TLV in its
@@ -307,7 +371,7 @@ pub struct ConnTally {
 
 #[derive(Debug, Clone)]
 enum InFlightChange {
-    Insert(ScriptId, CommandScript),
+    Insert(ScriptId, CommandScript, Redelivery),
     Touch(ScriptId),
     Remove(ScriptId),
 }
@@ -327,10 +391,28 @@ enum TallyChange {
     Agent(String),
 }
 
+/// When a step's transaction must be on disk, relative to its response.
+///
+/// A script that must not run twice (`Redelivery::Forbidden`) is marked delivered on disk before
+/// it leaves, and its results are on disk before the response that acknowledges them: a crash
+/// can then never send it again, nor forget what it did. For a script that may run twice, the
+/// response leaves first and the step commits with the next group commit (within the store's
+/// deferral window): a crash in between forgets the delivery and the results, and the script is
+/// delivered again in the card's next session — which is what `Allowed` permits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Commit, then respond.
+    BeforeResponse,
+    /// Respond once the step has run in the open transaction; it commits shortly after.
+    AfterResponse,
+}
+
 /// What one step stores and audits (one transaction), and what follows the commit.
 #[must_use]
 #[derive(Debug)]
 pub struct Plan {
+    /// Whether the response may leave before the transaction commits.
+    pub durability: Durability,
     pub writes: Vec<StoreWrite>,
     pub audit: Vec<AuditRecord>,
     pub after: AfterCommit,
@@ -492,6 +574,7 @@ impl CardState {
             events: Vec::new(),
             metrics: MetricsDelta::default(),
             notices: Vec::new(),
+            durability: Durability::AfterResponse,
         };
         let resumed_without_state = step
             .effects
@@ -531,6 +614,7 @@ impl CardState {
             });
         }
         Ok(Plan {
+            durability: p.durability,
             writes: p.writes,
             audit: p.audit,
             after: AfterCommit {
@@ -552,8 +636,15 @@ impl CardState {
         self.session = Some(after.session);
         for change in after.in_flight {
             match change {
-                InFlightChange::Insert(id, script) => {
-                    self.in_flight.insert(id, Sent { script, at: now });
+                InFlightChange::Insert(id, script, redelivery) => {
+                    self.in_flight.insert(
+                        id,
+                        Sent {
+                            script,
+                            at: now,
+                            redelivery,
+                        },
+                    );
                 }
                 InFlightChange::Touch(id) => {
                     if let Some(sent) = self.in_flight.get_mut(&id) {
@@ -609,9 +700,18 @@ struct Planner<'a> {
     events: Vec<Event>,
     metrics: MetricsDelta,
     notices: Vec<Notice>,
+    durability: Durability,
 }
 
 impl Planner<'_> {
+    /// A step that delivers, or takes the results of, a script that must not run twice (or
+    /// one whose policy is not known here) is durable before its response leaves.
+    fn needs_durability(&mut self, policy: Option<Redelivery>) {
+        if policy != Some(Redelivery::Allowed) {
+            self.durability = Durability::BeforeResponse;
+        }
+    }
+
     fn opened(&mut self, agent: &str, resumed_without_state: bool, lenient: &[&'static str]) {
         let c = self.conn;
         self.writes.push(StoreWrite::SessionActive {
@@ -632,7 +732,12 @@ impl Planner<'_> {
     fn delivered(&mut self, script: ScriptId, next: Option<&QueuedScript>, redelivery: bool) {
         let c = self.conn;
         // A first delivery sends the peeked script; a redelivery the one in flight.
-        let queued = next.filter(|q| q.id == script).map(|q| &q.script);
+        let peeked = next.filter(|q| q.id == script);
+        let policy = peeked
+            .map(|q| q.redelivery)
+            .or_else(|| self.state.in_flight.get(&script).map(|s| s.redelivery));
+        self.needs_durability(policy);
+        let queued = peeked.map(|q| &q.script);
         let commands_of = queued.or_else(|| self.state.in_flight.get(&script).map(|s| &s.script));
         let commands: Vec<String> = commands_of
             .map(|s| s.apdus().map(|a| a.to_hex()).collect())
@@ -649,7 +754,9 @@ impl Planner<'_> {
             &commands,
         ));
         self.in_flight.push(match queued {
-            Some(s) if !redelivery => InFlightChange::Insert(script, s.clone()),
+            Some(s) if !redelivery => {
+                InFlightChange::Insert(script, s.clone(), policy.unwrap_or(Redelivery::Forbidden))
+            }
             _ => InFlightChange::Touch(script),
         });
         self.metrics.scripts_delivered += 1;
@@ -684,6 +791,7 @@ impl Planner<'_> {
     ) {
         let c = self.conn;
         let sent = self.state.in_flight.get(&script);
+        self.needs_durability(sent.map(|s| s.redelivery));
         let exchanges = pair_exchanges(sent.map(|s| &s.script), responses);
         let round_trip = sent.map(|s| self.now.saturating_duration_since(s.at));
         let round_trip_us = round_trip.map(|d| d.as_micros() as u64);
@@ -761,6 +869,7 @@ impl Planner<'_> {
 
     fn outcome_unknown(&mut self, script: ScriptId) {
         let c = self.conn;
+        self.durability = Durability::BeforeResponse;
         self.writes.push(StoreWrite::OutcomeUnknown { script });
         self.audit
             .push(audit::outcome_unknown(c.card, c.session_id, script.0));
@@ -1012,6 +1121,36 @@ mod tests {
         ));
     }
 
+    /// What may leave before the commit: the steps of scripts that may run twice. Delivering a
+    /// script that must not, and taking its results, wait for the commit.
+    #[test]
+    fn only_steps_of_scripts_that_may_run_twice_answer_before_the_commit() {
+        let body = ResponseScript::with_responses(1, [ResponseApdu::new(vec![], 0x9000)]).encode();
+        for (policy, expected) in [
+            (Redelivery::Allowed, Durability::AfterResponse),
+            (Redelivery::Forbidden, Durability::BeforeResponse),
+        ] {
+            let s1 = queued(1, policy);
+            let s2 = queued(2, Redelivery::Allowed);
+            let mut state = CardState::new();
+            let mut tally = ConnTally::default();
+            let t0 = Instant::now();
+            let c = conn(1, true);
+            // The opening delivers script 1.
+            let turn = state.begin(&c, false, &config("s1")).unwrap();
+            let plan = state.step(turn, &c, &opening(), Some(&s1), t0).unwrap();
+            assert_eq!(plan.durability, expected, "{policy:?} delivery");
+            state.commit(plan.after, &mut tally, t0);
+            // Its results come back, and allowed script 2 goes out in the same answer.
+            let c = conn(1, false);
+            let turn = state.begin(&c, false, &config("s1")).unwrap();
+            let req = results("/admin?session=s1&seq=1", "ok", &body);
+            let plan = state.step(turn, &c, &req, Some(&s2), t0).unwrap();
+            assert_eq!(plan.durability, expected, "{policy:?} results");
+            state.commit(plan.after, &mut tally, t0);
+        }
+    }
+
     #[test]
     fn a_dropped_plan_leaves_the_session_where_it_was() {
         // The store failed: the adapter drops the plan; the same request is planned again.
@@ -1028,6 +1167,7 @@ mod tests {
         assert_eq!(again.writes, first.writes);
     }
 
+    /// Verifies: O21, O32
     #[test]
     fn results_pair_commands_with_responses_and_take_the_outcome_from_the_sw() {
         let s1 = queued(1, Redelivery::Allowed);

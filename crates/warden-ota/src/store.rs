@@ -19,6 +19,8 @@ use warden_store::audit::{AuditLog, AuditPolicy, AuditedTx};
 use warden_store::ota::OtaStoreError;
 use warden_store::{Database, StoreError};
 
+use crate::plan::Durability;
+
 /// The store failed: the message says why (never key material).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
@@ -134,24 +136,19 @@ pub fn ensure_audit_chain(db: &mut Database, audit_key: &Key32) -> Result<bool, 
 
 impl StoreHandle {
     /// Starts the database thread with an open database, the `database` purpose key (for
-    /// sealed PSKs) and the `audit` purpose key. The audit chain must exist
-    /// ([`ensure_audit_chain`]).
+    /// sealed PSKs) and the `audit` purpose key; records are not queued for a SIEM. The audit
+    /// chain must exist ([`ensure_audit_chain`]).
     pub fn start(db: Database, db_key: Key32, audit_key: Key32) -> Self {
-        Self::start_signing(db, db_key, audit_key, None)
+        Self::start_with(db, db_key, AuditLog::new(audit_key))
     }
 
-    /// [`StoreHandle::start`], signing audit checkpoints with the `signing` key of the server's
-    /// slot.
-    pub fn start_signing(
-        db: Database,
-        db_key: Key32,
-        audit_key: Key32,
-        signing: Option<Key32>,
-    ) -> Self {
+    /// [`start`](Self::start) with the audit chain as given: e.g. one that also queues every
+    /// record for the SIEM ([`AuditLog::with_siem_spool`]), when a forwarder drains the queue.
+    pub fn start_with(db: Database, db_key: Key32, audit: AuditLog) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("warden-ota-db".into())
-            .spawn(move || run(db, rx, db_key, audit_key, signing))
+            .spawn(move || run(db, rx, db_key, audit))
             .expect("spawn the database thread");
         Self {
             inner: std::sync::Arc::new(Inner {
@@ -196,6 +193,46 @@ impl StoreHandle {
         )?;
         rx.await
             .map_err(|_| StoreFailure("the database thread stopped during a call".into()))?
+    }
+
+    /// Runs `f` in the open transaction and resolves as soon as it has run, before the commit
+    /// (which follows within [`DEFER`]). For steps whose loss in a crash is harmless (see
+    /// [`crate::plan::Durability`]); a failed commit is logged.
+    pub async fn call_before_commit<T, F>(&self, f: F) -> Result<T, StoreFailure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<T, OtaStoreError> + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(
+            false,
+            Box::new(move |tx, ctx| {
+                let result = f(tx, ctx);
+                let ok = result.is_ok();
+                let _ = reply.send(result.map_err(StoreFailure::from));
+                let completion: Completion = Box::new(|commit| {
+                    if let Some(e) = commit {
+                        tracing::error!(error = %e, "store commit failed after the response left");
+                    }
+                });
+                (ok, completion)
+            }),
+        )?;
+        rx.await
+            .map_err(|_| StoreFailure("the database thread stopped during a call".into()))?
+    }
+
+    /// [`call`](Self::call) or [`call_before_commit`](Self::call_before_commit), as the step's
+    /// durability says.
+    pub async fn call_durable<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreFailure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<T, OtaStoreError> + Send + 'static,
+    {
+        match durability {
+            Durability::BeforeResponse => self.call(f).await,
+            Durability::AfterResponse => self.call_before_commit(f).await,
+        }
     }
 
     /// Like [`StoreHandle::call`], from synchronous code (not on a runtime thread).
@@ -260,51 +297,16 @@ fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn run(
-    mut db: Database,
-    rx: mpsc::Receiver<Job>,
-    db_key: Key32,
-    audit_key: Key32,
-    signing: Option<Key32>,
-) {
-    // Every session and APDU exchange also goes to the SIEM, in the same transaction.
-    let mut audit = AuditLog::forwarding_to_siem(audit_key);
-    if let Some(seed) = &signing {
-        audit = audit.with_signer(warden_core::signing::CheckpointSigner::from_seed(seed));
-    }
+fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit: AuditLog) {
     let (mut jobs, mut commits) = (0u64, 0u64);
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        let drain = |batch: &mut Vec<Job>| {
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-        };
-        drain(&mut batch);
-        // Nobody waits on this batch yet: give it a moment to share its commit (and fsync)
-        // with the next urgent job.
-        let deadline = std::time::Instant::now() + DEFER;
-        while !batch.iter().any(|j| j.urgent) && batch.len() < MAX_BATCH {
-            match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
-                Ok(job) => {
-                    batch.push(job);
-                    drain(&mut batch);
-                }
-                Err(_) => break,
-            }
-        }
-        jobs += batch.len() as u64;
-        commits += 1;
         let tx = match audit.begin(&mut db) {
             Ok(tx) => tx,
             Err(e) => {
                 let failure = StoreFailure(format!("cannot begin a transaction: {e}"));
                 tracing::error!(error = %failure, "database unavailable");
-                // Dropping a job drops its reply channel: each waiting caller gets an error.
-                drop(batch);
+                // Dropping a job drops its reply channel: its caller gets an error.
+                drop(first);
                 continue;
             }
         };
@@ -312,26 +314,29 @@ fn run(
             audited: &tx,
             db_key: &db_key,
         };
-        let mut completions = Vec::with_capacity(batch.len());
-        for job in batch {
-            if let Err(e) = savepoint(&tx, "SAVEPOINT job") {
-                let failure = StoreFailure(format!("savepoint: {e}"));
-                completions.push(Box::new(move |_: Option<&StoreFailure>| {
-                    tracing::error!(error = %failure, "store job skipped");
-                }) as Completion);
-                continue;
+        // Jobs run as they arrive. The transaction commits as soon as a job has a caller
+        // waiting for the commit (after taking what else is already queued, to share the
+        // fsync), or DEFER after it opened, or at MAX_BATCH jobs.
+        let deadline = std::time::Instant::now() + DEFER;
+        let mut completions = Vec::new();
+        let mut urgent = false;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            urgent |= job.urgent;
+            completions.push(run_job(&tx, &ctx, job));
+            if completions.len() >= MAX_BATCH {
+                break;
             }
-            let (ok, completion) = (job.work)(&tx, &ctx);
-            let end = if ok {
-                savepoint(&tx, "RELEASE job")
-            } else {
-                savepoint(&tx, "ROLLBACK TO job").and_then(|()| savepoint(&tx, "RELEASE job"))
+            next = match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(mpsc::TryRecvError::Empty) if !urgent => rx
+                    .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                    .ok(),
+                Err(_) => None,
             };
-            if let Err(e) = end {
-                tracing::error!(error = %Report(&e), "store savepoint release failed");
-            }
-            completions.push(completion);
         }
+        jobs += completions.len() as u64;
+        commits += 1;
         let commit = tx
             .commit()
             .err()
@@ -341,6 +346,26 @@ fn run(
         }
     }
     tracing::info!(jobs, commits, "database thread stopped");
+}
+
+/// Runs one job in its own savepoint (rolled back alone if the job fails).
+fn run_job(tx: &Transaction<'_>, ctx: &JobCtx<'_>, job: Job) -> Completion {
+    if let Err(e) = savepoint(tx, "SAVEPOINT job") {
+        let failure = StoreFailure(format!("savepoint: {e}"));
+        return Box::new(move |_: Option<&StoreFailure>| {
+            tracing::error!(error = %failure, "store job skipped");
+        });
+    }
+    let (ok, completion) = (job.work)(tx, ctx);
+    let end = if ok {
+        savepoint(tx, "RELEASE job")
+    } else {
+        savepoint(tx, "ROLLBACK TO job").and_then(|()| savepoint(tx, "RELEASE job"))
+    };
+    if let Err(e) = end {
+        tracing::error!(error = %Report(&e), "store savepoint release failed");
+    }
+    completion
 }
 
 #[cfg(test)]

@@ -127,6 +127,7 @@ pub enum SetupError {
     Daemon(#[from] crate::daemon::DaemonError),
 }
 
+// Implements: S42, S47
 /// Opens the ports and the store and builds the daemon (not yet running). The returned runtime
 /// carries the SIEM forwarder, when one is configured; keep it alive while the daemon runs.
 pub fn build_daemon(
@@ -306,6 +307,7 @@ impl ShimHost for StoreHost {
         })
     }
 
+    // Implements: S10, S12, S20
     fn record(&mut self, event: ShimEvent<'_>) -> Result<(), HostError> {
         match event {
             ShimEvent::Started { config_sha256 } => self.own(
@@ -314,6 +316,11 @@ impl ShimHost for StoreHost {
                 json!({ "config_sha256": config_sha256 }),
             ),
             ShimEvent::Stopping => self.own("shim.stop", Outcome::Success, json!({})),
+            ShimEvent::TamperUnavailable { source, reason } => self.own(
+                "shim.tamper.unavailable",
+                Outcome::Failure,
+                json!({ "source": source, "reason": reason }),
+            ),
             ShimEvent::Transition { from, to, reason } => {
                 let event = self.event(
                     &self.actor,

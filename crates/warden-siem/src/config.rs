@@ -154,6 +154,7 @@ fn default_max_message_bytes() -> usize {
     8192
 }
 
+// Implements: S40
 /// The `siem:` section as written in YAML.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -501,6 +502,7 @@ other_section:
   anything: goes
 ";
 
+    /// Verifies: S40
     #[test]
     fn minimal_section_gets_defaults() {
         let s = SiemConfig::from_yaml_document(MINIMAL.as_bytes())
@@ -513,6 +515,103 @@ other_section:
         assert_eq!(s.identity.app_name.as_str(), "warden");
         assert_eq!(s.delivery, DeliveryTuning::default());
         assert_eq!(s.spool, SpoolLimits::default());
+    }
+
+    /// docs/siem.md's key table is the section's reference: every key it lists is accepted, its
+    /// stated default is the real one, its required keys are required, and serde accepts no key
+    /// the table does not list (read from serde's own "expected one of" list at every level).
+    /// Verifies: S40
+    #[test]
+    fn the_documented_keys_are_the_accepted_keys() {
+        let doc = include_str!("../../../docs/siem.md");
+        let section = doc.split("## The `siem:` section").nth(1).unwrap();
+        let section = section.split("\n## ").next().unwrap();
+        let rows: Vec<(String, bool, String)> = section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                let key = cells[1].strip_prefix('`')?.strip_suffix('`')?;
+                Some((
+                    key.to_owned(),
+                    cells[2] == "yes",
+                    cells[3].trim_matches('`').to_owned(),
+                ))
+            })
+            .collect();
+        assert!(rows.len() >= 20, "{rows:?}");
+
+        // Every key serde knows, level by level.
+        let expected = |yaml: &str| -> Vec<String> {
+            let err = serde_yaml_ng::from_str::<FileWithSiem>(yaml)
+                .err()
+                .unwrap()
+                .to_string();
+            let list = err
+                .split("expected one of ")
+                .nth(1)
+                .unwrap_or_else(|| err.split("expected ").nth(1).unwrap());
+            list.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect()
+        };
+        let mut accepted = expected("siem: { bogus: 1 }");
+        for nested in ["timeouts", "delivery", "backoff", "spool"] {
+            accepted.extend(
+                expected(&format!("siem: {{ {nested}: {{ bogus: 1 }} }}"))
+                    .into_iter()
+                    .map(|k| format!("{nested}.{k}")),
+            );
+            accepted.retain(|k| k != nested);
+        }
+        let mut documented: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        accepted.sort();
+        documented.sort();
+        assert_eq!(documented, accepted);
+
+        // Documented defaults, written out, give the settings the defaults give.
+        let base = SiemConfig::from_yaml_document(MINIMAL.as_bytes()).unwrap();
+        let mut explicit = MINIMAL.replace("other_section:\n  anything: goes\n", "");
+        let mut nested: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+        for (key, required, default) in &rows {
+            if *required
+                || default.is_empty()
+                || default == "none"
+                || default.contains(' ')
+                || key == "server_name"
+            {
+                continue; // required, or a default described in words
+            }
+            match key.split_once('.') {
+                Some((group, leaf)) => nested
+                    .entry(group)
+                    .or_default()
+                    .push(format!("{leaf}: {default}")),
+                None => explicit.push_str(&format!("  {key}: {default}\n")),
+            }
+        }
+        for (group, items) in nested {
+            explicit.push_str(&format!("  {group}: {{ {} }}\n", items.join(", ")));
+        }
+        let written = SiemConfig::from_yaml_document(explicit.as_bytes()).unwrap();
+        assert_eq!(format!("{written:?}"), format!("{base:?}"), "{explicit}");
+
+        // Required keys are required.
+        for (key, required, _) in &rows {
+            if *required {
+                let without: String = MINIMAL
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with(&format!("{key}:")))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                assert!(
+                    SiemConfig::from_yaml_document(without.as_bytes()).is_err(),
+                    "{key} documented as required"
+                );
+            }
+        }
     }
 
     fn with(extra: &str) -> Result<SiemSettings, ConfigError> {
@@ -531,6 +630,7 @@ other_section:
         }
     }
 
+    /// Verifies: S40
     #[test]
     fn validation_errors_name_the_key() {
         assert_eq!(key_of(with("port: 0")), "siem.port");

@@ -126,6 +126,7 @@ impl Database {
         Ok(db)
     }
 
+    // Implements: V87
     /// Creates a new database (0600) at `path`; fails if anything is there.
     pub fn create(path: &Path, key: &Key32) -> Result<Self, StoreError> {
         if path.symlink_metadata().is_ok() {
@@ -210,6 +211,7 @@ impl Database {
         Ok(())
     }
 
+    // Implements: V1, V2, V3, V4, V67
     fn key_and_check(conn: Connection, path: &Path, key: &Key32) -> Result<Self, StoreError> {
         // A raw key: SQLCipher uses these 32 bytes directly, with no second KDF. The SQL text is
         // zeroized on our side; SQLite's own copy of the statement is freed after preparation.

@@ -5,7 +5,6 @@
 //! checked before anything is written; the act is recorded as `warden.init` and `user.create`
 //! by the holder of the master passphrase.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -155,10 +154,7 @@ pub fn provision(p: Provision<'_>) -> Result<Provisioned, ProvisionError> {
     let auditor_file = AuditorKeyFile::seal(&k0, &chain_id, p.auditor_passphrase, p.kdf)?;
 
     let dir = DataDir::create_with_slots(p.root, &slots)?;
-    let mut out = warden_core::fsx::create_private_new(p.auditor_key_out)?;
-    out.write_all(auditor_file.to_json().as_bytes())
-        .and_then(|()| out.sync_all())
-        .map_err(|e| warden_core::fsx::FsError::io(p.auditor_key_out, e))?;
+    warden_core::fsx::write_new_private(p.auditor_key_out, auditor_file.to_json().as_bytes())?;
     let mut db = Database::create(&dir.root().join(DB_FILE), keys.get(Purpose::Database))?;
     let audit = AuditLog::new(keys.get(Purpose::Audit).clone());
     audit.create(&mut db, k0, chain_id, p.audit_policy)?;

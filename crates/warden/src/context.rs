@@ -583,6 +583,7 @@ impl<'a> Context<'a> {
             };
             let result = store.identity.authenticate_operator_with(
                 &mut store.db,
+                warden_store::identity::SignInChannel::Cli,
                 username,
                 proof,
                 code.as_deref().map(String::as_str),

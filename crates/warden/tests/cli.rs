@@ -35,6 +35,7 @@ fn chmod(path: &Path, mode: u32) {
 
 // ---------------------------------------------------------------------------------- init
 
+/// Verifies: V8, V9, V12, V87
 #[test]
 fn init_creates_a_private_layout() {
     let fx = Fixture::new();
@@ -93,6 +94,7 @@ fn init_refuses_an_initialized_directory() {
     );
 }
 
+/// Verifies: V10
 #[test]
 fn init_refuses_a_passphrase_shorter_than_16_characters() {
     let tmp = tempfile::tempdir().unwrap();
@@ -148,6 +150,7 @@ fn kdf_iterations_below_the_floor_are_refused() {
 /// What needs the master passphrase (issue 12: `keys` commands, break-glass; daily commands
 /// open the person's own key slot and never read it) refuses a wrong one with exit code 4 and
 /// writes nothing.
+/// Verifies: V18, V76, V78
 #[test]
 fn wrong_passphrase_exits_4_and_writes_nothing() {
     let fx = Fixture::new();
@@ -199,6 +202,7 @@ fn wrong_passphrase_exits_4_and_writes_nothing() {
     .ok();
 }
 
+/// Verifies: V87
 #[test]
 fn passphrase_file_open_to_others_is_refused_with_a_chmod_hint() {
     let fx = Fixture::new();
@@ -294,6 +298,7 @@ fn uninitialized_data_dir_is_named_with_a_hint() {
 
 // --------------------------------------------------------------------------- vault
 
+/// Verifies: V15, V20, V70
 #[test]
 fn vault_seal_and_open_work_in_a_pipe() {
     let fx = Fixture::new();
@@ -402,6 +407,7 @@ fn open_of_a_truncated_file_to_a_pipe_writes_the_verified_prefix_then_exits_3() 
     );
 }
 
+/// Verifies: V17, V18, V77
 #[test]
 fn verify_names_each_kind_of_damage() {
     let fx = Fixture::new();
@@ -624,6 +630,7 @@ impl Secrets {
     }
 }
 
+/// Verifies: V13
 #[test]
 fn secrets_never_reach_stdout_or_stderr() {
     let fx = Fixture::new();
@@ -864,6 +871,7 @@ fn secrets_never_reach_stdout_or_stderr() {
 
 /// The leak check itself must catch a key when one is printed (else the test above proves
 /// nothing).
+/// Verifies: V13
 #[test]
 fn the_leak_check_catches_a_printed_key() {
     let fx = Fixture::new();
@@ -888,6 +896,7 @@ fn the_leak_check_catches_a_printed_key() {
 
 /// Vault acts are audited under the signed-in user with the file's name and the SHA-256 of the
 /// sealed file, which anyone can recompute with `sha256sum`.
+/// Verifies: V58, V75
 #[test]
 fn vault_acts_are_audited_with_the_sealed_file_s_sha256() {
     let fx = Fixture::new();

@@ -637,6 +637,7 @@ fn short(rows: &[StoredRow]) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Verifies: V42, V58
 #[test]
 fn every_privileged_command_passes_the_gate_and_leaves_exactly_its_evidence() {
     let fx = Fixture::new();
@@ -724,6 +725,7 @@ fn every_privileged_command_passes_the_gate_and_leaves_exactly_its_evidence() {
 
 /// Every subcommand `--help` lists is either in the table above or named as ungated with a
 /// reason: a new command cannot slip past the gate unnoticed.
+/// Verifies: V42, V58
 #[test]
 fn the_table_covers_every_subcommand() {
     let fx = Fixture::new();

@@ -18,6 +18,7 @@ fn now() -> u64 {
 }
 
 // A box whose clock was set back used to be told "wrong key, or the token was modified".
+/// Verifies: V24
 #[test]
 fn a_config_from_the_future_is_reported_as_a_clock_problem() {
     let fx = Fixture::new();

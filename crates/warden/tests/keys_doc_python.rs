@@ -22,6 +22,7 @@ fn keys_json(out: &support::Run) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// Verifies: V3, V5, V7, V8, V68
 #[test]
 fn the_document_alone_derives_and_opens_everything() {
     let Some(py) = python() else { return };
@@ -127,6 +128,7 @@ fn an_argon2id_master_slot_opens_from_the_documents_alone() {
     assert_eq!(doc["database"]["application_id"], 0x5744_524E);
 }
 
+/// Verifies: V68
 #[test]
 fn the_documented_bounds_are_the_code_s() {
     let Some(py) = python() else { return };

@@ -71,6 +71,7 @@ fn python_encode(
     run(&mut cmd).ok();
 }
 
+/// Verifies: V7, V8
 #[test]
 fn python_derives_the_same_purpose_keys_and_checks_the_key_check() {
     let Some(py) = support::python() else { return };
@@ -101,6 +102,7 @@ fn python_derives_the_same_purpose_keys_and_checks_the_key_check() {
     .stderr_has(&["wrong passphrase"]);
 }
 
+/// Verifies: V15, V16
 #[test]
 fn warden_sealed_files_decode_in_python() {
     let Some(py) = support::python() else { return };
@@ -183,6 +185,7 @@ fn python_encoded_files_open_with_warden() {
 }
 
 /// Each kind of damage to a Python-encoded file: warden's exit status and the words it must use.
+/// Verifies: V18, V77
 #[test]
 fn damaged_python_files_are_refused_by_warden_with_the_named_error() {
     let Some(py) = support::python() else { return };

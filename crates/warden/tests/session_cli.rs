@@ -296,6 +296,7 @@ fn zoo(env: &Env) -> Zoo {
     }
 }
 
+/// Verifies: S6
 #[test]
 fn list_shows_every_recording_sorted_by_start_with_its_status() {
     let env = Env::new();
@@ -435,6 +436,7 @@ fn list_needs_the_sign_in_only() {
     .expect_code(5);
 }
 
+/// Verifies: V20
 #[test]
 fn play_shows_the_device_output_sanitized_and_is_audited() {
     let env = Env::new();
@@ -725,6 +727,7 @@ fn asciinema_play(file: &Path, config_home: &Path) -> std::process::Output {
         .unwrap()
 }
 
+/// Verifies: V54
 #[test]
 fn export_writes_each_format_privately_and_is_audited() {
     let env = Env::new();

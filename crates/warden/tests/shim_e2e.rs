@@ -38,6 +38,11 @@ impl Rig {
     /// A data directory with technician `tess` (TOTP with 2-second steps, so tests that log in
     /// more than once wait at most 2 s for a fresh code) and a running shim.
     fn start(extra_yaml: &str) -> Self {
+        Self::start_with("", extra_yaml)
+    }
+
+    /// `tamper_yaml` goes inside the `tamper:` section, `extra_yaml` after `recording:`.
+    fn start_with(tamper_yaml: &str, extra_yaml: &str) -> Self {
         let fx = Fixture::with_identity_policy(FAST);
         let mut add = fx.admin();
         add.args([
@@ -69,7 +74,7 @@ impl Rig {
                  technician_port:\n  path: {}\n  baud: 115200\n\
                  device_port:\n  path: {}\n  baud: 9600\n\
                  control_socket: {}\n\
-                 tamper:\n  file: {}\n  poll_interval_ms: 20\n\
+                 tamper:\n  file: {}\n  poll_interval_ms: 20\n{tamper_yaml}\
                  recording:\n  flush_interval_ms: 50\n{extra_yaml}",
                 tech.path.display(),
                 device.path.display(),
@@ -359,6 +364,7 @@ fn recorded(fx: &Fixture, file: &Path) -> (Vec<u8>, bool) {
     (read.output.unwrap_or_default(), complete)
 }
 
+/// Verifies: S1, S5, S7, S21, S22, S24, S28, S35, S38, S43, V19, V62, V74
 #[test]
 fn login_traffic_both_ways_byte_exact_and_logout() {
     let mut rig = Rig::start("");
@@ -452,6 +458,7 @@ fn login_traffic_both_ways_byte_exact_and_logout() {
     assert!(contains(&plain, &all) && contains(&plain, &reply[..256]));
 }
 
+/// Verifies: S26, S27, S46
 #[test]
 fn five_failures_lock_the_port_until_an_administrator_resets_it() {
     let mut rig = Rig::start("");
@@ -494,6 +501,7 @@ fn five_failures_lock_the_port_until_an_administrator_resets_it() {
     assert!(actions.iter().any(|(a, _, _)| a == "shim.reset"));
 }
 
+/// Verifies: S2
 #[test]
 fn a_replayed_code_is_refused() {
     let mut rig = Rig::start("");
@@ -514,6 +522,7 @@ fn a_replayed_code_is_refused() {
         .any(|(a, o, d)| a == "login.totp" && o != "success" && d.to_string().contains("replay")));
 }
 
+/// Verifies: S18, S20, S30, S33, S45
 #[test]
 fn tamper_in_open_stops_forwarding_until_reset() {
     let mut rig = Rig::start("");
@@ -532,6 +541,14 @@ fn tamper_in_open_stops_forwarding_until_reset() {
         .unwrap()
         .collect();
     assert_eq!(alerts.len(), 1);
+    // alerts/<timestamp>.tamper.json (seed 000), e.g. 2026-04-15T09-22-03.tamper.json.
+    let alert = alerts[0].as_ref().unwrap().file_name();
+    let alert = alert.to_string_lossy();
+    let stamp = alert.strip_suffix(".tamper.json").unwrap_or_default();
+    assert!(
+        stamp.len() == 19 && stamp.as_bytes()[10] == b'T' && stamp[..4].parse::<u16>().is_ok(),
+        "{alert}"
+    );
     std::fs::remove_file(&rig.tamper).unwrap();
     rig.kill();
     rig.spawn();
@@ -560,6 +577,78 @@ fn tamper_in_open_stops_forwarding_until_reset() {
     );
 }
 
+/// Every `heartbeat.interval_secs` (1 s here) the daemon writes one JSON line with a counter
+/// that goes up by one to `heartbeats/<UTC date>.log`, and queues the same counter for the SIEM;
+/// with no SIEM configured, the heartbeats wait in the spool.
+/// Verifies: S11, S12, S14, S44
+#[test]
+fn heartbeats_go_to_the_daily_log_and_wait_in_the_siem_spool() {
+    let rig = Rig::start("heartbeat:\n  interval_secs: 1\n");
+    let dir = rig.fx.data_dir.join("heartbeats");
+    let logged = || -> Vec<(String, serde_json::Value)> {
+        let mut lines = Vec::new();
+        let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            for line in text.lines() {
+                lines.push((name.clone(), serde_json::from_str(line).unwrap()));
+            }
+        }
+        lines
+    };
+    let spooled = || -> Vec<u64> {
+        let db = warden_store::Database::open(
+            &rig.fx.data_dir.join("state/warden.db"),
+            &rig.fx.key(Purpose::Database),
+        )
+        .unwrap();
+        let mut stmt = db
+            .conn()
+            .prepare("SELECT payload FROM siem_spool WHERE kind = 'heartbeat' ORDER BY seq")
+            .unwrap();
+        let payloads: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        payloads
+            .iter()
+            .map(|p| {
+                let json: serde_json::Value = serde_json::from_str(p).unwrap();
+                assert_eq!(json["counter"][0], "heartbeat_counter", "{json}");
+                json["counter"][1].as_u64().unwrap()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + WAIT;
+    let (lines, queued) = loop {
+        let (lines, queued) = (logged(), spooled());
+        if lines.len() >= 3 && queued.len() >= 3 {
+            break (lines, queued);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "heartbeats: {lines:?}, spooled: {queued:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (i, (name, line)) in lines.iter().enumerate() {
+        assert_eq!(line["counter"], i as u64 + 1, "{line}");
+        assert_eq!(line["shim_id"], "shim-01");
+        assert_eq!(line["state"], "IDLE");
+        let time = line["time"].as_str().unwrap();
+        assert_eq!(
+            name,
+            &format!("{}.log", &time[..10]),
+            "named after the UTC date"
+        );
+    }
+    assert_eq!(queued[..3], [1, 2, 3]);
+}
+
+/// Verifies: S31, S39
 #[test]
 fn an_idle_session_ends_by_itself() {
     let mut rig = Rig::start("session:\n  idle_timeout_secs: 2\n");
@@ -574,6 +663,7 @@ fn an_idle_session_ends_by_itself() {
     assert_eq!(close.2["reason"], "idle timeout");
 }
 
+/// Verifies: S32, S39
 #[test]
 fn exhausted_recording_storage_is_an_emergency_stop_with_the_recording_intact() {
     // A 64 KiB budget for sessions/: the recording hits it, the shim stops forwarding, and the
@@ -603,6 +693,7 @@ fn exhausted_recording_storage_is_an_emergency_stop_with_the_recording_intact() 
             && d["reason"].as_str().unwrap().contains("storage exhausted")));
 }
 
+/// Verifies: S8
 #[test]
 fn sigkill_mid_session_leaves_recoverable_recordings_and_a_valid_chain() {
     let mut rig = Rig::start("");
@@ -637,6 +728,7 @@ fn sigkill_mid_session_leaves_recoverable_recordings_and_a_valid_chain() {
     run(rig.fx.admin().args(["audit", "verify"])).ok();
 }
 
+/// Verifies: S50
 #[test]
 fn the_daemon_opens_no_network_listener() {
     let rig = Rig::start("");
@@ -679,6 +771,7 @@ impl Drop for Mount {
     }
 }
 
+/// Verifies: S32
 #[test]
 fn a_really_full_disk_is_an_emergency_stop_with_the_recording_intact() {
     // sessions/ on a 256 KiB tmpfs: the recorder's write fails with ENOSPC mid-session.
@@ -721,6 +814,7 @@ fn a_really_full_disk_is_an_emergency_stop_with_the_recording_intact() {
 /// An emergency stop is cleared only by the daemon, on the record: each attempt below either
 /// leaves the stop in place or records exactly one `shim.reset`, and only a daemon that sees no
 /// tamper clears it.
+/// Verifies: S33
 #[test]
 fn an_emergency_stop_is_reset_only_by_the_daemon_and_only_once_tamper_is_gone() {
     let mut rig = Rig::start("");
@@ -837,4 +931,57 @@ fn an_emergency_stop_survives_a_daemon_started_under_another_shim_id() {
     // The reset through the new daemon clears the box.
     rig.reset();
     rig.wait_state("IDLE");
+}
+
+/// A GPIO case switch marked optional and absent: the daemon starts, and the chain says it runs
+/// without it. Not optional: it refuses to start, naming the chip.
+#[test]
+fn an_optional_gpio_switch_that_is_absent_is_recorded_not_fatal() {
+    let gpio = "  gpio: { chip: /dev/gpiochip-absent, line: 17, optional: true }\n";
+    let rig = Rig::start_with(gpio, "");
+    rig.wait_state("IDLE");
+    let unavailable: Vec<_> = rig
+        .audit_actions()
+        .into_iter()
+        .filter(|(action, _, _)| action == "shim.tamper.unavailable")
+        .collect();
+    assert_eq!(unavailable.len(), 1, "{unavailable:?}");
+    let (_, outcome, details) = &unavailable[0];
+    assert_eq!(outcome, "failure");
+    assert_eq!(details["source"], "gpio");
+    assert!(
+        details["reason"]
+            .as_str()
+            .unwrap()
+            .contains("/dev/gpiochip-absent"),
+        "{details}"
+    );
+    drop(rig);
+
+    let required = "  gpio: { chip: /dev/gpiochip-absent, line: 17 }\n";
+    let plain = Fixture::with_identity_policy(FAST);
+    let (tech, device) = (
+        VirtualSerialPair::new().unwrap(),
+        VirtualSerialPair::new().unwrap(),
+    );
+    let config = plain.file(
+        "shim.yaml",
+        format!(
+            "shim_id: shim-01\ndevice_name: d\n\
+             technician_port:\n  path: {}\n  baud: 9600\n\
+             device_port:\n  path: {}\n  baud: 9600\n\
+             control_socket: {}\n\
+             tamper:\n{required}",
+            tech.path.display(),
+            device.path.display(),
+            plain.path("run/shim.sock").display()
+        )
+        .as_bytes(),
+    );
+    let out = run(plain
+        .warden()
+        .args(["shim", "run", "--allow-plain-config", "--config"])
+        .arg(&config));
+    assert_ne!(out.code, 0);
+    out.stderr_has(&["/dev/gpiochip-absent", "line 17"]);
 }

@@ -42,6 +42,7 @@ pub struct LoadFile {
     pub modules: Vec<Aid>,
 }
 
+// Implements: O25
 /// The card's state.
 #[derive(Debug, Clone)]
 pub struct GpCard {
@@ -56,6 +57,19 @@ pub struct GpCard {
     sequence: u16,
     /// Commands processed (all scripts).
     pub commands: u64,
+    /// What the card remembers of the scripts it was sent, across sessions (filled in by
+    /// [`super::run_session`]).
+    pub journal: Vec<Ran>,
+}
+
+/// A script as the card remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    pub commands: Vec<CommandApdu>,
+    /// The card ran it (rather than refusing it, e.g. for an unknown target).
+    pub executed: bool,
+    /// The server answered the request that carried its results (the card may forget them).
+    pub acknowledged: bool,
 }
 
 fn aid(hex: &str) -> Aid {
@@ -91,6 +105,7 @@ impl GpCard {
             authenticated: false,
             sequence: 1,
             commands: 0,
+            journal: Vec::new(),
         }
     }
 
@@ -439,6 +454,7 @@ mod tests {
     use super::*;
     use crate::gp::{InstallForInstall, Occurrence, StatusSubset};
 
+    /// Verifies: O25
     #[test]
     fn gp_commands() {
         let mut card = GpCard::new();

@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio_openssl::SslStream;
 
-pub use card::GpCard;
+pub use card::{GpCard, Ran};
 
 use crate::admin::{header, ScriptStatus, ADMIN_PROTOCOL, CONTENT_TYPE_RESPONSE};
 use crate::apdu::{CommandApdu, ResponseApdu};
@@ -336,6 +336,9 @@ pub struct SessionReport {
     pub resumes: u32,
     pub connections: u32,
     pub duration: Duration,
+    /// Each request that carried a script's results, from sending it to the server's answer
+    /// (the next script or the 204): the round trip an APDU exchange costs inside a session.
+    pub result_round_trips: Vec<Duration>,
 }
 
 impl SessionReport {
@@ -377,6 +380,7 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
         resumes: 0,
         connections: 1,
         duration: Duration::ZERO,
+        result_round_trips: Vec::new(),
     };
     let mut pending = Pending {
         target: cfg.admin_path.clone(),
@@ -404,11 +408,17 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
         if resume {
             headers.push((header::X_ADMIN_RESUME, "true".into()));
         }
+        let sent = Instant::now();
+        let carries_results = pending.results.is_some();
         let response = with_timeout(
             cfg.timeout,
             client.send("POST", &pending.target, &headers, body),
         )
         .await?;
+        if carries_results && !resume {
+            report.result_round_trips.push(sent.elapsed());
+        }
+        let answered_results = carries_results && matches!(response.status, 200 | 204);
         report.requests += 1;
         resume = false;
         let lost = match cfg.cut {
@@ -431,6 +441,11 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
             report.resumes += 1;
             resume = true;
             continue;
+        }
+        if answered_results && !lost {
+            if let Some(last) = card.journal.last_mut() {
+                last.acknowledged = true;
+            }
         }
         match response.status {
             204 => {
@@ -478,6 +493,11 @@ pub async fn run_session(cfg: &CardConfig, card: &mut GpCard) -> Result<SessionR
                     }
                     Some(other) => (other, Vec::new(), Vec::new()),
                 };
+                card.journal.push(Ran {
+                    commands: script.apdus().cloned().collect(),
+                    executed: matches!(status, ScriptStatus::Ok) && known_target,
+                    acknowledged: false,
+                });
                 report.scripts.push(ScriptRun {
                     next_uri: next_uri.clone(),
                     targeted_application: target_app,

@@ -68,6 +68,11 @@ pub enum ShimEvent<'a> {
         source: &'a str,
         file: &'a Path,
     },
+    /// An optional tamper source (`tamper.gpio.optional`) could not be set up at start.
+    TamperUnavailable {
+        source: &'a str,
+        reason: &'a str,
+    },
     Heartbeat {
         counter: u64,
         state: StateName,
@@ -169,6 +174,7 @@ struct Session {
     technician_id: String,
 }
 
+// Implements: S21
 /// A started daemon's state.
 pub struct Daemon<H: ShimHost> {
     config: ShimConfig,
@@ -310,7 +316,8 @@ impl<H: ShimHost> Daemon<H> {
     /// Runs until SIGTERM / SIGINT (`handle_signals`) or the shutdown flag from a test.
     pub fn run(mut self, handle_signals: bool) -> Result<(), DaemonError> {
         let notify = self.notifier();
-        for source in tamper::from_config(&self.config.tamper)? {
+        let tamper_sources = tamper::from_config(&self.config.tamper)?;
+        for source in tamper_sources.running {
             let notify = notify.clone();
             self.tamper
                 .spawn(source, Box::new(move |what| notify(Wake::Tamper(what))))
@@ -367,6 +374,14 @@ impl<H: ShimHost> Daemon<H> {
         self.keep(ShimEvent::Started {
             config_sha256: &sha,
         });
+        for (source, reason) in &tamper_sources.unavailable {
+            tracing::warn!(
+                source,
+                reason,
+                "optional tamper source unavailable; running without it"
+            );
+            self.keep(ShimEvent::TamperUnavailable { source, reason });
+        }
         tracing::info!(state = %self.state(), shim = %self.config.shim_id, "shim started");
 
         let heartbeat_every = self.config.heartbeat.interval_secs.duration();
@@ -697,6 +712,7 @@ impl<H: ShimHost> Daemon<H> {
         }
     }
 
+    // Implements: S8
     fn copy_to_recorder(&mut self, direction: Direction, bytes: &[u8]) {
         if let Some(recorder) = self.recorder.as_mut() {
             if !recorder.chunk(direction, bytes) {
@@ -835,6 +851,7 @@ impl<H: ShimHost> Daemon<H> {
         let _ = pending.reply.send(reply);
     }
 
+    // Implements: S11, S12, S44
     fn heartbeat(&mut self) {
         self.heartbeat_counter += 1;
         let now = OffsetDateTime::now_utc();
@@ -869,6 +886,7 @@ impl<H: ShimHost> Daemon<H> {
         });
     }
 
+    // Implements: S20, S45
     fn write_alert(&mut self, source: &str) -> PathBuf {
         let now = OffsetDateTime::now_utc();
         let stamp = rfc3339(now)[..19].replace(':', "-");
@@ -886,13 +904,8 @@ impl<H: ShimHost> Daemon<H> {
             n += 1;
             path = self.paths.alerts.join(format!("{stamp}-{n}.tamper.json"));
         }
-        let written = warden_core::fsx::create_private_new(&path)
-            .map_err(|e| report(&e))
-            .and_then(|mut f| {
-                writeln!(f, "{alert:#}")
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| report(&e))
-            });
+        let written = warden_core::fsx::write_new_private(&path, format!("{alert:#}\n").as_bytes())
+            .map_err(|e| report(&e));
         if let Err(err) = written {
             tracing::error!(error = %err, "cannot write the alert file");
         }
@@ -907,6 +920,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&format).unwrap_or_default()
 }
 
+// Implements: S43
 /// `sessions/2026-04-15T09-22-03.<device>-<technician>.session` (seed 000), made unique.
 fn session_path(dir: &Path, started: OffsetDateTime, device: &str, technician: &str) -> PathBuf {
     let safe: String = technician

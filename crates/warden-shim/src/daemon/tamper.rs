@@ -69,6 +69,7 @@ impl TamperLevels {
     }
 }
 
+// Implements: S18
 /// Tamper when a file appears (a test hook, or a script watching other sensors); it reports
 /// tamper for as long as the file is there.
 pub struct FileTrigger {
@@ -108,6 +109,7 @@ impl TamperSource for FileTrigger {
     }
 }
 
+// Implements: S19
 /// Tamper on SIGUSR1 or SIGUSR2.
 pub struct SignalTrigger {
     signals: signal_hook::iterator::Signals,
@@ -146,6 +148,7 @@ impl TamperSource for SignalTrigger {
     }
 }
 
+// Implements: S16
 /// A case switch on a GPIO line, read through the Linux GPIO character device (uAPI v2).
 /// "Active" means the case is open; `active_low` for switches that pull the line low.
 pub struct GpioLine {
@@ -223,8 +226,16 @@ impl TamperSource for GpioLine {
     }
 }
 
-/// Builds every source the configuration names.
-pub fn from_config(config: &TamperConfig) -> Result<Vec<Box<dyn TamperSource>>, TamperSetupError> {
+/// The sources a configuration names, and the optional ones that could not be set up.
+pub struct Sources {
+    pub running: Vec<Box<dyn TamperSource>>,
+    /// `(source, why)` for each optional source left out.
+    pub unavailable: Vec<(&'static str, String)>,
+}
+
+/// Builds every source the configuration names; an optional GPIO line that cannot be opened is
+/// left out and named in [`Sources::unavailable`], any other failure refuses.
+pub fn from_config(config: &TamperConfig) -> Result<Sources, TamperSetupError> {
     let poll = Duration::from_millis(config.poll_interval_ms);
     let mut sources: Vec<Box<dyn TamperSource>> = Vec::new();
     if let Some(path) = &config.file {
@@ -236,10 +247,18 @@ pub fn from_config(config: &TamperConfig) -> Result<Vec<Box<dyn TamperSource>>, 
     if let Some(signal) = config.signal {
         sources.push(Box::new(SignalTrigger::new(signal)?));
     }
+    let mut unavailable = Vec::new();
     if let Some(gpio) = &config.gpio {
-        sources.push(Box::new(GpioLine::new(gpio, poll)?));
+        match GpioLine::new(gpio, poll) {
+            Ok(line) => sources.push(Box::new(line)),
+            Err(e) if gpio.optional => unavailable.push(("gpio", e.to_string())),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(sources)
+    Ok(Sources {
+        running: sources,
+        unavailable,
+    })
 }
 
 #[cfg(test)]
@@ -247,6 +266,7 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// Verifies: S18
     #[test]
     fn a_file_trigger_reports_once_when_the_file_appears() {
         let dir = tempfile::tempdir().unwrap();
@@ -286,19 +306,28 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_gpio_chip_is_a_setup_error_naming_it() {
-        let config = GpioConfig {
-            chip: "/dev/gpiochip-missing".into(),
-            line: 17,
-            active_low: true,
+    fn a_missing_gpio_chip_refuses_to_start_unless_optional() {
+        let mut config = TamperConfig {
+            gpio: Some(GpioConfig {
+                chip: "/dev/gpiochip-missing".into(),
+                line: 17,
+                active_low: true,
+                optional: false,
+            }),
+            ..TamperConfig::default()
         };
-        let err = GpioLine::new(&config, Duration::from_millis(10))
-            .err()
-            .unwrap();
+        let err = from_config(&config).err().unwrap().to_string();
         assert!(
-            err.to_string().contains("/dev/gpiochip-missing")
-                && err.to_string().contains("line 17"),
+            err.contains("/dev/gpiochip-missing") && err.contains("line 17"),
             "{err}"
         );
+
+        config.gpio.as_mut().unwrap().optional = true;
+        let sources = from_config(&config).unwrap();
+        assert!(sources.running.is_empty());
+        assert_eq!(sources.unavailable.len(), 1);
+        let (source, why) = &sources.unavailable[0];
+        assert_eq!(*source, "gpio");
+        assert!(why.contains("/dev/gpiochip-missing"), "{why}");
     }
 }

@@ -138,6 +138,7 @@ pub struct Playback {
     pub cut_short: Option<String>,
 }
 
+// Implements: V20
 /// Verifies and hashes the whole recording before anything is shown. Needs
 /// `recording.play`; audited as `recording.play` (with `details`, e.g. speed) whether the
 /// recording can be played or not.
@@ -244,6 +245,7 @@ pub struct Exported {
     pub cut_short: Option<String>,
 }
 
+// Implements: V54
 /// Writes the recording at `path` as `format` to `output` (`-` for standard output; a file is
 /// created 0600 and appears only once complete). An asciicast export goes through the terminal
 /// sanitizer unless `raw` (JSON Lines and the text dump escape every byte and are never

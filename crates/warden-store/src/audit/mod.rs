@@ -109,6 +109,7 @@ pub struct ChainVerdict {
     pub head: ChainHead,
 }
 
+// Implements: V55, V63
 /// The audit chain in the store. Holds the `audit` purpose key and a cache of the writing state,
 /// checked against the database at every append (another process may have appended).
 pub struct AuditLog {
@@ -668,6 +669,7 @@ impl AuditLog {
         })
     }
 
+    // Implements: V55, V58
     /// Runs `change` in one transaction and commits it together with the audit events it
     /// appended. Every privileged operation goes through here: a change that appended no
     /// event is rolled back and refused, so an act cannot be committed without its evidence.

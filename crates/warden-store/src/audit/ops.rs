@@ -108,6 +108,7 @@ fn scope(from: &VerifyFrom) -> &'static str {
     }
 }
 
+// Implements: V48
 /// Verifies the chain (see [`super::AuditLog::verify`]). Needs `audit.verify`; the verdict is
 /// appended as `audit.verify` (after the check, so it is not part of what was checked).
 pub fn verify(
@@ -155,6 +156,7 @@ pub struct Exported {
     pub verdict: ChainVerdict,
 }
 
+// Implements: V47, V54
 /// Verifies the chain and writes every row with its status to `out`. Needs `audit.export`;
 /// audited as `audit.export` with the destination, the row count and the verdict.
 pub fn export(

@@ -176,6 +176,7 @@ impl Identity {
         Ok(enrollment.map(|(uri, _)| uri))
     }
 
+    // Implements: V35
     /// Adds a user (needs `user.manage`). Technicians get no password and are enrolled for TOTP
     /// at once (it is their only credential); other roles need a password that meets the
     /// policy and may be enrolled now or later. Returns the enrollment URI to show once.
@@ -666,6 +667,7 @@ impl Identity {
         })
     }
 
+    // Implements: V35
     /// Every user, by name. Reading needs the database key only; the CLI asks for
     /// `user.manage` first.
     /// Every user, with the locked principals (needs `user.manage`; audited as `user.list`).

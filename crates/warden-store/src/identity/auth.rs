@@ -61,6 +61,25 @@ impl AuthenticatedUser {
     }
 }
 
+/// Where a person signs in; the audit action of the attempt says it (`login.cli`,
+/// `login.dashboard`). The checks are the same everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInChannel {
+    /// A command of the `warden` binary.
+    Cli,
+    /// The OTA server's operator dashboard.
+    Dashboard,
+}
+
+impl SignInChannel {
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Cli => "login.cli",
+            Self::Dashboard => "login.dashboard",
+        }
+    }
+}
+
 /// A daemon acting as its own principal: the shim guarding one port, or the OTA server. It
 /// holds the keys it was started with, and its audit events name it (`service:shim:ID`,
 /// `service:ota`) — never a person, never a name from the environment.
@@ -350,6 +369,7 @@ impl Identity {
         params
     }
 
+    // Implements: S1, S2, S4, S26, S37
     /// A technician at shim port `port` typed `username` and `code`. Checks, in one
     /// transaction: port and user lockouts, attempt spacing for both, the user (exists, enabled,
     /// a role that grants `shim.session`, TOTP enrolled), the code (constant time, the whole
@@ -497,6 +517,7 @@ impl Identity {
         }
     }
 
+    // Implements: V28, V34, V36
     /// A person at the CLI: user name, password, and the one-time code when the user has TOTP
     /// enrolled. The password is checked against the user's Argon2id hash, or against the decoy
     /// hash when there is no such user (or no password), so every attempt costs the same.
@@ -514,19 +535,43 @@ impl Identity {
         totp_code: Option<&str>,
         now: UnixMs,
     ) -> Result<AuthenticatedUser, AuthError> {
-        self.authenticate_operator_with(db, username, PasswordProof::Hash(password), totp_code, now)
+        self.authenticate_operator_at(db, SignInChannel::Cli, username, password, totp_code, now)
     }
 
-    /// [`Identity::authenticate_operator`] with the password checked as `proof` says: by the
+    /// [`Identity::authenticate_operator`] at another place than the command line: the same
+    /// checks, lockout counting and spacing; the audit action names the place
+    /// ([`SignInChannel::action`]).
+    pub fn authenticate_operator_at(
+        &mut self,
+        db: &mut Database,
+        channel: SignInChannel,
+        username: &str,
+        password: &Password,
+        totp_code: Option<&str>,
+        now: UnixMs,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        self.authenticate_operator_with(
+            db,
+            channel,
+            username,
+            PasswordProof::Hash(password),
+            totp_code,
+            now,
+        )
+    }
+
+    /// [`Identity::authenticate_operator_at`] with the password checked as `proof` says: by the
     /// stored hash, or already by the user's own key slot.
     pub fn authenticate_operator_with(
         &mut self,
         db: &mut Database,
+        channel: SignInChannel,
         username: &str,
         proof: PasswordProof<'_>,
         totp_code: Option<&str>,
         now: UnixMs,
     ) -> Result<AuthenticatedUser, AuthError> {
+        let login = channel.action();
         let password = proof.password();
         let slot_proven = match &proof {
             PasswordProof::Slot { proof, .. } => proof.username == username.to_ascii_lowercase(),
@@ -555,7 +600,7 @@ impl Identity {
                 let event = self.event(
                     now,
                     ANONYMOUS_ACTOR,
-                    "login.cli",
+                    login,
                     &user_key,
                     Outcome::Failure,
                     json!({ "reason": reason }),
@@ -678,7 +723,7 @@ impl Identity {
                 let event = self.event(
                     now,
                     &user.username,
-                    "login.cli",
+                    login,
                     &user_key,
                     Outcome::Success,
                     details,
@@ -703,7 +748,7 @@ impl Identity {
                 let mut events = vec![self.event(
                     now,
                     ANONYMOUS_ACTOR,
-                    "login.cli",
+                    login,
                     &user_key,
                     Outcome::Failure,
                     details,
@@ -781,6 +826,7 @@ impl Identity {
         }
     }
 
+    // Implements: V42
     /// Allows `user` one `permission` for `action` (the command, e.g. `user.add`), or records
     /// the denial (`action`, outcome `denied`, with the permission and role) and refuses. An
     /// expired password is refused for every permission.
@@ -817,6 +863,37 @@ impl Identity {
                 role: user.role,
                 permission,
             }
+        })
+    }
+
+    /// Whether a person who signed in earlier (a dashboard session) may still act: their row
+    /// is read again, so a user disabled, removed or locked since is refused (as a failed
+    /// sign-in, without counting), and a changed role takes effect at once.
+    pub fn recheck(
+        &self,
+        db: &Database,
+        user: &AuthenticatedUser,
+        now: UnixMs,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        let Some(row) = rows::load_user(db.conn(), &user.username)? else {
+            return Err(AuthError::Failed);
+        };
+        if row.disabled || row.password_phc.is_none() {
+            return Err(AuthError::Failed);
+        }
+        let lock = rows::load_lock(db.conn(), &format!("user:{}", user.username))?;
+        if lock
+            .window
+            .state(&self.policy.lockout, now.secs())
+            .is_locked()
+        {
+            return Err(AuthError::LockedOut {
+                username: user.username.clone(),
+            });
+        }
+        Ok(AuthenticatedUser {
+            role: row.role,
+            ..user.clone()
         })
     }
 

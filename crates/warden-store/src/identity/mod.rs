@@ -35,8 +35,9 @@ use crate::db::{Database, StoreError};
 
 pub use admin::{BreakGlass, LockInfo, NewUser, TotpInfo, UserInfo};
 pub use auth::{
-    Actor, AuthOutcome, AuthenticatedUser, Authorized, PasswordProof, Service, SlotProof,
-    WrongAuthorization, ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE, RECOVERY_KEY_ACTOR,
+    Actor, AuthOutcome, AuthenticatedUser, Authorized, PasswordProof, Service, SignInChannel,
+    SlotProof, WrongAuthorization, ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE,
+    RECOVERY_KEY_ACTOR,
 };
 
 /// The tables (schema migration 2).
@@ -524,6 +525,12 @@ impl Identity {
             warden_core::totp::TotpSecret::generate().expose_secret(),
         );
         self.secrets_key = key;
+    }
+
+    /// Replaces how this process appends to the chain (a daemon whose records go to the SIEM
+    /// only when it has a `siem:` section, like `ota serve` and its dashboard).
+    pub fn set_audit_log(&mut self, audit: AuditLog) {
+        self.audit = audit;
     }
 
     pub fn policy(&self) -> &IdentityPolicy {

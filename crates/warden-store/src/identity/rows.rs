@@ -1,5 +1,7 @@
 //! The identity tables as typed rows: reading and writing users, password history and
 //! lockout records. Only this file holds SQL for them.
+//!
+//! Implements: V84, V86
 
 use rusqlite::{params, Connection, OptionalExtension};
 use warden_core::lockout::{AttemptThrottle, FailureWindow};

@@ -262,6 +262,7 @@ fn failure_details(err: &VaultError) -> serde_json::Value {
     json!({ "error": report(err) })
 }
 
+// Implements: V15, V19
 /// Encrypts `input` into a sealed stream at `output` (`-` for standard input / output).
 /// Needs `vault.seal`. Audited as `vault.seal` with the sealed file's SHA-256.
 pub fn seal(
@@ -326,6 +327,7 @@ pub fn seal(
     }
 }
 
+// Implements: V20
 /// Verifies and decrypts the sealed stream `input` into `output` (`-` for standard input /
 /// output), with whichever of `keys` (the versions of the `recordings` key held: two during a
 /// rotation) its header names. A truncated file is refused unless `recover`, which writes the

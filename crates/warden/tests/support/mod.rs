@@ -645,3 +645,71 @@ impl LegacyFixture {
         cmd.args(["--as", name, "--password-file"]).arg(file)
     }
 }
+
+/// `warden ota serve` as a child process of a test, its standard error in the fixture's
+/// directory.
+#[allow(dead_code)]
+pub struct OtaServer {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+#[allow(dead_code)]
+impl OtaServer {
+    /// Starts it on `config` (a plain file, allowed explicitly) and waits until it listens;
+    /// `n` names its log (`server-N.log`).
+    pub fn start(fx: &Fixture, config: &Path, n: usize) -> Self {
+        let log = fx.path(&format!("server-{n}.log"));
+        let child = fx
+            .warden()
+            .args(["ota", "serve", "--allow-plain-config", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Self { child, log };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !server.log_text().contains("listening") {
+            assert!(
+                std::time::Instant::now() < deadline && server.pid_alive(),
+                "the OTA server did not start:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        server
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid_alive(&self) -> bool {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), None).is_ok()
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// SIGKILL, and reaped.
+    pub fn kill(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM; it must exit 0.
+    pub fn stop(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{}", self.log_text());
+    }
+}
+
+impl Drop for OtaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
