@@ -56,13 +56,22 @@ fn slots(c: &mut Criterion) {
     let mut group = c.benchmark_group("unlock");
     group.sample_size(10);
     group.bench_function("master_pbkdf2_600k", |b| {
-        b.iter(|| file.unlock(black_box(&master), &SlotSecret::Passphrase(&passphrase)).unwrap())
+        b.iter(|| {
+            file.unlock(black_box(&master), &SlotSecret::Passphrase(&passphrase))
+                .unwrap()
+        })
     });
     group.bench_function("user_argon2id_64MiB_t3_p4", |b| {
-        b.iter(|| file.unlock(black_box(&user), &SlotSecret::Password(&password)).unwrap())
+        b.iter(|| {
+            file.unlock(black_box(&user), &SlotSecret::Password(&password))
+                .unwrap()
+        })
     });
     group.bench_function("recovery_hkdf", |b| {
-        b.iter(|| file.unlock(black_box(&rec), &SlotSecret::Key(recovery.key())).unwrap())
+        b.iter(|| {
+            file.unlock(black_box(&rec), &SlotSecret::Key(recovery.key()))
+                .unwrap()
+        })
     });
     group.finish();
 
@@ -105,13 +114,15 @@ fn slots(c: &mut Criterion) {
     group.bench_function("begin_rotation_100_slots", |b| {
         b.iter(|| {
             let mut copy = many.clone();
-            copy.begin_rotation(Purpose::Recordings, black_box(&new)).unwrap()
+            copy.begin_rotation(Purpose::Recordings, black_box(&new))
+                .unwrap()
         })
     });
     let old = Key32::random();
     let mut sealed = Vec::new();
-    let mut w = warden_core::stream::SealedWriter::new(&mut sealed, Purpose::Recordings, &old, 65536)
-        .unwrap();
+    let mut w =
+        warden_core::stream::SealedWriter::new(&mut sealed, Purpose::Recordings, &old, 65536)
+            .unwrap();
     w.write_plaintext(&[0u8; 1000]).unwrap();
     w.finish().unwrap();
     group.bench_function("rewrap_one_header", |b| {

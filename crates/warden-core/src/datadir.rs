@@ -19,7 +19,6 @@
 //! `keyslots.json` says which format a directory has.
 
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -233,6 +232,12 @@ impl DataDir {
 
     /// Removes `security.json` (a conversion that committed: the master passphrase must no
     /// longer derive anything, or a changed passphrase would still open the old keys).
+    /// Whether a `security.json` is still here (a format-2 directory has one only while a
+    /// conversion is unfinished).
+    pub fn has_security_file(&self) -> bool {
+        self.root.join(SECURITY_FILE).symlink_metadata().is_ok()
+    }
+
     pub fn remove_security(&self, _lock: &SlotLock) -> Result<(), DataDirError> {
         let path = self.root.join(SECURITY_FILE);
         match std::fs::remove_file(&path) {

@@ -195,3 +195,34 @@ fn a_conversion_killed_at_any_point_leaves_an_openable_directory() {
     }
     eprintln!("states when killed: {states:?}");
 }
+
+/// The last step of a conversion removes `security.json` after the slot file is settled; a
+/// crash between the two leaves both, settled. The next open finishes it: `security.json` goes
+/// (its keys are in the slots), nothing is committed twice, and the data still open.
+#[test]
+fn a_conversion_cut_after_settling_removes_security_json_at_the_next_open() {
+    let fx = LegacyFixture::new();
+    let security = std::fs::read(fx.data_dir.join("security.json")).unwrap();
+    run(fx.warden().args(["keys", "check"])).ok();
+    assert!(!fx.data_dir.join("security.json").exists());
+    // The state a SIGKILL between "settled" and "security.json removed" leaves.
+    let path = fx.data_dir.join("security.json");
+    std::fs::write(&path, &security).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let opened = fx.path("opened");
+    run(fx
+        .signed_in(&mut fx.warden(), "olga")
+        .args(["vault", "open"])
+        .arg(fx.data_dir.join("legacy-vault.sealed"))
+        .arg(&opened))
+    .ok();
+    assert!(!path.exists(), "security.json is left after the next open");
+    assert_eq!(std::fs::read(&opened).unwrap(), LEGACY_VAULT_PLAINTEXT);
+    let export = run(fx
+        .signed_in(&mut fx.warden(), ADMIN)
+        .args(["audit", "tail", "--json", "-n", "50"]))
+    .ok()
+    .stdout_text();
+    let upgrades = export.matches("\"keys.upgrade\"").count();
+    assert_eq!(upgrades, 1, "keys.upgrade recorded {upgrades} times");
+}

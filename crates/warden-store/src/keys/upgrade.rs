@@ -87,42 +87,40 @@ pub fn convert(dir: &DataDir, passphrase: &Passphrase) -> Result<(DataDir, KeyRi
     Ok((DataDir::open(dir.root())?, ring))
 }
 
-/// A conversion interrupted before its commit (the slot file says it is pending, the database
-/// has no `keys.upgrade`): commits it now, with a note that it was finished late, and settles.
+/// A conversion interrupted before it finished: before its commit (the slot file says it is
+/// pending, the database has no `keys.upgrade`) it is committed now, with a note that it was
+/// finished late; after it (settled, or still pending) the slot file is settled and
+/// `security.json`, whose keys the slots now hold, goes.
 pub(super) fn finish_interrupted(dir: &DataDir, store: &mut Store) -> Result<(), KeyOpError> {
-    if dir
-        .read_slots()?
-        .pending
-        .as_ref()
-        .map(|p| p.action.as_str())
-        != Some(ACTION)
-    {
+    let pending_here = |file: &SlotFile| file.pending.as_ref().is_some_and(|p| p.action == ACTION);
+    if !pending_here(&dir.read_slots()?) && !dir.has_security_file() {
         return Ok(());
     }
     let lock = dir.lock_slots()?;
     let mut file = dir.read_slots()?;
-    let Some(pending) = file.pending.clone().filter(|p| p.action == ACTION) else {
-        return Ok(());
-    };
-    if !committed(&store.db, &pending.txid_bytes())? {
-        let event = NewEvent::new(
-            crate::audit::timestamp_now(),
-            MASTER_PASSPHRASE_ACTOR,
-            ACTION,
-            "keyslots",
-            Outcome::Success,
-        )
-        .with_details(json!({
-            "from_format": 1,
-            "to_format": 2,
-            "reencrypted": false,
-            "finished_after_interruption": true,
-        }));
-        commit_event(store, &pending, event)?;
+    if let Some(pending) = file.pending.clone().filter(|p| p.action == ACTION) {
+        if !committed(&store.db, &pending.txid_bytes())? {
+            let event = NewEvent::new(
+                crate::audit::timestamp_now(),
+                MASTER_PASSPHRASE_ACTOR,
+                ACTION,
+                "keyslots",
+                Outcome::Success,
+            )
+            .with_details(json!({
+                "from_format": 1,
+                "to_format": 2,
+                "reencrypted": false,
+                "finished_after_interruption": true,
+            }));
+            commit_event(store, &pending, event)?;
+        }
+        file.settle_committed();
+        file.generation += 1;
+        dir.write_slots(&lock, &file)?;
     }
-    file.settle_committed();
-    file.generation += 1;
-    dir.write_slots(&lock, &file)?;
-    dir.remove_security(&lock)?;
+    if file.pending.is_none() {
+        dir.remove_security(&lock)?;
+    }
     Ok(())
 }
