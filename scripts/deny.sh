@@ -6,6 +6,7 @@
 # be reached, the check runs offline against a database fetched earlier ($CARGO_HOME/advisory-dbs),
 # and when there is none it is skipped with a warning (exit 0) — unless WARDEN_REQUIRE_ADVISORIES=1,
 # which makes a missing database an error. See docs/SUPPLY-CHAIN.md.
+# Implements: V82
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -7,6 +7,7 @@
 #
 #   scripts/bench/identity.sh            (RUNS=N repetitions of the argon2 CLI, default 10;
 #                                         WARDEN_BENCH_DIR=DIR for the store bench, default /tmp)
+# Implements: S4
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS="${RUNS:-10}"

@@ -4,6 +4,7 @@
 # the same directory (dd). Prints a Markdown table for docs/BENCHMARKS.md.
 #
 #   scripts/bench/vault.sh [DIR]     (DIR defaults to /dev/shm, i.e. memory-backed files)
+# Implements: V21
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DIR="${1:-/dev/shm}/warden-bench-vault.$$"

@@ -25,8 +25,6 @@ import os
 import sys
 
 PURPOSES = ("database", "recordings", "config", "audit")
-# Present in directories made since clinical records; absent from older ones.
-OPTIONAL_PURPOSES = ("phi",)
 
 # "KDF parameters" and "security.json" tables of the document.
 BOUNDS = {
@@ -115,10 +113,9 @@ def read_security(data_dir: str) -> dict:
         raise Refused("unknown top-level field")
     if doc.get("format") != "warden-security" or doc.get("version") != 1:
         raise Refused("not a version 1 warden-security file")
-    present = set(doc.get("purposes", {}))
-    if not set(PURPOSES) <= present or present - set(PURPOSES) - set(OPTIONAL_PURPOSES):
-        raise Refused("purposes must be database, recordings, config, audit, and optionally phi")
-    for p in PURPOSES + tuple(q for q in OPTIONAL_PURPOSES if q in present):
+    if set(doc.get("purposes", {})) != set(PURPOSES):
+        raise Refused("purposes must be exactly database, recordings, config, audit")
+    for p in PURPOSES:
         entry = doc["purposes"][p]
         check_kdf(entry["kdf"], f"{p}.kdf")
         check_salt(entry["salt"], f"{p}.salt")
@@ -129,7 +126,7 @@ def read_security(data_dir: str) -> dict:
 
 def purpose_keys(doc: dict, passphrase: bytes) -> dict:
     keys = {}
-    for p in PURPOSES + tuple(q for q in OPTIONAL_PURPOSES if q in doc["purposes"]):
+    for p in PURPOSES:
         entry = doc["purposes"][p]
         key = derive(entry["kdf"], passphrase, b64(entry["salt"], "salt"))
         check = hmac.new(key, b"warden key check v1" + b"\x00" + p.encode("ascii"), hashlib.sha256)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Independent decoder and encoder for warden's sealed-stream format, version 1.
+"""Independent decoder and encoder for warden's sealed-stream format, versions 1 and 2.
 
 Written from docs/formats/sealed-stream.md alone (not from the Rust source), to prove
 that the document is complete. Uses only the standard library and the `cryptography`
@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 # --- Constants from the document -------------------------------------------------------
 
 MAGIC = b"WRDNSEAL"
-VERSION = 0x01
+VERSION = 0x02  # written by default; 0x01 is read too
+VERSIONS = (0x01, 0x02)
 ALGORITHM_AES256GCM = 0x01
 PURPOSES = {0x01: "database", 0x02: "recordings", 0x03: "config", 0x04: "audit"}
 PURPOSE_CODES = {name: code for code, name in PURPOSES.items()}
@@ -203,6 +204,18 @@ class _Header:
     def marker(self) -> bytes:
         return self.file_id[:4]
 
+    @property
+    def aad(self) -> bytes:
+        return segment_aad(self.raw)
+
+
+def segment_aad(header: bytes) -> bytes:
+    """What every segment authenticates: version 1, the whole header; version 2, the header
+    without its key id (bytes 32..40) and key wrap (bytes 47..107)."""
+    if header[8] == 0x01:
+        return header
+    return header[0:32] + header[40:47]
+
 
 def _parse_header(purpose_key: bytes, data: bytes, purpose_code: Optional[int]):
     # Step 1: magic. Input shorter than the magic cannot be identified as a sealed stream.
@@ -212,8 +225,8 @@ def _parse_header(purpose_key: bytes, data: bytes, purpose_code: Optional[int]):
     if len(data) < HEADER_LEN:
         raise HeaderCutShort(f"bad header: cut short ({len(data)} of {HEADER_LEN} bytes)")
     h = _Header(data[:HEADER_LEN])
-    if h.version != VERSION:
-        raise UnsupportedVersion(f"unsupported version {h.version} (this decoder reads 1)")
+    if h.version not in VERSIONS:
+        raise UnsupportedVersion(f"unsupported version {h.version} (this decoder reads 1 and 2)")
     if h.algorithm != ALGORITHM_AES256GCM:
         raise BadHeader(f"bad header: unknown algorithm {h.algorithm}")
     if h.purpose not in PURPOSES:
@@ -255,7 +268,7 @@ def _diagnose(aead: AESGCM, h: _Header, i: int, kind: int, body: bytes) -> NotAu
 
 def _opens(aead: AESGCM, h: _Header, counter: int, kind: int, body: bytes) -> bool:
     try:
-        aead.decrypt(segment_nonce(h.nonce_prefix, counter, kind), body, h.raw)
+        aead.decrypt(segment_nonce(h.nonce_prefix, counter, kind), body, h.aad)
         return True
     except InvalidTag:
         return False
@@ -302,7 +315,7 @@ def decode_segments(
             )
         body = data[start:end]
         try:
-            pt = aead.decrypt(segment_nonce(h.nonce_prefix, i, kind), body, h.raw)
+            pt = aead.decrypt(segment_nonce(h.nonce_prefix, i, kind), body, h.aad)
         except InvalidTag:
             raise _diagnose(aead, h, i, kind, body) from None
         out_len += len(pt)
@@ -353,6 +366,7 @@ def encode(
     wrap_nonce: Optional[bytes] = None,
     data_key: Optional[bytes] = None,
     kinds: Optional[Callable[[int, bool], int]] = None,
+    version: int = VERSION,
 ) -> bytes:
     """Seal `plaintext`. Segments are filled up to `segment_size`; every offset in
     `seal_points` (0 ≤ p ≤ len(plaintext)) additionally ends a non-final segment there, so
@@ -396,7 +410,7 @@ def encode(
     dk = _fixed_or_random(data_key, 32, "data_key")
     head = (
         MAGIC
-        + bytes([VERSION, ALGORITHM_AES256GCM, purpose_code, 0])
+        + bytes([version, ALGORITHM_AES256GCM, purpose_code, 0])
         + struct.pack(">I", segment_size)
         + file_id
         + key_id(purpose_key)
@@ -416,7 +430,7 @@ def encode(
         if kinds is not None:
             kind = kinds(i, is_last)
         seg = plaintext[a:b]
-        body = aead.encrypt(segment_nonce(nonce_prefix, i, kind), seg, header)
+        body = aead.encrypt(segment_nonce(nonce_prefix, i, kind), seg, segment_aad(header))
         out.append(file_id[:4] + bytes([kind]) + struct.pack(">I", len(seg)) + body)
     return b"".join(out)
 
@@ -466,6 +480,7 @@ def check_vector(vector: dict) -> None:
         nonce_prefix=h(vector["nonce_prefix"]),
         wrap_nonce=h(vector["wrap_nonce"]),
         data_key=h(vector["data_key"]),
+        version=vector.get("version", 1),
     )
     assert again == sealed, "re-encoded bytes differ"
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Independent derivation of warden's purpose keys from the passphrase and security.json.
+"""Independent derivation of warden's purpose keys from the passphrase and security.json (format
+1), or their unwrapping from the master key slot (format 2, via keyslots_from_doc.py).
 
 Proves that warden's KDF and key-check value interoperate with a second implementation:
 PBKDF2-HMAC-SHA256 from Python's hashlib (Argon2id through argon2-cffi, when installed).
@@ -110,7 +111,21 @@ def derive(kdf: dict, passphrase: bytes, salt: bytes) -> bytes:
 
 
 def purpose_key(source: Union[str, bytes, dict], passphrase: Union[str, bytes], purpose: str) -> bytes:
-    """Derives the 32-byte key for `purpose` and checks it against the stored key check."""
+    """The 32-byte key for `purpose`: unwrapped from the master slot of a format-2 data directory
+    (keyslots.json, docs/formats/keyslots.md), or derived and checked (format 1, security.json)."""
+    if isinstance(source, str) and os.path.isfile(os.path.join(source, "keyslots.json")):
+        import keyslots_from_doc as slots
+
+        with open(os.path.join(source, "keyslots.json"), "rb") as f:
+            doc = json.loads(f.read())
+        if isinstance(passphrase, str):
+            passphrase = passphrase.encode("utf-8")
+        for slot in slots.find_slot(doc, "master"):
+            try:
+                return slots.unlock(doc, slot, passphrase)[purpose][1]
+            except slots.WrongSecret:
+                continue
+        raise WrongPassphrase("wrong passphrase: it does not open the master key slot")
     if purpose not in PURPOSES:
         raise ValueError(f"unknown purpose {purpose!r}")
     doc = load_security(source)

@@ -25,6 +25,7 @@ use crate::secret::Passphrase;
 const FORMAT: &str = "warden-auditor-key";
 const LABEL: &[u8] = b"warden auditor key v1";
 
+// Implements: V53
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditorKeyFile {
@@ -141,6 +142,7 @@ impl AuditorKeyFile {
 mod tests {
     use super::*;
 
+    /// Verifies: V53
     #[test]
     fn seal_open_and_wrong_passphrase() {
         let k0 = AuditKey::from_bytes([9; 32]);

@@ -59,6 +59,7 @@ fn nofollow() -> i32 {
     OFlag::O_NOFOLLOW.bits()
 }
 
+// Implements: V87
 /// Creates `path` (and missing parents) as a 0700 directory; an existing directory is checked.
 pub fn create_private_dir(path: &Path) -> Result<(), FsError> {
     match fs::DirBuilder::new()
@@ -144,6 +145,7 @@ pub fn read_limited(file: impl Read, path: &Path, limit: u64) -> Result<Vec<u8>,
     Ok(content)
 }
 
+// Implements: V9, V87
 /// Creates a new private (0600) file; fails if anything exists at `path`, symlinks included.
 pub fn create_private_new(path: &Path) -> Result<File, FsError> {
     OpenOptions::new()
@@ -483,6 +485,7 @@ pub fn sync_parent(path: &Path) -> Result<(), FsError> {
 mod tests {
     use super::*;
 
+    /// Verifies: V87
     #[test]
     fn private_files_refuse_open_modes_and_symlinks() {
         let dir = tempfile::tempdir().unwrap();
@@ -659,6 +662,7 @@ mod tests {
         }
     }
 
+    /// Verifies: V87
     #[test]
     fn private_dirs_are_0700_and_checked() {
         let dir = tempfile::tempdir().unwrap();

@@ -28,19 +28,30 @@ pub enum Purpose {
     Config,
     /// The audit chain's initial MAC key.
     Audit,
+    /// The Ed25519 key that signs audit checkpoints (key slots only: never derived, never used
+    /// for data; its public half goes to auditors and the SIEM).
+    Signing,
     /// Clinical records: the fields a schema classifies as PHI, sealed per record version
-    /// (`warden-records`). Derived like the others, from its own salt and key check; optional
-    /// in `security.json` (a directory made before records has no entry, and [`SecurityFile::
-    /// unlock`] says so). Interim until key slots: then it is a random key that only the slots
-    /// of roles granted `records.phi` carry. Code 6 leaves 5 to the slots' signing key.
+    /// (`warden-records`). A random key (key slots only, never derived) that only the slots of
+    /// roles granted `records.phi`, the master passphrase and the recovery key carry.
     Phi,
 }
 
 impl Purpose {
-    /// The four purposes every `security.json` has (format 1).
+    /// The four purposes that protect data: the ones `security.json` derives.
     pub const ALL: [Purpose; 4] = [Self::Database, Self::Recordings, Self::Config, Self::Audit];
-    /// Purposes `create` also derives, whose entries older files lack.
-    pub const OPTIONAL: [Purpose; 1] = [Self::Phi];
+    /// Every key a key slot can carry: the four derived purposes, the checkpoint signing key
+    /// and the PHI key.
+    pub const IN_SLOTS: [Purpose; 6] = [
+        Self::Database,
+        Self::Recordings,
+        Self::Config,
+        Self::Audit,
+        Self::Signing,
+        Self::Phi,
+    ];
+    /// The keys a format-1 directory lacks, drawn at random when it is converted.
+    pub const RANDOM_ONLY: [Purpose; 2] = [Self::Signing, Self::Phi];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -48,6 +59,7 @@ impl Purpose {
             Self::Recordings => "recordings",
             Self::Config => "config",
             Self::Audit => "audit",
+            Self::Signing => "signing",
             Self::Phi => "phi",
         }
     }
@@ -59,10 +71,12 @@ impl Purpose {
             Self::Recordings => 2,
             Self::Config => 3,
             Self::Audit => 4,
+            Self::Signing => 5,
             Self::Phi => 6,
         }
     }
 
+    /// The purpose a sealed-stream header names (1 to 4; the signing key seals nothing).
     pub fn from_code(code: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.code() == code)
     }
@@ -84,6 +98,7 @@ pub struct PurposeEntry {
     pub key_check: String,
 }
 
+// Implements: V7, V8, V11
 /// The whole `security.json` document.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,7 +111,7 @@ pub struct SecurityFile {
     pub purposes: BTreeMap<Purpose, PurposeEntry>,
 }
 
-/// The purpose keys, as derived when a data directory is created.
+/// The four purpose keys, as derived when a data directory is created.
 pub struct PurposeKeys(BTreeMap<Purpose, Key32>);
 
 impl PurposeKeys {
@@ -141,6 +156,7 @@ fn key_check(key: &Key32, purpose: Purpose) -> [u8; 32] {
 }
 
 impl SecurityFile {
+    // Implements: V10, V12
     /// Creates a new file for `passphrase`: fresh salts, the given KDF for every purpose.
     /// Runs every derivation once, to compute the key checks, and returns the keys too.
     pub fn create(
@@ -154,7 +170,7 @@ impl SecurityFile {
         kdf.validate()?;
         let mut purposes = BTreeMap::new();
         let mut keys = BTreeMap::new();
-        for purpose in Purpose::ALL.into_iter().chain(Purpose::OPTIONAL) {
+        for purpose in Purpose::ALL {
             let salt: [u8; 32] = crate::rand::array();
             let key = kdf.derive(passphrase.expose_secret().as_bytes(), &salt)?;
             purposes.insert(
@@ -190,13 +206,11 @@ impl SecurityFile {
         if file.version != 1 {
             return Err(KeyringError::UnsupportedVersion(file.version));
         }
-        for purpose in Purpose::ALL.into_iter().chain(Purpose::OPTIONAL) {
-            let Some(entry) = file.purposes.get(&purpose) else {
-                if Purpose::OPTIONAL.contains(&purpose) {
-                    continue;
-                }
-                return Err(KeyringError::MissingPurpose(purpose));
-            };
+        for purpose in Purpose::ALL {
+            let entry = file
+                .purposes
+                .get(&purpose)
+                .ok_or(KeyringError::MissingPurpose(purpose))?;
             let salt = decode_field(purpose, "salt", &entry.salt)?;
             let bounds = |source| KeyringError::Parameters { purpose, source };
             crate::kdf::check_salt_len(salt.len()).map_err(bounds)?;
@@ -216,6 +230,7 @@ impl SecurityFile {
         text
     }
 
+    // Implements: V3, V18, V78
     /// Derives the key for `purpose` and checks it against the stored key-check value.
     pub fn unlock(&self, passphrase: &Passphrase, purpose: Purpose) -> Result<Key32, KeyringError> {
         let entry = self
@@ -251,6 +266,7 @@ mod tests {
         Passphrase::new(s.to_string())
     }
 
+    /// Verifies: V8, V11, V69
     #[test]
     fn create_then_unlock_every_purpose_with_distinct_keys() {
         let file = SecurityFile::create(&pass("correct horse battery staple"), &fast(), "t".into())
@@ -274,26 +290,7 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_phi_key_is_derived_at_create_and_optional_on_read() {
-        let pass = pass("correct horse battery staple");
-        let (file, keys) = SecurityFile::create(&pass, &fast(), "t".into()).unwrap();
-        let phi = file.unlock(&pass, Purpose::Phi).unwrap();
-        assert_eq!(phi.expose_secret(), keys.get(Purpose::Phi).expose_secret());
-        for other in Purpose::ALL {
-            assert_ne!(phi.expose_secret(), keys.get(other).expose_secret());
-        }
-        // A directory made before records has no phi entry: it still opens, and asking for
-        // the phi key says what is missing.
-        let mut older = file.clone();
-        older.purposes.remove(&Purpose::Phi);
-        let parsed = SecurityFile::parse(older.to_json().as_bytes()).unwrap();
-        assert!(matches!(
-            parsed.unlock(&pass, Purpose::Phi),
-            Err(KeyringError::MissingPurpose(Purpose::Phi))
-        ));
-    }
-
+    /// Verifies: V78
     #[test]
     fn wrong_passphrase_is_named_as_such() {
         let file = SecurityFile::create(&pass("correct horse battery staple"), &fast(), "t".into())
@@ -309,6 +306,7 @@ mod tests {
         );
     }
 
+    /// Verifies: V10
     #[test]
     fn short_passphrase_is_refused_at_create() {
         let err = SecurityFile::create(&pass("fifteen chars!!"), &fast(), "t".into())
@@ -418,6 +416,7 @@ mod tests {
         ));
     }
 
+    /// Verifies: V7, V69
     #[test]
     fn changing_the_salt_makes_the_passphrase_fail() {
         let mut file =

@@ -116,6 +116,7 @@ impl LockoutState {
     }
 }
 
+// Implements: S26, S27, V36
 /// One account's recent failures (Unix seconds) and lock, as the store keeps them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureWindow {
@@ -200,6 +201,7 @@ impl FailureWindow {
     }
 }
 
+// Implements: S25, V36
 /// How attempts are spaced out: at least `min_interval_ms` between any two; after `n`
 /// consecutive failures, `base_delay_ms · 2^(n-1)`, at most `max_delay_ms`. Defaults: 1 s
 /// minimum, then 1, 2, 4, 8, 16 s, capped at 30 s.
@@ -367,6 +369,7 @@ mod tests {
         }
     }
 
+    /// Verifies: S26, V36
     #[test]
     fn fifth_failure_within_sixty_seconds_locks() {
         let mut window = FailureWindow::new();
@@ -421,6 +424,7 @@ mod tests {
         assert_eq!(window.state(&policy(), 180), open(0));
     }
 
+    /// Verifies: S27
     #[test]
     fn a_lock_stays_until_an_administrator_resets_it() {
         let mut window = FailureWindow::new();

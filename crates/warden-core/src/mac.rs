@@ -8,6 +8,7 @@ use openssl::pkey::PKey;
 use openssl::sign::Signer;
 use zeroize::Zeroizing;
 
+// Implements: V43, V71
 /// HMAC-SHA256 of `msg` under `key`.
 pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
     hmac_sha256_parts(key, &[msg])
@@ -116,6 +117,15 @@ impl Sha256 {
     }
 }
 
+/// HKDF-SHA256 (RFC 5869) with a 32-byte output: `PRK = HMAC(salt, ikm)`,
+/// `OKM = HMAC(PRK, info ‖ 0x01)`. Used to turn a shared secret or a random key into a wrapping
+/// key (key slots); one output block is all warden ever needs.
+pub fn hkdf_sha256(ikm: &[u8], salt: &[u8], info: &[u8]) -> zeroize::Zeroizing<[u8; 32]> {
+    let prk = Zeroizing::new(hmac_sha256(salt, ikm));
+    Zeroizing::new(hmac_sha256_parts(&prk[..], &[info, &[1u8]]))
+}
+
+// Implements: V45
 /// Compares two byte strings in time independent of their contents (lengths may leak).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && openssl::memcmp::eq(a, b)
@@ -125,7 +135,20 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    // RFC 5869 test case 1 (the first 32 bytes of its 42-byte OKM).
+    #[test]
+    fn hkdf_sha256_rfc5869_case1() {
+        let ikm = [0x0b; 22];
+        let salt = hex::decode("000102030405060708090a0b0c").unwrap();
+        let info = hex::decode("f0f1f2f3f4f5f6f7f8f9").unwrap();
+        assert_eq!(
+            hex::encode(&hkdf_sha256(&ikm, &salt, &info)[..]),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+        );
+    }
+
     // RFC 4231 test case 2.
+    /// Verifies: V43, V71
     #[test]
     fn hmac_sha256_rfc4231_case2() {
         assert_eq!(
@@ -167,6 +190,7 @@ mod tests {
         }
     }
 
+    /// Verifies: V45
     #[test]
     fn ct_eq_compares_content_and_length() {
         assert!(ct_eq(b"abc", b"abc"));

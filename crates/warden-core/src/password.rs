@@ -94,6 +94,16 @@ impl Default for Argon2ParamsFields {
 }
 
 impl Argon2Params {
+    /// The same cost as a key-derivation function (a person's key slot is unlocked with their
+    /// password at this cost, which is also what checking their hash costs).
+    pub fn as_kdf(&self) -> crate::kdf::KdfParams {
+        crate::kdf::KdfParams::Argon2id {
+            memory_kib: self.memory_kib,
+            iterations: self.iterations,
+            parallelism: self.parallelism,
+        }
+    }
+
     /// Floors and ceilings for new hashes. The floors are below OWASP's minimum (19 MiB, t=2)
     /// only so tests can run quickly; the ceilings also bound what a stored hash may demand
     /// (a tampered row must not make a login allocate gigabytes).
@@ -227,6 +237,7 @@ impl PasswordCheck {
     }
 }
 
+// Implements: V33, V66, V72
 /// A parsed Argon2id PHC string. Not secret, but an offline-cracking target: it has no
 /// `Display` and its `Debug` shows only the parameters.
 #[derive(Clone, PartialEq, Eq)]
@@ -604,6 +615,7 @@ impl PasswordPolicy {
         &self.argon2
     }
 
+    // Implements: V29, V30, V31
     /// Checks a new password against every rule and returns all that fail.
     ///
     /// `previous` are the user's stored hashes, newest first, starting with the current one;
@@ -667,6 +679,7 @@ impl PasswordPolicy {
         hash.needs_rehash(&self.argon2)
     }
 
+    // Implements: V32
     /// When a password last changed at `last_changed_unix` expires, seen at `now_unix`.
     /// A clock that reads earlier than the change counts as no time having passed.
     pub fn expiry(&self, last_changed_unix: u64, now_unix: u64) -> PasswordExpiry {
@@ -716,6 +729,7 @@ mod tests {
 
     const GOOD: &str = "Correct-Horse-Battery-9";
 
+    /// Verifies: V33, V72
     #[test]
     fn default_params_are_the_seeds() {
         let p = Argon2Params::default();
@@ -755,6 +769,7 @@ mod tests {
         assert!(serde_json::from_str::<Argon2Params>(r#"{"memory":65536}"#).is_err());
     }
 
+    /// Verifies: V33, V72
     #[test]
     fn hash_has_the_phc_shape_and_verifies() {
         let hash = PasswordHash::create(&pw(GOOD), &fast()).unwrap();
@@ -774,6 +789,7 @@ mod tests {
         assert_ne!(hash.as_phc(), again.as_phc());
     }
 
+    /// Verifies: V13
     #[test]
     fn debug_shows_parameters_only() {
         let hash = PasswordHash::create(&pw(GOOD), &fast()).unwrap();
@@ -783,6 +799,7 @@ mod tests {
         assert!(debug.contains("memory_kib: 8192"), "{debug}");
     }
 
+    /// Verifies: V72
     #[test]
     fn verifies_a_known_argon2_cffi_hash() {
         // argon2-cffi 25.1: argon2.low_level.hash_secret(b"password", b"somesaltsomesalt",
@@ -913,6 +930,7 @@ mod tests {
         }
     }
 
+    /// Verifies: V29, V30
     #[test]
     fn each_rule_is_reported_on_its_own() {
         let policy = fast_policy();
@@ -966,6 +984,7 @@ mod tests {
         assert!(!err.to_string().contains("abc"));
     }
 
+    /// Verifies: V29, V30
     #[test]
     fn length_counts_characters_and_classes_are_unicode_aware() {
         let policy = fast_policy();
@@ -992,6 +1011,7 @@ mod tests {
         assert_eq!(violations(&policy, "abcd"), []);
     }
 
+    /// Verifies: V31
     #[test]
     fn reuse_of_any_of_the_last_five_is_refused() {
         let policy = fast_policy();
@@ -1033,6 +1053,7 @@ mod tests {
         assert_eq!(policy.check_new_password(&pw(GOOD), &[current]), Ok(()));
     }
 
+    /// Verifies: V32
     #[test]
     fn expiry_after_ninety_days() {
         let policy = fast_policy();

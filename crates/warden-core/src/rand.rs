@@ -1,5 +1,6 @@
 //! Random bytes from OpenSSL's CSPRNG, the one randomness source in warden.
 
+// Implements: V86
 /// Fills `buf` with cryptographically secure random bytes.
 ///
 /// OpenSSL's DRBG only fails when the operating system cannot seed it at all; continuing

@@ -24,6 +24,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keyring::Purpose;
+
+// Implements: V38, V39, V40, V41
 /// A user's role.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "&'static str")]
@@ -324,13 +327,13 @@ impl Permission {
             Self::AuditTail => "`audit tail`",
             Self::AuditCheckpoint => "`audit checkpoint`",
             Self::UserManage => "`user add/list/show/disable/enable/unlock/policy`, others' `passwd` and `enroll-totp`, `records signer`",
-            Self::KeyRotate => "(key slots: rotation, passphrase change)",
-            Self::KeyExport => "(key slots: recovery key)",
+            Self::KeyRotate => "`keys list/rotate/passphrase/service`",
+            Self::KeyExport => "`keys recovery`",
             Self::ShimReset => "`shim reset` (carried out by the daemon)",
             Self::ShimStatus => "`shim status`",
             Self::OtaKeyManage => "`ota keys add/remove/import/list`",
-            Self::OtaScriptPush => "`ota push`",
-            Self::OtaResultsView => "`ota results`, `ota sessions`",
+            Self::OtaScriptPush => "`ota push`, a push from the OTA dashboard",
+            Self::OtaResultsView => "`ota results`, `ota sessions`, signing in to the OTA dashboard",
             Self::VaultSeal => "`vault seal`",
             Self::VaultOpen => "`vault open`",
             Self::VaultVerify => "`vault verify`",
@@ -374,6 +377,7 @@ pub fn permission_table_markdown() -> String {
     out
 }
 
+// Implements: V42
 /// Decides whether `role` may exercise `permission`.
 pub fn authorize(role: Role, permission: Permission) -> Decision {
     if is_granted(role, permission) {
@@ -429,7 +433,7 @@ fn is_granted(role: Role, permission: Permission) -> bool {
 
 /// A daemon that acts as its own principal (it signs in with the keys it was started with,
 /// not with a person's password). Its events name it as their actor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ServiceKind {
     /// `warden shim run`: the serial MFA gate.
     ShimDaemon,
@@ -452,6 +456,20 @@ impl ServiceKind {
         Permission::ALL
             .into_iter()
             .filter(move |permission| is_granted_to_service(self, *permission))
+    }
+}
+
+impl ServiceKind {
+    /// The short name in key slots, service key files and systemd credentials: `shim`, `ota`.
+    pub fn slot_name(self) -> &'static str {
+        match self {
+            Self::ShimDaemon => "shim",
+            Self::OtaServer => "ota",
+        }
+    }
+
+    pub fn from_slot_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.slot_name() == name)
     }
 }
 
@@ -483,9 +501,146 @@ fn is_granted_to_service(kind: ServiceKind, permission: Permission) -> bool {
     }
 }
 
+/// The keys a role's key slot carries: the purposes its permissions need, and no other. The
+/// crypto layer enforces it — a slot simply does not hold the keys its role lacks.
+///
+/// Everyone who signs in appends to the audit chain (their own sign-in, their acts), so every
+/// role carries `database` and `audit`. Beyond that: **operators** seal and open vault files
+/// (`recordings`) and read and write patients' PHI (`phi`); **auditors** open vault files,
+/// replay and export recordings (`recordings`) and read PHI (`phi`), but read no configuration
+/// and sign nothing; **administrators** carry `config` (configuration is theirs alone) and
+/// `signing` (audit checkpoints) but no `phi` (they manage the system, not patients).
+/// **Technicians** have no password and therefore no slot: at the shim the daemon checks their
+/// one-time codes with its own slot; at the CLI (calibration records) they get `database` and
+/// `audit` from the master passphrase typed for them, never more.
+pub fn role_key_purposes(role: Role) -> &'static [Purpose] {
+    use Purpose::*;
+    match role {
+        Role::Technician => &[Database, Audit],
+        Role::Operator => &[Database, Recordings, Audit, Phi],
+        Role::Administrator => &[Database, Recordings, Config, Audit, Signing],
+        Role::Auditor => &[Database, Recordings, Audit, Phi],
+    }
+}
+
+/// The keys a daemon's service slot carries: the shim records sessions (`recordings`), reads its
+/// sealed configuration (`config`), checks codes and writes the trail (`database`, `audit`) and
+/// signs checkpoints (`signing`); the OTA server does the same without recordings.
+pub fn service_key_purposes(kind: ServiceKind) -> &'static [Purpose] {
+    use Purpose::*;
+    match kind {
+        ServiceKind::ShimDaemon => &[Database, Recordings, Config, Audit, Signing],
+        ServiceKind::OtaServer => &[Database, Config, Audit, Signing],
+    }
+}
+
+/// The key-access table of `docs/access-control.md`: one row per key, one column per role, per
+/// service and for the master passphrase and the recovery key (which carry every key).
+pub fn key_table_markdown() -> String {
+    let mut out = String::from(
+        "| key | technician | operator | administrator | auditor | shim daemon | ota server | master passphrase | recovery key |\n\
+         |---|:-:|:-:|:-:|:-:|:-:|:-:|:-:|:-:|\n",
+    );
+    let mark = |yes: bool| if yes { "✔" } else { "" };
+    for purpose in Purpose::IN_SLOTS {
+        out.push_str(&format!("| `{purpose}` |"));
+        for role in Role::ALL {
+            out.push_str(&format!(
+                " {} |",
+                mark(role_key_purposes(role).contains(&purpose))
+            ));
+        }
+        for kind in ServiceKind::ALL {
+            out.push_str(&format!(
+                " {} |",
+                mark(service_key_purposes(kind).contains(&purpose))
+            ));
+        }
+        out.push_str(" ✔ | ✔ |\n");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every permission a role holds is usable with the keys its slot carries (the keys a
+    /// command needs after its sign-in), and no role carries a key none of its permissions
+    /// needs.
+    #[test]
+    fn role_keys_follow_the_permissions() {
+        fn needs(permission: Permission) -> &'static [Purpose] {
+            use Permission::*;
+            use Purpose::*;
+            match permission {
+                ShimSessionAccess => &[],
+                RecordingPlay | RecordingExport | RecordingList | VaultSeal | VaultOpen
+                | VaultVerify => &[Recordings],
+                ConfigSeal | ConfigOpen | SiemTest => &[Config],
+                KeyRotate | KeyExport => &[Database, Recordings, Config, Audit, Signing],
+                RecordsPhi => &[Phi],
+                _ => &[],
+            }
+        }
+        for role in Role::ALL {
+            let carried = role_key_purposes(role);
+            let mut needed: Vec<Purpose> = Vec::new();
+            for permission in role.permissions() {
+                needed.extend(needs(permission));
+            }
+            // Every sign-in reads the database and writes the trail.
+            needed.extend([Purpose::Database, Purpose::Audit]);
+            if role == Role::Administrator {
+                needed.push(Purpose::Signing);
+            }
+            for purpose in &needed {
+                assert!(carried.contains(purpose), "{role} needs {purpose}");
+            }
+            for purpose in carried {
+                assert!(
+                    needed.contains(purpose),
+                    "{role} carries {purpose} needlessly"
+                );
+            }
+        }
+        assert_eq!(
+            role_key_purposes(Role::Technician),
+            [Purpose::Database, Purpose::Audit]
+        );
+        assert!(!role_key_purposes(Role::Administrator).contains(&Purpose::Phi));
+        assert!(!role_key_purposes(Role::Auditor).contains(&Purpose::Config));
+        assert!(!role_key_purposes(Role::Auditor).contains(&Purpose::Signing));
+    }
+
+    /// The section of docs/access-control.md between `begin` and `end`; with
+    /// `WARDEN_WRITE_DOCS=1` it is first rewritten from `table`.
+    fn documented(begin: &str, end: &str, table: &str) -> String {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/access-control.md");
+        let mut doc = std::fs::read_to_string(path).expect("docs/access-control.md");
+        let start = doc.find(begin).expect("the begin marker") + begin.len();
+        let stop = doc[start..].find(end).expect("the end marker") + start;
+        if std::env::var_os("WARDEN_WRITE_DOCS").is_some() {
+            doc.replace_range(start..stop, table);
+            std::fs::write(path, &doc).unwrap();
+            return table.to_owned();
+        }
+        doc[start..stop].to_owned()
+    }
+
+    #[test]
+    fn the_documented_key_table_is_the_code_s() {
+        let table = key_table_markdown();
+        assert_eq!(
+            documented(
+                "<!-- key-table: generated from crates/warden-core/src/rbac.rs -->\n",
+                "<!-- end of key-table -->",
+                &table
+            ),
+            table,
+            "regenerate the table in docs/access-control.md from key_table_markdown()"
+        );
+    }
 
     /// The whole matrix, written out again independently of `is_granted`:
     /// (permission, technician, operator, administrator, auditor).
@@ -528,6 +683,7 @@ mod tests {
         ]
     };
 
+    /// Verifies: V39, V40, V41, V42
     #[test]
     fn the_full_matrix() {
         for (permission, technician, operator, administrator, auditor) in MATRIX {
@@ -586,19 +742,19 @@ mod tests {
     /// cannot disagree.
     #[test]
     fn the_documented_permission_table_is_the_code_s() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/access-control.md");
-        let doc = std::fs::read_to_string(path).expect("docs/access-control.md");
-        let begin = "<!-- permission-table: generated from crates/warden-core/src/rbac.rs -->\n";
-        let end = "<!-- end of permission-table -->";
-        let start = doc.find(begin).expect("the begin marker") + begin.len();
-        let stop = doc[start..].find(end).expect("the end marker") + start;
+        let table = permission_table_markdown();
         assert_eq!(
-            &doc[start..stop],
-            permission_table_markdown(),
+            documented(
+                "<!-- permission-table: generated from crates/warden-core/src/rbac.rs -->\n",
+                "<!-- end of permission-table -->",
+                &table
+            ),
+            table,
             "regenerate the table in docs/access-control.md from permission_table_markdown()"
         );
     }
 
+    /// Verifies: V41
     #[test]
     fn technicians_get_the_shim_session_and_calibration_only() {
         assert_eq!(

@@ -123,9 +123,12 @@ pub fn read_config(
     }
 }
 
+// Implements: V23, V24, V25, V64
 /// Seals and opens configuration under one key, tolerating a given clock skew.
 pub struct ConfigSealer {
     fernet: fernet::Fernet,
+    /// Other versions of the config key that still open tokens (during a key rotation).
+    previous: Vec<fernet::Fernet>,
     clock_skew: Duration,
 }
 
@@ -139,8 +142,19 @@ impl ConfigSealer {
             fernet::Fernet::new(&encoded).expect("a 32-byte key is always a valid Fernet key");
         Self {
             fernet,
+            previous: Vec::new(),
             clock_skew: DEFAULT_CLOCK_SKEW,
         }
+    }
+
+    /// Also opens tokens sealed under `other` (another version of the config key, while a
+    /// rotation is under way); sealing always uses the first key.
+    pub fn also_opening(mut self, other: &Key32) -> Self {
+        let encoded = Zeroizing::new(B64URL.encode(other.expose_secret()));
+        self.previous.push(
+            fernet::Fernet::new(&encoded).expect("a 32-byte key is always a valid Fernet key"),
+        );
+        self
     }
 
     /// Tolerates tokens stamped up to `skew` ahead of this clock (default
@@ -200,11 +214,12 @@ impl ConfigSealer {
         let stamped = token_timestamp(text).ok_or(SealedConfigError::Rejected)?;
         // Authenticate as of the token's own time, so its time alone cannot fail it (the crate
         // adds its 60 s to that time: keep the sum in range).
-        let plaintext = self
-            .fernet
-            .decrypt_at_time(text, None, stamped.min(u64::MAX - 60))
+        let at = stamped.min(u64::MAX - 60);
+        let plaintext = std::iter::once(&self.fernet)
+            .chain(&self.previous)
+            .find_map(|fernet| fernet.decrypt_at_time(text, None, at).ok())
             .map(SecretBytes::new)
-            .map_err(|_| SealedConfigError::Rejected)?;
+            .ok_or(SealedConfigError::Rejected)?;
         let skew_secs = skew.as_secs();
         if stamped > now.saturating_add(skew_secs) {
             return Err(SealedConfigError::FromTheFuture {
@@ -230,6 +245,7 @@ impl ConfigSealer {
 mod tests {
     use super::*;
 
+    /// Verifies: V23, V64, V70, V77
     #[test]
     fn round_trip_and_damage() {
         let key = Key32::from_bytes([3u8; 32]);
@@ -270,6 +286,7 @@ mod tests {
     // back) used to be refused as "wrong key, or the token was modified". It is authenticated
     // first and then reported for what it is, with how far ahead it is; the tolerated skew is
     // a setting.
+    /// Verifies: V24
     #[test]
     fn tokens_from_the_future_are_named_as_such() {
         let sealer = ConfigSealer::new(&Key32::from_bytes([3u8; 32]));

@@ -6,6 +6,7 @@
 
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+// Implements: V12, V14, V79
 /// A 256-bit symmetric key (a purpose key, a per-file data key, an audit epoch key).
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct Key32([u8; 32]);
@@ -57,6 +58,7 @@ impl SecretBytes {
     }
 }
 
+// Implements: V10, V14
 /// A passphrase typed by a person or read from a key source. Never stored by warden.
 #[derive(Clone)]
 pub struct Passphrase(Zeroizing<String>);
@@ -106,6 +108,7 @@ mod tests {
         assert_eq!(key.expose_secret(), &[7u8; 32]);
     }
 
+    /// Verifies: V86
     #[test]
     fn random_keys_differ() {
         assert_ne!(
@@ -114,6 +117,7 @@ mod tests {
         );
     }
 
+    /// Verifies: V10
     #[test]
     fn passphrase_counts_characters_not_bytes() {
         assert_eq!(Passphrase::new("ü".repeat(16)).char_count(), 16);

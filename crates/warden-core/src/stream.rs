@@ -7,6 +7,8 @@
 //! every segment is authenticated before its plaintext is released; a missing final segment
 //! (power loss, truncation) is told apart from modification, reordering, duplication and
 //! splicing. The byte-level format is specified in `docs/formats/sealed-stream.md`.
+//!
+//! Implements: V15, V16, V17, V18, V22, V62
 
 use std::io::{self, BufRead, Read, Write};
 
@@ -16,7 +18,13 @@ use crate::keyring::Purpose;
 use crate::secret::Key32;
 
 pub const MAGIC: [u8; 8] = *b"WRDNSEAL";
-pub const VERSION: u8 = 1;
+/// Version 1: every segment authenticates the whole header, key wrap included.
+pub const VERSION_1: u8 = 1;
+/// Version 2 (written since key slots): segments authenticate the header without its key id
+/// and key wrap, so a key rotation can re-wrap the data key in place (`rewrap_header`).
+pub const VERSION_2: u8 = 2;
+/// The version new streams are written in.
+pub const VERSION: u8 = VERSION_2;
 /// AES-256-GCM segments, AES-256-GCM key wrap.
 pub const ALGORITHM_AES256GCM: u8 = 1;
 pub const HEADER_LEN: usize = 107;
@@ -44,8 +52,10 @@ pub enum StreamError {
     Io(#[from] io::Error),
     #[error("not a warden sealed stream (bad magic)")]
     NotSealed,
-    #[error("sealed stream version {0} is not supported (this warden reads version {VERSION})")]
+    #[error("sealed stream version {0} is not supported (this warden reads versions 1 and 2)")]
     UnsupportedVersion(u8),
+    #[error("a version-1 stream authenticates its key wrap in every segment: it cannot be re-wrapped, only re-encrypted")]
+    CannotRewrap,
     #[error("bad header: {0}")]
     BadHeader(&'static str),
     #[error("wrong key: this file was sealed with a different {0} key")]
@@ -100,9 +110,74 @@ impl From<openssl::error::ErrorStack> for StreamError {
     }
 }
 
-fn key_id(key: &Key32) -> [u8; 8] {
+/// The label of the session-recordings key.
+pub const SESSION_KEY_LABEL: &[u8] = b"warden shim session recordings v1";
+
+/// The key session recordings are sealed under: `HMAC-SHA256(K_recordings, SESSION_KEY_LABEL)`,
+/// so that vault operations (under the `recordings` key itself) cannot open or forge them.
+pub fn session_recordings_key(recordings: &Key32) -> Key32 {
+    Key32::from_bytes(crate::mac::hmac_sha256(
+        recordings.expose_secret(),
+        SESSION_KEY_LABEL,
+    ))
+}
+
+/// The key id a header names for a purpose key (`HMAC-SHA256(K, label)[0..8]`).
+pub fn key_id(key: &Key32) -> [u8; 8] {
     let mac = crate::mac::hmac_sha256(key.expose_secret(), KEY_ID_LABEL);
     mac[..8].try_into().expect("8 <= 32")
+}
+
+/// The associated data of every segment: version 1, the whole header; version 2, the header
+/// without its key id (bytes 32..40) and key wrap (47..107).
+fn segment_aad(bytes: &[u8; HEADER_LEN]) -> Vec<u8> {
+    if bytes[8] == VERSION_1 {
+        bytes.to_vec()
+    } else {
+        [&bytes[0..32], &bytes[40..47]].concat()
+    }
+}
+
+/// The version and key id of a header, read without any key (to pick which version of a
+/// purpose key opens it, during a rotation). `None` when it is not a sealed stream header.
+pub fn peek_header(bytes: &[u8]) -> Option<(u8, [u8; 8])> {
+    if bytes.len() < HEADER_LEN || bytes[..8] != MAGIC {
+        return None;
+    }
+    Some((bytes[8], bytes[32..40].try_into().expect("8 bytes")))
+}
+
+/// Re-wraps a version-2 header's data key from `old` to `new` (a key rotation): a new key id,
+/// a fresh wrap nonce, the data key wrapped under `new`. The segments stay valid, because
+/// they do not authenticate the wrap. Version 1 cannot be re-wrapped ([`StreamError::CannotRewrap`]).
+pub fn rewrap_header(
+    bytes: &[u8],
+    purpose: Purpose,
+    old: &Key32,
+    new: &Key32,
+) -> Result<[u8; HEADER_LEN], StreamError> {
+    let (header, data_key) = open_header(bytes, purpose, old)?;
+    if header.bytes[8] != VERSION_2 {
+        return Err(StreamError::CannotRewrap);
+    }
+    let mut out = header.bytes;
+    out[32..40].copy_from_slice(&key_id(new));
+    let wrap_nonce: [u8; 12] = crate::rand::array();
+    out[47..59].copy_from_slice(&wrap_nonce);
+    let mut wrapped = Vec::with_capacity(48);
+    let mut wrap_tag = [0u8; TAG_LEN];
+    gcm(
+        Mode::Encrypt,
+        new.expose_secret(),
+        &wrap_nonce,
+        &out[0..47],
+        data_key.expose_secret(),
+        &mut wrapped,
+        &mut wrap_tag,
+    )?;
+    out[59..91].copy_from_slice(&wrapped);
+    out[91..107].copy_from_slice(&wrap_tag);
+    Ok(out)
 }
 
 /// The parsed, authenticated header of a sealed stream.
@@ -113,9 +188,16 @@ pub struct Header {
     pub file_id: [u8; 16],
     nonce_prefix: [u8; 7],
     bytes: [u8; HEADER_LEN],
+    /// What every segment authenticates ([`segment_aad`]).
+    aad: Vec<u8>,
 }
 
 impl Header {
+    /// The format version (1 or 2).
+    pub fn version(&self) -> u8 {
+        self.bytes[8]
+    }
+
     /// The header bytes as written (the associated data of every segment).
     pub fn as_bytes(&self) -> &[u8; HEADER_LEN] {
         &self.bytes
@@ -240,7 +322,7 @@ fn seal_frame(
     let _ = rest;
     let mut tag = [0u8; TAG_LEN];
     // The body slot holds the ciphertext and then the tag; OpenSSL writes at most `len` bytes.
-    let written = cipher.seal(&nonce, &header.bytes, plaintext, body, &mut tag)?;
+    let written = cipher.seal(&nonce, &header.aad, plaintext, body, &mut tag)?;
     debug_assert_eq!(written, len, "GCM output is as long as its input");
     body[len..len + TAG_LEN].copy_from_slice(&tag);
     Ok(FRAME_HEADER_LEN + len + TAG_LEN)
@@ -302,11 +384,27 @@ pub struct SealedWriter<W: FrameSink> {
 impl<W: FrameSink> SealedWriter<W> {
     /// Starts a stream: draws a fresh data key, wraps it under `purpose_key`, writes the header.
     pub fn new(
-        mut inner: W,
+        inner: W,
         purpose: Purpose,
         purpose_key: &Key32,
         segment_size: u32,
     ) -> Result<Self, StreamError> {
+        Self::with_version(inner, purpose, purpose_key, segment_size, VERSION)
+    }
+
+    /// [`SealedWriter::new`] in a given format version (1 only for tests of files made before
+    /// version 2).
+    #[doc(hidden)]
+    pub fn with_version(
+        mut inner: W,
+        purpose: Purpose,
+        purpose_key: &Key32,
+        segment_size: u32,
+        version: u8,
+    ) -> Result<Self, StreamError> {
+        if version != VERSION_1 && version != VERSION_2 {
+            return Err(StreamError::UnsupportedVersion(version));
+        }
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
             return Err(StreamError::BadSegmentSize(segment_size));
         }
@@ -317,7 +415,7 @@ impl<W: FrameSink> SealedWriter<W> {
 
         let mut bytes = [0u8; HEADER_LEN];
         bytes[0..8].copy_from_slice(&MAGIC);
-        bytes[8] = VERSION;
+        bytes[8] = version;
         bytes[9] = ALGORITHM_AES256GCM;
         bytes[10] = purpose.code();
         bytes[11] = 0;
@@ -354,6 +452,7 @@ impl<W: FrameSink> SealedWriter<W> {
                 segment_size: segment_size as u32,
                 file_id,
                 nonce_prefix,
+                aad: segment_aad(&bytes),
                 bytes,
             },
             cipher,
@@ -528,7 +627,7 @@ pub fn open_header(
         return Err(StreamError::BadHeader("the header is cut short"));
     }
     let bytes: [u8; HEADER_LEN] = bytes[..HEADER_LEN].try_into().expect("length checked");
-    if bytes[8] != VERSION {
+    if bytes[8] != VERSION_1 && bytes[8] != VERSION_2 {
         return Err(StreamError::UnsupportedVersion(bytes[8]));
     }
     if bytes[9] != ALGORITHM_AES256GCM {
@@ -577,17 +676,42 @@ pub fn open_header(
         segment_size,
         file_id: bytes[16..32].try_into().expect("16 bytes"),
         nonce_prefix: bytes[40..47].try_into().expect("7 bytes"),
+        aad: segment_aad(&bytes),
         bytes,
     };
     Ok((header, data_key))
 }
 
 impl<R: Read> SealedReader<R> {
+    /// Reads the header and opens it with whichever of `keys` its key id names (the current
+    /// and the next version of a purpose key, during a rotation); the first key otherwise, so
+    /// a wrong key is reported as such.
+    pub fn with_keys(mut inner: R, purpose: Purpose, keys: &[Key32]) -> Result<Self, StreamError> {
+        let mut bytes = [0u8; HEADER_LEN];
+        let got = read_full(&mut inner, &mut bytes)?;
+        let named = peek_header(&bytes[..got]).map(|(_, id)| id);
+        let key = keys
+            .iter()
+            .find(|k| named.is_some_and(|id| crate::mac::ct_eq(&id, &key_id(k))))
+            .or(keys.first())
+            .ok_or(StreamError::WrongKey(purpose))?;
+        Self::from_header(inner, &bytes[..got], purpose, key)
+    }
+
     /// Reads the header, checks the key and unwraps the data key.
     pub fn new(mut inner: R, purpose: Purpose, purpose_key: &Key32) -> Result<Self, StreamError> {
         let mut bytes = [0u8; HEADER_LEN];
         let got = read_full(&mut inner, &mut bytes)?;
-        let (header, data_key) = open_header(&bytes[..got], purpose, purpose_key)?;
+        Self::from_header(inner, &bytes[..got], purpose, purpose_key)
+    }
+
+    fn from_header(
+        inner: R,
+        bytes: &[u8],
+        purpose: Purpose,
+        purpose_key: &Key32,
+    ) -> Result<Self, StreamError> {
+        let (header, data_key) = open_header(bytes, purpose, purpose_key)?;
         let capacity = header.segment_size as usize + FRAME_HEADER_LEN + TAG_LEN;
         Ok(Self {
             inner,
@@ -694,7 +818,7 @@ impl<R: Read> SealedReader<R> {
         let nonce = self.header.nonce(segment, kind);
         match self
             .cipher
-            .open(&nonce, &self.header.bytes, ciphertext, tag, out)
+            .open(&nonce, &self.header.aad, ciphertext, tag, out)
         {
             Ok(n) => out.truncate(n),
             Err(_) => {
@@ -750,7 +874,7 @@ impl<R: Read> SealedReader<R> {
                 Mode::Decrypt,
                 key,
                 &nonce,
-                &self.header.bytes,
+                &self.header.aad,
                 ciphertext,
                 &mut scratch,
                 tag,

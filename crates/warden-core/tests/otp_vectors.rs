@@ -61,6 +61,7 @@ fn rfc4226_appendix_d_hotp_values() {
     assert_eq!(count, 10, "counters 0 to 9");
 }
 
+/// Verifies: S1, S3
 #[test]
 fn rfc6238_appendix_b_totp_values_generate_and_verify() {
     let mut count = 0;

@@ -17,6 +17,7 @@ const PASSWORDS: [&str; 4] = [
 
 /// Hashes made here verify in argon2-cffi's `PasswordHasher` configured as seed 002 says, which
 /// also reports that they need no rehash; wrong passwords are refused there.
+/// Verifies: V33, V72
 #[test]
 fn our_hashes_verify_in_argon2_cffi() {
     let test = "our_hashes_verify_in_argon2_cffi";
@@ -115,6 +116,7 @@ json.dump(results, sys.stdout)
 
 /// The reference implementation's command line (Debian's `argon2`, from the Argon2 authors)
 /// makes the same hash: its encoded output at seed 002's parameters verifies here.
+/// Verifies: V33, V72
 #[test]
 fn argon2_reference_cli_hashes_verify_here() {
     let test = "argon2_reference_cli_hashes_verify_here";

@@ -41,6 +41,7 @@ fn frame(i: usize) -> std::ops::Range<usize> {
     start..start + FRAME
 }
 
+/// Verifies: V15, V70
 #[test]
 fn round_trips_at_every_boundary() {
     for len in [
@@ -94,6 +95,7 @@ fn reading_through_the_read_trait() {
     assert_eq!(out, data);
 }
 
+/// Verifies: V18, V78, V83
 #[test]
 fn wrong_key_is_named() {
     let sealed = seal(b"secret");
@@ -128,6 +130,7 @@ fn wrong_purpose_is_named() {
     );
 }
 
+/// Verifies: V17, V77
 #[test]
 fn every_single_byte_change_is_detected() {
     let data = plaintext(2 * SEG as usize + 100);
@@ -150,6 +153,7 @@ fn every_single_byte_change_is_detected() {
     }
 }
 
+/// Verifies: V17, V77
 #[test]
 fn modified_ciphertext_names_the_segment() {
     let mut sealed = seal(&plaintext(3 * SEG as usize + 10));
@@ -160,6 +164,7 @@ fn modified_ciphertext_names_the_segment() {
     ));
 }
 
+/// Verifies: V18
 #[test]
 fn modified_header_is_a_bad_header() {
     let mut sealed = seal(b"data");
@@ -184,6 +189,7 @@ fn modified_header_is_a_bad_header() {
     ));
 }
 
+/// Verifies: V17, V18
 #[test]
 fn truncation_is_told_apart_and_counts_what_was_verified() {
     let data = plaintext(3 * SEG as usize + 10);
@@ -219,6 +225,7 @@ fn recovery_keeps_exactly_the_verified_prefix() {
     assert_eq!(out, &data[..2 * SEG as usize]);
 }
 
+/// Verifies: V17, V77
 #[test]
 fn swapped_segments_are_reordered() {
     let sealed = seal(&plaintext(4 * SEG as usize + 10));
@@ -264,6 +271,7 @@ fn duplicated_segment_is_named() {
     ));
 }
 
+/// Verifies: V17, V77
 #[test]
 fn spliced_segment_from_another_file_is_named() {
     let data = plaintext(3 * SEG as usize + 10);
@@ -343,6 +351,7 @@ fn segment_size_is_validated() {
     ));
 }
 
+/// Verifies: V16, V22
 #[test]
 fn each_file_gets_a_fresh_data_key_and_nonce_prefix() {
     let a = seal(b"same");
@@ -376,4 +385,81 @@ mod props {
             prop_assert!(is_truncated);
         }
     }
+}
+
+// ------------------------------------------------------------------ version 2 and re-wrapping
+
+#[test]
+fn a_version_2_header_is_rewrapped_in_place_and_the_segments_stay_valid() {
+    let old = key();
+    let new = Key32::from_bytes([0x77; 32]);
+    let data = plaintext(10_000);
+    let mut sealed = seal(&data);
+    assert_eq!(sealed[8], 2, "new streams are version 2");
+    let header =
+        warden_core::stream::rewrap_header(&sealed, Purpose::Recordings, &old, &new).unwrap();
+    sealed[..HEADER_LEN].copy_from_slice(&header);
+    // Opens with the new key, whole; not with the old.
+    let mut reader = SealedReader::new(&sealed[..], Purpose::Recordings, &new).unwrap();
+    let mut out = Vec::new();
+    warden_core::stream::open_to(&mut reader, &mut out, |_| {}).unwrap();
+    assert_eq!(out, data);
+    assert!(matches!(
+        SealedReader::new(&sealed[..], Purpose::Recordings, &old),
+        Err(StreamError::WrongKey(_))
+    ));
+    // With both keys, the header's key id picks the right one.
+    let mut reader = SealedReader::with_keys(
+        &sealed[..],
+        Purpose::Recordings,
+        &[old.clone(), new.clone()],
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    warden_core::stream::open_to(&mut reader, &mut out, |_| {}).unwrap();
+    assert_eq!(out, data);
+    // The old header's wrap cannot be swapped back in under the new key id.
+    let (id_old, id_new) = (
+        warden_core::stream::key_id(&old),
+        warden_core::stream::key_id(&new),
+    );
+    assert_eq!(warden_core::stream::peek_header(&sealed), Some((2, id_new)));
+    assert_ne!(id_old, id_new);
+}
+
+/// Security regression (issue 12): in version 2 the segments do not authenticate the key wrap,
+/// so a wrap from another file (same purpose key) must still fail: it holds another data key.
+#[test]
+fn a_key_wrap_spliced_from_another_file_does_not_open_the_segments() {
+    let a = seal(&plaintext(5000));
+    let b = seal(&plaintext(5000));
+    let mut spliced = a.clone();
+    spliced[47..HEADER_LEN].copy_from_slice(&b[47..HEADER_LEN]);
+    assert!(open(&spliced).is_err());
+    // And bytes of the authenticated part (file id, nonce prefix, segment size) still count.
+    for i in [12, 20, 41] {
+        let mut changed = a.clone();
+        changed[i] ^= 1;
+        assert!(open(&changed).is_err(), "byte {i}");
+    }
+}
+
+#[test]
+fn a_version_1_stream_still_opens_but_cannot_be_rewrapped() {
+    let data = plaintext(3000);
+    let mut sealed = Vec::new();
+    let mut writer =
+        SealedWriter::with_version(&mut sealed, Purpose::Recordings, &key(), 1024, 1).unwrap();
+    writer.write_plaintext(&data).unwrap();
+    writer.finish().unwrap();
+    assert_eq!(sealed[8], 1);
+    assert_eq!(open(&sealed).unwrap(), data);
+    assert!(matches!(
+        warden_core::stream::rewrap_header(&sealed, Purpose::Recordings, &key(), &Key32::random()),
+        Err(StreamError::CannotRewrap)
+    ));
+    // Version 1 authenticates the whole header in every segment: a changed key id is damage.
+    let mut changed = sealed.clone();
+    changed[33] ^= 1;
+    assert!(open(&changed).is_err());
 }

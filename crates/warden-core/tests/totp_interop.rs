@@ -189,6 +189,7 @@ json.dump(results, sys.stdout)
 }
 
 /// oathtool (a C implementation) generates codes from our base32 secret that pass here.
+/// Verifies: S1
 #[test]
 fn oathtool_codes_verify_here() {
     let Some(oathtool) = support::command(

@@ -77,6 +77,14 @@ impl AdminRequest {
         self
     }
 
+    /// The card's `X-Admin-Script-Status`, if it gave exactly one.
+    pub fn script_status(&self) -> Option<ScriptStatus> {
+        self.single(header::X_ADMIN_SCRIPT_STATUS)
+            .ok()
+            .flatten()
+            .and_then(ScriptStatus::parse)
+    }
+
     /// The single value of a header; `Err` if it appears more than once.
     fn single(&self, name: &'static str) -> Result<Option<&str>, AdminError> {
         let mut found = None;
@@ -270,6 +278,15 @@ pub enum AdminError {
     BodyWithErrorStatus { status: ScriptStatus, len: usize },
     #[error("response script: {0}")]
     BadResponseBody(ScriptError),
+    #[error(
+        "the response script does not answer the script sent: {commands} command(s) sent, \
+         {responses} R-APDU(s) back, {executed} reported executed"
+    )]
+    ResponsesMismatch {
+        commands: usize,
+        responses: usize,
+        executed: u32,
+    },
     // --- 403: identity
     #[error("X-Admin-From changed within the session from {expected:?} to {got:?}")]
     AgentChanged { expected: String, got: String },
@@ -284,7 +301,7 @@ pub enum AdminError {
     #[error("body of {len} bytes exceeds the limit of {limit} bytes")]
     BodyTooLarge { len: usize, limit: usize },
     // --- 415: media type
-    #[error("Content-Type {got:?} is not {CONTENT_TYPE_RESPONSE}")]
+    #[error("Content-Type {} is not {CONTENT_TYPE_RESPONSE}", got.as_deref().map_or("(none)".into(), |g| format!("{g:?}")))]
     UnsupportedContentType { got: Option<String> },
     // --- 421: wrong server
     #[error("Host {got:?} is not this server ({expected:?})")]
@@ -304,7 +321,8 @@ impl AdminError {
             | Self::UnexpectedHeader(_)
             | Self::BodyOnFirstRequest { .. }
             | Self::BodyWithErrorStatus { .. }
-            | Self::BadResponseBody(_) => 400,
+            | Self::BadResponseBody(_)
+            | Self::ResponsesMismatch { .. } => 400,
             Self::AgentChanged { .. } => 403,
             Self::SessionFinished | Self::SessionInProgress | Self::SessionTakenOver => 409,
             Self::BodyTooLarge { .. } => 413,
@@ -451,6 +469,7 @@ struct Recorded {
     body: Vec<u8>,
 }
 
+// Implements: O2, O20, O21, O22, O24
 /// An admin session with one card: an enum of states; [`Session::handle`] consumes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Session {
@@ -657,6 +676,27 @@ fn is_response_content_type(value: &str) -> bool {
 ///
 /// Content-Type describes a body: a status-only report (no body) may leave it out, as card
 /// stacks do for `security-error` and the other error statuses. A body must be typed.
+/// Results must answer the script that was sent: no more R-APDUs, nor a larger executed
+/// count, than it had commands (evidence is never recorded for commands that were not sent).
+fn answers(
+    sent: &CommandScript,
+    (status, responses): (ScriptStatus, Option<ResponseScript>),
+) -> Result<(ScriptStatus, Option<ResponseScript>), AdminError> {
+    if let Some(r) = &responses {
+        let commands = sent.apdus().count();
+        let back = r.responses().count();
+        let executed = r.executed_count().unwrap_or(0);
+        if back > commands || executed as usize > commands {
+            return Err(AdminError::ResponsesMismatch {
+                commands,
+                responses: back,
+                executed,
+            });
+        }
+    }
+    Ok((status, responses))
+}
+
 fn check_results(
     config: &SessionConfig,
     req: &AdminRequest,
@@ -848,7 +888,9 @@ impl AwaitingResults {
         }
         if req.target == self.results_uri {
             // The results of the script in flight (first try, or resumed before we answered).
-            let (status, responses) = match check_results(&self.config, req, &common) {
+            let (status, responses) = match check_results(&self.config, req, &common)
+                .and_then(|r| answers(&self.in_flight.script, r))
+            {
                 Ok(r) => r,
                 Err(e) => return refuse(Session::AwaitingResults(self), e),
             };
@@ -1195,6 +1237,7 @@ mod tests {
         );
     }
 
+    /// Verifies: O24
     #[test]
     fn first_request_rules() {
         let s = queued(1, Redelivery::Allowed);
@@ -1280,6 +1323,7 @@ mod tests {
         assert_eq!(host_name("example"), "example");
     }
 
+    /// Verifies: O20, O24
     #[test]
     fn results_request_rules() {
         let s1 = queued(1, Redelivery::Allowed);
@@ -1333,6 +1377,27 @@ mod tests {
         assert!(matches!(
             check(results(&uri, "ok", &[0xAA, 0x00]), 400),
             AdminError::BadResponseBody(_)
+        ));
+        // Results answer the script sent (outside testing: extra R-APDUs and an inflated
+        // executed count were stored as exchanges of commands never sent).
+        let commands = s1.script.apdus().count();
+        let too_many = ResponseScript::with_responses(
+            commands as u32,
+            (0..=commands).map(|_| ResponseApdu::new(vec![], 0x9000)),
+        )
+        .encode();
+        assert_eq!(
+            check(results(&uri, "ok", &too_many), 400),
+            AdminError::ResponsesMismatch {
+                commands,
+                responses: commands + 1,
+                executed: commands as u32
+            }
+        );
+        let inflated = ResponseScript::with_responses(commands as u32 + 4, []).encode();
+        assert!(matches!(
+            check(results(&uri, "ok", &inflated), 400),
+            AdminError::ResponsesMismatch { executed, .. } if executed == commands as u32 + 4
         ));
         // Same card throughout.
         let mut other = results(&uri, "ok", &ok_body());

@@ -27,7 +27,9 @@ pub const SERVER_ACTOR: &str = warden_store::identity::OTA_SERVICE;
 
 /// The subject of a record about a card.
 pub fn card_subject(identity: &str) -> String {
-    format!("card:{identity}")
+    // A refused client chooses the identity it offers: escaped, so that its record is written
+    // (a control character in the subject would have kept the refusal out of the chain).
+    format!("card:{}", warden_core::audit::field_text(identity))
 }
 
 /// The subject of a record about the listener.
@@ -271,6 +273,29 @@ pub(crate) fn session_finished(card: &str, session_id: &str, peer: &str) -> Audi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Outside testing: a client offering the identity "EVIL\nX\x1b[31m" kept its refusal out
+    /// of the chain (the subject was refused for its control characters). It is escaped now,
+    /// and the record goes into a chain.
+    #[test]
+    fn a_hostile_identity_is_recorded_escaped() {
+        let record = handshake_refused("EVIL\nX\x1b[31m", "1.2.3.4:5", "unknown_identity");
+        assert_eq!(record.subject, "card:EVIL\\u{a}X\\u{1b}[31m");
+        let mut chain = warden_core::audit::ChainState::genesis(
+            warden_core::audit::AuditKey::random(),
+            warden_core::audit::ChainId::random(),
+            0,
+        );
+        let event = warden_core::audit::NewEvent::new(
+            warden_store::audit::timestamp_now(),
+            SERVER_ACTOR,
+            record.action,
+            record.subject.clone(),
+            record.outcome,
+        );
+        chain.append(event).unwrap();
+        assert_eq!(card_subject("UICC_002"), "card:UICC_002");
+    }
 
     #[test]
     fn every_record_is_in_the_servers_name_about_a_card_or_the_listener() {

@@ -59,6 +59,9 @@ struct RawConfig {
     events: RawEvents,
     #[serde(default)]
     dashboard: RawDashboard,
+    /// Read by warden-siem (docs/siem.md); here only whether it is there.
+    #[serde(default)]
+    siem: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,11 +170,63 @@ struct RawEvents {
     jsonl: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDashboard {
     #[serde(default)]
     listen: Option<String>,
+    #[serde(default)]
+    tls: Option<RawDashboardTls>,
+    #[serde(default = "yes")]
+    sign_in: bool,
+    #[serde(default = "yes")]
+    require_totp: bool,
+    #[serde(default = "default_web_idle")]
+    session_idle_secs: u64,
+    #[serde(default = "default_web_max")]
+    session_max_secs: u64,
+    #[serde(default = "default_web_sessions")]
+    max_sessions: usize,
+    #[serde(default)]
+    metrics_token_file: Option<PathBuf>,
+    #[serde(default = "default_stats_interval")]
+    stats_interval_secs: u64,
+    #[serde(default)]
+    alarms: RawAlarms,
+}
+
+impl Default for RawDashboard {
+    fn default() -> Self {
+        serde_yaml_ng::from_str("{}").expect("dashboard defaults parse")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDashboardTls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlarms {
+    #[serde(default = "default_burst")]
+    psk_failure_burst: u32,
+    #[serde(default = "default_window")]
+    psk_failure_window_secs: u64,
+    #[serde(default = "default_error_rate")]
+    error_rate_threshold: f64,
+    #[serde(default = "default_window")]
+    error_rate_window_secs: u64,
+    #[serde(default = "default_alarm_min")]
+    error_rate_min_connections: u32,
+}
+
+impl Default for RawAlarms {
+    fn default() -> Self {
+        serde_yaml_ng::from_str("{}").expect("alarm defaults parse")
+    }
 }
 
 fn yes() -> bool {
@@ -216,6 +271,24 @@ fn default_error_rate_min() -> u32 {
 fn default_reload() -> u64 {
     2
 }
+fn default_web_idle() -> u64 {
+    900
+}
+fn default_web_max() -> u64 {
+    8 * 3600
+}
+fn default_web_sessions() -> usize {
+    256
+}
+fn default_stats_interval() -> u64 {
+    2
+}
+fn default_burst() -> u32 {
+    10
+}
+fn default_alarm_min() -> u32 {
+    10
+}
 
 /// Where PSKs come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +328,158 @@ impl Default for ErrorPolicy {
     }
 }
 
+/// The dashboard's HTTPS certificate chain and private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardTls {
+    pub cert: PathBuf,
+    /// Must be 0600, ours, not a symlink (read with `fsx::read_private`).
+    pub key: PathBuf,
+}
+
+/// When the dashboard raises an alarm (computed from the event stream, see
+/// [`crate::dashboard::alarms`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlarmPolicy {
+    /// PSK failures (a wrong key for a known identity, or an unknown identity), from any
+    /// source, within `psk_failure_window` that raise `psk_failure_burst`.
+    pub psk_failure_burst: u32,
+    pub psk_failure_window: Duration,
+    /// Share of failed connections within `error_rate_window` that raises `high_error_rate`,
+    /// once at least `error_rate_min_connections` ended in the window.
+    pub error_rate_threshold: f64,
+    pub error_rate_window: Duration,
+    pub error_rate_min_connections: u32,
+}
+
+impl Default for AlarmPolicy {
+    fn default() -> Self {
+        DashboardConfig::with_defaults(SocketAddr::from(([127, 0, 0, 1], 0))).alarms
+    }
+}
+
+/// The operator dashboard (see [`crate::dashboard`]).
+#[derive(Debug, Clone)]
+pub struct DashboardConfig {
+    pub listen: SocketAddr,
+    /// HTTPS with this certificate; required for a non-loopback `listen`.
+    pub tls: Option<DashboardTls>,
+    /// Sign-in with warden users (required for a non-loopback `listen`). Without it the
+    /// dashboard serves only `/metrics` and the read-only JSON of live sessions and events.
+    pub sign_in: bool,
+    /// Refuse users without a TOTP enrollment (a password alone does not open the dashboard).
+    pub require_totp: bool,
+    /// A dashboard session ends after this long without a request ...
+    pub session_idle: Duration,
+    /// ... and this long after sign-in, whatever happens.
+    pub session_max: Duration,
+    /// Dashboard sessions held at once; past it, a sign-in is refused until one ends.
+    pub max_sessions: usize,
+    /// A file holding the bearer token that `/metrics` requires (0600). Without it `/metrics`
+    /// is open on a loopback address and needs a signed-in session on any other.
+    pub metrics_token_file: Option<PathBuf>,
+    /// How often the live view gets sessions by state, cards and queue depth.
+    pub stats_interval: Duration,
+    pub alarms: AlarmPolicy,
+}
+
+impl DashboardConfig {
+    /// The defaults, listening on `listen` (for code that builds its configuration; a
+    /// configuration file's `listen` is checked when parsed, and [`crate::dashboard::Dashboard`]
+    /// checks the listener again).
+    pub fn with_defaults(listen: SocketAddr) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut config = Self::from_raw(Path::new("<defaults>"), loopback, RawDashboard::default())
+            .expect("dashboard defaults are valid");
+        config.listen = listen;
+        config
+    }
+
+    fn from_raw(path: &Path, listen: SocketAddr, raw: RawDashboard) -> Result<Self, ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let secs = |key: &'static str, v: u64| {
+            if v == 0 || v > 7 * 86_400 {
+                Err(invalid(key, format!("{v} is not 1 to 604800 seconds")))
+            } else {
+                Ok(Duration::from_secs(v))
+            }
+        };
+        if !listen.ip().is_loopback() {
+            if raw.tls.is_none() {
+                return Err(invalid(
+                    "dashboard.listen",
+                    format!("{listen} is not a loopback address: a dashboard reachable from the network needs dashboard.tls (cert and key)"),
+                ));
+            }
+            if !raw.sign_in {
+                return Err(invalid(
+                    "dashboard.listen",
+                    format!("{listen} is not a loopback address: a dashboard reachable from the network needs dashboard.sign_in"),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&raw.alarms.error_rate_threshold) {
+            return Err(invalid(
+                "dashboard.alarms.error_rate_threshold",
+                "must be between 0 and 1".into(),
+            ));
+        }
+        if raw.alarms.psk_failure_burst == 0 {
+            return Err(invalid(
+                "dashboard.alarms.psk_failure_burst",
+                "must be at least 1".into(),
+            ));
+        }
+        if raw.max_sessions == 0 || raw.max_sessions > 100_000 {
+            return Err(invalid(
+                "dashboard.max_sessions",
+                "must be 1 to 100000".into(),
+            ));
+        }
+        let session_idle = secs("dashboard.session_idle_secs", raw.session_idle_secs)?;
+        let session_max = secs("dashboard.session_max_secs", raw.session_max_secs)?;
+        if session_idle > session_max {
+            return Err(invalid(
+                "dashboard.session_idle_secs",
+                "must not exceed dashboard.session_max_secs".into(),
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+        Ok(Self {
+            listen,
+            tls: raw.tls.map(|t| DashboardTls {
+                cert: resolve(t.cert),
+                key: resolve(t.key),
+            }),
+            sign_in: raw.sign_in,
+            require_totp: raw.require_totp,
+            session_idle,
+            session_max,
+            max_sessions: raw.max_sessions,
+            metrics_token_file: raw.metrics_token_file.map(resolve),
+            stats_interval: secs("dashboard.stats_interval_secs", raw.stats_interval_secs)?,
+            alarms: AlarmPolicy {
+                psk_failure_burst: raw.alarms.psk_failure_burst,
+                psk_failure_window: secs(
+                    "dashboard.alarms.psk_failure_window_secs",
+                    raw.alarms.psk_failure_window_secs,
+                )?,
+                error_rate_threshold: raw.alarms.error_rate_threshold,
+                error_rate_window: secs(
+                    "dashboard.alarms.error_rate_window_secs",
+                    raw.alarms.error_rate_window_secs,
+                )?,
+                error_rate_min_connections: raw.alarms.error_rate_min_connections.max(1),
+            },
+        })
+    }
+}
+
+// Implements: O5, O60, O61, O62, O63
 /// The server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -281,8 +506,11 @@ pub struct ServerConfig {
     pub keys: KeySources,
     /// Events as JSON lines to this file (`-` for standard output).
     pub events_jsonl: Option<PathBuf>,
-    /// The local dashboard, REST and `/metrics` (loopback addresses only).
-    pub dashboard: Option<SocketAddr>,
+    /// The operator dashboard, REST and `/metrics`.
+    pub dashboard: Option<DashboardConfig>,
+    /// SIEM forwarding (the `siem:` section, docs/siem.md): when absent, audit records are not
+    /// queued for a SIEM at all (a queue nobody drains would fill and refuse records).
+    pub siem: Option<warden_siem::SiemSettings>,
 }
 
 impl Default for ServerConfig {
@@ -320,7 +548,22 @@ impl ServerConfig {
                 message,
             }
         })?;
-        Self::from_raw(path, raw)
+        let siem = match raw.siem {
+            None => None,
+            Some(_) => Some(
+                warden_siem::SiemConfig::from_yaml_document(text.as_bytes())
+                    .and_then(|c| c.validate())
+                    .map_err(|e| ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        key: "siem",
+                        message: report(&e),
+                    })?,
+            ),
+        };
+        Ok(Self {
+            siem,
+            ..Self::from_raw(path, raw)?
+        })
     }
 
     fn from_raw(path: &Path, raw: RawConfig) -> Result<Self, ConfigError> {
@@ -387,19 +630,13 @@ impl ServerConfig {
                 "must be 64 bytes to 16 MiB".into(),
             ));
         }
-        let dashboard = match raw.dashboard.listen {
+        let dashboard = match raw.dashboard.listen.clone() {
             None => None,
             Some(s) => {
                 let addr: SocketAddr = s.parse().map_err(|e| {
                     invalid("dashboard.listen", format!("{s:?} is not IP:PORT ({e})"))
                 })?;
-                if !addr.ip().is_loopback() {
-                    return Err(invalid(
-                        "dashboard.listen",
-                        format!("{addr} is not a loopback address; the dashboard has no authentication and is local only"),
-                    ));
-                }
-                Some(addr)
+                Some(DashboardConfig::from_raw(path, addr, raw.dashboard)?)
             }
         };
         if raw.keys.file.is_none() && !raw.keys.database {
@@ -454,6 +691,7 @@ impl ServerConfig {
             },
             events_jsonl: raw.events.jsonl.map(resolve),
             dashboard,
+            siem: None,
         })
     }
 }
@@ -466,6 +704,7 @@ mod tests {
         ServerConfig::parse(Path::new("/etc/warden/ota.yaml"), text)
     }
 
+    /// Verifies: O6, O60
     #[test]
     fn defaults() {
         let c = parse("").unwrap();
@@ -477,6 +716,20 @@ mod tests {
         assert!(c.keys.database && c.keys.file.is_none());
     }
 
+    /// Seed 003's timeouts and thresholds are the defaults (socket timeout: `idle_timeout`).
+    /// Verifies: O29, O61, O63
+    #[test]
+    fn seed_timeouts_and_thresholds_are_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.handshake_timeout, Duration::from_secs(30));
+        assert_eq!(c.session_timeout, Duration::from_secs(300));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.errors.psk_mismatch_threshold, 3);
+        assert_eq!(c.errors.psk_mismatch_window, Duration::from_secs(60));
+        assert_eq!(c.errors.error_rate_threshold, 0.5);
+    }
+
+    /// Verifies: O5, O62
     #[test]
     fn full_file_and_relative_paths() {
         let c = parse(
@@ -521,5 +774,47 @@ mod tests {
         assert!(parse("max_connections: 0\n").is_err());
         assert!(parse("sessions:\n  idle_timeout_secs: 0\n").is_err());
         assert!(parse("keys:\n  database: false\n").is_err());
+    }
+
+    #[test]
+    fn dashboard_leaves_loopback_only_with_tls_and_sign_in() {
+        let c = parse("dashboard:\n  listen: 127.0.0.1:9443\n").unwrap();
+        let d = c.dashboard.unwrap();
+        assert!(d.sign_in && d.require_totp && d.tls.is_none());
+        assert_eq!(d.session_idle, Duration::from_secs(900));
+        assert_eq!(d.alarms.psk_failure_burst, 10);
+        let c = parse(
+            "dashboard:\n  listen: 0.0.0.0:9443\n  tls: {cert: dash.pem, key: dash.key}\n  metrics_token_file: metrics.token\n  alarms:\n    psk_failure_burst: 3\n",
+        )
+        .unwrap();
+        let d = c.dashboard.unwrap();
+        assert_eq!(
+            d.tls.unwrap().key,
+            Path::new("/etc/warden/dash.key").to_path_buf()
+        );
+        assert_eq!(d.alarms.psk_failure_burst, 3);
+        assert_eq!(
+            d.metrics_token_file.as_deref(),
+            Some(Path::new("/etc/warden/metrics.token"))
+        );
+        let e = parse(
+            "dashboard:\n  listen: 0.0.0.0:9443\n  tls: {cert: a, key: b}\n  sign_in: false\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("dashboard.sign_in"), "{e}");
+        let e = parse("dashboard:\n  listen: 10.0.0.1:9443\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dashboard.tls"), "{e}");
+        let e = parse("dashboard:\n  listen: 127.0.0.1:1\n  session_idle_secs: 99999\n  session_max_secs: 60\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("session_idle_secs"), "{e}");
+        assert!(parse(
+            "dashboard:\n  listen: 127.0.0.1:1\n  alarms:\n    error_rate_threshold: 2\n"
+        )
+        .is_err());
+        assert!(parse("dashboard:\n  listen: 127.0.0.1:1\n  sing_in: true\n").is_err());
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::broadcast;
 
 use crate::tls::{Alert, HandshakeProgress};
 
+// Implements: O11, O33, O49, O50, O51, O52, O53, O54, O55, O56, O57, O58, O59
 /// One event. Serialized as `{"event": "<name>", "timestamp": …, <fields>}`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -161,6 +162,13 @@ pub enum Event {
         count: usize,
         conflicts: Vec<String>,
     },
+    /// A person queued a script from the dashboard (the audit chain has `ota.script.queue`).
+    ScriptQueued {
+        card: String,
+        script_id: u64,
+        by: String,
+        commands: usize,
+    },
 }
 
 impl Event {
@@ -185,6 +193,7 @@ impl Event {
             Self::ConnectionInterrupted { .. } => "connection_interrupted",
             Self::HighErrorRate { .. } => "high_error_rate",
             Self::KeysReloaded { .. } => "keys_reloaded",
+            Self::ScriptQueued { .. } => "script_queued",
         }
     }
 }
@@ -205,6 +214,7 @@ impl EventRecord {
 
 const RECENT: usize = 256;
 
+// Implements: O48, O72
 /// Publishes events to any number of subscribers; keeps the most recent for the dashboard.
 /// A slow subscriber loses the oldest events (and learns how many), never slows the server.
 #[derive(Clone)]
@@ -265,12 +275,24 @@ impl EventBus {
         let mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = if path == Path::new("-") {
             Box::new(tokio::io::stdout())
         } else {
+            use std::io::{Read, Seek, SeekFrom, Write};
             use std::os::unix::fs::OpenOptionsExt;
-            let file = std::fs::OpenOptions::new()
+            let mut file = std::fs::OpenOptions::new()
                 .create(true)
                 .mode(0o600)
+                .read(true)
                 .append(true)
                 .open(path)?;
+            // A process killed mid-line left the last line unterminated: end it, so the next
+            // record starts a line of its own (the torn one stays, recognisably not JSON).
+            if file.seek(SeekFrom::End(0))? > 0 {
+                let mut last = [0u8];
+                file.seek(SeekFrom::End(-1))?;
+                file.read_exact(&mut last)?;
+                if last[0] != b'\n' {
+                    file.write_all(b"\n")?;
+                }
+            }
             Box::new(tokio::fs::File::from_std(file))
         };
         Ok(tokio::spawn(async move {
@@ -285,9 +307,9 @@ impl EventBus {
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
-                if out.write_all(line.as_bytes()).await.is_err()
-                    || out.write_all(b"\n").await.is_err()
-                {
+                let mut line = line.into_bytes();
+                line.push(b'\n');
+                if out.write_all(&line).await.is_err() {
                     break;
                 }
                 // Flush when the queue is drained, so a reader sees lines promptly.
@@ -304,6 +326,7 @@ impl EventBus {
 mod tests {
     use super::*;
 
+    /// Verifies: O48
     #[tokio::test]
     async fn subscribers_and_json_lines() {
         let bus = EventBus::new(16);
@@ -340,5 +363,176 @@ mod tests {
         writer.await.unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"event\":\"keys_reloaded\""), "{text}");
+    }
+
+    /// Outside testing: after a SIGKILL mid-line, the restarted server appended to the torn
+    /// line (`…27.9}{"event":…`). The file now gets its last line ended first.
+    #[tokio::test]
+    async fn a_torn_last_line_is_ended_before_new_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "{\"event\":\"whole\"}\n{\"event\":\"torn\",\"x\":2").unwrap();
+        let bus = EventBus::new(16);
+        let writer = bus.spawn_jsonl_writer(&path).unwrap();
+        bus.emit(Event::KeysReloaded {
+            count: 1,
+            conflicts: vec![],
+        });
+        drop(bus);
+        writer.await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(lines[2]).is_ok(),
+            "{text}"
+        );
+        assert!(text.ends_with('\n'));
+    }
+
+    /// Seed 003's event table: every event it names carries the seed's fields (under the
+    /// seed's names; `server_started`'s port is in `listen`), and a timestamp.
+    /// Verifies: O16, O49, O50, O51, O52, O53, O54, O55, O56, O57, O58, O59
+    #[test]
+    fn every_seed_event_carries_the_seeds_fields() {
+        let s = || "s-1".to_string();
+        let addr = || "192.0.2.7:4242".to_string();
+        let table: Vec<(Event, &[&str])> = vec![
+            (
+                Event::ServerStarted {
+                    listen: "0.0.0.0:8443".into(),
+                    ciphers: vec!["PSK-AES128-CBC-SHA256"],
+                    null_ciphers: false,
+                    max_connections: 10,
+                },
+                &["listen", "ciphers"],
+            ),
+            (
+                Event::ServerStopped {
+                    reason: "signal".into(),
+                    open_sessions: 0,
+                    not_drained: 0,
+                },
+                &["reason"],
+            ),
+            (
+                Event::TlsHandshakeStart {
+                    conn_id: 1,
+                    client_addr: addr(),
+                },
+                &["client_addr"],
+            ),
+            (
+                Event::TlsHandshakeComplete {
+                    session_id: s(),
+                    psk_identity: "card".into(),
+                    cipher_suite: "PSK-AES128-CBC-SHA256".into(),
+                    tls_version: "TLSv1.2".into(),
+                    client_addr: addr(),
+                    handshake_ms: 1.5,
+                    null_cipher: false,
+                },
+                // Seed 003's TLS session information too: version, peer, handshake duration.
+                &[
+                    "session_id",
+                    "psk_identity",
+                    "cipher_suite",
+                    "tls_version",
+                    "client_addr",
+                    "handshake_ms",
+                ],
+            ),
+            (
+                Event::HandshakeInterrupted {
+                    client_addr: addr(),
+                    reason: "timeout".into(),
+                    partial_state: HandshakeProgress::default(),
+                    potential_network_issue: true,
+                },
+                &["client_addr", "reason", "partial_state"],
+            ),
+            (
+                Event::ApduReceived {
+                    session_id: s(),
+                    script_id: 1,
+                    index: 0,
+                    command_hex: "00A4040000".into(),
+                },
+                &["session_id", "command_hex"],
+            ),
+            (
+                Event::ApduSent {
+                    session_id: s(),
+                    script_id: 1,
+                    index: 0,
+                    command_hex: "00A4040000".into(),
+                    response_hex: "9000".into(),
+                    sw: "9000".into(),
+                    timing_ms: Some(3.0),
+                },
+                &["session_id", "response_hex", "sw", "timing_ms"],
+            ),
+            (
+                Event::SessionEnded {
+                    session_id: s(),
+                    psk_identity: "card".into(),
+                    duration: 0.5,
+                    command_count: 3,
+                    scripts: 1,
+                    status: "ok".into(),
+                    close_reason: "normal",
+                },
+                &["session_id", "duration", "command_count", "status"],
+            ),
+            (
+                Event::ConnectionInterrupted {
+                    session_id: s(),
+                    psk_identity: "card".into(),
+                    last_command: Some("00A4040000".into()),
+                    in_flight_script: None,
+                },
+                &["session_id", "last_command"],
+            ),
+            (
+                Event::PskMismatch {
+                    identity: "card".into(),
+                    client_addr: addr(),
+                    tls_version: Some("TLSv1.2"),
+                    alert_sent: None,
+                    count_in_window: 1,
+                },
+                &["identity", "client_addr"],
+            ),
+            (
+                Event::HighErrorRate {
+                    error_type: "handshake".into(),
+                    rate: 0.75,
+                    threshold: 0.5,
+                    window_secs: 60,
+                    connections: 20,
+                },
+                &["error_type", "rate", "threshold"],
+            ),
+        ];
+        let bus = EventBus::new(64);
+        let names: Vec<&str> = table.iter().map(|(e, _)| e.name()).collect();
+        for (event, _) in &table {
+            bus.emit(event.clone());
+        }
+        let recent = bus.recent();
+        assert_eq!(recent.len(), table.len());
+        for ((_, fields), record) in table.iter().zip(&recent) {
+            let json: serde_json::Value = serde_json::from_str(&record.to_json()).unwrap();
+            let name = json["event"].as_str().unwrap();
+            assert!(names.contains(&name));
+            let stamp = json["timestamp"].as_str().unwrap_or_default();
+            assert!(stamp.ends_with('Z') && stamp.len() >= 20, "{name}: {json}");
+            for field in *fields {
+                let value = &json[*field];
+                assert!(!value.is_null(), "{name} lacks {field}: {json}");
+            }
+        }
+        let started: serde_json::Value = serde_json::from_str(&recent[0].to_json()).unwrap();
+        assert!(started["listen"].as_str().unwrap().ends_with(":8443"));
     }
 }

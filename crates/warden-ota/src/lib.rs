@@ -21,7 +21,8 @@
 //!   connections), the [`session`] life cycle HANDSHAKING → CONNECTED → ACTIVE → CLOSED;
 //! * [`store`] — the database thread (group commit) over `warden_store::ota` and the audit chain;
 //! * [`events`] and [`metrics`] — the seed's event table for subscribers and JSON lines, and
-//!   Prometheus metrics; [`dashboard`] serves both on a loopback address;
+//!   Prometheus metrics; [`dashboard`] is the operator dashboard (sign-in with warden users,
+//!   live view over server-sent events, cards, history, pushes) and serves `/metrics`;
 //! * [`simulator`] — a UICC that speaks the protocol as a PSK-TLS HTTP client, with a small
 //!   GlobalPlatform card model, for tests, the demo and the load generator ([`bench`]);
 //! * [`config`] and [`scriptfile`] — `ota.yaml` and script files, parsed once.

@@ -24,6 +24,7 @@ pub struct StatusLabel {
     pub status: String,
 }
 
+// Implements: O70
 /// Every metric the server keeps.
 pub struct Metrics {
     registry: Registry,
@@ -271,6 +272,7 @@ pub fn openmetrics_to_prometheus_004(text: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Verifies: O70
     #[test]
     fn exposition_names_metrics() {
         let m = Metrics::new();

@@ -116,6 +116,7 @@ struct Sent {
     redelivery: Redelivery,
 }
 
+// Implements: O32, O73
 /// One card's admin state across connections: its session, which connection holds it, and the
 /// scripts out (to pair C-APDUs with the R-APDUs that come back, and time the round trip).
 #[derive(Debug, Default)]
@@ -169,6 +170,68 @@ pub fn pair_exchanges(
             sw: resps.get(i).map(|r| r.sw()),
         })
         .collect()
+}
+
+/// The session id a resumed request names in its target (`…?session=ID&seq=N`).
+pub fn resumed_session(request: &AdminRequest) -> Option<&str> {
+    let (_, query) = request.target.split_once('?')?;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("session="))
+        .filter(|id| !id.is_empty())
+}
+
+/// Results a card resumes with after the server restarted, when nothing of its session is left
+/// in memory: the store says which script that session had in flight (`sent`). What to store
+/// and audit, as for results in a live session (the record says `after_restart`), or `None`
+/// when the request carries no usable results or they do not answer that script (the session
+/// then starts over and the script is settled as any script a lost session left in flight).
+pub fn results_after_restart(
+    card: &str,
+    request: &AdminRequest,
+    config: &SessionConfig,
+    sent: (ScriptId, &CommandScript),
+) -> Option<(StoreWrite, AuditRecord)> {
+    let session_id = resumed_session(request)?;
+    let status = request.script_status()?;
+    let responses = if request.body.is_empty() {
+        None
+    } else if status == ScriptStatus::Ok {
+        Some(ResponseScript::decode_with_limits(&request.body, &config.script_limits).ok()?)
+    } else {
+        return None;
+    };
+    let (script, commands) = sent;
+    if let Some(r) = &responses {
+        let count = commands.apdus().count();
+        if r.responses().count() > count || r.executed_count().unwrap_or(0) as usize > count {
+            return None;
+        }
+    }
+    let exchanges = pair_exchanges(Some(commands), responses.as_ref());
+    let result = ScriptResult::of(status, responses.as_ref());
+    let mut record = audit::script_completed(
+        card,
+        session_id,
+        &audit::Completion {
+            script: script.0,
+            script_status: status.as_str(),
+            result: result.as_str(),
+            executed: responses.as_ref().and_then(ResponseScript::executed_count),
+            exchanges: &exchanges,
+            round_trip_us: None,
+            fault: result.fault(),
+        },
+    );
+    record.details["after_restart"] = true.into();
+    let write = StoreWrite::Results {
+        script,
+        result: result.as_str(),
+        body: (!request.body.is_empty()).then(|| request.body.clone()),
+        exchanges,
+        round_trip_us: None,
+    };
+    Some((write, record))
 }
 
 /// How a script ended: the card's `X-Admin-Script-Status`, and for `ok` any error TLV in its
@@ -1104,6 +1167,7 @@ mod tests {
         assert_eq!(again.writes, first.writes);
     }
 
+    /// Verifies: O21, O32
     #[test]
     fn results_pair_commands_with_responses_and_take_the_outcome_from_the_sw() {
         let s1 = queued(1, Redelivery::Allowed);

@@ -138,6 +138,7 @@ impl Drop for HandshakeSlot {
     }
 }
 
+// Implements: O45
 /// PSK mismatches per source address, in a sliding window.
 #[derive(Default)]
 struct MismatchTracker {
@@ -170,6 +171,7 @@ impl MismatchTracker {
     }
 }
 
+// Implements: O47
 /// Connection outcomes per second, for the error-rate alarm.
 #[derive(Default)]
 struct ErrorRate {
@@ -304,6 +306,12 @@ impl Server {
         &self.state.tls
     }
 
+    /// The PSK cache (identities the server accepts now; the dashboard lists them).
+    pub fn keys(&self) -> &KeyCache {
+        &self.state.keys
+    }
+
+    // Implements: O13
     /// Sessions open now.
     pub fn live_sessions(&self) -> Vec<LiveSession> {
         let live = self.state.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -355,6 +363,7 @@ impl Server {
         Ok((count, conflicts))
     }
 
+    // Implements: O41
     /// Reloads keys whenever the key file or the database's keys change.
     async fn watch_keys(self) {
         let s = &self.state;
@@ -392,6 +401,7 @@ impl Server {
         }
     }
 
+    // Implements: O30, O31, O35
     /// Drops per-card admin sessions nobody used within the resume window.
     async fn janitor(self) {
         let window = self.state.config.resume_window;
@@ -411,6 +421,7 @@ impl Server {
         }
     }
 
+    // Implements: O3, O9, O12, O15
     /// Serves `listener` until `shutdown` resolves, then drains open connections.
     pub async fn run(
         &self,
@@ -551,6 +562,7 @@ enum HandshakeEnd {
     Shutdown,
 }
 
+// Implements: O9, O16, O17, O18, O28, O43, O46, O73, O74
 async fn connection(
     s: Arc<State>,
     tcp: TcpStream,
@@ -709,6 +721,7 @@ async fn connection(
         .remove(&conn_id);
 }
 
+// Implements: O46, O53
 fn handshake_failed(s: &State, handshaking: Handshaking, end: HandshakeEnd, trace: &ConnTrace) {
     let peer = handshaking.peer;
     let progress = trace.snapshot();
@@ -817,6 +830,7 @@ fn handshake_failed(s: &State, handshaking: Handshaking, end: HandshakeEnd, trac
     let _ = closed;
 }
 
+// Implements: O47
 fn record_outcome(s: &State, error: bool, error_type: &str) {
     let fired = s.errors.lock().unwrap_or_else(|e| e.into_inner()).record(
         error,
@@ -873,6 +887,7 @@ impl ConnCtx {
     }
 }
 
+// Implements: O23, O29
 async fn serve_http(
     ctx: &Arc<ConnCtx>,
     stream: SslStream<TcpStream>,
@@ -942,6 +957,7 @@ async fn serve_http(
     }
 }
 
+// Implements: O35, O43, O66
 fn close_session(ctx: &ConnCtx, reason: CloseReason) {
     let s = &ctx.s;
     let lifecycle = ctx
@@ -954,7 +970,7 @@ fn close_session(ctx: &ConnCtx, reason: CloseReason) {
     let c = ctx.counters();
     s.metrics.session_ended(reason.as_str());
     if reason == CloseReason::Interrupted {
-        tracing::warn!(session_id = %ctx.session_id, identity = %ctx.identity, last_command = ?c.last_command, in_flight = ?c.in_flight, "connection interrupted before the admin session ended");
+        tracing::warn!(session_id = %ctx.session_id, identity = %ctx.identity, last_command = c.last_command.as_deref().unwrap_or("none"), in_flight = c.in_flight.map_or("none".into(), |s| s.to_string()), "connection interrupted before the admin session ended");
         s.events.emit(Event::ConnectionInterrupted {
             session_id: ctx.session_id.clone(),
             psk_identity: ctx.identity.clone(),
@@ -1156,6 +1172,76 @@ async fn read_request(ctx: &ConnCtx, req: Request<Incoming>) -> Result<AdminRequ
     })
 }
 
+/// Stores the results a resumed request carries for the script its old session (named in the
+/// request's target) had in flight, when the store has one; returns the record to audit.
+fn settle_restart_results(
+    tx: &rusqlite::Transaction<'_>,
+    card: &str,
+    request: &AdminRequest,
+    config: &SessionConfig,
+) -> Result<Option<AuditRecord>, OtaStoreError> {
+    let Some(old) = crate::plan::resumed_session(request) else {
+        return Ok(None);
+    };
+    let Some((id, body)) = db::in_flight_of_session(tx, card, old)? else {
+        return Ok(None);
+    };
+    let Ok(commands) = crate::script::CommandScript::decode(&body) else {
+        return Ok(None);
+    };
+    let Some((write, record)) = crate::plan::results_after_restart(
+        card,
+        request,
+        config,
+        (crate::admin::ScriptId(id), &commands),
+    ) else {
+        return Ok(None);
+    };
+    store_write(tx, write, &warden_store::now_rfc3339())?;
+    Ok(Some(record))
+}
+
+/// One of a step's store writes.
+fn store_write(
+    tx: &rusqlite::Transaction<'_>,
+    write: StoreWrite,
+    now: &str,
+) -> Result<(), OtaStoreError> {
+    match write {
+        StoreWrite::SessionActive { session_id, agent } => db::update_session(
+            tx,
+            &session_id,
+            SessionState::Active.as_str(),
+            Some(&agent),
+            0,
+            0,
+            None,
+        )?,
+        StoreWrite::Delivered { script, session_id } => {
+            db::mark_delivered(tx, script.0, &session_id, now)?
+        }
+        StoreWrite::Results {
+            script,
+            result,
+            body,
+            exchanges,
+            round_trip_us,
+        } => {
+            let rows: Vec<db::ExchangeRow> = exchanges
+                .into_iter()
+                .map(|e| db::ExchangeRow {
+                    command: e.command,
+                    response: e.response,
+                    sw: e.sw,
+                })
+                .collect();
+            db::record_results(tx, script.0, result, body.as_deref(), &rows, round_trip_us)?
+        }
+        StoreWrite::OutcomeUnknown { script } => db::mark_outcome_unknown(tx, script.0)?,
+    }
+    Ok(())
+}
+
 /// Applies a step's store writes and audit records (one job, one transaction) and reads the
 /// card's next pending script in the same transaction.
 fn apply_step(
@@ -1167,38 +1253,7 @@ fn apply_step(
 ) -> Result<Option<db::PendingScript>, OtaStoreError> {
     let now = warden_store::now_rfc3339();
     for write in writes {
-        match write {
-            StoreWrite::SessionActive { session_id, agent } => db::update_session(
-                tx,
-                &session_id,
-                SessionState::Active.as_str(),
-                Some(&agent),
-                0,
-                0,
-                None,
-            )?,
-            StoreWrite::Delivered { script, session_id } => {
-                db::mark_delivered(tx, script.0, &session_id, &now)?
-            }
-            StoreWrite::Results {
-                script,
-                result,
-                body,
-                exchanges,
-                round_trip_us,
-            } => {
-                let rows: Vec<db::ExchangeRow> = exchanges
-                    .into_iter()
-                    .map(|e| db::ExchangeRow {
-                        command: e.command,
-                        response: e.response,
-                        sw: e.sw,
-                    })
-                    .collect();
-                db::record_results(tx, script.0, result, body.as_deref(), &rows, round_trip_us)?
-            }
-            StoreWrite::OutcomeUnknown { script } => db::mark_outcome_unknown(tx, script.0)?,
-        }
+        store_write(tx, write, &now)?;
     }
     jctx.audit(tx, audit.into_iter().map(to_audit_event).collect())?;
     db::next_pending(tx, card)
@@ -1251,9 +1306,19 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         Some(p) => p,
         None => {
             let (card, sid) = (ctx.identity.clone(), ctx.session_id.clone());
-            // Reads, and settling what a lost session left: a crash before this commits
-            // settles the same scripts again next time, so the answer need not wait for it.
-            let read = s.store.call_before_commit(move |tx, jctx| {
+            // A card resuming after a restart with the results of the script its old session
+            // had in flight: they are stored like results in a live session (and committed
+            // before the answer acknowledges them), not dropped.
+            let restart_results =
+                (fresh && request.is_resume() && request.script_status().is_some())
+                    .then(|| (request.clone(), config.clone()));
+            let durable = restart_results.is_some();
+            let job = move |tx: &rusqlite::Transaction<'_>, jctx: &crate::store::JobCtx<'_>| {
+                if let Some((request, config)) = &restart_results {
+                    if let Some(settled) = settle_restart_results(tx, &card, request, config)? {
+                        jctx.audit(tx, vec![to_audit_event(settled)])?;
+                    }
+                }
                 if fresh {
                     let r = db::recover_in_flight(tx, &card)?;
                     if let Some(record) =
@@ -1263,8 +1328,15 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
                     }
                 }
                 db::next_pending(tx, &card)
-            });
-            match read.await {
+            };
+            // Otherwise reads, and settling what a lost session left: a crash before this
+            // commits settles the same scripts again next time, so the answer need not wait.
+            let read = if durable {
+                s.store.call(job).await
+            } else {
+                s.store.call_before_commit(job).await
+            };
+            match read {
                 Ok(p) => p,
                 Err(e) => return refuse(ctx, 503, report(&e)),
             }
@@ -1356,4 +1428,70 @@ fn emit_committed(ctx: &ConnCtx, done: Committed) -> AdminResponse {
         l.requests += 1;
     }
     done.response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ErrorPolicy;
+
+    /// Seed 003's error-rate monitor: `high_error_rate` once the share of failed connections in
+    /// the window reaches the threshold, not before the minimum number of connections, and not
+    /// again until a window has passed.
+    /// Verifies: O47, O82
+    #[test]
+    fn the_error_rate_alarm_fires_at_the_threshold_once_per_window() {
+        let cfg = ErrorPolicy {
+            error_rate_threshold: 0.5,
+            error_rate_window: Duration::from_secs(60),
+            error_rate_min_connections: 4,
+            ..ErrorPolicy::default()
+        };
+        let epoch = Instant::now();
+        let at = |secs: u64| epoch + Duration::from_secs(secs);
+        let mut rate = ErrorRate::default();
+        // Two successes, then failures: 1 of 3 and 2 of 4 connections failed.
+        assert_eq!(rate.record(false, at(0), epoch, &cfg), None);
+        assert_eq!(rate.record(false, at(1), epoch, &cfg), None);
+        assert_eq!(
+            rate.record(true, at(2), epoch, &cfg),
+            None,
+            "below the minimum"
+        );
+        assert_eq!(rate.record(true, at(3), epoch, &cfg), Some((0.5, 4)));
+        // Within the same window the alarm stays quiet.
+        assert_eq!(rate.record(true, at(4), epoch, &cfg), None);
+        // A window later, the old outcomes have left it: 4 failures of 4.
+        for s in 70..73 {
+            assert_eq!(rate.record(true, at(s), epoch, &cfg), None, "{s}");
+        }
+        assert_eq!(rate.record(true, at(73), epoch, &cfg), Some((1.0, 4)));
+        // Below the threshold: 1 failure in 4.
+        let mut rate = ErrorRate::default();
+        for s in 0..3 {
+            rate.record(false, at(s), epoch, &cfg);
+        }
+        assert_eq!(rate.record(true, at(3), epoch, &cfg), None);
+    }
+
+    /// PSK mismatches are counted per source address within the window, with the identities.
+    /// Verifies: O45
+    #[test]
+    fn psk_mismatches_are_counted_per_source_within_the_window() {
+        let window = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut tracker = MismatchTracker::default();
+        assert_eq!(tracker.record(a, "card-2", t0, window).0, 1);
+        assert_eq!(tracker.record(b, "card-1", t0, window).0, 1);
+        let (count, ids) = tracker.record(a, "card-1", t0 + Duration::from_secs(30), window);
+        assert_eq!(
+            (count, ids),
+            (2, vec!["card-1".to_string(), "card-2".to_string()])
+        );
+        // The first mismatch from `a` has left the window.
+        let (count, ids) = tracker.record(a, "card-1", t0 + Duration::from_secs(61), window);
+        assert_eq!((count, ids), (2, vec!["card-1".to_string()]));
+    }
 }

@@ -31,6 +31,7 @@ impl SessionState {
     }
 }
 
+// Implements: O67
 /// Why a session closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -167,6 +168,7 @@ impl Active {
     }
 }
 
+// Implements: O10, O64, O67
 /// A connection's current state, for code that holds it across awaits.
 #[derive(Debug)]
 pub enum Lifecycle {
@@ -209,6 +211,7 @@ impl Lifecycle {
 mod tests {
     use super::*;
 
+    /// Verifies: O10, O67
     #[test]
     fn transitions() {
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();

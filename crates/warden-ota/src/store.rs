@@ -136,13 +136,19 @@ pub fn ensure_audit_chain(db: &mut Database, audit_key: &Key32) -> Result<bool, 
 
 impl StoreHandle {
     /// Starts the database thread with an open database, the `database` purpose key (for
-    /// sealed PSKs) and the `audit` purpose key. The audit chain must exist
-    /// ([`ensure_audit_chain`]).
+    /// sealed PSKs) and the `audit` purpose key; records are not queued for a SIEM. The audit
+    /// chain must exist ([`ensure_audit_chain`]).
     pub fn start(db: Database, db_key: Key32, audit_key: Key32) -> Self {
+        Self::start_with(db, db_key, AuditLog::new(audit_key))
+    }
+
+    /// [`start`](Self::start) with the audit chain as given: e.g. one that also queues every
+    /// record for the SIEM ([`AuditLog::with_siem_spool`]), when a forwarder drains the queue.
+    pub fn start_with(db: Database, db_key: Key32, audit: AuditLog) -> Self {
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("warden-ota-db".into())
-            .spawn(move || run(db, rx, db_key, audit_key))
+            .spawn(move || run(db, rx, db_key, audit))
             .expect("spawn the database thread");
         Self {
             inner: std::sync::Arc::new(Inner {
@@ -291,9 +297,7 @@ fn savepoint(tx: &Transaction<'_>, sql: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit_key: Key32) {
-    // Every session and APDU exchange also goes to the SIEM, in the same transaction.
-    let audit = AuditLog::forwarding_to_siem(audit_key);
+fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit: AuditLog) {
     let (mut jobs, mut commits) = (0u64, 0u64);
     while let Ok(first) = rx.recv() {
         let tx = match audit.begin(&mut db) {

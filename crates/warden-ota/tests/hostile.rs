@@ -12,6 +12,7 @@ use warden_ota::gp;
 use warden_ota::script::CommandScript;
 use warden_ota::simulator::{run_session, GpCard};
 
+/// Verifies: O3, O53
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_garbage_clients_do_not_block_a_real_card() {
     let mut cfg = support::config();

@@ -122,6 +122,7 @@ fn assert_first_script(out: &str) {
     );
 }
 
+/// Verifies: V59, O1, O4, O76
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_tls12_and_tls13_psk_get_the_first_script() {
     if !have("openssl") {
@@ -169,6 +170,7 @@ async fn openssl_tls12_and_tls13_psk_get_the_first_script() {
     t.stop().await;
 }
 
+/// Verifies: O17, O44, O69, O74, O77
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_wrong_key_and_unknown_identity_are_refused_with_named_alerts() {
     if !have("openssl") {
@@ -211,6 +213,7 @@ async fn openssl_wrong_key_and_unknown_identity_are_refused_with_named_alerts() 
     t.stop().await;
 }
 
+/// Verifies: O8, O17, O78
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn null_suites_only_when_enabled() {
     if !have("openssl") {
@@ -243,6 +246,7 @@ async fn null_suites_only_when_enabled() {
     t.stop().await;
 }
 
+/// Verifies: O1, O76, O77
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gnutls_psk_gets_the_first_script_and_wrong_keys_are_refused() {
     if !have("gnutls-cli") {

@@ -40,6 +40,7 @@ async fn server_with_card() -> support::TestServer {
     t
 }
 
+/// Verifies: O2, O21, O22
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_post_gets_200_with_script_then_204_ends_it() {
     let t = server_with_card().await;
@@ -92,6 +93,7 @@ async fn empty_queue_ends_at_once_with_204() {
     t.stop().await;
 }
 
+/// Verifies: O23
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunked_bodies_and_several_requests_on_one_connection() {
     let t = server_with_card().await;
@@ -276,6 +278,7 @@ async fn status_of(
     (r.status, r.header("allow").map(str::to_string))
 }
 
+/// Verifies: O20, O24
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_statuses_for_uri_method_headers_and_content_type() {
     let mut cfg = support::config();
@@ -474,6 +477,7 @@ async fn pipelined_requests_are_answered_in_order() {
     t.stop().await;
 }
 
+/// Verifies: O25, O32
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_instruction_gets_6d00_and_results_keep_every_exchange() {
     let t = server_with_card().await;
@@ -496,6 +500,7 @@ async fn unknown_instruction_gets_6d00_and_results_keep_every_exchange() {
     t.stop().await;
 }
 
+/// Verifies: O43, O57, O67, O79, O80
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_and_interruption_close_sessions_with_reasons() {
     let mut cfg = support::config();
@@ -528,6 +533,7 @@ async fn idle_timeout_and_interruption_close_sessions_with_reasons() {
     t.stop().await;
 }
 
+/// Verifies: O40, O44, O45, O58, O77
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psk_mismatch_is_classified_counted_and_warned() {
     let mut cfg = support::config();
@@ -596,6 +602,7 @@ async fn psk_mismatch_is_classified_counted_and_warned() {
     t.stop().await;
 }
 
+/// Verifies: O12, O14, O15, O50, O67
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_open_sessions() {
     let t = server_with_card().await;

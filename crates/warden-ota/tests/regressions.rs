@@ -221,6 +221,7 @@ async fn a_second_concurrent_session_of_a_card_gets_409() {
 
 /// Regression: the load generator ran two sessions of one card at once. It now runs one
 /// session per card at a time, even with more concurrency than cards.
+/// Verifies: O3, O81
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bench_sessions_runs_one_session_per_card_at_a_time() {
     let t = support::start(support::config()).await;
@@ -245,6 +246,7 @@ async fn bench_sessions_runs_one_session_per_card_at_a_time() {
 
 /// Regression: `server_stopped` said `open_sessions: 0` although a session was open at the stop
 /// (it counted the connections left after draining).
+/// Verifies: O15, O50
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_stopped_counts_the_sessions_open_at_the_stop() {
     let t = server_with_card().await;
@@ -314,6 +316,7 @@ fn psk_ke_only_client_hello(identity: &str) -> Vec<u8> {
 }
 
 /// Regression: a TLS 1.3 client offering only `psk_ke` was refused as `kind: other`.
+/// Verifies: O17
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls13_psk_ke_only_client_is_named() {
     let t = server_with_card().await;
@@ -365,6 +368,7 @@ async fn get_metrics(addr: std::net::SocketAddr, accept: Option<&str>) -> String
 }
 
 /// Regression: `/metrics` ignored `Accept: text/plain;version=0.0.4`.
+/// Verifies: O70, O71
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_speak_prometheus_004_when_asked() {
     let t = server_with_card().await;
@@ -393,5 +397,65 @@ async fn metrics_speak_prometheus_004_when_asked() {
     assert!(open.contains("# EOF"));
     let _ = stop.send(());
     dash.await.unwrap().unwrap();
+    t.stop().await;
+}
+
+/// Regression (outside testing): after a server restart, a card that resumed with the results
+/// of the script its old session had in flight got `200` and the next script, but the results
+/// were dropped and a `forbidden` script was settled as `outcome_unknown`: an acknowledged
+/// result was lost. They are stored now (committed before the answer), and audited as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_resumed_after_a_restart_are_stored_not_dropped() {
+    let t = server_with_card().await;
+    let install = CommandScript::new([gp::get_data(gp::data_object::CIN)]);
+    let id = t.push(CARD, install, Redelivery::Forbidden).await;
+    let second = t.push(CARD, read_script(), Redelivery::Allowed).await;
+    let (c, r, next) = open(&t).await;
+    assert_eq!(r.status, 200);
+    drop(c);
+    // The card ran it; the server restarts before the results arrive.
+    let t = t.restart(support::config()).await;
+    let body = parse_hex("AB07800101 2302 9000").unwrap();
+    let mut c = client(&t).await;
+    let mut h = base_headers();
+    h.push((header::CONTENT_TYPE, CONTENT_TYPE_RESPONSE.into()));
+    h.push((header::X_ADMIN_SCRIPT_STATUS, "ok".into()));
+    h.push((header::X_ADMIN_RESUME, "true".into()));
+    let r = c
+        .send("POST", &next, &h, CardBody::full(body))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "the session goes on with the next script");
+    let reports = t.reports(CARD).await;
+    let first = reports.iter().find(|s| s.id == id).unwrap();
+    assert_eq!(
+        (first.state.as_str(), first.script_status.as_deref()),
+        ("done", Some("ok")),
+        "{first:?}"
+    );
+    assert_eq!(first.exchanges.len(), 1);
+    assert_eq!(first.exchanges[0].sw, Some(0x9000));
+    let completed = audit_rows(&t, "ota.script.complete").await;
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    assert_eq!(completed[0].3["after_restart"], true);
+    assert_eq!(completed[0].3["script"], id);
+    assert!(audit_rows(&t, "ota.script.outcome_unknown")
+        .await
+        .is_empty());
+    let recovered = audit_rows(&t, "ota.script.recover").await;
+    assert!(
+        recovered.iter().all(|r| r.3["outcome_unknown"]
+            .as_array()
+            .is_none_or(|a| !a.contains(&id.into()))),
+        "{recovered:?}"
+    );
+    // The next script went out in that answer.
+    let reports = t.reports(CARD).await;
+    assert_eq!(
+        reports.iter().find(|s| s.id == second).unwrap().state,
+        "in_flight"
+    );
+
+    drop(c);
     t.stop().await;
 }

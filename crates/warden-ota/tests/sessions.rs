@@ -15,6 +15,7 @@ fn get_status_script() -> CommandScript {
     ])
 }
 
+/// Verifies: O11, O26, O27, O32, O34, O51, O52, O54, O55, O56, O65, O66
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_session_runs_queued_scripts_and_stores_results() {
     let t = support::start(support::config()).await;
@@ -91,6 +92,7 @@ async fn full_session_runs_queued_scripts_and_stores_results() {
 
 /// Every audit event the server writes names the server's service principal as the actor and
 /// the card (or the listener) as the subject; the card is never the actor.
+/// Verifies: O26
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_events_are_in_the_servers_name_about_the_card() {
     let t = support::start(support::config()).await;

@@ -7,7 +7,6 @@
 //! ([`warden_records::Category`]). Secrets handed in (passphrase, passwords, codes) are moved
 //! into warden's zeroizing types at once.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,18 +15,23 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use serde_json::{json, Value};
 use warden_core::audit::Outcome;
-use warden_core::datadir::DataDir;
+use warden_core::datadir::{DataDir, DataDirError, KeyFormat};
 use warden_core::keyring::Purpose;
 use warden_core::password::Password;
 use warden_core::rbac::Permission;
 use warden_core::report::report;
 use warden_core::sealed_config::ConfigSealer;
-use warden_core::secret::{Key32, Passphrase};
+use warden_core::keyslots::{KeyRing, NotCarried};
+use warden_core::secret::Passphrase;
 use warden_records::ops::SignRequest;
 use warden_records::recording::{RecordingReader, RecordingWriter};
 use warden_records::{Category, Meaning, RecordsError};
 use warden_store::audit::{ExportFormat, VerifyFrom};
-use warden_store::identity::UnixMs;
+use warden_store::identity::{
+    claimed_user_key, AuthError, PasswordProof, SignInChannel, UnixMs,
+};
+use warden_store::keys::journal::{self, Unrecorded};
+use warden_store::keys::{self, KeyOpError, UserSlot};
 use warden_store::Store;
 
 /// An error on its way to Python: the `warden.errors` class and the message.
@@ -119,24 +123,11 @@ fn format_of(name: &str) -> Result<ExportFormat, Failure> {
     }
 }
 
-/// An opened data directory: the master passphrase (held zeroizing, for deriving purpose keys
-/// as they are needed), the keys derived so far, and the store.
+/// An opened store and its data directory. Shared by the sessions a vault opened with its
+/// master passphrase; each session signed in with a password alone has its own.
 struct State {
     dir: DataDir,
-    passphrase: Passphrase,
-    keys: BTreeMap<Purpose, Key32>,
     store: Store,
-}
-
-impl State {
-    fn key(&mut self, purpose: Purpose) -> Result<Key32, Failure> {
-        if let Some(key) = self.keys.get(&purpose) {
-            return Ok(key.clone());
-        }
-        let key = self.dir.security().unlock(&self.passphrase, purpose)?;
-        self.keys.insert(purpose, key.clone());
-        Ok(key)
-    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -147,15 +138,47 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A data directory opened with its master passphrase.
+impl From<KeyOpError> for Failure {
+    fn from(err: KeyOpError) -> Self {
+        use warden_core::keyslots::KeySlotError;
+        let class = match &err {
+            KeyOpError::DataDir(DataDirError::Slots {
+                source: KeySlotError::WrongSecret(_),
+                ..
+            })
+            | KeyOpError::Slots(KeySlotError::WrongSecret(_)) => "WrongPassphrase",
+            KeyOpError::DataDir(DataDirError::Security {
+                source: warden_core::keyring::KeyringError::WrongPassphrase(_),
+                ..
+            }) => "WrongPassphrase",
+            KeyOpError::NotCarried(_) => "AccessDenied",
+            KeyOpError::Identity(_) => "AuthenticationError",
+            _ => "StorageError",
+        };
+        Self::new(class, report(&err))
+    }
+}
+
+impl From<NotCarried> for Failure {
+    fn from(err: NotCarried) -> Self {
+        Self::new("AccessDenied", report(&err))
+    }
+}
+
+/// A data directory: opened with its master passphrase (an application that holds it; people
+/// then sign in against the stored password hashes and get their role's keys from it), or
+/// without (people sign in with their passwords, which open their own key slots).
 #[pyclass(module = "warden._warden")]
 struct Vault {
-    state: Shared,
+    dir: DataDir,
+    /// The master's keys and the store they opened.
+    master: Option<(KeyRing, Shared)>,
 }
 
 #[pymethods]
 impl Vault {
-    /// Opens `data_dir` with the passphrase, or the first line of `passphrase_file` (0600).
+    /// Opens `data_dir`, with the master passphrase or the first line of `passphrase_file`
+    /// (0600) if given. A format-1 directory (derived keys) is converted to key slots then.
     #[staticmethod]
     #[pyo3(signature = (data_dir, passphrase=None, passphrase_file=None))]
     fn open(
@@ -164,38 +187,55 @@ impl Vault {
         passphrase_file: Option<PathBuf>,
     ) -> Result<Self, Failure> {
         let passphrase = match (passphrase, passphrase_file) {
-            (Some(text), None) => Passphrase::new(text),
+            (Some(text), None) => Some(Passphrase::new(text)),
             (None, Some(path)) => {
                 let bytes = warden_core::fsx::read_private(&path, 4096)
                     .map_err(|e| storage("the passphrase file", e))?;
-                let text = String::from_utf8(bytes)
-                    .map_err(|_| invalid("the passphrase file is not UTF-8"))?;
-                let line = text.split(['\n', '\r']).next().unwrap_or("").to_string();
-                Passphrase::new(line)
+                let text = Passphrase::new(
+                    String::from_utf8(bytes)
+                        .map_err(|_| invalid("the passphrase file is not UTF-8"))?,
+                );
+                let line = text.expose_secret().split(['\n', '\r']).next();
+                Some(Passphrase::new(line.unwrap_or("").to_string()))
             }
+            (None, None) => None,
             _ => {
                 return Err(invalid(
-                    "give exactly one of passphrase and passphrase_file",
+                    "give at most one of passphrase and passphrase_file",
                 ))
             }
         };
-        let dir = DataDir::open(&data_dir).map_err(|e| storage("the data directory", e))?;
-        let database = dir.security().unlock(&passphrase, Purpose::Database)?;
-        let audit = dir.security().unlock(&passphrase, Purpose::Audit)?;
-        let store = Store::open(&dir, database, audit)
-            .map_err(|e| Failure::new("StorageError", report(&e)))?;
+        let mut dir = DataDir::open(&data_dir).map_err(|e| storage("the data directory", e))?;
+        let Some(passphrase) = passphrase else {
+            if dir.format() == KeyFormat::Derived {
+                return Err(invalid(format!(
+                    "{} keeps its keys derived from the master passphrase (format 1): open it once with the passphrase to convert it to key slots",
+                    data_dir.display()
+                )));
+            }
+            return Ok(Self { dir, master: None });
+        };
+        if dir.format() == KeyFormat::Derived {
+            dir = keys::convert(&dir, &passphrase)?.0;
+        }
+        let master = dir
+            .unlock_master(&passphrase)
+            .map_err(KeyOpError::from)?
+            .keys;
+        let (store, master) = keys::open_store(&dir, master)?;
+        let state = Arc::new(Mutex::new(State {
+            dir: dir.clone(),
+            store,
+        }));
         Ok(Self {
-            state: Arc::new(Mutex::new(State {
-                dir,
-                passphrase,
-                keys: BTreeMap::new(),
-                store,
-            })),
+            dir,
+            master: Some((master, state)),
         })
     }
 
     /// Signs a person in (password, and the one-time code when enrolled; technicians: an empty
-    /// password and their code). Audited as `login.cli`.
+    /// password and their code, with a vault opened with the master passphrase). Audited as
+    /// `login.cli`. The session holds the keys of the person's role, and no other.
     #[pyo3(signature = (username, password, totp=None))]
     fn sign_in(
         &self,
@@ -205,24 +245,62 @@ impl Vault {
     ) -> Result<Session, Failure> {
         let password = Password::new(password);
         let totp = totp.map(warden_core::secret::SecretString::new);
-        let mut state = lock(&self.state);
-        let State { store, .. } = &mut *state;
-        let user = store.identity.authenticate_operator(
-            &mut store.db,
-            username,
-            &password,
-            totp.as_ref().map(|t| t.expose_secret()),
-            UnixMs::now(),
-        )?;
+        let code = totp.as_ref().map(|t| t.expose_secret());
+        let (state, user, keys) = match &self.master {
+            Some((master, shared)) => {
+                let mut state = lock(shared);
+                let State { store, dir } = &mut *state;
+                let user = store.identity.authenticate_operator(
+                    &mut store.db,
+                    username,
+                    &password,
+                    code,
+                    UnixMs::now(),
+                )?;
+                let keys = keys::ensure_user_slot(store, dir, &user, master, &password)?;
+                drop(state);
+                (shared.clone(), user, keys)
+            }
+            None => {
+                let failed = |reason: &str| -> Failure {
+                    let entry = Unrecorded::failed_sign_in(&claimed_user_key(username), reason);
+                    match journal::record(&self.dir, &entry) {
+                        Ok(()) => AuthError::Failed.into(),
+                        Err(err) => err.into(),
+                    }
+                };
+                let (unlocked, proof) = match keys::unlock_user(&self.dir, username, &password)? {
+                    UserSlot::Opened(unlocked, proof) => (unlocked, proof),
+                    UserSlot::NoSlot => return Err(failed("no_key_slot")),
+                    UserSlot::Refused => return Err(failed("bad_password")),
+                };
+                let (mut store, keys) = keys::open_store(&self.dir, unlocked.keys)?;
+                let user = store.identity.authenticate_operator_with(
+                    &mut store.db,
+                    SignInChannel::Cli,
+                    username,
+                    PasswordProof::Slot {
+                        password: &password,
+                        proof: &proof,
+                    },
+                    code,
+                    UnixMs::now(),
+                )?;
+                let state = Arc::new(Mutex::new(State {
+                    dir: self.dir.clone(),
+                    store,
+                }));
+                (state, user, keys)
+            }
+        };
         let mut session = warden_records::Session::new(user);
         if session.may(Permission::RecordsPhi) {
-            // A data directory made before records has no phi key: PHI stays sealed.
-            if let Ok(key) = state.key(Purpose::Phi) {
-                session.unlock_phi(&mut state.store, key)?;
-            }
+            let key = keys.require(Purpose::Phi)?.clone();
+            session.unlock_phi(&mut lock(&state).store, key)?;
         }
         Ok(Session {
-            state: self.state.clone(),
+            state,
+            keys,
             session,
         })
     }
@@ -232,6 +310,8 @@ impl Vault {
 #[pyclass(module = "warden._warden")]
 struct Session {
     state: Shared,
+    /// The keys of the person's role.
+    keys: KeyRing,
     session: warden_records::Session,
 }
 
@@ -387,7 +467,7 @@ impl Session {
         let by = self
             .session
             .require(&mut state.store, Permission::VaultSeal, "vault.seal")?;
-        let key = state.key(Purpose::Recordings)?;
+        let key = self.keys.require(Purpose::Recordings)?.clone();
         let writer = RecordingWriter::create(&by, &key, &path, force)?;
         Ok(Recording {
             state: self.state.clone(),
@@ -401,7 +481,7 @@ impl Session {
         let by = self
             .session
             .require(&mut state.store, Permission::VaultOpen, "vault.open")?;
-        let key = state.key(Purpose::Recordings)?;
+        let key = self.keys.require(Purpose::Recordings)?.clone();
         let reader = RecordingReader::open(&mut state.store, &by, &key, &path)?;
         Ok(Playback {
             reader: Some(reader),
@@ -414,7 +494,7 @@ impl Session {
         let by = self
             .session
             .require(&mut state.store, Permission::ConfigSeal, "config.seal")?;
-        let sealer = ConfigSealer::new(&state.key(Purpose::Config)?);
+        let sealer = ConfigSealer::new(self.keys.require(Purpose::Config)?);
         let mut token = sealer.seal(plaintext);
         token.push('\n');
         let sha256 = warden_core::mac::sha256(token.as_bytes());
@@ -448,7 +528,7 @@ impl Session {
         let by = self
             .session
             .require(&mut state.store, Permission::ConfigOpen, "config.open")?;
-        let sealer = ConfigSealer::new(&state.key(Purpose::Config)?);
+        let sealer = ConfigSealer::new(self.keys.require(Purpose::Config)?);
         let opened = warden_core::sealed_config::read_config(
             &path,
             &sealer,

@@ -175,6 +175,7 @@ impl Default for ChallengeConfig {
     }
 }
 
+// Implements: S39
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SessionConfig {
@@ -201,6 +202,7 @@ impl Default for SessionConfig {
     }
 }
 
+// Implements: S39
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingConfig {
@@ -237,6 +239,7 @@ impl Default for RecordingConfig {
     }
 }
 
+// Implements: S14
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatConfig {
@@ -272,6 +275,7 @@ pub struct GpioConfig {
     pub optional: bool,
 }
 
+// Implements: S41
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TamperConfig {
@@ -309,6 +313,7 @@ pub enum TamperSignal {
     Usr2,
 }
 
+// Implements: S36, S38, S40
 /// The whole shim configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -440,6 +445,7 @@ mod tests {
 
     const MINIMAL: &str = "shim_id: shim-01\ndevice_name: empump-12\ntechnician_port:\n  path: /dev/ttyS0\ndevice_port:\n  path: /dev/ttyS1\n  baud: 9600\ncontrol_socket: /run/warden/shim.sock\n";
 
+    /// Verifies: S14, S36
     #[test]
     fn minimal_config_gets_the_seed_defaults() {
         let config = ShimConfig::parse(MINIMAL).unwrap();
@@ -451,6 +457,7 @@ mod tests {
         assert_eq!(config.machine().idle_timeout_ms, 900_000);
     }
 
+    /// Verifies: S36, S38
     #[test]
     fn errors_name_the_key_and_line() {
         let bad_baud = MINIMAL.replace("baud: 9600", "baud: 7");

@@ -103,6 +103,8 @@ pub struct DaemonKeys {
     pub recordings: Key32,
     /// The `config` key, as the sealer that opens sealed key files (with its clock skew).
     pub config: ConfigSealer,
+    /// The `signing` key, when the daemon's slot carries it: audit checkpoints are signed.
+    pub signing: Option<Key32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,7 @@ pub enum SetupError {
     Daemon(#[from] crate::daemon::DaemonError),
 }
 
+// Implements: S42, S47
 /// Opens the ports and the store and builds the daemon (not yet running). The returned runtime
 /// carries the SIEM forwarder, when one is configured; keep it alive while the daemon runs.
 pub fn build_daemon(
@@ -135,6 +138,9 @@ pub fn build_daemon(
 ) -> Result<(Daemon<StoreHost>, tokio::runtime::Runtime), SetupError> {
     let db_path = dir.root().join(warden_store::DB_FILE);
     let mut store = Store::open(dir, keys.database.clone(), keys.audit.clone())?;
+    if let Some(seed) = &keys.signing {
+        store.set_checkpoint_signer(warden_core::signing::CheckpointSigner::from_seed(seed));
+    }
     // The shim's own lockout thresholds; attempt spacing stays as the identity policy says.
     let backoff = store.identity.policy().backoff;
     store.identity.set_lockout_policy(
@@ -301,6 +307,7 @@ impl ShimHost for StoreHost {
         })
     }
 
+    // Implements: S10, S12, S20
     fn record(&mut self, event: ShimEvent<'_>) -> Result<(), HostError> {
         match event {
             ShimEvent::Started { config_sha256 } => self.own(

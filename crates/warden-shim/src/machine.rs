@@ -223,6 +223,7 @@ pub struct EmergencyStop {
     last_notice_ms: Option<u64>,
 }
 
+// Implements: S22, S23, S24, S25, S28, S29, S33, S35
 /// The machine: one of the states.
 pub enum Shim {
     Idle(Idle),
@@ -235,6 +236,7 @@ pub enum Shim {
 }
 
 impl Shim {
+    // Implements: S27, S33, S46
     /// The state after a (re)start, from what was persisted: an emergency stop survives a
     /// restart (power-cycling the box must not lift it), then the port lock.
     pub fn start(port_locked: bool, emergency_stop: bool) -> Self {
@@ -500,6 +502,7 @@ impl Shim {
         }
     }
 
+    // Implements: S20, S30, S32
     /// Cuts forwarding at once. In OPEN the recording is closed first (FLUSHED, then
     /// EMERGENCY_STOP when the recorder reports back); elsewhere straight to EMERGENCY_STOP.
     fn emergency_stop(
@@ -585,6 +588,7 @@ impl Open {
         })
     }
 
+    // Implements: S29, S31
     fn end(self, reason: EndReason, out: &mut Vec<Action>) -> (Shim, Option<String>) {
         let text = format!("session of {} ended: {reason}", self.technician_id);
         out.push(Action::RecordEvent(reason.to_string()));

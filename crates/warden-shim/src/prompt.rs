@@ -54,6 +54,7 @@ enum Field {
     Code { id: String },
 }
 
+// Implements: S25
 /// The line editor for one challenge.
 pub struct Prompt {
     field: Field,
@@ -173,6 +174,7 @@ mod tests {
         (echo, out.answer, out.cancelled, out.refused)
     }
 
+    /// Verifies: S25
     #[test]
     fn id_is_echoed_code_is_not() {
         let (echo, answer, _, _) = run(b"tech-001\r123456\r");

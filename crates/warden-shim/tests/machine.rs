@@ -65,6 +65,7 @@ fn transitions(actions: &[Action]) -> Vec<(StateName, StateName)> {
         .collect()
 }
 
+/// Verifies: S22, S23
 #[test]
 fn nothing_typed_before_open_reaches_the_device() {
     let mut run = Run::new(false);
@@ -80,6 +81,7 @@ fn nothing_typed_before_open_reaches_the_device() {
         .any(|a| matches!(a, Action::ForwardToTech(_))));
 }
 
+/// Verifies: S28, S29, S35
 #[test]
 fn full_session_forwards_both_ways_and_flushes() {
     let mut run = Run::new(false);
@@ -127,6 +129,7 @@ fn tilde_followed_by_another_byte_is_forwarded() {
     assert_eq!(forwarded_to_device(&run.feed(Input::Tech(b"q"))), b"~q");
 }
 
+/// Verifies: S31
 #[test]
 fn idle_timeout_ends_the_session_normally() {
     let mut run = Run::new(false);
@@ -142,6 +145,7 @@ fn idle_timeout_ends_the_session_normally() {
     assert_eq!(run.state(), StateName::Idle);
 }
 
+/// Verifies: S1, S25
 #[test]
 fn rejection_reprompts_after_a_delay_without_saying_why() {
     let mut run = Run::new(false);
@@ -175,6 +179,7 @@ fn rejection_reprompts_after_a_delay_without_saying_why() {
     .contains("please wait"));
 }
 
+/// Verifies: S26, S27
 #[test]
 fn lockout_persists_and_only_reset_lifts_it() {
     let mut run = Run::new(false);
@@ -205,6 +210,7 @@ fn lockout_persists_and_only_reset_lifts_it() {
     assert_eq!(Shim::start(true, true).name(), StateName::EmergencyStop);
 }
 
+/// Verifies: S20, S30, S33
 #[test]
 fn tamper_in_open_stops_forwarding_and_needs_a_reset() {
     let mut run = Run::new(false);
@@ -230,6 +236,7 @@ fn tamper_in_open_stops_forwarding_and_needs_a_reset() {
     assert_eq!(run.state(), StateName::Idle);
 }
 
+/// Verifies: S32
 #[test]
 fn storage_exhausted_in_open_is_an_emergency_stop() {
     let mut run = Run::new(false);
@@ -239,6 +246,7 @@ fn storage_exhausted_in_open_is_an_emergency_stop() {
     assert_eq!(run.state(), StateName::EmergencyStop);
 }
 
+/// Verifies: S30, S35
 #[test]
 fn tamper_in_idle_goes_straight_to_emergency_stop() {
     let mut run = Run::new(false);
@@ -261,6 +269,7 @@ fn challenge_times_out_and_can_be_cancelled() {
     assert_eq!(run.state(), StateName::Idle);
 }
 
+/// Verifies: S32
 #[test]
 fn storage_exhausted_anywhere_stops_forwarding() {
     let mut run = Run::new(false);

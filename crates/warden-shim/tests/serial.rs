@@ -23,6 +23,7 @@ fn read_exactly(port: &Port, want: usize) -> Vec<u8> {
     got
 }
 
+/// Verifies: S21
 #[test]
 fn all_byte_values_pass_both_ways() {
     let mut pair = VirtualSerialPair::new().unwrap();

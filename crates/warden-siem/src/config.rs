@@ -154,6 +154,7 @@ fn default_max_message_bytes() -> usize {
     8192
 }
 
+// Implements: S40
 /// The `siem:` section as written in YAML.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -501,6 +502,7 @@ other_section:
   anything: goes
 ";
 
+    /// Verifies: S40
     #[test]
     fn minimal_section_gets_defaults() {
         let s = SiemConfig::from_yaml_document(MINIMAL.as_bytes())
@@ -518,6 +520,7 @@ other_section:
     /// docs/siem.md's key table is the section's reference: every key it lists is accepted, its
     /// stated default is the real one, its required keys are required, and serde accepts no key
     /// the table does not list (read from serde's own "expected one of" list at every level).
+    /// Verifies: S40
     #[test]
     fn the_documented_keys_are_the_accepted_keys() {
         let doc = include_str!("../../../docs/siem.md");
@@ -627,6 +630,7 @@ other_section:
         }
     }
 
+    /// Verifies: S40
     #[test]
     fn validation_errors_name_the_key() {
         assert_eq!(key_of(with("port: 0")), "siem.port");

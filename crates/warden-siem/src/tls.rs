@@ -220,6 +220,7 @@ impl ClientIdentity {
     }
 }
 
+// Implements: S48, V59
 /// A configured TLS client for one SIEM endpoint.
 pub struct TlsClient {
     connector: SslConnector,

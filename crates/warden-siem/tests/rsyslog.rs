@@ -138,6 +138,7 @@ fn spool_rows(db: &Database) -> u64 {
     Spool::default().stats(db.conn()).unwrap().rows
 }
 
+/// Verifies: S10, S48, V59
 #[test]
 fn messages_arrive_byte_exact_and_parse_as_cef() {
     let Some(s) = setup() else { return };
@@ -235,6 +236,7 @@ fn messages_arrive_byte_exact_and_parse_as_cef() {
     s.rt.block_on(fwd.shutdown(Duration::from_secs(30)));
 }
 
+/// Verifies: S48, V59
 #[test]
 fn refused_clients_and_untrusted_servers_are_reported_by_cause() {
     let Some(s) = setup() else { return };
@@ -420,6 +422,7 @@ fn outage_and_restart_lose_nothing_and_keep_order() {
     drop(s.tmp);
 }
 
+/// Verifies: S13, S20
 #[test]
 fn tamper_alerts_jump_the_queue_and_heartbeats_come_last() {
     let Some(s) = setup() else { return };

@@ -55,6 +55,9 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A key rotation holds the database alone (or, asking for it, found it in use).
+    #[error("{0}")]
+    Busy(String),
     #[error(
         "no database at {0} (is this an initialized data directory? `warden init` creates one)"
     )]
@@ -100,9 +103,15 @@ fn wait_until_sqlcipher_is_ready() {
 }
 
 /// An open, keyed, migrated warden database.
+///
+/// Every open database holds a shared `flock` on `warden.db-lock` next to it; a key rotation
+/// turns its own into an exclusive one ([`Database::lock_exclusive`]), so it runs only when no
+/// other process (a daemon, another command) has the database open, and nobody opens it while
+/// its key changes.
 pub struct Database {
     conn: Connection,
     path: PathBuf,
+    lock: Option<nix::fcntl::Flock<std::fs::File>>,
 }
 
 impl Database {
@@ -117,6 +126,7 @@ impl Database {
         Ok(db)
     }
 
+    // Implements: V87
     /// Creates a new database (0600) at `path`; fails if anything is there.
     pub fn create(path: &Path, key: &Key32) -> Result<Self, StoreError> {
         if path.symlink_metadata().is_ok() {
@@ -148,10 +158,60 @@ impl Database {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         wait_until_sqlcipher_is_ready();
+        let lock = Self::shared_lock(path)?;
         let conn = Connection::open_with_flags(path, flags)?;
-        Self::key_and_check(conn, path, key)
+        let mut db = Self::key_and_check(conn, path, key)?;
+        db.lock = lock;
+        Ok(db)
     }
 
+    /// The shared lock every open database holds (see [`Database`]).
+    fn shared_lock(path: &Path) -> Result<Option<nix::fcntl::Flock<std::fs::File>>, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut name = path.as_os_str().to_owned();
+        name.push("-lock");
+        let lock_path = PathBuf::from(name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+            .open(&lock_path)
+            .map_err(|source| StoreError::Create {
+                path: lock_path.clone(),
+                source: warden_core::fsx::FsError::io(&lock_path, source),
+            })?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+            Ok(lock) => Ok(Some(lock)),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Busy(format!(
+                "{}: a key rotation holds the database; try again when it is done",
+                path.display()
+            ))),
+            Err((_, errno)) => Err(StoreError::Create {
+                path: lock_path.clone(),
+                source: warden_core::fsx::FsError::io(&lock_path, std::io::Error::from(errno)),
+            }),
+        }
+    }
+
+    /// Turns this connection's shared lock into an exclusive one, or says the database is in
+    /// use by another process (a key rotation needs it alone).
+    pub fn lock_exclusive(&mut self) -> Result<(), StoreError> {
+        if let Some(lock) = &self.lock {
+            lock.relock(nix::fcntl::FlockArg::LockExclusiveNonblock)
+                .map_err(|_| {
+                    StoreError::Busy(format!(
+                        "{} is in use by another warden process (a daemon?); stop it first",
+                        self.path.display()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    // Implements: V1, V2, V3, V4, V67
     fn key_and_check(conn: Connection, path: &Path, key: &Key32) -> Result<Self, StoreError> {
         // A raw key: SQLCipher uses these 32 bytes directly, with no second KDF. The SQL text is
         // zeroized on our side; SQLite's own copy of the statement is freed after preparation.
@@ -206,6 +266,7 @@ impl Database {
         Ok(Self {
             conn,
             path: path.to_path_buf(),
+            lock: None,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod config;
 pub mod db;
 pub mod identity;
+pub mod keys;
 pub mod migrations;
 pub mod ota;
 pub mod provision;
@@ -51,6 +52,12 @@ impl Store {
 
     pub fn audit(&self) -> &AuditLog {
         self.identity.audit_log()
+    }
+
+    /// Signs audit checkpoints with `signer` (the `signing` key of the slot that opened this
+    /// store).
+    pub fn set_checkpoint_signer(&mut self, signer: warden_core::signing::CheckpointSigner) {
+        self.identity.audit_log_mut().set_signer(Some(signer));
     }
 
     /// Runs `change` and commits it together with the audit events it appended (see

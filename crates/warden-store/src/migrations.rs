@@ -113,6 +113,24 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 8,
+        name: "keys: committed key-slot changes, refusals recorded late",
+        sql: crate::keys::MIGRATION_SQL,
+    },
+    Migration {
+        version: 9,
+        name: "audit: public digest chain and Ed25519-signed checkpoints",
+        // The digest of an existing chain is computed at its next append (it needs the
+        // canonical encoding of every row); checkpoints stored before have none and stay
+        // unsigned.
+        sql: "
+        ALTER TABLE audit_state ADD COLUMN last_digest BLOB;
+        ALTER TABLE audit_checkpoints ADD COLUMN digest BLOB;
+        ALTER TABLE audit_checkpoints ADD COLUMN key_id BLOB;
+        ALTER TABLE audit_checkpoints ADD COLUMN signature BLOB;
+    ",
+    },
+    Migration {
+        version: 10,
         name: "records: collection schema, record versions, signatures, signers",
         // Owned by warden-records (docs/records.md): every write is a new row, never an update.
         sql: "

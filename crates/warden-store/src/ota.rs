@@ -14,6 +14,8 @@
 //!
 //! Functions take a `rusqlite::Connection` (a `Transaction` derefs to one), so the OTA server's
 //! database thread can batch several calls into one transaction; all SQL is parameterized.
+//!
+//! Implements: O38, O64, O65
 
 use rusqlite::{params, Connection, OptionalExtension};
 use warden_core::secret::{Key32, SecretBytes};
@@ -124,6 +126,34 @@ fn label(identity: &str) -> Vec<u8> {
     [PSK_LABEL, b"\0", identity.as_bytes()].concat()
 }
 
+/// Re-seals every card's PSK from the `old` database key to `new`, inside the transaction that
+/// re-keys the database (a database key rotation). Returns how many.
+pub(crate) fn reseal_psks(
+    conn: &Connection,
+    old: &Key32,
+    new: &Key32,
+) -> Result<usize, StoreError> {
+    let mut stmt = conn.prepare("SELECT identity, psk_sealed FROM ota_cards ORDER BY identity")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (identity, sealed) in &rows {
+        let psk = warden_core::aead::open(old, &label(identity), sealed).map_err(|_| {
+            StoreError::Corrupt(format!(
+                "ota: the PSK of {identity} does not open with the database key"
+            ))
+        })?;
+        let resealed = warden_core::aead::seal(new, &label(identity), psk.expose_secret());
+        conn.execute(
+            "UPDATE ota_cards SET psk_sealed = ?2 WHERE identity = ?1",
+            params![identity, resealed],
+        )?;
+    }
+    Ok(rows.len())
+}
+
 fn bump_keys_version(conn: &Connection) -> Result<(), OtaStoreError> {
     conn.execute(
         "UPDATE ota_meta SET value = value + 1 WHERE name = 'keys_version'",
@@ -207,6 +237,97 @@ pub fn list_cards(conn: &Connection) -> Result<Vec<CardRow>, OtaStoreError> {
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Scripts waiting and out, for the dashboard's queue depth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueDepth {
+    pub pending: u64,
+    pub in_flight: u64,
+}
+
+pub fn queue_depth(conn: &Connection) -> Result<QueueDepth, OtaStoreError> {
+    Ok(conn.query_row(
+        "SELECT coalesce(sum(state = 'pending'), 0), coalesce(sum(state = 'in_flight'), 0)
+         FROM ota_scripts WHERE state IN ('pending', 'in_flight')",
+        [],
+        |r| {
+            Ok(QueueDepth {
+                pending: r.get::<_, i64>(0)? as u64,
+                in_flight: r.get::<_, i64>(1)? as u64,
+            })
+        },
+    )?)
+}
+
+/// A card as the dashboard lists it: every identity with a stored key, a script or a session,
+/// with its pending scripts and its latest session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CardOverview {
+    pub identity: String,
+    /// The card has a PSK in the database (it may also have one in the key file).
+    pub stored_key: bool,
+    pub pending_scripts: u64,
+    pub last_session: Option<String>,
+    pub last_state: Option<String>,
+    pub last_close_reason: Option<String>,
+}
+
+pub fn card_overview(conn: &Connection) -> Result<Vec<CardOverview>, OtaStoreError> {
+    let mut cards: std::collections::BTreeMap<String, CardOverview> = Default::default();
+    let entry = |cards: &mut std::collections::BTreeMap<String, CardOverview>, id: String| {
+        cards
+            .entry(id.clone())
+            .or_insert_with(|| CardOverview {
+                identity: id,
+                ..Default::default()
+            })
+            .clone()
+    };
+    {
+        let mut stmt = conn.prepare("SELECT identity FROM ota_cards")?;
+        for id in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            let id = id?;
+            let mut c = entry(&mut cards, id.clone());
+            c.stored_key = true;
+            cards.insert(id, c);
+        }
+    }
+    {
+        let mut stmt = conn.prepare(
+            "SELECT card, count(*) FROM ota_scripts WHERE state = 'pending' GROUP BY card",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (id, n) = row?;
+            let mut c = entry(&mut cards, id.clone());
+            c.pending_scripts = n as u64;
+            cards.insert(id, c);
+        }
+    }
+    {
+        // SQLite takes the bare columns from the row holding max(started).
+        let mut stmt = conn.prepare(
+            "SELECT card, max(started), state, close_reason FROM ota_sessions
+             WHERE card IS NOT NULL GROUP BY card",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (id, started, state, reason) = row?;
+            let mut c = entry(&mut cards, id.clone());
+            c.last_session = Some(started);
+            c.last_state = Some(state);
+            c.last_close_reason = reason;
+            cards.insert(id, c);
+        }
+    }
+    Ok(cards.into_values().collect())
 }
 
 /// A stored key as loaded: the identity and the opened key (or why it did not open).
@@ -403,6 +524,22 @@ pub struct Recovered {
 
 /// Settles scripts of `card` still `in_flight` from a session that is gone (server restart, a
 /// card that started over instead of resuming).
+/// The script `session_id` of `card` has in flight, if any: its id and body.
+pub fn in_flight_of_session(
+    conn: &Connection,
+    card: &str,
+    session_id: &str,
+) -> Result<Option<(u64, Vec<u8>)>, OtaStoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, body FROM ota_scripts
+             WHERE card = ?1 AND session_id = ?2 AND state = 'in_flight' ORDER BY id LIMIT 1",
+            params![card, session_id],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+        )
+        .optional()?)
+}
+
 pub fn recover_in_flight(conn: &Connection, card: &str) -> Result<Recovered, OtaStoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, redelivery FROM ota_scripts WHERE card = ?1 AND state = 'in_flight' ORDER BY id",
@@ -652,6 +789,7 @@ mod tests {
         (dir, db, key)
     }
 
+    /// Verifies: O38, V73
     #[test]
     fn keys_are_sealed_listed_and_versioned() {
         let (_d, db, key) = db();
@@ -743,6 +881,7 @@ mod tests {
         assert_eq!(script_reports(c, "card-1", Some(1)).unwrap()[0].id, c_id);
     }
 
+    /// Verifies: O64
     #[test]
     fn sessions_round_trip() {
         let (_d, db, _key) = db();

@@ -1,17 +1,21 @@
-//! `warden init`: a new data directory — layout, `security.json`, the encrypted database, the
-//! audit chain (its initial key exported once, sealed for the auditor), the identity policy and
-//! the first administrator. Everything that can fail on input is checked before anything is
-//! written; the act is recorded as `warden.init` and `user.create` by the holder of the master
-//! passphrase.
+//! `warden init`: a new data directory — layout, random purpose keys in `keyslots.json` (slots
+//! for the master passphrase, a recovery key shown once, and the first administrator), the
+//! encrypted database, the audit chain (its initial key exported once, sealed for the auditor),
+//! the identity policy and the first administrator. Everything that can fail on input is
+//! checked before anything is written; the act is recorded as `warden.init` and `user.create`
+//! by the holder of the master passphrase.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 use warden_core::audit::{AuditKey, ChainId, NewEvent, Outcome};
 use warden_core::auditor_key::AuditorKeyFile;
-use warden_core::datadir::{DataDir, DataDirError, SECURITY_FILE};
+use warden_core::datadir::{DataDir, DataDirError, KEYSLOTS_FILE, SECURITY_FILE};
 use warden_core::kdf::KdfParams;
-use warden_core::keyring::{Purpose, PurposeKeys, SecurityFile};
+use warden_core::keyring::Purpose;
+use warden_core::keyslots::{
+    Holder, KeyRing, KeySlotError, Owner, RecoveryKey, SlotFile, SlotSecret,
+};
 use warden_core::password::Password;
 use warden_core::secret::Passphrase;
 use warden_core::totp::{KeyUri, TotpParams};
@@ -34,6 +38,10 @@ pub enum ProvisionError {
     Password(#[source] warden_core::password::PolicyViolations),
     #[error(transparent)]
     Keys(#[from] warden_core::keyring::KeyringError),
+    #[error(transparent)]
+    Slots(#[from] KeySlotError),
+    #[error("the passphrase has {0} characters; at least {min} are required", min = Passphrase::MIN_CHARS)]
+    PassphraseTooShort(usize),
     #[error(transparent)]
     AuditorKey(#[from] warden_core::auditor_key::AuditorKeyError),
     #[error(transparent)]
@@ -63,7 +71,10 @@ pub struct Provision<'a> {
 /// What `provision` made.
 pub struct Provisioned {
     pub dir: DataDir,
-    pub keys: PurposeKeys,
+    /// Every key (the master's).
+    pub keys: KeyRing,
+    /// The recovery key, to show once.
+    pub recovery_key: RecoveryKey,
     pub store: Store,
     pub chain_id: ChainId,
     /// The first administrator's enrollment, to show once.
@@ -74,7 +85,15 @@ impl Provision<'_> {
     /// Checks what can be checked without writing anything: an empty place, distinct
     /// passphrases, KDF parameters, and the administrator's password against the policy.
     pub fn check(&self) -> Result<(), ProvisionError> {
-        if self.root.join(SECURITY_FILE).exists() {
+        if self.passphrase.char_count() < Passphrase::MIN_CHARS {
+            return Err(ProvisionError::PassphraseTooShort(
+                self.passphrase.char_count(),
+            ));
+        }
+        self.kdf
+            .validate()
+            .map_err(warden_core::keyring::KeyringError::from)?;
+        if self.root.join(SECURITY_FILE).exists() || self.root.join(KEYSLOTS_FILE).exists() {
             return Err(DataDirError::AlreadyInitialized(self.root.to_path_buf()).into());
         }
         if self.auditor_key_out.symlink_metadata().is_ok() {
@@ -99,12 +118,42 @@ impl Provision<'_> {
 /// Creates everything a data directory holds (see the module documentation).
 pub fn provision(p: Provision<'_>) -> Result<Provisioned, ProvisionError> {
     p.check()?;
-    let (security, keys) = SecurityFile::create(p.passphrase, p.kdf, crate::now_rfc3339())?;
+    let created = crate::now_rfc3339();
+    let keys = KeyRing::generate();
+    let mut slots = SlotFile::new(created.clone(), &keys)?;
+    let master = slots.make_slot(
+        Owner::Master,
+        Holder::All,
+        &SlotSecret::Passphrase(p.passphrase),
+        Some(p.kdf),
+        &keys,
+        created.clone(),
+    )?;
+    slots.add_slot(master);
+    let recovery_key = RecoveryKey::generate();
+    let recovery = slots.make_slot(
+        Owner::Recovery,
+        Holder::All,
+        &SlotSecret::Key(recovery_key.key()),
+        None,
+        &keys,
+        created.clone(),
+    )?;
+    slots.add_slot(recovery);
+    let admin = slots.make_slot(
+        slots.user(p.admin.as_str()),
+        Holder::Role(warden_core::rbac::Role::Administrator),
+        &SlotSecret::Password(p.admin_password),
+        Some(&p.identity_policy.password.argon2().as_kdf()),
+        &keys,
+        created,
+    )?;
+    slots.add_slot(admin);
     let k0 = AuditKey::random();
     let chain_id = ChainId::random();
     let auditor_file = AuditorKeyFile::seal(&k0, &chain_id, p.auditor_passphrase, p.kdf)?;
 
-    let dir = DataDir::create(p.root, security)?;
+    let dir = DataDir::create_with_slots(p.root, &slots)?;
     warden_core::fsx::write_new_private(p.auditor_key_out, auditor_file.to_json().as_bytes())?;
     let mut db = Database::create(&dir.root().join(DB_FILE), keys.get(Purpose::Database))?;
     let audit = AuditLog::new(keys.get(Purpose::Audit).clone());
@@ -118,6 +167,10 @@ pub fn provision(p: Provision<'_>) -> Result<Provisioned, ProvisionError> {
     )
     .with_details(json!({
         "kdf": p.kdf.describe(),
+        "key_format": 2,
+        "checkpoint_key_id": hex::encode(warden_core::signing::key_id(
+            &warden_core::signing::CheckpointSigner::from_seed(keys.get(Purpose::Signing)).public_key()
+        )),
         "chain_id": chain_id.to_string(),
         "auditor_key_id": auditor_file.key_id,
         "audit_epoch_max_events": p.audit_policy.epoch.max_events,
@@ -141,6 +194,7 @@ pub fn provision(p: Provision<'_>) -> Result<Provisioned, ProvisionError> {
     Ok(Provisioned {
         dir,
         keys,
+        recovery_key,
         store: Store { db, identity },
         chain_id,
         admin_enrollment,

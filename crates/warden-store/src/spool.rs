@@ -266,6 +266,7 @@ pub struct OverflowReport {
 /// The CEF signature ID of the message that reports dropped heartbeats.
 pub const OVERFLOW_SIGNATURE: &str = "spool-overflow";
 
+// Implements: S10, S12, S13
 /// The spool's operations; holds the limits. Every method takes the connection (or transaction)
 /// to work in.
 #[derive(Debug, Clone, Copy, Default)]

@@ -10,6 +10,7 @@ fn key(b: u8) -> Key32 {
     Key32::from_bytes([b; 32])
 }
 
+/// Verifies: V1, V2, V67, V70, V73, V87
 #[test]
 fn creates_an_encrypted_private_database_at_the_latest_version() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,6 +53,7 @@ fn a_missing_database_is_an_error_and_nothing_is_created() {
     assert!(!path.exists());
 }
 
+/// Verifies: V4, V78, V83
 #[test]
 fn wrong_key_is_reported_as_such() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,6 +65,7 @@ fn wrong_key_is_reported_as_such() {
     ));
 }
 
+/// Verifies: V67
 #[test]
 fn plain_sqlite_and_foreign_databases_are_refused() {
     let dir = tempfile::tempdir().unwrap();

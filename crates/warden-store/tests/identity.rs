@@ -10,7 +10,7 @@ use warden_core::totp::{Algorithm, Digits, KeyUri, TotpParams};
 use warden_store::audit::{read_rows, AuditLog, AuditPolicy, StoredRow, VerifyFrom};
 use warden_store::identity::{
     AuthError, AuthOutcome, AuthenticatedUser, Identity, IdentityError, IdentityPolicy, NewUser,
-    PortId, Principal, UnixMs, Username,
+    PortId, Principal, SignInChannel, UnixMs, Username,
 };
 use warden_store::Database;
 
@@ -152,6 +152,7 @@ fn technician(env: &Env) -> KeyUri {
     .expect("technicians are enrolled at once")
 }
 
+/// Verifies: V28, V35
 #[test]
 fn first_admin_signs_in_and_every_step_is_audited() {
     let env = Env::new(&fast_policy());
@@ -186,6 +187,7 @@ fn first_admin_signs_in_and_every_step_is_audited() {
     assert_eq!(details(&rows[2])["reason"], "bad_password");
 }
 
+/// Verifies: S1, S2, S37, S46
 #[test]
 fn technician_codes_are_accepted_once_even_across_restarts() {
     let env = Env::new(&fast_policy());
@@ -233,6 +235,7 @@ fn technician_codes_are_accepted_once_even_across_restarts() {
     }
 }
 
+/// Verifies: S2
 #[test]
 fn an_earlier_step_is_refused_after_a_later_one_was_accepted() {
     let env = Env::new(&fast_policy());
@@ -266,6 +269,7 @@ fn an_earlier_step_is_refused_after_a_later_one_was_accepted() {
     assert_eq!(reasons, ["totp_replay", "totp_replay"]);
 }
 
+/// Verifies: S26, S27, V36
 #[test]
 fn five_failures_lock_user_and_port_until_an_administrator_unlocks() {
     let env = Env::new(&fast_policy());
@@ -368,6 +372,7 @@ fn five_failures_lock_user_and_port_until_an_administrator_unlocks() {
     assert_eq!(details(while_user_locked)["code"], "valid");
 }
 
+/// Verifies: V36, V42
 #[test]
 fn unknown_disabled_and_wrong_role_users_get_the_same_answer() {
     let env = Env::new(&fast_policy());
@@ -456,6 +461,7 @@ fn unknown_disabled_and_wrong_role_users_get_the_same_answer() {
     ));
 }
 
+/// Verifies: V34
 #[test]
 fn operators_need_their_code_when_enrolled_and_it_is_replay_protected() {
     let env = Env::new(&fast_policy());
@@ -534,6 +540,7 @@ fn operators_need_their_code_when_enrolled_and_it_is_replay_protected() {
     assert_eq!(details(replay)["reason"], "totp_replay");
 }
 
+/// Verifies: V36
 #[test]
 fn operator_lockout_refuses_the_right_password_until_unlocked() {
     let env = Env::new(&fast_policy());
@@ -598,6 +605,7 @@ fn operator_lockout_refuses_the_right_password_until_unlocked() {
     ));
 }
 
+/// Verifies: V36
 #[test]
 fn attempts_are_spaced_out_with_a_retry_time() {
     let policy = IdentityPolicy::from_json(
@@ -648,6 +656,7 @@ fn attempts_are_spaced_out_with_a_retry_time() {
     }
 }
 
+/// Verifies: V29, V30, V31, V73
 #[test]
 fn passwords_follow_the_policy_and_history() {
     let env = Env::new(&fast_policy());
@@ -726,6 +735,7 @@ fn passwords_follow_the_policy_and_history() {
     assert_eq!(changes, 6 + 4, "6 changes and 4 refusals");
 }
 
+/// Verifies: V32
 #[test]
 fn expired_passwords_sign_in_but_are_refused_every_permission() {
     let env = Env::new(&fast_policy());
@@ -814,6 +824,7 @@ fn totp_secrets_are_sealed_and_bound_to_their_user() {
     let _ = bob;
 }
 
+/// Verifies: V35, V73
 #[test]
 fn list_and_show_tell_roles_totp_and_locks_without_secrets() {
     let env = Env::new(&fast_policy());
@@ -844,6 +855,7 @@ fn list_and_show_tell_roles_totp_and_locks_without_secrets() {
     assert!(actions.ends_with(&["user.list".to_owned(), "user.show".to_owned()]));
 }
 
+/// Verifies: V66
 #[test]
 fn a_changed_hashing_policy_rehashes_at_the_next_sign_in() {
     let env = Env::new(&fast_policy());
@@ -871,4 +883,48 @@ fn a_changed_hashing_policy_rehashes_at_the_next_sign_in() {
         .unwrap();
     assert!(phc.starts_with("$argon2id$v=19$m=16384,t=1,p=1$"), "{phc}");
     env.admin(&mut db, &mut id, T0 + 1);
+}
+
+/// A dashboard session is re-checked before each privileged act: a user disabled since
+/// signing in is refused, a changed role applies, and the dashboard's sign-ins are recorded
+/// as `login.dashboard`.
+#[test]
+fn recheck_refuses_a_disabled_user_and_dashboard_sign_ins_are_named() {
+    let env = Env::new(&fast_policy());
+    let (mut db, mut id) = env.open();
+    let manage = env.grant(&mut db, &mut id, Permission::UserManage);
+    id.add_user(
+        &mut db,
+        &manage,
+        NewUser {
+            username: &name("olga"),
+            role: Role::Operator,
+            password: Some(&pw("Olga-Operator-Pass-1!")),
+            totp: None,
+        },
+        at(T0),
+    )
+    .unwrap();
+    let olga = id
+        .authenticate_operator_at(
+            &mut db,
+            SignInChannel::Dashboard,
+            "olga",
+            &pw("Olga-Operator-Pass-1!"),
+            None,
+            at(T0 + 1),
+        )
+        .unwrap();
+    let again = id.recheck(&db, &olga, at(T0 + 2)).unwrap();
+    assert_eq!(again.role(), Role::Operator);
+    id.set_disabled(&mut db, &manage, &name("olga"), true, at(T0 + 3))
+        .unwrap();
+    assert!(matches!(
+        id.recheck(&db, &olga, at(T0 + 4)),
+        Err(AuthError::Failed)
+    ));
+    let rows = env.audit();
+    assert!(rows
+        .iter()
+        .any(|r| r.actor == "olga" && r.action == "login.dashboard" && r.outcome == "success"));
 }

@@ -46,6 +46,17 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "FD")]
     pub passphrase_fd: Option<u32>,
 
+    /// Use the recovery key in this file (0600) where the master passphrase would be asked for
+    /// (break-glass, `keys passphrase`).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub recovery_key_file: Option<PathBuf>,
+
+    /// A daemon's service key (`keys service add`), for `shim run` / `ota serve`; otherwise
+    /// the systemd credential `warden-shim-key` / `warden-ota-key` is used, else the master
+    /// passphrase.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub service_key_file: Option<PathBuf>,
+
     /// Read the auditor's passphrase (for the sealed initial audit key) from this file.
     #[arg(long, global = true, value_name = "FILE")]
     pub auditor_passphrase_file: Option<PathBuf>,
@@ -114,6 +125,10 @@ pub enum Command {
     /// Session recordings made by the shim (DATA_DIR/sessions): list, replay, export.
     #[command(subcommand)]
     Session(SessionCommand),
+    /// Key slots: list them, change the master passphrase, make a recovery key, give daemons
+    /// keys of their own, rotate purpose keys (see docs/formats/keyslots.md).
+    #[command(subcommand)]
+    Keys(crate::cmd::keys::KeysCommand),
     /// Break-glass: with the master passphrase alone, give an administrator who can no longer
     /// sign in a new password (re-enabled, unlocked). Recorded as `breakglass.recover` by
     /// `master-passphrase`, with the reason. The only privileged act besides `init` that the
@@ -170,7 +185,14 @@ pub enum AuditCommand {
         json: bool,
     },
     /// Print the latest checkpoint (`SEQ:MAC`) to keep off the box. Needs `audit.checkpoint`.
-    Checkpoint,
+    Checkpoint {
+        /// The latest signed checkpoint as JSON (seq, MAC, digest, key id, Ed25519 signature).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the Ed25519 public key that signs audit checkpoints (hex) — for auditors and the
+    /// SIEM, who check checkpoints with it and nothing secret. Reads only keyslots.json.
+    PublicKey,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +203,11 @@ pub struct VerifyArgs {
     /// A trusted checkpoint `SEQ:MAC` (e.g. from the SIEM): detects a cut-off tail.
     #[arg(long, value_name = "SEQ:MAC")]
     pub checkpoint: Option<String>,
+    /// Also check every signed checkpoint against the rows with this Ed25519 public key (a
+    /// file with its 64 hex digits, from `warden audit public-key`); repeat for keys of
+    /// earlier rotations. Needs no secret.
+    #[arg(long, value_name = "FILE")]
+    pub public_key: Vec<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -241,6 +268,9 @@ pub struct InitArgs {
     /// Record an audit checkpoint every this many events.
     #[arg(long, default_value_t = 100)]
     pub audit_checkpoint_every: u64,
+    /// Write the recovery key to this new file (0600) instead of showing it.
+    #[arg(long, value_name = "FILE")]
+    pub recovery_key_out: Option<PathBuf>,
     #[command(flatten)]
     pub identity: IdentityInitArgs,
 }
@@ -543,6 +573,9 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Remove a user: the account and their key slot go (the audit trail keeps what they did).
+    /// Their role's keys stay as they are unless rotated (`warden keys rotate PURPOSE`).
+    Remove { username: String },
     /// Lift a user's lockout (user.manage). A shim port's lock is lifted by the daemon itself:
     /// `warden shim reset`.
     Unlock { username: String },

@@ -1,5 +1,6 @@
-//! What every command starts from: the data directory, the master passphrase (read once per
-//! process, from wherever it comes), the purpose keys it unlocks, and the one sign-in gate.
+//! What every command starts from: the data directory, the keys this process holds (from one
+//! key slot: the signed-in person's, a daemon's, or the master passphrase's), and the one
+//! sign-in gate.
 //!
 //! Passphrase sources, in order: `--passphrase-file` (0600, ours, no symlink),
 //! `--passphrase-fd`, a systemd credential (`$CREDENTIALS_DIRECTORY/warden-passphrase`), the
@@ -7,23 +8,31 @@
 //! visible to others with the same uid and ends up in crash reports), and finally an
 //! interactive prompt without echo.
 //!
-//! A privileged command calls [`Context::sign_in_for`] once: it opens the store, signs the
-//! person named by `--as` in (password, then a one-time code when enrolled) and checks the
-//! permission. Without `--as`, or with a role that lacks the permission, the refusal is audited
-//! and the command exits with code 5. Who acts is never taken from the environment.
+//! A privileged command calls [`Context::sign_in_for`] once: the password of the person named
+//! by `--as` opens their key slot, the store opens with their keys, then a one-time code when
+//! enrolled, then the permission check. The master passphrase is not needed for that. Without
+//! `--as`, or with a role that lacks the permission, the refusal is audited and the command
+//! exits with code 5. Who acts is never taken from the environment.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use warden_core::datadir::DataDir;
+use warden_core::datadir::{DataDir, KeyFormat};
 use warden_core::fsx;
 use warden_core::keyring::Purpose;
+use warden_core::keyslots::{
+    Holder, KeyRing, Owner, RecoveryKey, ServiceKey, SlotSecret, Unlocked,
+};
 use warden_core::password::Password;
-use warden_core::rbac::Permission;
+use warden_core::rbac::{Permission, ServiceKind};
 use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::{Key32, Passphrase};
-use warden_store::identity::{AuthError, AuthenticatedUser, Authorized, UnixMs};
+use warden_store::identity::{
+    claimed_user_key, AuthError, AuthenticatedUser, Authorized, PasswordProof, UnixMs,
+};
+use warden_store::keys::journal::{self, Unrecorded};
+use warden_store::keys::{self, UserSlot};
 use warden_store::Store;
 
 use crate::cli::GlobalArgs;
@@ -238,12 +247,19 @@ pub fn read_new_password(file: Option<&Path>, whose: &str) -> Result<Password> {
 }
 
 /// A command's view of the process: the global arguments, and — once asked for — the data
-/// directory and the master passphrase, each read once.
+/// directory, the master passphrase and the keys this process holds, each read once.
+///
+/// Keys come from exactly one slot: the signed-in person's (their role's keys), a daemon's
+/// service slot (its service's keys), or the master passphrase's / recovery key's (every key,
+/// for `init`, break-glass, `keys` commands, and as the fallback of daemons without a service
+/// key). A key the slot does not carry is simply not in the process ([`Context::key`]).
 pub struct Context<'a> {
     pub global: &'a GlobalArgs,
     dir: Option<DataDir>,
     passphrase: Option<Passphrase>,
     auditor_passphrase: Option<Passphrase>,
+    keys: Option<KeyRing>,
+    master: Option<Unlocked>,
 }
 
 impl<'a> Context<'a> {
@@ -253,7 +269,19 @@ impl<'a> Context<'a> {
             dir: None,
             passphrase: None,
             auditor_passphrase: None,
+            keys: None,
+            master: None,
         }
+    }
+
+    /// Reads an explicitly given `--passphrase-fd` at once, whether or not the command needs
+    /// the passphrase: its first line is the passphrase, and what follows on the descriptor
+    /// (standard input that also carries data) is the command's.
+    pub fn prepare(&mut self) -> Result<()> {
+        if self.global.passphrase_fd.is_some() {
+            self.passphrase("", false)?;
+        }
+        Ok(())
     }
 
     /// The data directory (opened once; must be initialized).
@@ -272,6 +300,17 @@ impl<'a> Context<'a> {
         Ok(self.passphrase.as_ref().expect("set above"))
     }
 
+    /// True when a master passphrase (or recovery key) was given by a non-interactive source:
+    /// then it may be used without asking anyone.
+    fn master_given(&self) -> bool {
+        self.passphrase.is_some()
+            || self.global.recovery_key_file.is_some()
+            || !matches!(
+                PassphraseSource::from_args(self.global),
+                PassphraseSource::Prompt { .. }
+            )
+    }
+
     /// The auditor's passphrase, read once per process.
     pub fn auditor_passphrase(&mut self, prompt: &str, confirm: bool) -> Result<&Passphrase> {
         if self.auditor_passphrase.is_none() {
@@ -284,36 +323,135 @@ impl<'a> Context<'a> {
         Ok(self.auditor_passphrase.as_ref().expect("set above"))
     }
 
-    /// Derives and checks the key for `purpose` (a wrong passphrase fails here, before any data).
+    /// The master slot opened with the master passphrase, or the recovery slot with
+    /// `--recovery-key-file`. A format-1 directory (derived keys) is converted to key slots
+    /// first, keeping its keys.
+    pub fn master(&mut self) -> Result<&Unlocked> {
+        if self.master.is_none() {
+            self.dir()?;
+            let root = self.global.data_dir.clone();
+            if let Some(path) = self.global.recovery_key_file.clone() {
+                let dir = self.dir.as_ref().expect("opened above");
+                if dir.format() == KeyFormat::Derived {
+                    bail!("{} uses derived keys and has no recovery key yet; use the master passphrase", root.display());
+                }
+                let key = read_recovery_key(&path)?;
+                let unlocked = dir.unlock_owner(&Owner::Recovery, &SlotSecret::Key(key.key()))?;
+                self.master = Some(unlocked);
+            } else {
+                let prompt = format!("Master passphrase for {}: ", root.display());
+                let passphrase = self.passphrase(&prompt, false)?.clone();
+                let dir = self.dir.as_ref().expect("opened above");
+                if dir.format() == KeyFormat::Derived {
+                    let (converted, _) = keys::convert(dir, &passphrase)?;
+                    eprintln!(
+                        "note: {} now keeps its keys in key slots (format 2; the keys and the data are unchanged). \
+                         People get their slots at their next sign-in with the master passphrase; \
+                         make a recovery key with `warden keys recovery`.",
+                        root.display()
+                    );
+                    self.dir = Some(converted);
+                }
+                let dir = self.dir.as_ref().expect("opened above");
+                self.master = Some(dir.unlock_master(&passphrase)?);
+            }
+        }
+        Ok(self.master.as_ref().expect("set above"))
+    }
+
+    /// The keys this process holds (the master's when nothing else was unlocked: commands
+    /// that do not sign anyone in, daemons without a service key).
+    fn keys(&mut self) -> Result<&KeyRing> {
+        if self.keys.is_none() {
+            let ring = self.master()?.keys.clone();
+            self.keys = Some(ring);
+        }
+        Ok(self.keys.as_ref().expect("set above"))
+    }
+
+    /// The current key of `purpose`, if the slot this process opened carries it; otherwise a
+    /// refusal (exit code 5): the key is not in this process.
     pub fn key(&mut self, purpose: Purpose) -> Result<Key32> {
-        self.dir()?;
-        let prompt = format!("Master passphrase for {}: ", self.global.data_dir.display());
-        self.passphrase(&prompt, false)?;
-        let dir = self.dir.as_ref().expect("opened above");
-        let passphrase = self.passphrase.as_ref().expect("read above");
-        Ok(dir.security().unlock(passphrase, purpose)?)
+        Ok(self.keys()?.require(purpose)?.clone())
     }
 
-    /// The `config` key as the sealer of configuration files, tolerating the clock skew set by
-    /// `--config-clock-skew`.
+    /// Every version of `purpose` this process holds (two while a rotation is under way).
+    pub fn key_candidates(&mut self, purpose: Purpose) -> Result<Vec<Key32>> {
+        let keys = self.keys()?;
+        keys.require(purpose)?;
+        Ok(keys.candidates(purpose).into_iter().cloned().collect())
+    }
+
+    /// Whether the slot this process opened carries `purpose`.
+    pub fn carries(&mut self, purpose: Purpose) -> Result<bool> {
+        Ok(self.keys()?.current(purpose).is_some())
+    }
+
+    /// The whole key ring of this process (lifecycle operations re-wrap from it).
+    pub fn ring(&mut self) -> Result<KeyRing> {
+        Ok(self.keys()?.clone())
+    }
+
+    /// The `config` key as the sealer of configuration files (opening with every version held),
+    /// tolerating the clock skew set by `--config-clock-skew`.
     pub fn config_sealer(&mut self) -> Result<ConfigSealer> {
-        let key = self.key(Purpose::Config)?;
-        Ok(
-            ConfigSealer::new(&key).with_clock_skew(std::time::Duration::from_secs(
-                self.global.config_clock_skew,
-            )),
-        )
+        let keys = self.key_candidates(Purpose::Config)?;
+        let mut sealer = ConfigSealer::new(&keys[0]);
+        for other in &keys[1..] {
+            sealer = sealer.also_opening(other);
+        }
+        Ok(sealer.with_clock_skew(std::time::Duration::from_secs(
+            self.global.config_clock_skew,
+        )))
     }
 
-    /// The database, identity service and audit chain.
+    /// A daemon's keys: its service slot, opened with `--service-key-file` or the systemd
+    /// credential `warden-KIND-key`; without either, the master passphrase's keys restricted
+    /// to what the service carries.
+    pub fn use_service(&mut self, kind: ServiceKind) -> Result<()> {
+        let credential = format!("warden-{}-key", kind.slot_name());
+        let path = self.global.service_key_file.clone().or_else(|| {
+            let dir = std::env::var_os("CREDENTIALS_DIRECTORY")?;
+            let path = Path::new(&dir).join(&credential);
+            path.exists().then_some(path)
+        });
+        let holder = Holder::Service(kind);
+        let ring = match path {
+            Some(path) => {
+                let bytes = fsx::read_private(&path, MAX_SECRET_BYTES)
+                    .with_context(|| format!("cannot use the service key {}", path.display()))?;
+                let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
+                let key = ServiceKey::parse(&text).ok_or_else(|| {
+                    anyhow!("{} is not a service key (64 hex digits)", path.display())
+                })?;
+                let dir = self.dir()?;
+                dir.unlock_owner(&Owner::Service(kind), &SlotSecret::Key(key.key()))?
+                    .keys
+            }
+            None => self.master()?.keys.restricted(
+                holder.purposes(),
+                kind.slot_name(),
+                "the keys of the service",
+            ),
+        };
+        self.keys = Some(ring);
+        Ok(())
+    }
+
+    /// The database, identity service and audit chain, opened with the keys this process holds
+    /// (settling a key-slot change left pending by a crash).
     pub fn store(&mut self) -> Result<Store> {
-        let database = self.key(Purpose::Database)?;
-        let audit = self.key(Purpose::Audit)?;
-        Ok(Store::open(self.dir()?, database, audit)?)
+        let ring = self.keys()?.clone();
+        let dir = self.dir()?.clone();
+        let (store, ring) = keys::open_store(&dir, ring)?;
+        self.keys = Some(ring);
+        Ok(store)
     }
 
-    /// Signs in the person named by `--as` / `$WARDEN_USER`: password, then a one-time code
-    /// when they have TOTP enrolled. Every attempt is audited; refusals exit with code 5.
+    /// Signs in the person named by `--as` / `$WARDEN_USER`: their password opens their own key
+    /// slot (the keys of their role), the store opens with those keys, then the one-time code
+    /// when they have TOTP enrolled. Every attempt is audited — a refusal that happens before
+    /// any key is open goes to the chain at the next open. Refusals exit with code 5.
     /// `permission` and `action` name what the command was for, should it be refused.
     pub fn sign_in(
         &mut self,
@@ -321,7 +459,113 @@ impl<'a> Context<'a> {
         action: &str,
     ) -> Result<(Store, AuthenticatedUser)> {
         let actor = &self.global.actor;
-        let mut store = self.store()?;
+        if self.dir()?.format() == KeyFormat::Derived {
+            if !self.master_given() && !on_terminal() {
+                bail!(
+                    "{} keeps its keys derived from the master passphrase (format 1, made by an \
+                     earlier warden): run this once with the master passphrase \
+                     (--passphrase-file) to convert it to key slots",
+                    self.global.data_dir.display()
+                );
+            }
+            // Convert first: people sign in with slots from now on.
+            self.master()?;
+        }
+        let Some(username) = actor.acting_user.clone() else {
+            if self.master_given() {
+                let mut store = self.store()?;
+                if matches!(
+                    permission,
+                    Permission::AuditVerify
+                        | Permission::AuditExport
+                        | Permission::AuditTail
+                        | Permission::AuditCheckpoint
+                ) {
+                    store.audit().read_damaged_chain();
+                }
+                let refusal = store.identity.refuse_anonymous(
+                    &mut store.db,
+                    permission,
+                    action,
+                    UnixMs::now(),
+                )?;
+                return Err(refusal.into());
+            }
+            let dir = self.dir()?.clone();
+            journal::record(&dir, &Unrecorded::not_signed_in(action, permission.name()))?;
+            return Err(AuthError::NotSignedIn { permission }.into());
+        };
+        let password = read_password(actor.password_file.as_deref(), &username)?;
+        let dir = self.dir()?.clone();
+        let opened = match dir.format() {
+            KeyFormat::Slots => keys::unlock_user(&dir, &username, &password)?,
+            KeyFormat::Derived => UserSlot::NoSlot,
+        };
+        match opened {
+            UserSlot::Opened(unlocked, proof) => {
+                let slot_id = unlocked.slot_id.clone();
+                let (mut store, ring) = keys::open_store(&dir, unlocked.keys)?;
+                // A pending change that did not commit may have taken the slot away again.
+                if dir.read_slots()?.slot(&slot_id).is_none() {
+                    journal::record(
+                        &dir,
+                        &Unrecorded::failed_sign_in(&claimed_user_key(&username), "bad_password"),
+                    )?;
+                    return Err(AuthError::Failed.into());
+                }
+                let user = self.authenticate(
+                    &mut store,
+                    &username,
+                    PasswordProof::Slot {
+                        password: &password,
+                        proof: &proof,
+                    },
+                    permission,
+                )?;
+                self.keys = Some(ring);
+                Ok((store, user))
+            }
+            outcome @ (UserSlot::NoSlot | UserSlot::Refused) => {
+                let no_slot = matches!(outcome, UserSlot::NoSlot);
+                if self.master_given() || (no_slot && on_terminal()) {
+                    // The master passphrase opens the store; the password is checked against
+                    // the stored hash; a person without a slot gets one now.
+                    let master = self.master()?.keys.clone();
+                    let dir = self.dir()?.clone();
+                    let (mut store, master) = keys::open_store(&dir, master)?;
+                    let user = self.authenticate(
+                        &mut store,
+                        &username,
+                        PasswordProof::Hash(&password),
+                        permission,
+                    )?;
+                    let ring = keys::ensure_user_slot(&mut store, &dir, &user, &master, &password)?;
+                    self.keys = Some(ring);
+                    return Ok((store, user));
+                }
+                let reason = if no_slot {
+                    "no_key_slot"
+                } else {
+                    "bad_password"
+                };
+                journal::record(
+                    &dir,
+                    &Unrecorded::failed_sign_in(&claimed_user_key(&username), reason),
+                )?;
+                Err(AuthError::Failed.into())
+            }
+        }
+    }
+
+    /// Password (as `proof` checks it), then a one-time code when enrolled (asked for on a
+    /// terminal).
+    fn authenticate(
+        &mut self,
+        store: &mut Store,
+        username: &str,
+        proof: PasswordProof<'_>,
+        permission: Permission,
+    ) -> Result<AuthenticatedUser> {
         if matches!(
             permission,
             Permission::AuditVerify
@@ -332,22 +576,17 @@ impl<'a> Context<'a> {
             // The trail must stay examinable when it was damaged (see read_damaged_chain).
             store.audit().read_damaged_chain();
         }
-        let Some(username) = actor.acting_user.clone() else {
-            let refusal = store.identity.refuse_anonymous(
-                &mut store.db,
-                permission,
-                action,
-                UnixMs::now(),
-            )?;
-            return Err(refusal.into());
-        };
-        let password = read_password(actor.password_file.as_deref(), &username)?;
-        let mut code = actor.totp.clone().map(zeroize::Zeroizing::new);
+        let mut code = self.global.actor.totp.clone().map(zeroize::Zeroizing::new);
         loop {
-            let result = store.identity.authenticate_operator(
+            let proof = match &proof {
+                PasswordProof::Hash(p) => PasswordProof::Hash(p),
+                PasswordProof::Slot { password, proof } => PasswordProof::Slot { password, proof },
+            };
+            let result = store.identity.authenticate_operator_with(
                 &mut store.db,
-                &username,
-                &password,
+                warden_store::identity::SignInChannel::Cli,
+                username,
+                proof,
                 code.as_deref().map(String::as_str),
                 UnixMs::now(),
             );
@@ -359,7 +598,7 @@ impl<'a> Context<'a> {
                             user.username()
                         );
                     }
-                    return Ok((store, user));
+                    return Ok(user);
                 }
                 Err(AuthError::TotpRequired { .. }) if code.is_none() && on_terminal() => {
                     code = Some(zeroize::Zeroizing::new(rpassword::prompt_password(
@@ -384,4 +623,22 @@ impl<'a> Context<'a> {
             .require(&mut store.db, &user, permission, action, UnixMs::now())?;
         Ok((store, by))
     }
+
+    /// The data directory, cloned (for library calls that take it with the store).
+    pub fn dir_owned(&mut self) -> Result<DataDir> {
+        Ok(self.dir()?.clone())
+    }
+}
+
+/// A recovery key from a file (0600, ours): the 64 hex digits, dashes and white space allowed.
+fn read_recovery_key(path: &Path) -> Result<RecoveryKey> {
+    let bytes = fsx::read_private(path, MAX_SECRET_BYTES)
+        .with_context(|| "cannot use the recovery key file")?;
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
+    RecoveryKey::parse(&text).ok_or_else(|| {
+        anyhow!(
+            "{} is not a recovery key (8 groups of 8 hex digits)",
+            path.display()
+        )
+    })
 }

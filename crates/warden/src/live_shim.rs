@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use warden_core::datadir::DataDir;
-use warden_core::keyring::{Purpose, PurposeKeys};
+use warden_core::keyring::Purpose;
+use warden_core::keyslots::KeyRing;
 use warden_core::password::Password;
 use warden_core::rbac::{Permission, Role};
 use warden_core::sealed_config::ConfigSealer;
@@ -28,7 +29,7 @@ const WAIT: Duration = Duration::from_secs(20);
 /// enrollment the technician's authenticator app would scan.
 pub fn add_technician(
     dir: &DataDir,
-    keys: &PurposeKeys,
+    keys: &KeyRing,
     admin: &str,
     password: &Password,
     name: &str,
@@ -94,7 +95,7 @@ pub fn nonblocking(file: &std::fs::File) -> Result<()> {
 
 impl LiveShim {
     /// Starts a shim named `shim_id` with its control socket under `work`.
-    pub fn start(dir: &DataDir, keys: &PurposeKeys, work: &Path, shim_id: &str) -> Result<Self> {
+    pub fn start(dir: &DataDir, keys: &KeyRing, work: &Path, shim_id: &str) -> Result<Self> {
         let tech = VirtualSerialPair::new()?;
         let device = VirtualSerialPair::new()?;
         nonblocking(&tech.endpoint)?;
@@ -115,6 +116,7 @@ impl LiveShim {
             audit: keys.get(Purpose::Audit).clone(),
             recordings: keys.get(Purpose::Recordings).clone(),
             config: ConfigSealer::new(keys.get(Purpose::Config)),
+            signing: keys.current(Purpose::Signing).cloned(),
         };
         let (daemon, runtime) = build_daemon(config, yaml.as_bytes(), dir, daemon_keys)?;
         let stop = daemon.shutdown_handle();

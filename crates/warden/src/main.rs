@@ -13,15 +13,16 @@ mod shim_bench;
 
 use std::process::ExitCode;
 
-/// Rust allocations go to mimalloc: with glibc's allocator, malloc and free were ~15 % of the
-/// OTA server's CPU under load (many threads, many short-lived buffers). C libraries (SQLCipher,
-/// OpenSSL) keep glibc's.
+/// Allocations go to mimalloc, Rust's and (its `override` feature) SQLCipher's and OpenSSL's:
+/// with glibc's allocator, malloc and free were ~15 % of the OTA server's CPU under load (many
+/// threads, many short-lived buffers).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
 use warden_core::datadir::DataDirError;
 use warden_core::keyring::KeyringError;
+use warden_core::keyslots::KeySlotError;
 use warden_core::sealed_config::SealedConfigError;
 use warden_core::stream::StreamError;
 use warden_shim::recording::ops::SessionOpError;
@@ -65,6 +66,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // One context per process: the passphrase is read at most once, whatever the command.
     let mut ctx = context::Context::new(&cli.global);
     let ctx = &mut ctx;
+    if !matches!(cli.command, Command::Init(_) | Command::Demo(_)) {
+        ctx.prepare()?;
+    }
     match &cli.command {
         Command::Init(args) => cmd::init::run(args, ctx),
         Command::Vault(cmd) => cmd::vault::run(cmd, ctx),
@@ -77,6 +81,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Demo(args) => cmd::demo::run(args),
         Command::User(args) => cmd::user::run(args, ctx),
         Command::Session(cmd) => cmd::session::run(cmd, ctx),
+        Command::Keys(cmd) => cmd::keys::run(cmd, ctx),
         Command::BreakGlass(args) => cmd::user::break_glass(args, ctx),
     }
 }
@@ -123,6 +128,19 @@ fn store_error(err: &anyhow::Error) -> Option<&warden_store::StoreError> {
 
 fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(KeyringError::WrongPassphrase(_)) = find::<KeyringError>(err) {
+        return exit::WRONG_KEY;
+    }
+    // A key the slot does not carry: the crypto layer's refusal, like a permission's.
+    if find::<warden_core::keyslots::NotCarried>(err).is_some() {
+        return exit::ACCESS;
+    }
+    match find::<KeySlotError>(err) {
+        Some(KeySlotError::WrongSecret(_)) => return exit::WRONG_KEY,
+        Some(KeySlotError::NotCarried(_)) => return exit::ACCESS,
+        Some(KeySlotError::Damaged { .. }) => return exit::DAMAGED,
+        _ => {}
+    }
+    if let Some(warden_store::keys::KeyOpError::WrongDatabaseKey(_)) = find(err) {
         return exit::WRONG_KEY;
     }
     if let Some(stream) = find::<StreamError>(err) {
@@ -188,6 +206,16 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 fn hint(err: &anyhow::Error) -> Option<&'static str> {
     if let Some(KeyringError::WrongPassphrase(_)) = find::<KeyringError>(err) {
         return Some("nothing was read or written; check which passphrase source was used (--passphrase-file, --passphrase-fd, $WARDEN_PASSPHRASE, or the prompt)");
+    }
+    if let Some(KeySlotError::WrongSecret(what)) = find::<KeySlotError>(err) {
+        return Some(match *what {
+            "master passphrase" => "nothing was read or written; check which passphrase source was used (--passphrase-file, --passphrase-fd, $WARDEN_PASSPHRASE, or the prompt)",
+            "recovery key" => "check the file given with --recovery-key-file (8 groups of 8 hex digits)",
+            _ => "check the key given",
+        });
+    }
+    if find::<warden_core::keyslots::NotCarried>(err).is_some() {
+        return Some("your role's key slot does not carry this key; see docs/access-control.md (\"Keys by role\")");
     }
     if let Some(SealedConfigError::FromTheFuture { .. }) = find::<SealedConfigError>(err) {
         return Some("check this machine's clock (e.g. `timedatectl`); if the skew is expected, tolerate it with --config-clock-skew SECS (or $WARDEN_CONFIG_CLOCK_SKEW)");

@@ -1,6 +1,8 @@
 //! `warden shim bench`: per-byte round-trip latency and bulk throughput through a real shim
 //! (OPEN, recording on) next to `socat` relaying the same PTY pairs, in the same run; and the
 //! login-to-OPEN latency. Prints a Markdown table for docs/BENCHMARKS.md.
+//!
+//! Implements: S4, S9
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};

@@ -80,6 +80,7 @@ fn add_events(fx: &Fixture, count: usize) {
     }
 }
 
+/// Verifies: V48, V53, V76
 #[test]
 fn verify_from_the_current_epoch_and_from_genesis() {
     let fx = Fixture::new();
@@ -111,6 +112,7 @@ fn verify_from_the_current_epoch_and_from_genesis() {
     );
 }
 
+/// Verifies: V53
 #[test]
 fn a_wrong_auditor_passphrase_is_refused() {
     let fx = Fixture::new();
@@ -125,6 +127,7 @@ fn a_wrong_auditor_passphrase_is_refused() {
     .stderr_has(&["wrong auditor passphrase"]);
 }
 
+/// Verifies: V1, V2, V4, V63, V83
 #[test]
 fn sqlcipher3_reads_the_audit_rows_with_the_raw_key_and_fails_with_another() {
     let Some(py) = python() else { return };
@@ -169,6 +172,7 @@ fn sqlcipher3_reads_the_audit_rows_with_the_raw_key_and_fails_with_another() {
     );
 }
 
+/// Verifies: V48, V50, V77
 #[test]
 fn a_row_changed_with_sqlcipher3_is_named_by_verify() {
     let Some(py) = python() else { return };
@@ -205,6 +209,7 @@ fn a_row_changed_with_sqlcipher3_is_named_by_verify() {
     )));
 }
 
+/// Verifies: V47, V54
 #[test]
 fn export_formats_carry_who_what_when_outcome_and_the_verdict() {
     let fx = Fixture::with_identity_policy(FAST);

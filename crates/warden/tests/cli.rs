@@ -35,6 +35,7 @@ fn chmod(path: &Path, mode: u32) {
 
 // ---------------------------------------------------------------------------------- init
 
+/// Verifies: V8, V9, V12, V87
 #[test]
 fn init_creates_a_private_layout() {
     let fx = Fixture::new();
@@ -42,25 +43,44 @@ fn init_creates_a_private_layout() {
     for sub in ["sessions", "heartbeats", "alerts", "state"] {
         assert_eq!(mode(&fx.data_dir.join(sub)), 0o700, "{sub}/");
     }
-    let security = fx.data_dir.join("security.json");
-    assert_eq!(mode(&security), 0o600, "security.json");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&security).unwrap()).unwrap();
-    assert_eq!(json["format"], "warden-security");
-    for purpose in Purpose::ALL {
-        let entry = &json["purposes"][purpose.name()];
-        assert_eq!(entry["kdf"]["algorithm"], "PBKDF2-HMAC-SHA256");
-        assert_eq!(entry["kdf"]["iterations"], 1000);
+    // Format 2: key slots, no security.json (issue 12).
+    assert!(!fx.data_dir.join("security.json").exists());
+    let slots = fx.data_dir.join("keyslots.json");
+    assert_eq!(mode(&slots), 0o600, "keyslots.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&slots).unwrap()).unwrap();
+    assert_eq!(json["format"], "warden-keyslots");
+    for purpose in Purpose::IN_SLOTS {
+        assert_eq!(json["keys"][purpose.name()]["version"], 1, "{purpose}");
     }
-    // The passphrase is not stored, in any form the test can name.
-    let text = std::fs::read_to_string(&security).unwrap();
+    let slot = |owner: &str| {
+        json["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["owner"] == owner)
+            .unwrap_or_else(|| panic!("no {owner} slot"))
+            .clone()
+    };
+    let master = slot("master");
+    assert_eq!(master["kdf"]["algorithm"], "PBKDF2-HMAC-SHA256");
+    assert_eq!(master["kdf"]["iterations"], 1000);
+    assert_eq!(master["wraps"].as_array().unwrap().len(), 5);
+    assert_eq!(slot("recovery")["kdf"]["algorithm"], "HKDF-SHA256");
+    assert_eq!(mode(&fx.recovery_key_file()), 0o600, "recovery key file");
+    // The passphrase and the keys are not stored, in any form the test can name.
+    let text = std::fs::read_to_string(&slots).unwrap();
     assert!(!text.contains(PASSPHRASE));
+    for purpose in Purpose::IN_SLOTS {
+        let key = fx.key(purpose);
+        assert!(!text.contains(&hex::encode(key.expose_secret())));
+        assert!(!text.contains(&STANDARD.encode(key.expose_secret())));
+    }
 }
 
 #[test]
 fn init_refuses_an_initialized_directory() {
     let fx = Fixture::new();
-    let security = fx.data_dir.join("security.json");
+    let security = fx.data_dir.join("keyslots.json");
     let before = std::fs::read(&security).unwrap();
     run(fx
         .admin()
@@ -70,10 +90,11 @@ fn init_refuses_an_initialized_directory() {
     assert_eq!(
         std::fs::read(&security).unwrap(),
         before,
-        "security.json changed"
+        "keyslots.json changed"
     );
 }
 
+/// Verifies: V10
 #[test]
 fn init_refuses_a_passphrase_shorter_than_16_characters() {
     let tmp = tempfile::tempdir().unwrap();
@@ -97,12 +118,12 @@ fn init_refuses_a_passphrase_shorter_than_16_characters() {
             .args(init_args(tmp.path())));
         if accepted {
             result.ok();
-            assert!(dir.join("security.json").exists());
+            assert!(dir.join("keyslots.json").exists());
         } else {
             result.expect_code(1).stderr_has(&["at least 16"]);
             assert!(
-                !dir.join("security.json").exists(),
-                "security.json written for a short passphrase"
+                !dir.join("keyslots.json").exists(),
+                "keyslots.json written for a short passphrase"
             );
         }
     }
@@ -121,19 +142,22 @@ fn kdf_iterations_below_the_floor_are_refused() {
         .args(["init", "--kdf-iterations", "999"]))
     .expect_code(1)
     .stderr_has(&["1000"]);
-    assert!(!tmp.path().join("data/security.json").exists());
+    assert!(!tmp.path().join("data/keyslots.json").exists());
 }
 
 // ------------------------------------------------------------------- passphrase sources
 
+/// What needs the master passphrase (issue 12: `keys` commands, break-glass; daily commands
+/// open the person's own key slot and never read it) refuses a wrong one with exit code 4 and
+/// writes nothing.
+/// Verifies: V18, V76, V78
 #[test]
 fn wrong_passphrase_exits_4_and_writes_nothing() {
     let fx = Fixture::new();
-    let plain = fx.file("plain", b"some data\n");
-    let sealed = fx.path("plain.sealed");
-    run(fx.admin().args(["vault", "seal"]).arg(&plain).arg(&sealed)).ok();
-    let config = fx.file("config.yaml", b"a: 1\n");
     let wrong = fx.file("wrong-passphrase", b"this is not the passphrase\n");
+    let new = fx.file("new-passphrase", b"a new master passphrase, long enough\n");
+    let new_admin = fx.file("new-admin-password", b"Recovered-Admin-Password-9\n");
+    let slots = std::fs::read(fx.data_dir.join("keyslots.json")).unwrap();
     let with_wrong = |args: &[&std::ffi::OsStr]| {
         run(fx
             .admin_without_passphrase()
@@ -141,54 +165,55 @@ fn wrong_passphrase_exits_4_and_writes_nothing() {
             .arg(&wrong)
             .args(args))
     };
-
-    let out = fx.path("out");
     for args in [
+        vec!["keys".as_ref(), "check".as_ref()],
         vec![
-            "vault".as_ref(),
-            "seal".as_ref(),
-            plain.as_os_str(),
-            out.as_os_str(),
+            "keys".as_ref(),
+            "passphrase".as_ref(),
+            "--new-passphrase-file".as_ref(),
+            new.as_os_str(),
         ],
         vec![
-            "vault".as_ref(),
-            "open".as_ref(),
-            sealed.as_os_str(),
-            out.as_os_str(),
+            "break-glass".as_ref(),
+            "--admin".as_ref(),
+            "admin".as_ref(),
+            "--reason".as_ref(),
+            "test".as_ref(),
+            "--new-password-file".as_ref(),
+            new_admin.as_os_str(),
         ],
-        vec!["vault".as_ref(), "verify".as_ref(), sealed.as_os_str()],
-        vec!["config".as_ref(), "seal".as_ref(), config.as_os_str()],
     ] {
         with_wrong(&args)
             .expect_code(4)
-            .stderr_has(&["wrong passphrase", "nothing was read or written"]);
-        assert!(!out.exists(), "output file created with a wrong passphrase");
+            .stderr_has(&["master passphrase", "nothing was read or written"]);
     }
-    assert!(!fx.path("config.yaml.sealed").exists());
+    assert_eq!(
+        std::fs::read(fx.data_dir.join("keyslots.json")).unwrap(),
+        slots
+    );
+    // A daily command does not read the passphrase at all: the person's slot opens the keys.
+    let plain = fx.file("plain", b"some data\n");
+    with_wrong(&[
+        "vault".as_ref(),
+        "seal".as_ref(),
+        plain.as_os_str(),
+        fx.path("out").as_os_str(),
+    ])
+    .ok();
 }
 
+/// Verifies: V87
 #[test]
 fn passphrase_file_open_to_others_is_refused_with_a_chmod_hint() {
     let fx = Fixture::new();
-    let plain = fx.file("plain", b"x");
     for open_mode in [0o644, 0o640, 0o604, 0o660] {
         chmod(&fx.passphrase_file, open_mode);
-        run(fx
-            .admin()
-            .args(["vault", "seal"])
-            .arg(&plain)
-            .arg(fx.path("out")))
-        .expect_code(1)
-        .stderr_has(&["passphrase file", "chmod 600"]);
-        assert!(!fx.path("out").exists());
+        run(fx.warden().args(["keys", "check"]))
+            .expect_code(1)
+            .stderr_has(&["passphrase file", "chmod 600"]);
     }
     chmod(&fx.passphrase_file, 0o400);
-    run(fx
-        .admin()
-        .args(["vault", "seal"])
-        .arg(&plain)
-        .arg(fx.path("out")))
-    .ok();
+    run(fx.warden().args(["keys", "check"])).ok();
 }
 
 #[test]
@@ -196,41 +221,31 @@ fn symlinked_passphrase_file_is_refused() {
     let fx = Fixture::new();
     let link = fx.path("passphrase-link");
     std::os::unix::fs::symlink(&fx.passphrase_file, &link).unwrap();
-    let plain = fx.file("plain", b"x");
     run(fx
-        .admin_without_passphrase()
+        .warden_without_passphrase()
         .arg("--passphrase-file")
         .arg(&link)
-        .args(["vault", "seal"])
-        .arg(&plain)
-        .arg(fx.path("out")))
+        .args(["keys", "check"]))
     .expect_code(1)
     .stderr_has(&["passphrase file", "symbolic link"]);
-    assert!(!fx.path("out").exists());
 }
 
 #[test]
 fn passphrase_fd_reads_the_passphrase_from_standard_input() {
     let fx = Fixture::new();
-    let plaintext = pseudo_random(100_000, 3);
-    let plain = fx.file("plain", &plaintext);
-    let sealed = fx.path("plain.sealed");
-    run_with_stdin(
-        fx.admin_without_passphrase()
-            .args(["--passphrase-fd", "0", "vault", "seal"])
-            .arg(&plain)
-            .arg(&sealed),
+    let out = run_with_stdin(
+        fx.warden_without_passphrase()
+            .args(["--passphrase-fd", "0", "keys", "check"]),
         format!("{PASSPHRASE}\n").as_bytes(),
-    )
-    .ok();
-    let opened = fx.path("opened");
-    run(fx.admin().args(["vault", "open"]).arg(&sealed).arg(&opened)).ok();
-    assert!(std::fs::read(&opened).unwrap() == plaintext);
+    );
+    out.ok();
+    assert!(out
+        .stdout_text()
+        .contains("master passphrase opens its slot"));
     // A wrong passphrase on the descriptor is refused like any other.
     run_with_stdin(
-        fx.admin_without_passphrase()
-            .args(["--passphrase-fd", "0", "vault", "verify"])
-            .arg(&sealed),
+        fx.warden_without_passphrase()
+            .args(["--passphrase-fd", "0", "keys", "check"]),
         b"not the right passphrase at all\n",
     )
     .expect_code(4);
@@ -245,7 +260,7 @@ fn passphrase_fd_reads_the_passphrase_from_standard_input() {
         format!("{PASSPHRASE}\n").as_bytes(),
     )
     .ok();
-    assert!(dir.join("security.json").exists());
+    assert!(dir.join("keyslots.json").exists());
 }
 
 #[test]
@@ -260,14 +275,9 @@ fn passphrase_file_and_fd_together_are_a_usage_error() {
 #[test]
 fn no_passphrase_source_is_an_error_not_a_hang() {
     let fx = Fixture::new();
-    let plain = fx.file("plain", b"x");
-    run(fx
-        .admin_without_passphrase()
-        .args(["vault", "seal"])
-        .arg(&plain)
-        .arg(fx.path("out")))
-    .expect_code(1)
-    .stderr_has(&["no passphrase source"]);
+    run(fx.warden_without_passphrase().args(["keys", "check"]))
+        .expect_code(1)
+        .stderr_has(&["no passphrase source"]);
 }
 
 #[test]
@@ -288,6 +298,7 @@ fn uninitialized_data_dir_is_named_with_a_hint() {
 
 // --------------------------------------------------------------------------- vault
 
+/// Verifies: V15, V20, V70
 #[test]
 fn vault_seal_and_open_work_in_a_pipe() {
     let fx = Fixture::new();
@@ -396,6 +407,7 @@ fn open_of_a_truncated_file_to_a_pipe_writes_the_verified_prefix_then_exits_3() 
     );
 }
 
+/// Verifies: V17, V18, V77
 #[test]
 fn verify_names_each_kind_of_damage() {
     let fx = Fixture::new();
@@ -565,7 +577,15 @@ impl Secrets {
                 passphrase.as_bytes().to_vec(),
             ));
         }
-        for purpose in Purpose::ALL {
+        // The recovery key, in the form it is shown and as raw hex.
+        let recovery = std::fs::read_to_string(fx.recovery_key_file()).unwrap();
+        let recovery = recovery.trim();
+        needles.push(("recovery key".into(), recovery.as_bytes().to_vec()));
+        needles.push((
+            "recovery key (hex)".into(),
+            recovery.replace('-', "").into_bytes(),
+        ));
+        for purpose in Purpose::IN_SLOTS {
             let key = fx.key(purpose);
             let bytes = key.expose_secret();
             let hex_lower = hex::encode(bytes);
@@ -610,6 +630,7 @@ impl Secrets {
     }
 }
 
+/// Verifies: V13
 #[test]
 fn secrets_never_reach_stdout_or_stderr() {
     let fx = Fixture::new();
@@ -774,27 +795,24 @@ fn secrets_never_reach_stdout_or_stderr() {
             run(base(true).args(["config", "open"]).arg(&tampered)),
             3,
         );
+        // What reads the master passphrase (issue 12: `keys`, break-glass; a signed-in
+        // daily command never does).
         for (what, args) in [
-            ("wrong passphrase: vault seal", vec!["vault", "seal"]),
-            ("wrong passphrase: config open", vec!["config", "open"]),
+            ("wrong passphrase: keys check", vec!["keys", "check"]),
+            ("wrong passphrase: keys list", vec!["keys", "passphrase"]),
         ] {
-            let target = if args[0] == "vault" { &plain } else { &token };
             let mut cmd = base(false);
-            cmd.arg("--passphrase-file")
-                .arg(&wrong_file)
-                .args(args)
-                .arg(target);
-            if what.contains("vault") {
-                cmd.arg(out("never"));
-            }
+            cmd.arg("--passphrase-file").arg(&wrong_file).args(args);
+            cmd.env(
+                "WARDEN_NEW_PASSPHRASE",
+                "a new master passphrase, long enough",
+            );
             check(what, run(&mut cmd), 4);
         }
         check(
             "wrong passphrase on fd 0",
             run_with_stdin(
-                base(false)
-                    .args(["--passphrase-fd", "0", "vault", "verify"])
-                    .arg(&sealed),
+                base(false).args(["--passphrase-fd", "0", "keys", "check"]),
                 format!("{wrong_passphrase}\n").as_bytes(),
             ),
             4,
@@ -803,8 +821,7 @@ fn secrets_never_reach_stdout_or_stderr() {
             "wrong passphrase in WARDEN_PASSPHRASE",
             run(base(false)
                 .env("WARDEN_PASSPHRASE", wrong_passphrase)
-                .args(["config", "open"])
-                .arg(&token)),
+                .args(["keys", "check"])),
             4,
         );
         check(
@@ -812,8 +829,7 @@ fn secrets_never_reach_stdout_or_stderr() {
             run(base(false)
                 .arg("--passphrase-file")
                 .arg(&open_file)
-                .args(["vault", "verify"])
-                .arg(&sealed)),
+                .args(["keys", "check"])),
             1,
         );
         check(
@@ -821,8 +837,7 @@ fn secrets_never_reach_stdout_or_stderr() {
             run(base(false)
                 .arg("--passphrase-file")
                 .arg(&link)
-                .args(["vault", "verify"])
-                .arg(&sealed)),
+                .args(["keys", "check"])),
             1,
         );
         check(
@@ -856,6 +871,7 @@ fn secrets_never_reach_stdout_or_stderr() {
 
 /// The leak check itself must catch a key when one is printed (else the test above proves
 /// nothing).
+/// Verifies: V13
 #[test]
 fn the_leak_check_catches_a_printed_key() {
     let fx = Fixture::new();
@@ -880,6 +896,7 @@ fn the_leak_check_catches_a_printed_key() {
 
 /// Vault acts are audited under the signed-in user with the file's name and the SHA-256 of the
 /// sealed file, which anyone can recompute with `sha256sum`.
+/// Verifies: V58, V75
 #[test]
 fn vault_acts_are_audited_with_the_sealed_file_s_sha256() {
     let fx = Fixture::new();

@@ -52,6 +52,7 @@ fn python_fernet_key_is_the_config_key() {
     assert_eq!(from_python.as_str(), from_rust.as_str());
 }
 
+/// Verifies: V23, V64
 #[test]
 fn warden_sealed_config_decrypts_with_python_fernet() {
     let Some(py) = support::python() else { return };
@@ -94,6 +95,7 @@ fn warden_sealed_config_decrypts_with_python_fernet() {
     assert_eq!(decrypted.ok().stdout, b"a: 1\n");
 }
 
+/// Verifies: V23
 #[test]
 fn python_fernet_tokens_open_with_warden() {
     let Some(py) = support::python() else { return };
@@ -128,6 +130,7 @@ fn python_fernet_tokens_open_with_warden() {
     }
 }
 
+/// Verifies: V64, V77
 #[test]
 fn tampered_or_foreign_tokens_are_refused_with_status_3() {
     let Some(py) = support::python() else { return };

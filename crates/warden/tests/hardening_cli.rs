@@ -18,6 +18,7 @@ fn now() -> u64 {
 }
 
 // A box whose clock was set back used to be told "wrong key, or the token was modified".
+/// Verifies: V24
 #[test]
 fn a_config_from_the_future_is_reported_as_a_clock_problem() {
     let fx = Fixture::new();
@@ -190,14 +191,11 @@ fn failing_commands_print_each_cause_once() {
     };
     run_all(checks);
 
-    // A damaged security.json (the example from the issue).
-    let security = fx.data_dir.join("security.json");
+    // A damaged keyslots.json (issue 11's example, on the file that now holds the keys).
+    let security = fx.data_dir.join("keyslots.json");
     let mut doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&security).unwrap()).unwrap();
-    doc["purposes"]["audit"]
-        .as_object_mut()
-        .unwrap()
-        .remove("salt");
+    doc["slots"][0].as_object_mut().unwrap().remove("salt");
     std::fs::write(&security, serde_json::to_vec(&doc).unwrap()).unwrap();
     let mut c = fx.admin();
     c.args(["vault", "verify"]).arg(&sealed);

@@ -219,6 +219,7 @@ fn enrollment_uri_parses_in_pyotp_and_codes_from_pyotp_and_oathtool_sign_in_once
     );
 }
 
+/// Verifies: V35, V36
 #[test]
 fn five_failures_lock_the_user_until_an_administrator_unlocks() {
     let fx = Fixture::with_identity_policy(FAST);
@@ -309,6 +310,7 @@ fn five_failures_lock_the_user_until_an_administrator_unlocks() {
     assert_eq!(enroll.actor, "otto");
 }
 
+/// Verifies: V33, V66
 #[test]
 fn argon2_cffi_verifies_the_stored_hash_at_the_default_parameters() {
     let Some(python) = python() else { return };
@@ -340,6 +342,7 @@ fn argon2_cffi_verifies_the_stored_hash_at_the_default_parameters() {
     assert_eq!(out, "True False refused");
 }
 
+/// Verifies: V29, V30, V35
 #[test]
 fn passwords_are_checked_against_the_policy_with_the_rule_named() {
     let fx = Fixture::with_identity_policy(FAST);
@@ -424,6 +427,7 @@ fn technicians_are_enrolled_at_once_with_a_qr_code() {
     assert!(!json.stdout_text().contains("argon2"));
 }
 
+/// Verifies: V35, V42
 #[test]
 fn disabled_users_cannot_sign_in_and_the_last_administrator_stays() {
     let fx = Fixture::with_identity_policy(FAST);

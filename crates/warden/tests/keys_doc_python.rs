@@ -1,12 +1,17 @@
 //! docs/formats/keys.md is complete: `tests/python/keys_from_doc.py`, written from that document
-//! alone, derives every purpose key from the passphrase and security.json (PBKDF2 and Argon2id),
-//! checks the key checks, opens the SQLCipher database with the raw key, opens a configuration
-//! file sealed by `warden config seal` with the Fernet key, and opens the auditor key file.
-//! Its bounds are the document's, and they must be the code's.
+//! alone, derives every purpose key of a format-1 data directory (the fixture made by the release
+//! before key slots) from the passphrase and security.json, checks the key checks, opens the
+//! SQLCipher database with the raw key, opens a configuration file sealed by `warden config seal`
+//! with the Fernet key, and opens the auditor key file. A format-2 directory made with Argon2id
+//! opens the same way through its master slot (`keyslots_from_doc.py`). Its bounds are the
+//! document's, and they must be the code's.
 
 mod support;
 
-use support::{python, run, write_private, Fixture, ADMIN_PASSWORD, AUDITOR_PASSPHRASE};
+use support::{
+    python, run, write_private, LegacyFixture, ADMIN_PASSWORD, AUDITOR_PASSPHRASE,
+    LEGACY_CONFIG_PLAINTEXT,
+};
 use warden_core::datadir::DataDir;
 use warden_core::kdf::Bounds;
 use warden_core::keyring::Purpose;
@@ -17,19 +22,14 @@ fn keys_json(out: &support::Run) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
+/// Verifies: V3, V5, V7, V8, V68
 #[test]
 fn the_document_alone_derives_and_opens_everything() {
     let Some(py) = python() else { return };
-    let fx = Fixture::new();
-    let plain = fx.file("siem.yaml", b"siem:\n  host: 127.0.0.1\n");
-    let sealed = fx.path("siem.yaml.sealed");
-    run(fx
-        .admin()
-        .args(["config", "seal"])
-        .arg(&plain)
-        .arg("-o")
-        .arg(&sealed))
-    .ok();
+    let fx = LegacyFixture::new();
+    let plain = fx.path("plain-config");
+    write_private(&plain, LEGACY_CONFIG_PLAINTEXT);
+    let sealed = fx.data_dir.join("legacy-config.sealed");
 
     let out = run(&mut py.script(
         "keys_from_doc.py",
@@ -41,16 +41,20 @@ fn the_document_alone_derives_and_opens_everything() {
             "--config-plain".as_ref(),
             plain.as_os_str(),
             "--auditor-key".as_ref(),
-            fx.auditor_key().as_os_str(),
+            fx.data_dir.join("auditor-key.json").as_os_str(),
             "--auditor-passphrase-file".as_ref(),
-            fx.auditor_passphrase_file.as_os_str(),
+            fx.path("auditor-passphrase").as_os_str(),
         ],
     ));
     let doc = keys_json(&out);
+    let derived = DataDir::open(&fx.data_dir)
+        .unwrap()
+        .master_keys(&Passphrase::new(fx.passphrase()))
+        .unwrap();
     for purpose in Purpose::ALL {
         assert_eq!(
             doc["keys"][purpose.name()],
-            hex::encode(fx.key(purpose).expose_secret()),
+            hex::encode(derived.get(purpose).expose_secret()),
             "{purpose}"
         );
     }
@@ -62,7 +66,7 @@ fn the_document_alone_derives_and_opens_everything() {
 }
 
 #[test]
-fn the_document_alone_derives_argon2id_keys() {
+fn an_argon2id_master_slot_opens_from_the_documents_alone() {
     let Some(py) = python() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
@@ -94,31 +98,37 @@ fn the_document_alone_derives_argon2id_keys() {
         .arg(&admin))
     .ok();
 
+    let slots: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("keyslots.json")).unwrap()).unwrap();
+    let master = slots["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["owner"] == "master")
+        .unwrap();
+    assert_eq!(master["kdf"]["algorithm"], "Argon2id");
     let out = run(&mut py.script(
-        "keys_from_doc.py",
+        "keyslots_from_doc.py",
         [
             data.as_os_str(),
+            "--passphrase-file".as_ref(),
             passphrase.as_os_str(),
-            "--auditor-key".as_ref(),
-            data.join("auditor-key.json").as_os_str(),
-            "--auditor-passphrase-file".as_ref(),
-            auditor.as_os_str(),
         ],
     ));
     let doc = keys_json(&out);
-    assert_eq!(doc["kdf"], "Argon2id");
     let dir = DataDir::open(&data).unwrap();
     let pass = Passphrase::new("argon2id passphrase, long enough".into());
-    for purpose in Purpose::ALL {
-        let key = dir.security().unlock(&pass, purpose).unwrap();
+    let keys = dir.master_keys(&pass).unwrap();
+    for purpose in Purpose::IN_SLOTS {
         assert_eq!(
             doc["keys"][purpose.name()],
-            hex::encode(key.expose_secret())
+            hex::encode(keys.get(purpose).expose_secret())
         );
     }
     assert_eq!(doc["database"]["application_id"], 0x5744_524E);
 }
 
+/// Verifies: V68
 #[test]
 fn the_documented_bounds_are_the_code_s() {
     let Some(py) = python() else { return };
@@ -163,7 +173,7 @@ fn the_documented_bounds_are_the_code_s() {
     );
 
     // Both refuse the same out-of-bounds file, and warden names the field.
-    let fx = Fixture::new();
+    let fx = LegacyFixture::new();
     let security = fx.data_dir.join("security.json");
     let mut doc: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&security).unwrap()).unwrap();
@@ -175,7 +185,9 @@ fn the_documented_bounds_are_the_code_s() {
     ))
     .expect_code(1)
     .stderr_has(&["recordings.kdf.iterations"]);
-    run(fx.admin().args(["vault", "verify", "-"]))
-        .expect_code(1)
-        .stderr_has(&["`recordings` key", "`iterations`", "10000000"]);
+    run(fx
+        .signed_in(&mut fx.warden(), "admin")
+        .args(["vault", "verify", "-"]))
+    .expect_code(1)
+    .stderr_has(&["`recordings` key", "`iterations`", "10000000"]);
 }

@@ -6,11 +6,10 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{run, Fixture};
+use support::{run, Fixture, OtaServer};
 use warden_core::keyring::Purpose;
 use warden_ota::keys::Psk;
 use warden_ota::simulator::{run_session, CardConfig, GpCard};
@@ -35,62 +34,6 @@ fn forbidden(n: usize) -> bool {
     n % 2 == 0
 }
 
-struct Server {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Server {
-    fn start(fx: &Fixture, config: &std::path::Path, n: usize) -> Self {
-        let log = fx.path(&format!("server-{n}.log"));
-        let child = fx
-            .warden()
-            .args(["ota", "serve", "--allow-plain-config", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = Self { child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !std::fs::read_to_string(&server.log)
-            .unwrap_or_default()
-            .contains("listening")
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the server did not start:\n{}",
-                std::fs::read_to_string(&server.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
-    }
-
-    fn kill(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn stop(mut self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-}
-
 /// Sessions for one card until one ends cleanly (its queue is empty) or `until` passes.
 async fn sessions(cfg: CardConfig, card: &mut GpCard, until: Option<Instant>) -> bool {
     loop {
@@ -105,6 +48,7 @@ async fn sessions(cfg: CardConfig, card: &mut GpCard, until: Option<Instant>) ->
     }
 }
 
+/// Verifies: O26, O32, O75, O80
 #[test]
 fn sigkill_during_a_campaign_never_runs_a_forbidden_script_twice_nor_loses_a_result() {
     let fx = Fixture::with_identity_policy(support::FAST_IDENTITY_POLICY);
@@ -168,7 +112,7 @@ fn sigkill_during_a_campaign_never_runs_a_forbidden_script_twice_nor_loses_a_res
     };
 
     for k in 0..KILLS {
-        let server = Server::start(&fx, &config, k);
+        let server = OtaServer::start(&fx, &config, k);
         let until = Instant::now() + next_delay();
         runtime.block_on(async {
             let mut set = tokio::task::JoinSet::new();
@@ -192,7 +136,7 @@ fn sigkill_during_a_campaign_never_runs_a_forbidden_script_twice_nor_loses_a_res
     }
 
     // The last run goes to the end: every card's queue empties.
-    let server = Server::start(&fx, &config, KILLS);
+    let server = OtaServer::start(&fx, &config, KILLS);
     runtime.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for (i, mut card) in std::mem::take(&mut cards).into_iter().enumerate() {

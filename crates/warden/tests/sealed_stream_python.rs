@@ -71,6 +71,7 @@ fn python_encode(
     run(&mut cmd).ok();
 }
 
+/// Verifies: V7, V8
 #[test]
 fn python_derives_the_same_purpose_keys_and_checks_the_key_check() {
     let Some(py) = support::python() else { return };
@@ -101,6 +102,7 @@ fn python_derives_the_same_purpose_keys_and_checks_the_key_check() {
     .stderr_has(&["wrong passphrase"]);
 }
 
+/// Verifies: V15, V16
 #[test]
 fn warden_sealed_files_decode_in_python() {
     let Some(py) = support::python() else { return };
@@ -183,6 +185,7 @@ fn python_encoded_files_open_with_warden() {
 }
 
 /// Each kind of damage to a Python-encoded file: warden's exit status and the words it must use.
+/// Verifies: V18, V77
 #[test]
 fn damaged_python_files_are_refused_by_warden_with_the_named_error() {
     let Some(py) = support::python() else { return };
@@ -209,7 +212,7 @@ fn damaged_python_files_are_refused_by_warden_with_the_named_error() {
     let mut bad_marker = good.clone();
     bad_marker[HEADER_LEN] ^= 0xff;
     let mut version_2 = good.clone();
-    version_2[8] = 2;
+    version_2[8] = 3;
 
     // Python encodes with the config key for the config purpose: warden holds the recordings key.
     let config_hex = py.purpose_key(&fx, Purpose::Config, "hex");
@@ -265,7 +268,7 @@ fn damaged_python_files_are_refused_by_warden_with_the_named_error() {
             "a newer format version (not damage)",
             version_2,
             1,
-            &["version 2", "not supported"],
+            &["version 3", "not supported"],
         ),
         (
             "header cut short",
@@ -376,7 +379,7 @@ fn python_names_the_damage_in_warden_files() {
         ),
         (good[..50].to_vec(), 3, "HeaderCutShort"),
         (
-            [&good[..8], &[2u8][..], &good[9..]].concat(),
+            [&good[..8], &[3u8][..], &good[9..]].concat(),
             1,
             "UnsupportedVersion",
         ),

@@ -92,6 +92,12 @@ impl Rig {
             .arg("-o")
             .arg(&config))
         .ok();
+        // As in production: the daemon opens its own service slot, not the master passphrase's.
+        run(fx
+            .admin_without_passphrase()
+            .args(["keys", "service", "add", "shim", "--key-out"])
+            .arg(fx.path("shim-service-key")))
+        .ok();
         let mut rig = Self {
             fx,
             tech,
@@ -109,7 +115,9 @@ impl Rig {
     fn spawn(&mut self) {
         let child = self
             .fx
-            .admin()
+            .warden_without_passphrase()
+            .arg("--service-key-file")
+            .arg(self.fx.path("shim-service-key"))
             .args(["shim", "run", "--config"])
             .arg(&self.config)
             .env("WARDEN_LOG", "info")
@@ -340,7 +348,7 @@ fn assert_silent(file: &mut std::fs::File, quiet: Duration) {
 fn recorded(fx: &Fixture, file: &Path) -> (Vec<u8>, bool) {
     use warden_shim::recording::read::{read_session, Status};
     use warden_shim::recording::Record;
-    let read = read_session(file, &fx.key(Purpose::Recordings), |_, records| {
+    let read = read_session(file, &[fx.key(Purpose::Recordings)], |_, records| {
         let mut bytes = Vec::new();
         for record in &mut *records {
             match record {
@@ -356,6 +364,7 @@ fn recorded(fx: &Fixture, file: &Path) -> (Vec<u8>, bool) {
     (read.output.unwrap_or_default(), complete)
 }
 
+/// Verifies: S1, S5, S7, S21, S22, S24, S28, S35, S38, S43, V19, V62, V74
 #[test]
 fn login_traffic_both_ways_byte_exact_and_logout() {
     let mut rig = Rig::start("");
@@ -449,6 +458,7 @@ fn login_traffic_both_ways_byte_exact_and_logout() {
     assert!(contains(&plain, &all) && contains(&plain, &reply[..256]));
 }
 
+/// Verifies: S26, S27, S46
 #[test]
 fn five_failures_lock_the_port_until_an_administrator_resets_it() {
     let mut rig = Rig::start("");
@@ -491,6 +501,7 @@ fn five_failures_lock_the_port_until_an_administrator_resets_it() {
     assert!(actions.iter().any(|(a, _, _)| a == "shim.reset"));
 }
 
+/// Verifies: S2
 #[test]
 fn a_replayed_code_is_refused() {
     let mut rig = Rig::start("");
@@ -511,6 +522,7 @@ fn a_replayed_code_is_refused() {
         .any(|(a, o, d)| a == "login.totp" && o != "success" && d.to_string().contains("replay")));
 }
 
+/// Verifies: S18, S20, S30, S33, S45
 #[test]
 fn tamper_in_open_stops_forwarding_until_reset() {
     let mut rig = Rig::start("");
@@ -529,6 +541,14 @@ fn tamper_in_open_stops_forwarding_until_reset() {
         .unwrap()
         .collect();
     assert_eq!(alerts.len(), 1);
+    // alerts/<timestamp>.tamper.json (seed 000), e.g. 2026-04-15T09-22-03.tamper.json.
+    let alert = alerts[0].as_ref().unwrap().file_name();
+    let alert = alert.to_string_lossy();
+    let stamp = alert.strip_suffix(".tamper.json").unwrap_or_default();
+    assert!(
+        stamp.len() == 19 && stamp.as_bytes()[10] == b'T' && stamp[..4].parse::<u16>().is_ok(),
+        "{alert}"
+    );
     std::fs::remove_file(&rig.tamper).unwrap();
     rig.kill();
     rig.spawn();
@@ -557,6 +577,78 @@ fn tamper_in_open_stops_forwarding_until_reset() {
     );
 }
 
+/// Every `heartbeat.interval_secs` (1 s here) the daemon writes one JSON line with a counter
+/// that goes up by one to `heartbeats/<UTC date>.log`, and queues the same counter for the SIEM;
+/// with no SIEM configured, the heartbeats wait in the spool.
+/// Verifies: S11, S12, S14, S44
+#[test]
+fn heartbeats_go_to_the_daily_log_and_wait_in_the_siem_spool() {
+    let rig = Rig::start("heartbeat:\n  interval_secs: 1\n");
+    let dir = rig.fx.data_dir.join("heartbeats");
+    let logged = || -> Vec<(String, serde_json::Value)> {
+        let mut lines = Vec::new();
+        let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            for line in text.lines() {
+                lines.push((name.clone(), serde_json::from_str(line).unwrap()));
+            }
+        }
+        lines
+    };
+    let spooled = || -> Vec<u64> {
+        let db = warden_store::Database::open(
+            &rig.fx.data_dir.join("state/warden.db"),
+            &rig.fx.key(Purpose::Database),
+        )
+        .unwrap();
+        let mut stmt = db
+            .conn()
+            .prepare("SELECT payload FROM siem_spool WHERE kind = 'heartbeat' ORDER BY seq")
+            .unwrap();
+        let payloads: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        payloads
+            .iter()
+            .map(|p| {
+                let json: serde_json::Value = serde_json::from_str(p).unwrap();
+                assert_eq!(json["counter"][0], "heartbeat_counter", "{json}");
+                json["counter"][1].as_u64().unwrap()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + WAIT;
+    let (lines, queued) = loop {
+        let (lines, queued) = (logged(), spooled());
+        if lines.len() >= 3 && queued.len() >= 3 {
+            break (lines, queued);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "heartbeats: {lines:?}, spooled: {queued:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (i, (name, line)) in lines.iter().enumerate() {
+        assert_eq!(line["counter"], i as u64 + 1, "{line}");
+        assert_eq!(line["shim_id"], "shim-01");
+        assert_eq!(line["state"], "IDLE");
+        let time = line["time"].as_str().unwrap();
+        assert_eq!(
+            name,
+            &format!("{}.log", &time[..10]),
+            "named after the UTC date"
+        );
+    }
+    assert_eq!(queued[..3], [1, 2, 3]);
+}
+
+/// Verifies: S31, S39
 #[test]
 fn an_idle_session_ends_by_itself() {
     let mut rig = Rig::start("session:\n  idle_timeout_secs: 2\n");
@@ -571,6 +663,7 @@ fn an_idle_session_ends_by_itself() {
     assert_eq!(close.2["reason"], "idle timeout");
 }
 
+/// Verifies: S32, S39
 #[test]
 fn exhausted_recording_storage_is_an_emergency_stop_with_the_recording_intact() {
     // A 64 KiB budget for sessions/: the recording hits it, the shim stops forwarding, and the
@@ -600,6 +693,7 @@ fn exhausted_recording_storage_is_an_emergency_stop_with_the_recording_intact() 
             && d["reason"].as_str().unwrap().contains("storage exhausted")));
 }
 
+/// Verifies: S8
 #[test]
 fn sigkill_mid_session_leaves_recoverable_recordings_and_a_valid_chain() {
     let mut rig = Rig::start("");
@@ -634,6 +728,7 @@ fn sigkill_mid_session_leaves_recoverable_recordings_and_a_valid_chain() {
     run(rig.fx.admin().args(["audit", "verify"])).ok();
 }
 
+/// Verifies: S50
 #[test]
 fn the_daemon_opens_no_network_listener() {
     let rig = Rig::start("");
@@ -676,6 +771,7 @@ impl Drop for Mount {
     }
 }
 
+/// Verifies: S32
 #[test]
 fn a_really_full_disk_is_an_emergency_stop_with_the_recording_intact() {
     // sessions/ on a 256 KiB tmpfs: the recorder's write fails with ENOSPC mid-session.
@@ -718,6 +814,7 @@ fn a_really_full_disk_is_an_emergency_stop_with_the_recording_intact() {
 /// An emergency stop is cleared only by the daemon, on the record: each attempt below either
 /// leaves the stop in place or records exactly one `shim.reset`, and only a daemon that sees no
 /// tamper clears it.
+/// Verifies: S33
 #[test]
 fn an_emergency_stop_is_reset_only_by_the_daemon_and_only_once_tamper_is_gone() {
     let mut rig = Rig::start("");

@@ -54,6 +54,7 @@ pub(crate) fn patch(buf: &mut [u8], seq: u64, epoch: u32) {
     }
 }
 
+// Implements: V44
 /// The canonical JSON text of `details`: an object, keys sorted by their UTF-8 bytes at every
 /// level, no whitespace, strings escaped minimally (see [`write_string`]), numbers as
 /// `serde_json` prints them (integers in decimal; finite floats in shortest round-trip form).
@@ -150,6 +151,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// Verifies: V44
     #[test]
     fn details_are_sorted_compact_and_escaped() {
         let details = json!({

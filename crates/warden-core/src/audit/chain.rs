@@ -129,6 +129,7 @@ impl ChainState {
         by_count || by_age
     }
 
+    // Implements: V43, V49, V55
     /// Validates `event`, MACs it into the chain and returns the row to store.
     pub fn append(&mut self, event: NewEvent) -> Result<AuditRecord, AuditError> {
         check_text("actor", &event.actor, true)?;
@@ -243,6 +244,7 @@ mod tests {
         ChainState::genesis(AuditKey::from_bytes([3; 32]), ChainId([4; 16]), 1000)
     }
 
+    /// Verifies: V43, V49
     #[test]
     fn append_numbers_and_chains_rows() {
         let mut chain = state();

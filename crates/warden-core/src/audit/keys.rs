@@ -15,6 +15,7 @@ pub(crate) const GENESIS_LABEL: &[u8] = b"warden-audit-genesis-v1";
 pub(crate) const EVOLVE_LABEL: &[u8] = b"warden-audit-evolve-v1";
 pub(crate) const KEY_ID_LABEL: &[u8] = b"warden-audit-key-id-v1";
 
+// Implements: V53
 /// The secret MAC key of one epoch of the audit chain.
 ///
 /// Not `Clone`: there is one copy, and [`AuditKey::evolve`] consumes it, so the previous epoch's
@@ -180,6 +181,7 @@ hex_display!(ChainId);
 mod tests {
     use super::*;
 
+    /// Verifies: V53
     #[test]
     fn evolve_and_key_id_follow_the_documented_formulas() {
         let k0 = AuditKey::from_bytes([1u8; 32]);

@@ -27,6 +27,7 @@ mod chain;
 mod classify;
 mod event;
 mod keys;
+pub mod signed;
 mod verify;
 
 #[cfg(test)]

@@ -221,6 +221,7 @@ struct VectorRow {
 
 /// `tests/vectors/audit-chain-v1.json` was produced by `audit_chain_reference.py`, written from
 /// the format document alone. If this test fails, the format changed: that needs a new version.
+/// Verifies: V43, V44, V49, V52, V71
 #[test]
 fn known_answer_vectors_match_the_independent_reference() {
     let v: Vectors =
@@ -320,6 +321,7 @@ fn known_answer_vectors_match_the_independent_reference() {
 // ---------------------------------------------------------------------------------------------
 // Intact chains.
 
+/// Verifies: V48, V51, V71
 #[test]
 fn an_intact_chain_verifies_from_genesis_and_from_the_current_epoch() {
     let built = standard();
@@ -406,6 +408,7 @@ fn a_chain_ending_in_a_marker_verifies() {
 // ---------------------------------------------------------------------------------------------
 // One regression test per kind of damage (security regression tests: do not weaken).
 
+/// Verifies: V50, V77
 #[test]
 fn changed_fields_are_named_at_their_seq() {
     let built = standard();
@@ -450,6 +453,7 @@ fn several_consecutive_changed_rows_name_the_first() {
     );
 }
 
+/// Verifies: V51, V55
 #[test]
 fn removed_rows_are_named_whether_or_not_the_rest_was_renumbered() {
     let built = standard();
@@ -488,6 +492,7 @@ fn removed_rows_are_named_whether_or_not_the_rest_was_renumbered() {
     );
 }
 
+/// Verifies: V51
 #[test]
 fn reordered_rows_are_named_at_the_first_position() {
     let built = standard();
@@ -531,6 +536,7 @@ fn a_far_swap_beyond_the_window_is_reported_as_changed() {
     );
 }
 
+/// Verifies: V51, V55
 #[test]
 fn inserted_rows_are_named_where_they_sit() {
     let built = standard();
@@ -1120,6 +1126,7 @@ proptest! {
         prop_assert_eq!(on_box.first_epoch, built.state.head().epoch);
     }
 
+    /// Verifies: V50, V51
     #[test]
     fn one_random_mutation_is_found_with_the_right_seq_and_kind(
         k0 in any::<[u8; 32]>(),

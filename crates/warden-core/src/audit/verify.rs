@@ -107,6 +107,7 @@ pub struct VerifyReport {
     pub checkpoints_matched: u64,
 }
 
+// Implements: V48, V50, V51
 /// Checks a stored chain row by row. Feed rows in seq order with [`Verifier::push`], then call
 /// [`Verifier::finish`]. No `Debug` (it holds an epoch key).
 pub struct Verifier {

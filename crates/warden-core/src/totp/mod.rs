@@ -251,6 +251,7 @@ pub enum TotpParamsError {
     WindowTooWide { before: u8, after: u8 },
 }
 
+// Implements: S3
 /// Everything about a TOTP credential except its secret: what configuration holds and what the
 /// store keeps next to each user's secret. Serialized as
 /// `{"algorithm":"SHA1","digits":6,"period_secs":30,"window":{"before":1,"after":1}}`;
@@ -383,6 +384,7 @@ impl TotpParams {
         hotp(secret, step, self.algorithm, self.digits)
     }
 
+    // Implements: S2
     /// Checks a submitted code at `unix_secs`, refusing any step at or before
     /// `last_accepted_step` (the value stored from the user's previous `Accepted`).
     ///
@@ -514,6 +516,7 @@ mod tests {
         TotpParams::default()
     }
 
+    /// Verifies: S3
     #[test]
     fn defaults_are_sha1_six_digits_thirty_seconds_one_step_each_side() {
         let params = TotpParams::default();
@@ -523,6 +526,7 @@ mod tests {
         assert_eq!((params.window.before(), params.window.after()), (1, 1));
     }
 
+    /// Verifies: S3
     #[test]
     fn params_serialize_in_a_readable_shape_and_validate_on_the_way_in() {
         let json = serde_json::to_string(&TotpParams::default()).unwrap();
@@ -562,6 +566,7 @@ mod tests {
         ));
     }
 
+    /// Verifies: V86
     #[test]
     fn generated_secrets_are_160_bits_and_distinct() {
         let a = TotpSecret::generate();
@@ -622,6 +627,7 @@ mod tests {
         );
     }
 
+    /// Verifies: S2
     #[test]
     fn same_step_twice_is_a_replay() {
         let secret = rfc_secret();
@@ -639,6 +645,7 @@ mod tests {
         );
     }
 
+    /// Verifies: S2
     #[test]
     fn earlier_step_after_a_later_one_was_accepted_is_a_replay() {
         let secret = rfc_secret();
@@ -678,6 +685,7 @@ mod tests {
         );
     }
 
+    /// Verifies: S3
     #[test]
     fn window_edges_are_inclusive_and_nothing_beyond() {
         let secret = rfc_secret();
@@ -783,6 +791,7 @@ mod tests {
         }
     }
 
+    /// Verifies: S3
     #[test]
     fn eight_digit_params_refuse_six_digit_codes() {
         let secret = rfc_secret();

@@ -563,6 +563,7 @@ mod tests {
         }
     }
 
+    /// Verifies: V13
     #[test]
     fn errors_never_quote_the_secret() {
         let text = "otpauth://totp/a?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJ1";

@@ -42,6 +42,7 @@ pub struct LoadFile {
     pub modules: Vec<Aid>,
 }
 
+// Implements: O25
 /// The card's state.
 #[derive(Debug, Clone)]
 pub struct GpCard {
@@ -453,6 +454,7 @@ mod tests {
     use super::*;
     use crate::gp::{InstallForInstall, Occurrence, StatusSubset};
 
+    /// Verifies: O25
     #[test]
     fn gp_commands() {
         let mut card = GpCard::new();

@@ -119,6 +119,7 @@ fn suite_available(name: &str) -> bool {
         .is_ok()
 }
 
+// Implements: O5, O6, O7, O8
 /// Resolves the groups: which suites, which protocol versions.
 pub fn resolve(groups: CipherGroups) -> Result<ResolvedCiphers, TlsError> {
     let mut tls12 = Vec::new();
@@ -179,6 +180,7 @@ fn version(name: &str) -> SslVersion {
     }
 }
 
+// Implements: O69
 /// TLS alert descriptions (RFC 5246 §7.2, RFC 8446 §6, RFC 4279).
 pub fn alert_name(code: u8) -> &'static str {
     match code {
@@ -234,6 +236,7 @@ pub struct Alert {
     pub fatal: bool,
 }
 
+// Implements: O19, O68
 /// What the handshake got to: the seed's `HandshakeState`, filled from OpenSSL's message
 /// callback.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -447,6 +450,7 @@ fn base_builder(
     Ok(b)
 }
 
+// Implements: V59, O1, O4
 /// The server's TLS context: PSK callback into the key cache, cipher groups, trace.
 #[derive(Clone)]
 pub struct ServerTls {
@@ -634,6 +638,7 @@ impl FailureKind {
     }
 }
 
+// Implements: O17, O44
 /// Sorts a failed `accept` by cause, from the error and what the trace saw.
 pub fn classify(
     error: &openssl::ssl::Error,
@@ -702,6 +707,7 @@ pub fn classify(
 mod tests {
     use super::*;
 
+    /// Verifies: O5, O6, O7, O8
     #[test]
     fn groups_resolve_to_suites_and_versions() {
         let r = resolve(CipherGroups::default()).unwrap();
@@ -781,6 +787,7 @@ mod tests {
         assert_eq!(psk_kex_mode_name(1), "psk_dhe_ke");
     }
 
+    /// Verifies: O69
     #[test]
     fn names() {
         assert_eq!(alert_name(20), "bad_record_mac");

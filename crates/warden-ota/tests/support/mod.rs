@@ -49,11 +49,23 @@ pub async fn start(config: ServerConfig) -> TestServer {
 /// Starts a server; `prepare` runs on the database before the server starts.
 pub async fn start_with(config: ServerConfig, prepare: impl FnOnce(&Database)) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    let db_key = Key32::from_bytes([0x11; 32]);
-    let audit_key = Key32::from_bytes([0x22; 32]);
-    let mut db = Database::create(&dir.path().join("warden.db"), &db_key).unwrap();
-    ensure_audit_chain(&mut db, &audit_key).unwrap();
+    let mut db = Database::create(&dir.path().join("warden.db"), &db_key()).unwrap();
+    ensure_audit_chain(&mut db, &audit_key()).unwrap();
     prepare(&db);
+    run_on(dir, db, config).await
+}
+
+fn db_key() -> Key32 {
+    Key32::from_bytes([0x11; 32])
+}
+
+fn audit_key() -> Key32 {
+    Key32::from_bytes([0x22; 32])
+}
+
+/// A server on `db` (in `dir`), listening on a new port.
+async fn run_on(dir: tempfile::TempDir, db: Database, config: ServerConfig) -> TestServer {
+    let (db_key, audit_key) = (db_key(), audit_key());
     let store = StoreHandle::start(db, db_key, audit_key);
     let events = EventBus::new(1 << 16);
     let server = Server::new(config, KeyCache::new(), store.clone(), events.clone()).unwrap();
@@ -175,11 +187,27 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        self.stop_in_place().await;
+    }
+
+    async fn stop_in_place(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+    }
+
+    /// Stops the server and starts a new one on the same database (a restart: nothing of the
+    /// old one's memory is left), on a new port. Cards, keys and scripts stay in the database.
+    pub async fn restart(mut self, config: ServerConfig) -> TestServer {
+        self.stop_in_place().await;
+        let Self {
+            dir, server, store, ..
+        } = self;
+        drop((server, store));
+        let db = Database::open(&dir.path().join("warden.db"), &db_key()).unwrap();
+        run_on(dir, db, config).await
     }
 }

@@ -52,6 +52,7 @@ pub struct Pending {
     pub reply: Sender<ControlReply>,
 }
 
+// Implements: S42, S50
 /// Binds the socket (replacing a stale one) and serves it on a thread; each request is handed
 /// to `deliver` and answered with what comes back.
 pub fn serve(

@@ -78,6 +78,7 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(10);
 /// Chunks waiting for the recorder, shared with the data path.
 type Queue = Arc<Mutex<Vec<Command>>>;
 
+// Implements: S5, S7, S8, V19
 /// The data path's handle on the running recorder.
 pub struct Recorder {
     queue: Queue,

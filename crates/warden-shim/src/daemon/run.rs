@@ -174,6 +174,7 @@ struct Session {
     technician_id: String,
 }
 
+// Implements: S21
 /// A started daemon's state.
 pub struct Daemon<H: ShimHost> {
     config: ShimConfig,
@@ -711,6 +712,7 @@ impl<H: ShimHost> Daemon<H> {
         }
     }
 
+    // Implements: S8
     fn copy_to_recorder(&mut self, direction: Direction, bytes: &[u8]) {
         if let Some(recorder) = self.recorder.as_mut() {
             if !recorder.chunk(direction, bytes) {
@@ -849,6 +851,7 @@ impl<H: ShimHost> Daemon<H> {
         let _ = pending.reply.send(reply);
     }
 
+    // Implements: S11, S12, S44
     fn heartbeat(&mut self) {
         self.heartbeat_counter += 1;
         let now = OffsetDateTime::now_utc();
@@ -883,6 +886,7 @@ impl<H: ShimHost> Daemon<H> {
         });
     }
 
+    // Implements: S20, S45
     fn write_alert(&mut self, source: &str) -> PathBuf {
         let now = OffsetDateTime::now_utc();
         let stamp = rfc3339(now)[..19].replace(':', "-");
@@ -916,6 +920,7 @@ fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&format).unwrap_or_default()
 }
 
+// Implements: S43
 /// `sessions/2026-04-15T09-22-03.<device>-<technician>.session` (seed 000), made unique.
 fn session_path(dir: &Path, started: OffsetDateTime, device: &str, technician: &str) -> PathBuf {
     let safe: String = technician

@@ -69,6 +69,7 @@ impl TamperLevels {
     }
 }
 
+// Implements: S18
 /// Tamper when a file appears (a test hook, or a script watching other sensors); it reports
 /// tamper for as long as the file is there.
 pub struct FileTrigger {
@@ -108,6 +109,7 @@ impl TamperSource for FileTrigger {
     }
 }
 
+// Implements: S19
 /// Tamper on SIGUSR1 or SIGUSR2.
 pub struct SignalTrigger {
     signals: signal_hook::iterator::Signals,
@@ -146,6 +148,7 @@ impl TamperSource for SignalTrigger {
     }
 }
 
+// Implements: S16
 /// A case switch on a GPIO line, read through the Linux GPIO character device (uAPI v2).
 /// "Active" means the case is open; `active_low` for switches that pull the line low.
 pub struct GpioLine {
@@ -263,6 +266,7 @@ mod tests {
     use super::*;
     use std::sync::mpsc;
 
+    /// Verifies: S18
     #[test]
     fn a_file_trigger_reports_once_when_the_file_appears() {
         let dir = tempfile::tempdir().unwrap();

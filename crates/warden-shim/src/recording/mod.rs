@@ -46,14 +46,11 @@
 /// recording, and `vault open` cannot read one. `HMAC-SHA256(recordings key,
 /// "warden shim session recordings v1")`; see `docs/formats/session-recording.md`.
 pub fn session_key(recordings: &warden_core::secret::Key32) -> warden_core::secret::Key32 {
-    warden_core::secret::Key32::from_bytes(warden_core::mac::hmac_sha256(
-        recordings.expose_secret(),
-        SESSION_KEY_LABEL,
-    ))
+    warden_core::stream::session_recordings_key(recordings)
 }
 
 /// The label of [`session_key`]'s derivation.
-pub const SESSION_KEY_LABEL: &[u8] = b"warden shim session recordings v1";
+pub const SESSION_KEY_LABEL: &[u8] = warden_core::stream::SESSION_KEY_LABEL;
 
 pub mod export;
 pub mod ops;

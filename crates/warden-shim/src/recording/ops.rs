@@ -57,7 +57,7 @@ pub struct Listed {
 pub fn list(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    key: &[Key32],
     dir: &Path,
 ) -> Result<Vec<Listed>, SessionOpError> {
     by.check(Permission::RecordingList)?;
@@ -130,7 +130,7 @@ fn reading_event<T>(
 pub struct Playback {
     path: PathBuf,
     name: String,
-    key: Key32,
+    key: Vec<Key32>,
     pub metadata: RecordingMetadata,
     /// What the verifying pass found: the duration and chunks that will play.
     pub tally: read::Tally,
@@ -138,13 +138,14 @@ pub struct Playback {
     pub cut_short: Option<String>,
 }
 
+// Implements: V20
 /// Verifies and hashes the whole recording before anything is shown. Needs
 /// `recording.play`; audited as `recording.play` (with `details`, e.g. speed) whether the
 /// recording can be played or not.
 pub fn play(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    key: &[Key32],
     path: &Path,
     name: &str,
     details: serde_json::Value,
@@ -191,7 +192,7 @@ pub fn play(
     Ok(Playback {
         path: path.to_path_buf(),
         name: name.to_owned(),
-        key: key.clone(),
+        key: key.to_vec(),
         metadata,
         tally: scan.tally,
         cut_short,
@@ -244,6 +245,7 @@ pub struct Exported {
     pub cut_short: Option<String>,
 }
 
+// Implements: V54
 /// Writes the recording at `path` as `format` to `output` (`-` for standard output; a file is
 /// created 0600 and appears only once complete). An asciicast export goes through the terminal
 /// sanitizer unless `raw` (JSON Lines and the text dump escape every byte and are never
@@ -253,7 +255,7 @@ pub struct Exported {
 pub fn export(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    key: &[Key32],
     path: &Path,
     name: &str,
     format: Format,

@@ -311,12 +311,13 @@ pub fn drain(records: &mut Records<'_>) -> Result<(), RecordError> {
 }
 
 /// Reads the session file at `path` — sealed under the session key derived from `recordings`
-/// (the `recordings` purpose key, see [`super::session_key`]) — handing its metadata and records
+/// (the versions of the `recordings` purpose key this process holds, the current one first;
+/// two during a rotation; see [`super::session_key`]) — handing its metadata and records
 /// to `consume`, which returns its result and how the records ended (`Ok` at the end record).
 /// An error from `consume` (e.g. writing the output failed) ends the reading at once.
 pub fn read_session<T, E>(
     path: &Path,
-    recordings: &Key32,
+    recordings: &[Key32],
     consume: impl FnOnce(
         &RecordingMetadata,
         &mut Records<'_>,
@@ -334,8 +335,8 @@ pub fn read_session<T, E>(
             })
         }
     };
-    let key = super::session_key(recordings);
-    let sealed = match SealedReader::new(&mut hashing, Purpose::Recordings, &key) {
+    let keys: Vec<Key32> = recordings.iter().map(super::session_key).collect();
+    let sealed = match SealedReader::with_keys(&mut hashing, Purpose::Recordings, &keys) {
         Ok(sealed) => sealed,
         Err(err) => {
             let file = hashing.finish();
@@ -397,9 +398,9 @@ pub fn read_session<T, E>(
 }
 
 /// Whether the file's sealed header opens with the vault's `recordings` key.
-fn sealed_by_the_vault(path: &Path, recordings: &Key32) -> bool {
+fn sealed_by_the_vault(path: &Path, recordings: &[Key32]) -> bool {
     File::open(path)
-        .map(|file| SealedReader::new(file, Purpose::Recordings, recordings).is_ok())
+        .map(|file| SealedReader::with_keys(file, Purpose::Recordings, recordings).is_ok())
         .unwrap_or(false)
 }
 

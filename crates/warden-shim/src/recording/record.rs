@@ -182,6 +182,7 @@ pub enum Record {
     },
 }
 
+// Implements: S6
 /// Who, what and when a recording is about; the first record of every recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingMetadata {
@@ -352,6 +353,7 @@ impl RecordingMetadata {
     }
 }
 
+// Implements: S5, S7
 /// Writes a recording: preamble and metadata at once, then chunks, then the end record.
 /// `finish` consumes the writer, so nothing can be written after the end record.
 pub struct RecordWriter<W: Write> {

@@ -79,6 +79,7 @@ fn sample_chunks() -> Vec<Chunk> {
 
 // ---- record layer ----
 
+/// Verifies: S7
 #[test]
 fn round_trip_all_byte_values_and_empty_chunks() {
     let all: Vec<u8> = (0..=255).collect();
@@ -106,6 +107,7 @@ fn round_trip_all_byte_values_and_empty_chunks() {
     assert_eq!(reader.offset(), bytes.len() as u64);
 }
 
+/// Verifies: S6
 #[test]
 fn metadata_is_normalised_to_utc_microseconds() {
     let m = metadata();
@@ -161,6 +163,7 @@ fn metadata_refuses_bad_labels() {
     ));
 }
 
+/// Verifies: S6, S7
 #[test]
 fn exact_bytes_of_a_small_recording() {
     let meta = metadata();
@@ -531,6 +534,7 @@ proptest! {
 
 // ---- sealed streams ----
 
+/// Verifies: S5, S8, V19
 #[test]
 fn recording_inside_a_sealed_stream_and_recovery_of_a_cut_one() {
     use warden_core::keyring::Purpose;

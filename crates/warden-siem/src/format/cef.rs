@@ -43,6 +43,8 @@
 //! `cn1` is a signed 64-bit field in CEF; warden sequence numbers start at 0 and stay far below
 //! 2^63. The signature ID, name and default severity of each message kind are in
 //! [`crate::format::MessageKind`].
+//!
+//! Implements: S48
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};

@@ -11,6 +11,8 @@
 //! The spool delivers higher priorities first and, within one priority, in sequence order.
 //! `Ord` on [`MessageKind`] follows priority, so `max()` is the most urgent kind.
 //! [`MessageKind::as_str`] is the stable name to store in the spool.
+//!
+//! Implements: S13, S20
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -159,6 +161,7 @@ impl Ord for MessageKind {
 mod tests {
     use super::*;
 
+    /// Verifies: S13, S20
     #[test]
     fn tamper_alerts_are_most_urgent_and_heartbeats_least() {
         let mut kinds = vec![

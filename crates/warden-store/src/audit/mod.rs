@@ -32,8 +32,8 @@ use crate::db::{Database, StoreError};
 use crate::spool::{Spool, SpoolKind, SpoolPayload};
 
 pub use ops::{
-    checkpoint, explain, export, tail, verify, AuditOpError, ChainDamaged, ExportFormat, Exported,
-    Tail,
+    checkpoint, explain, export, tail, verify, verify_public, AuditOpError, ChainDamaged,
+    ExportFormat, Exported, Tail,
 };
 
 const KEY_LABEL: &[u8] = b"warden audit epoch key v1";
@@ -109,10 +109,19 @@ pub struct ChainVerdict {
     pub head: ChainHead,
 }
 
+// Implements: V55, V63
 /// The audit chain in the store. Holds the `audit` purpose key and a cache of the writing state,
 /// checked against the database at every append (another process may have appended).
 pub struct AuditLog {
     purpose_key: Key32,
+    /// Set by a rotation of the `audit` key inside its transaction: the next append starts a
+    /// new epoch and seals its key under this key instead ([`AuditLog::rotate_purpose_key`]).
+    rotating_to: Mutex<Option<Key32>>,
+    /// The checkpoint signing key, when the slot this process opened carries it: checkpoints
+    /// are signed as they are stored, and ones stored unsigned before are signed then.
+    signer: Option<warden_core::signing::CheckpointSigner>,
+    /// The public digest after the last row, with the `next_seq` it belongs to.
+    digest: Mutex<Option<(u64, [u8; 32])>>,
     cache: Mutex<Option<(ChainState, AuditPolicy)>>,
     /// Reading a damaged chain: appends to it are skipped instead of refused (see
     /// [`AuditLog::read_damaged_chain`]).
@@ -145,6 +154,9 @@ impl AuditLog {
     pub fn new(purpose_key: Key32) -> Self {
         Self {
             purpose_key,
+            rotating_to: Mutex::new(None),
+            signer: None,
+            digest: Mutex::new(None),
             cache: Mutex::new(None),
             reading_damaged: std::sync::atomic::AtomicBool::new(false),
             spool: None,
@@ -157,7 +169,49 @@ impl AuditLog {
         Self::new(purpose_key).with_siem_spool(Spool::new(crate::spool::SpoolLimits::default()))
     }
 
-    /// Also queue every record and checkpoint for the SIEM.
+    /// Signs checkpoints with `signer` (the `signing` key of the slot this process opened).
+    pub fn with_signer(mut self, signer: warden_core::signing::CheckpointSigner) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Signs checkpoints with `signer` from now on (or stops signing).
+    pub fn set_signer(&mut self, signer: Option<warden_core::signing::CheckpointSigner>) {
+        self.signer = signer;
+    }
+
+    /// The public digest after the last row (`next_seq` of the head it belongs to): cached,
+    /// stored with the head, or — for a chain from before signed checkpoints — computed from
+    /// every row once.
+    fn current_digest(
+        &self,
+        tx: &Transaction<'_>,
+        head: &ChainHead,
+    ) -> Result<[u8; 32], StoreError> {
+        if let Some((next_seq, digest)) = *self.digest.lock().expect("not poisoned") {
+            if next_seq == head.next_seq {
+                return Ok(digest);
+            }
+        }
+        let stored: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT last_digest FROM audit_state WHERE id = 1")?
+            .query_row([], |r| r.get(0))?;
+        if let Some(digest) = stored.and_then(|d| <[u8; 32]>::try_from(d).ok()) {
+            return Ok(digest);
+        }
+        let mut digest = warden_core::audit::signed::genesis_digest(&head.chain_id);
+        let mut scratch = Vec::new();
+        let mut stmt = tx.prepare(
+            "SELECT seq, epoch, ts, actor, action, subject, outcome, details, mac FROM audit_events
+             WHERE seq < ?1 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![head.next_seq as i64])?;
+        while let Some(row) = rows.next()? {
+            let stored = row_to_stored(row)?;
+            digest = warden_core::audit::signed::next_digest(&digest, &stored.view(), &mut scratch);
+        }
+        Ok(digest)
+    }
     pub fn with_siem_spool(mut self, spool: Spool) -> Self {
         self.spool = Some(spool);
         self
@@ -168,6 +222,7 @@ impl AuditLog {
         tx: &Transaction<'_>,
         records: &[AuditRecord],
         checkpoints: &[Checkpoint],
+        signatures: &[Option<warden_core::audit::signed::SignedCheckpoint>],
     ) -> Result<(), StoreError> {
         let Some(spool) = &self.spool else {
             return Ok(());
@@ -187,11 +242,18 @@ impl AuditLog {
                 },
             ));
         }
-        for checkpoint in checkpoints {
-            messages.push((
-                SpoolKind::AuditCheckpoint,
-                SpoolPayload::checkpoint(checkpoint.seq, &checkpoint.mac.to_string()),
-            ));
+        for (i, checkpoint) in checkpoints.iter().enumerate() {
+            let mut payload = SpoolPayload::checkpoint(checkpoint.seq, &checkpoint.mac.to_string());
+            // A signed checkpoint: what the SIEM checks with the public key alone.
+            if let Some(Some(signed)) = signatures.get(i) {
+                payload.message = Some(format!(
+                    "digest={} key_id={} ed25519={}",
+                    hex::encode(&signed.digest),
+                    hex::encode(&signed.key_id),
+                    hex::encode(&signed.signature)
+                ));
+            }
+            messages.push((SpoolKind::AuditCheckpoint, payload));
         }
         // An audit event is never dropped by the spool: it is stored or refused.
         spool.enqueue_batch(tx, crate::spool::now_ms(), &messages)?;
@@ -428,38 +490,67 @@ impl AuditLog {
         events: Vec<NewEvent>,
     ) -> Result<Appended, StoreError> {
         let (mut state, policy) = self.load(tx)?;
+        let mut digest = self.current_digest(tx, state.head())?;
+        let mut scratch = Vec::new();
+        let mut checkpoint_digests = Vec::new();
+        let rotating_to = self.rotating_to.lock().expect("not poisoned").take();
+        let mut force = rotating_to.is_some();
         let mut records = Vec::with_capacity(events.len());
         let mut evolved = false;
         let mut checkpoints = Vec::new();
         for event in events {
             let now = now_unix();
-            if state.needs_evolution(&policy.epoch, now) {
+            if std::mem::take(&mut force) || state.needs_evolution(&policy.epoch, now) {
                 let marker = state
                     .evolve(event.timestamp.clone(), now)
                     .map_err(|e| corrupt(&report(&e)))?;
                 Self::insert_row(tx, &marker)?;
+                digest =
+                    warden_core::audit::signed::next_digest(&digest, &marker.view(), &mut scratch);
+                if marker.seq % policy.checkpoint_every == 0 {
+                    checkpoints.push(state.checkpoint());
+                    checkpoint_digests.push(digest);
+                }
                 records.push(marker);
                 evolved = true;
             }
             let record = state.append(event).map_err(StoreError::from_audit)?;
             Self::insert_row(tx, &record)?;
+            digest = warden_core::audit::signed::next_digest(&digest, &record.view(), &mut scratch);
             if record.seq % policy.checkpoint_every == 0 {
                 checkpoints.push(state.checkpoint());
+                checkpoint_digests.push(digest);
             }
             records.push(record);
         }
-        for checkpoint in &checkpoints {
+        let chain_id = state.head().chain_id;
+        let mut signatures = Vec::with_capacity(checkpoints.len());
+        for (checkpoint, digest) in checkpoints.iter().zip(&checkpoint_digests) {
             // Never replaced: a checkpoint already stored at this seq is evidence of a chain
             // that was there before (a cut tail re-grown), and the append fails on it.
+            let signed = self.signer.as_ref().map(|signer| {
+                warden_core::audit::signed::sign(
+                    signer,
+                    &chain_id,
+                    checkpoint.seq,
+                    checkpoint.mac.as_bytes(),
+                    digest,
+                )
+            });
             let stored = tx
                 .prepare_cached(
-                    "INSERT OR IGNORE INTO audit_checkpoints (seq, mac, created) VALUES (?1, ?2, ?3)",
+                    "INSERT OR IGNORE INTO audit_checkpoints (seq, mac, created, digest, key_id, signature)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?
                 .execute(params![
                     checkpoint.seq as i64,
                     checkpoint.mac.as_bytes().as_slice(),
-                    crate::now_rfc3339()
+                    crate::now_rfc3339(),
+                    digest.as_slice(),
+                    signed.as_ref().map(|s| s.key_id.clone()),
+                    signed.as_ref().map(|s| s.signature.clone()),
                 ])?;
+            signatures.push(signed);
             if stored == 0 {
                 return Err(StoreError::ChainDamaged(format!(
                     "a checkpoint is already stored at seq {}; refusing to append (run `warden audit verify`)",
@@ -469,7 +560,9 @@ impl AuditLog {
         }
         let head = state.head();
         if evolved {
-            // The key changed: overwrite the sealed key (the old one is gone with it).
+            // The key changed: overwrite the sealed key (the old one is gone with it), under the
+            // new purpose key when this is its rotation.
+            let sealing = rotating_to.as_ref().unwrap_or(&self.purpose_key);
             tx.prepare_cached(
                 "UPDATE audit_state SET epoch = ?1, epoch_first_seq = ?2, epoch_started = ?3,
                         key_sealed = ?4 WHERE id = 1",
@@ -478,24 +571,71 @@ impl AuditLog {
                 head.epoch,
                 head.epoch_first_seq as i64,
                 head.epoch_started_unix as i64,
-                seal_key(&self.purpose_key, &head.chain_id, head.epoch, state.key()),
+                seal_key(sealing, &head.chain_id, head.epoch, state.key()),
             ])?;
+        }
+        if rotating_to.is_some() && !evolved {
+            return Err(corrupt(
+                "the rotation of the audit key did not start a new epoch",
+            ));
         }
         if !records.is_empty() {
             // The head is committed with every append, so a cut tail is seen on the box.
-            tx.prepare_cached("UPDATE audit_state SET next_seq = ?1, last_mac = ?2 WHERE id = 1")?
-                .execute(params![
-                    head.next_seq as i64,
-                    head.last_mac.as_bytes().as_slice()
-                ])?;
+            tx.prepare_cached(
+                "UPDATE audit_state SET next_seq = ?1, last_mac = ?2, last_digest = ?3 WHERE id = 1",
+            )?
+            .execute(params![
+                head.next_seq as i64,
+                head.last_mac.as_bytes().as_slice(),
+                digest.as_slice()
+            ])?;
         }
-        self.forward(tx, &records, &checkpoints)?;
+        *self.digest.lock().expect("not poisoned") = Some((head.next_seq, digest));
+        if let Some(signer) = &self.signer {
+            // Checkpoints stored by a process without the signing key (an operator's, an
+            // auditor's) are signed by the next one that has it.
+            let unsigned: Vec<(i64, Vec<u8>, Vec<u8>)> = tx
+                .prepare_cached(
+                    "SELECT seq, mac, digest FROM audit_checkpoints
+                     WHERE signature IS NULL AND digest IS NOT NULL",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            for (seq, mac, stored_digest) in unsigned {
+                let Ok(d) = <[u8; 32]>::try_from(stored_digest) else {
+                    continue;
+                };
+                let signed =
+                    warden_core::audit::signed::sign(signer, &chain_id, seq as u64, &mac, &d);
+                tx.prepare_cached(
+                    "UPDATE audit_checkpoints SET key_id = ?2, signature = ?3 WHERE seq = ?1",
+                )?
+                .execute(params![seq, signed.key_id, signed.signature])?;
+            }
+        }
+        self.forward(tx, &records, &checkpoints, &signatures)?;
         *self.cache.lock().expect("not poisoned") = Some((state, policy));
         Ok(Appended {
             records,
             checkpoints,
             evolved,
         })
+    }
+
+    /// Makes the next append (inside the caller's transaction) start a new epoch whose key is
+    /// sealed under `new_purpose_key`: the rotation of the `audit` key. The new epoch's key is
+    /// `HMAC(k_e, evolve)` as always, so the chain still verifies from genesis; after the
+    /// commit the old purpose key opens nothing that is stored (the old sealed epoch key is
+    /// overwritten with `secure_delete` and the WAL is truncated). Call
+    /// [`AuditLog::set_purpose_key`] once the transaction committed.
+    pub fn rotate_purpose_key(&self, new_purpose_key: Key32) {
+        *self.rotating_to.lock().expect("not poisoned") = Some(new_purpose_key);
+    }
+
+    /// Uses `key` as the `audit` purpose key from now on (after its rotation committed).
+    pub fn set_purpose_key(&mut self, key: Key32) {
+        self.purpose_key = key;
+        *self.cache.lock().expect("not poisoned") = None;
     }
 
     /// Appends `events` durably in a transaction of their own (a refusal, a sign-in, an
@@ -529,6 +669,7 @@ impl AuditLog {
         })
     }
 
+    // Implements: V55, V58
     /// Runs `change` in one transaction and commits it together with the audit events it
     /// appended. Every privileged operation goes through here: a change that appended no
     /// event is rolled back and refused, so an act cannot be committed without its evidence.
@@ -573,6 +714,42 @@ impl AuditLog {
             });
         }
         Ok(out)
+    }
+
+    /// Every stored checkpoint that carries a signature, in seq order.
+    pub fn signed_checkpoints(
+        db: &Database,
+    ) -> Result<Vec<warden_core::audit::signed::SignedCheckpoint>, StoreError> {
+        let mut stmt = db.conn().prepare(
+            "SELECT seq, mac, digest, key_id, signature FROM audit_checkpoints
+             WHERE signature IS NOT NULL ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(warden_core::audit::signed::SignedCheckpoint {
+                seq: r.get::<_, i64>(0)? as u64,
+                mac: r.get(1)?,
+                digest: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
+                key_id: r.get(3)?,
+                signature: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The chain's id (public).
+    pub fn stored_chain_id(db: &Database) -> Result<ChainId, StoreError> {
+        let bytes: Vec<u8> = db
+            .conn()
+            .query_row("SELECT chain_id FROM audit_state WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .ok_or_else(no_chain)?;
+        Ok(ChainId(
+            bytes
+                .try_into()
+                .map_err(|_| corrupt("chain id is not 16 bytes"))?,
+        ))
     }
 
     /// The most recent checkpoint recorded, if any.
@@ -753,6 +930,30 @@ impl AuditedTx<'_> {
         self.events.get()
     }
 
+    /// Re-keys the whole database with `new_key` (SQLCipher `PRAGMA rekey`) as the commit of
+    /// this transaction: SQLCipher re-encrypts every page and commits the open transaction with
+    /// them, so the change, its audit events and the new key are one commit (a crash leaves
+    /// the old key and none of it, or the new key and all of it). The old key's pages then
+    /// leave the main file (WAL checkpoint).
+    pub fn commit_with_rekey(self, new_key: &Key32) -> Result<(), StoreError> {
+        if self.events.get() == 0 {
+            return Err(StoreError::Unaudited);
+        }
+        let Self { conn, tx, .. } = self;
+        let pragma = zeroize::Zeroizing::new(format!(
+            "PRAGMA rekey = \"x'{}'\";",
+            hex::encode(new_key.expose_secret())
+        ));
+        tx.execute_batch(&pragma)?;
+        match tx.commit() {
+            Ok(()) => {}
+            // The rekey committed the transaction itself.
+            Err(e) if e.to_string().contains("no transaction is active") => {}
+            Err(e) => return Err(e.into()),
+        }
+        erase_old_pages(conn)
+    }
+
     /// Commits the change and its events; after an epoch key evolution, erases the old key
     /// from the disk (WAL checkpoint).
     pub fn commit(self) -> Result<(), StoreError> {
@@ -761,10 +962,17 @@ impl AuditedTx<'_> {
         } = self;
         tx.commit()?;
         if evolved.get() {
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            erase_old_pages(conn)?;
         }
         Ok(())
     }
+}
+
+/// Moves every page from the WAL into the main file and empties the WAL, so a key that was
+/// replaced (an evolved epoch key, a database key after a rekey) leaves the disk.
+fn erase_old_pages(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
 }
 
 impl<'a> std::ops::Deref for AuditedTx<'a> {

@@ -108,6 +108,7 @@ fn scope(from: &VerifyFrom) -> &'static str {
     }
 }
 
+// Implements: V48
 /// Verifies the chain (see [`super::AuditLog::verify`]). Needs `audit.verify`; the verdict is
 /// appended as `audit.verify` (after the check, so it is not part of what was checked).
 pub fn verify(
@@ -155,6 +156,7 @@ pub struct Exported {
     pub verdict: ChainVerdict,
 }
 
+// Implements: V47, V54
 /// Verifies the chain and writes every row with its status to `out`. Needs `audit.export`;
 /// audited as `audit.export` with the destination, the row count and the verdict.
 pub fn export(
@@ -175,7 +177,10 @@ pub fn export(
     let rows = read_rows(&store.db, 1, None)?;
     let written = match format {
         ExportFormat::Csv => write_csv(out, &rows, &verdict),
-        ExportFormat::Jsonl => write_jsonl(out, &rows, &verdict),
+        ExportFormat::Jsonl => {
+            let signed = super::AuditLog::signed_checkpoints(&store.db)?;
+            write_jsonl(out, &rows, &verdict, &signed)
+        }
     }
     .and_then(|()| out.flush());
     let event = by
@@ -312,6 +317,7 @@ fn write_jsonl(
     out: &mut dyn Write,
     rows: &[StoredRow],
     verdict: &ChainVerdict,
+    signed: &[warden_core::audit::signed::SignedCheckpoint],
 ) -> std::io::Result<()> {
     let verification = match &verdict.result {
         Ok(r) => json!({"status": "ok", "records": r.records, "from_seq": verdict.from_seq,
@@ -330,5 +336,38 @@ fn write_jsonl(
         value["chain_status"] = json!(row_status(row, verdict));
         writeln!(out, "{value}")?;
     }
+    // Signed checkpoints: with the public key alone, anyone checks that these rows are the
+    // ones the box signed (docs/formats/audit-chain.md, "Signed checkpoints").
+    for checkpoint in signed {
+        let mut value = serde_json::to_value(checkpoint).map_err(std::io::Error::other)?;
+        value["type"] = json!("signed-checkpoint");
+        writeln!(out, "{value}")?;
+    }
     Ok(())
+}
+
+/// Checks every signed checkpoint against the stored rows with `keys` (public keys only: what
+/// an auditor or the SIEM holds), without any MAC key. Part of `audit verify --public-key`
+/// (needs `audit.verify`; the command's own event records it).
+pub fn verify_public(
+    store: &mut Store,
+    by: &Authorized,
+    keys: Vec<warden_core::signing::CheckpointKey>,
+) -> Result<warden_core::audit::signed::PublicVerdict, AuditOpError> {
+    by.check(Permission::AuditVerify)?;
+    let chain_id = super::AuditLog::stored_chain_id(&store.db)?;
+    let signed = super::AuditLog::signed_checkpoints(&store.db)?;
+    let mut verifier = warden_core::audit::signed::PublicVerifier::new(chain_id, keys, signed);
+    let mut from = 1;
+    loop {
+        let rows = read_rows(&store.db, from, Some(4096))?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            verifier.push(&row.view());
+        }
+        from = rows.last().map_or(from, |r| r.seq + 1);
+    }
+    Ok(verifier.finish())
 }

@@ -18,18 +18,33 @@ use crate::db::Database;
 /// directory). Only the documented break-glass path takes it: the master passphrase alone
 /// performs no other privileged act but `init`.
 pub struct BreakGlass {
-    _proof: (),
+    actor: &'static str,
 }
 
 impl BreakGlass {
-    /// Checks `passphrase` against the data directory's `security.json`.
-    pub fn present(
-        dir: &warden_core::datadir::DataDir,
-        passphrase: &warden_core::secret::Passphrase,
-    ) -> Result<Self, warden_core::keyring::KeyringError> {
-        dir.security()
-            .unlock(passphrase, warden_core::keyring::Purpose::Database)
-            .map(|_| Self { _proof: () })
+    /// The master passphrase or the recovery key opened its slot (`unlocked`).
+    pub fn present(unlocked: &warden_core::keyslots::Unlocked) -> Option<Self> {
+        match unlocked.owner {
+            warden_core::keyslots::Owner::Master => Some(Self {
+                actor: super::MASTER_PASSPHRASE_ACTOR,
+            }),
+            warden_core::keyslots::Owner::Recovery => Some(Self {
+                actor: super::RECOVERY_KEY_ACTOR,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The master passphrase of a format-1 directory derived its keys.
+    pub fn derived() -> Self {
+        Self {
+            actor: super::MASTER_PASSPHRASE_ACTOR,
+        }
+    }
+
+    /// The actor of the events: `master-passphrase` or `recovery-key`.
+    pub fn actor(&self) -> &'static str {
+        self.actor
     }
 }
 
@@ -161,6 +176,7 @@ impl Identity {
         Ok(enrollment.map(|(uri, _)| uri))
     }
 
+    // Implements: V35
     /// Adds a user (needs `user.manage`). Technicians get no password and are enrolled for TOTP
     /// at once (it is their only credential); other roles need a password that meets the
     /// policy and may be enrolled now or later. Returns the enrollment URI to show once.
@@ -172,6 +188,7 @@ impl Identity {
         now: UnixMs,
     ) -> Result<Option<KeyUri>, IdentityError> {
         by.check(Permission::UserManage)?;
+        let slot = self.take_slot_commit();
         let NewUser {
             username,
             role,
@@ -215,6 +232,7 @@ impl Identity {
             json!({ "role": role.name(), "totp": enrollment.is_some() }),
         );
         tx.audit_one(event)?;
+        super::commit_slot_change(&tx, &slot)?;
         tx.commit()?;
         Ok(enrollment.map(|(uri, _)| uri))
     }
@@ -265,6 +283,23 @@ impl Identity {
         password: &Password,
         now: UnixMs,
     ) -> Result<(), IdentityError> {
+        let slot = self.take_slot_commit();
+        let hash = self.prepare_password(db, actor, username, password, now)?;
+        self.slot_commit = slot;
+        self.store_password(db, actor, username, &hash, now)
+    }
+
+    /// Checks a new password for `username` against the policy and their recent passwords and
+    /// hashes it; a refusal is audited (`user.passwd`, failure, the rules broken). Changes
+    /// nothing else: [`Identity::store_password`] commits it.
+    pub fn prepare_password(
+        &mut self,
+        db: &mut Database,
+        actor: &str,
+        username: &str,
+        password: &Password,
+        now: UnixMs,
+    ) -> Result<PasswordHash, IdentityError> {
         let user = rows::load_user(db.conn(), username)?
             .ok_or_else(|| IdentityError::UnknownUser(username.to_owned()))?;
         if user.role == Role::Technician {
@@ -272,8 +307,8 @@ impl Identity {
         }
         let mut previous: Vec<String> = user.password_phc.iter().cloned().collect();
         previous.extend(rows::password_history(db.conn(), user.id)?);
-        let hash = match self.check_password(password, &previous) {
-            Ok(hash) => hash,
+        match self.check_password(password, &previous) {
+            Ok(hash) => Ok(hash),
             Err(IdentityError::PolicyViolation(violations)) => {
                 let rules: Vec<String> = violations
                     .violations()
@@ -289,10 +324,23 @@ impl Identity {
                 )
                 .with_details(json!({ "reason": "policy", "rules": rules }));
                 self.audit.append(db, vec![event])?;
-                return Err(IdentityError::PolicyViolation(violations));
+                Err(IdentityError::PolicyViolation(violations))
             }
-            Err(other) => return Err(other),
-        };
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Stores a password hash made by [`Identity::prepare_password`], with its audit event
+    /// (`user.passwd` by `actor`), in one transaction.
+    pub(crate) fn store_password(
+        &mut self,
+        db: &mut Database,
+        actor: &str,
+        username: &str,
+        hash: &PasswordHash,
+        now: UnixMs,
+    ) -> Result<(), IdentityError> {
+        let slot = self.take_slot_commit();
         let tx = self.audit.begin(db)?;
         // The stored hash may have changed while we hashed; use the row as it is now.
         let current = rows::load_user(&tx, username)?
@@ -314,8 +362,44 @@ impl Identity {
             json!({ "self": actor == username }),
         );
         tx.audit_one(event)?;
+        super::commit_slot_change(&tx, &slot)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Removes a user (needs `user.manage`): the row and the password history go, the audit
+    /// trail keeps what they did. The last enabled administrator cannot be removed. Audited as
+    /// `user.remove` with the role.
+    pub fn remove_user(
+        &mut self,
+        db: &mut Database,
+        by: &Authorized,
+        username: &Username,
+        now: UnixMs,
+    ) -> Result<Role, IdentityError> {
+        by.check(Permission::UserManage)?;
+        let slot = self.take_slot_commit();
+        let tx = self.audit.begin(db)?;
+        let user = rows::load_user(&tx, username.as_str())?
+            .ok_or_else(|| IdentityError::UnknownUser(username.to_string()))?;
+        if user.role == Role::Administrator
+            && !user.disabled
+            && rows::other_enabled_admins(&tx, &user.username)? == 0
+        {
+            return Err(IdentityError::LastAdministrator(user.username));
+        }
+        rows::delete_user(&tx, user.id)?;
+        let event = self.event_now(
+            now,
+            by.actor_name(),
+            "user.remove",
+            &format!("user:{username}"),
+            json!({ "role": user.role.name() }),
+        );
+        tx.audit_one(event)?;
+        super::commit_slot_change(&tx, &slot)?;
+        tx.commit()?;
+        Ok(user.role)
     }
 
     /// A signed-in user changes their own password (allowed with an expired password).
@@ -410,17 +494,17 @@ impl Identity {
     pub fn break_glass_recover(
         &mut self,
         db: &mut Database,
-        _proof: &BreakGlass,
+        proof: &BreakGlass,
         username: &Username,
         new_password: &Password,
         reason: &str,
         now: UnixMs,
     ) -> Result<(), IdentityError> {
-        let result = self.recover(db, username, new_password, reason, now);
+        let result = self.recover(db, proof.actor(), username, new_password, reason, now);
         if let Err(err) = &result {
             let event = NewEvent::new(
                 now.timestamp(),
-                super::MASTER_PASSPHRASE_ACTOR,
+                proof.actor(),
                 "breakglass.recover",
                 format!("user:{username}"),
                 Outcome::Failure,
@@ -434,6 +518,7 @@ impl Identity {
     fn recover(
         &mut self,
         db: &mut Database,
+        actor: &str,
         username: &Username,
         new_password: &Password,
         reason: &str,
@@ -448,6 +533,7 @@ impl Identity {
         previous.extend(rows::password_history(db.conn(), user.id)?);
         let hash = self.check_password(new_password, &previous)?;
         let keep = self.policy.password.fields().history;
+        let slot = self.take_slot_commit();
         let tx = self.audit.begin(db)?;
         let current = rows::load_user(&tx, username.as_str())?
             .ok_or_else(|| IdentityError::UnknownUser(username.to_string()))?;
@@ -464,7 +550,7 @@ impl Identity {
         let was_locked = Identity::clear_lock_in(&tx, &Principal::User(username.clone()))?;
         let event = self.event_now(
             now,
-            super::MASTER_PASSPHRASE_ACTOR,
+            actor,
             "breakglass.recover",
             &format!("user:{username}"),
             json!({
@@ -476,6 +562,7 @@ impl Identity {
             }),
         );
         tx.audit_one(event)?;
+        super::commit_slot_change(&tx, &slot)?;
         tx.commit()?;
         Ok(())
     }
@@ -580,6 +667,7 @@ impl Identity {
         })
     }
 
+    // Implements: V35
     /// Every user, by name. Reading needs the database key only; the CLI asks for
     /// `user.manage` first.
     /// Every user, with the locked principals (needs `user.manage`; audited as `user.list`).

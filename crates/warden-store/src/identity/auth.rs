@@ -61,6 +61,25 @@ impl AuthenticatedUser {
     }
 }
 
+/// Where a person signs in; the audit action of the attempt says it (`login.cli`,
+/// `login.dashboard`). The checks are the same everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInChannel {
+    /// A command of the `warden` binary.
+    Cli,
+    /// The OTA server's operator dashboard.
+    Dashboard,
+}
+
+impl SignInChannel {
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::Cli => "login.cli",
+            Self::Dashboard => "login.dashboard",
+        }
+    }
+}
+
 /// A daemon acting as its own principal: the shim guarding one port, or the OTA server. It
 /// holds the keys it was started with, and its audit events name it (`service:shim:ID`,
 /// `service:ota`) — never a person, never a name from the environment.
@@ -101,6 +120,44 @@ pub enum Actor {
 /// The actor name of `warden init` and of the documented break-glass path: the holder of the
 /// master passphrase, who signs in as nobody.
 pub const MASTER_PASSPHRASE_ACTOR: &str = "master-passphrase";
+
+/// The actor name of break-glass and key-slot acts done with the recovery key.
+pub const RECOVERY_KEY_ACTOR: &str = "recovery-key";
+
+/// Proof that a person's own key slot opened with the password they gave: made only by
+/// `crate::keys` after unlocking the slot found for that user name. The slot then is the
+/// password check (no second Argon2id over the stored hash).
+pub struct SlotProof {
+    username: String,
+}
+
+impl SlotProof {
+    pub(crate) fn new(username: &str) -> Self {
+        Self {
+            username: username.to_ascii_lowercase(),
+        }
+    }
+}
+
+/// How a sign-in's password is checked.
+pub enum PasswordProof<'a> {
+    /// Against the stored Argon2id hash (the store was opened with another slot's keys: the
+    /// master passphrase, a directory not yet converted).
+    Hash(&'a Password),
+    /// By the user's own key slot, which only this password opens.
+    Slot {
+        password: &'a Password,
+        proof: &'a SlotProof,
+    },
+}
+
+impl PasswordProof<'_> {
+    fn password(&self) -> &Password {
+        match self {
+            Self::Hash(password) | Self::Slot { password, .. } => password,
+        }
+    }
+}
 
 /// The actor name of a refused command run without `--as`.
 pub const ANONYMOUS_ACTOR: &str = "anonymous";
@@ -312,6 +369,7 @@ impl Identity {
         params
     }
 
+    // Implements: S1, S2, S4, S26, S37
     /// A technician at shim port `port` typed `username` and `code`. Checks, in one
     /// transaction: port and user lockouts, attempt spacing for both, the user (exists, enabled,
     /// a role that grants `shim.session`, TOTP enrolled), the code (constant time, the whole
@@ -459,6 +517,7 @@ impl Identity {
         }
     }
 
+    // Implements: V28, V34, V36
     /// A person at the CLI: user name, password, and the one-time code when the user has TOTP
     /// enrolled. The password is checked against the user's Argon2id hash, or against the decoy
     /// hash when there is no such user (or no password), so every attempt costs the same.
@@ -476,6 +535,48 @@ impl Identity {
         totp_code: Option<&str>,
         now: UnixMs,
     ) -> Result<AuthenticatedUser, AuthError> {
+        self.authenticate_operator_at(db, SignInChannel::Cli, username, password, totp_code, now)
+    }
+
+    /// [`Identity::authenticate_operator`] at another place than the command line: the same
+    /// checks, lockout counting and spacing; the audit action names the place
+    /// ([`SignInChannel::action`]).
+    pub fn authenticate_operator_at(
+        &mut self,
+        db: &mut Database,
+        channel: SignInChannel,
+        username: &str,
+        password: &Password,
+        totp_code: Option<&str>,
+        now: UnixMs,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        self.authenticate_operator_with(
+            db,
+            channel,
+            username,
+            PasswordProof::Hash(password),
+            totp_code,
+            now,
+        )
+    }
+
+    /// [`Identity::authenticate_operator_at`] with the password checked as `proof` says: by the
+    /// stored hash, or already by the user's own key slot.
+    pub fn authenticate_operator_with(
+        &mut self,
+        db: &mut Database,
+        channel: SignInChannel,
+        username: &str,
+        proof: PasswordProof<'_>,
+        totp_code: Option<&str>,
+        now: UnixMs,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        let login = channel.action();
+        let password = proof.password();
+        let slot_proven = match &proof {
+            PasswordProof::Slot { proof, .. } => proof.username == username.to_ascii_lowercase(),
+            PasswordProof::Hash(_) => false,
+        };
         let (name, actor) = claimed_name(username);
         let user_key = format!("user:{actor}");
         let policy = self.policy.lockout;
@@ -499,7 +600,7 @@ impl Identity {
                 let event = self.event(
                     now,
                     ANONYMOUS_ACTOR,
-                    "login.cli",
+                    login,
                     &user_key,
                     Outcome::Failure,
                     json!({ "reason": reason }),
@@ -538,7 +639,10 @@ impl Identity {
                 StoreError::Corrupt(format!("identity: stored decoy hash: {err}"))
             })?,
         };
-        let password_ok = check_against.verify(password).is_match() && hash.is_some();
+        // A slot opened with this password proves it; otherwise one Argon2id over the hash
+        // (the decoy's when there is none, so the time does not tell).
+        let password_ok =
+            hash.is_some() && (slot_proven || check_against.verify(password).is_match());
         let usable = user.as_ref().is_some_and(|u| !u.disabled);
         let rehash = match &hash {
             Some(hash) if password_ok && usable && self.policy.password.needs_rehash(hash) => {
@@ -630,7 +734,7 @@ impl Identity {
                 let event = self.event(
                     now,
                     &user.username,
-                    "login.cli",
+                    login,
                     &user_key,
                     Outcome::Success,
                     details,
@@ -655,7 +759,7 @@ impl Identity {
                 let mut events = vec![self.event(
                     now,
                     ANONYMOUS_ACTOR,
-                    "login.cli",
+                    login,
                     &user_key,
                     Outcome::Failure,
                     details,
@@ -674,6 +778,51 @@ impl Identity {
         }
     }
 
+    /// Appends refusals that were recorded without keys (`crate::keys::journal`), each once,
+    /// actor `anonymous`, marked `recorded_late` with the time they happened; failed sign-ins
+    /// count toward their user's lockout at that time (and may lock it).
+    pub(crate) fn record_unrecorded(
+        &mut self,
+        db: &mut Database,
+        entries: &[crate::keys::journal::Unrecorded],
+        now: UnixMs,
+    ) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let tx = self.audit.begin(db)?;
+        let mut events = Vec::new();
+        for entry in entries {
+            let fresh = tx.execute(
+                "INSERT OR IGNORE INTO unrecorded_ingested (id) VALUES (?1)",
+                rusqlite::params![entry.id],
+            )? == 1;
+            if !fresh {
+                continue;
+            }
+            let outcome = entry.outcome.parse().unwrap_or(Outcome::Failure);
+            let mut details = serde_json::Value::Object(entry.details.clone());
+            details["recorded_late"] = json!(true);
+            details["attempted_at_ms"] = json!(entry.at_ms);
+            events.push(self.event(
+                now,
+                ANONYMOUS_ACTOR,
+                &entry.action,
+                &entry.subject,
+                outcome,
+                details,
+            ));
+            if let Some(key) = &entry.count {
+                let mut lock = rows::load_lock(&tx, key)?;
+                events.extend(self.count_failure(&mut lock, key, UnixMs(entry.at_ms)));
+                rows::save_lock(&tx, key, &lock)?;
+            }
+        }
+        tx.audit(events)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     fn precheck(&self, lock: &LockRecord, now: UnixMs) -> Option<Precheck> {
         if lock
             .window
@@ -688,6 +837,7 @@ impl Identity {
         }
     }
 
+    // Implements: V42
     /// Allows `user` one `permission` for `action` (the command, e.g. `user.add`), or records
     /// the denial (`action`, outcome `denied`, with the permission and role) and refuses. An
     /// expired password is refused for every permission.
@@ -724,6 +874,37 @@ impl Identity {
                 role: user.role,
                 permission,
             }
+        })
+    }
+
+    /// Whether a person who signed in earlier (a dashboard session) may still act: their row
+    /// is read again, so a user disabled, removed or locked since is refused (as a failed
+    /// sign-in, without counting), and a changed role takes effect at once.
+    pub fn recheck(
+        &self,
+        db: &Database,
+        user: &AuthenticatedUser,
+        now: UnixMs,
+    ) -> Result<AuthenticatedUser, AuthError> {
+        let Some(row) = rows::load_user(db.conn(), &user.username)? else {
+            return Err(AuthError::Failed);
+        };
+        if row.disabled || row.password_phc.is_none() {
+            return Err(AuthError::Failed);
+        }
+        let lock = rows::load_lock(db.conn(), &format!("user:{}", user.username))?;
+        if lock
+            .window
+            .state(&self.policy.lockout, now.secs())
+            .is_locked()
+        {
+            return Err(AuthError::LockedOut {
+                username: user.username.clone(),
+            });
+        }
+        Ok(AuthenticatedUser {
+            role: row.role,
+            ..user.clone()
         })
     }
 

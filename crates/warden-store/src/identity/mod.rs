@@ -35,8 +35,9 @@ use crate::db::{Database, StoreError};
 
 pub use admin::{BreakGlass, LockInfo, NewUser, TotpInfo, UserInfo};
 pub use auth::{
-    Actor, AuthOutcome, AuthenticatedUser, Authorized, Service, WrongAuthorization,
-    ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE,
+    Actor, AuthOutcome, AuthenticatedUser, Authorized, PasswordProof, Service, SignInChannel,
+    SlotProof, WrongAuthorization, ANONYMOUS_ACTOR, MASTER_PASSPHRASE_ACTOR, OTA_SERVICE,
+    RECOVERY_KEY_ACTOR,
 };
 
 /// The tables (schema migration 2).
@@ -77,6 +78,18 @@ pub const MIGRATION_SQL: &str = "
         locked_at INTEGER
     );
 ";
+
+/// Inside a change's transaction, just before it commits: records the key-slot change taken by
+/// [`Identity::take_slot_commit`], if any, as committed with it.
+fn commit_slot_change(
+    tx: &rusqlite::Transaction<'_>,
+    slot: &Option<(Vec<u8>, String)>,
+) -> Result<(), StoreError> {
+    if let Some((txid, action)) = slot {
+        crate::keys::record_commit(tx, txid, action)?;
+    }
+    Ok(())
+}
 
 /// Wall-clock time in milliseconds since the Unix epoch, passed in by the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -148,7 +161,13 @@ impl Username {
     pub const MAX_CHARS: usize = 64;
 
     /// Names that are actors of their own in the audit trail and can never be a person's.
-    pub const RESERVED: [&'static str; 4] = ["anonymous", "master-passphrase", "warden", "service"];
+    pub const RESERVED: [&'static str; 5] = [
+        "anonymous",
+        "master-passphrase",
+        "recovery-key",
+        "warden",
+        "service",
+    ];
 
     pub fn parse(text: &str) -> Result<Self, IdentityError> {
         let lower = text.to_ascii_lowercase();
@@ -318,6 +337,9 @@ pub struct Identity {
     /// A sealed random TOTP secret, opened and checked for unknown users so they take the same
     /// path as known ones.
     decoy_totp: Vec<u8>,
+    /// A key-slot change (its transaction id and action) that the next change this service
+    /// commits also commits (see `crate::keys`): set just before the change, taken by it.
+    slot_commit: Option<(Vec<u8>, String)>,
 }
 
 impl Identity {
@@ -377,7 +399,75 @@ impl Identity {
             audit: AuditLog::forwarding_to_siem(audit_key),
             decoy_phc,
             decoy_totp,
+            slot_commit: None,
         }
+    }
+
+    /// Makes the next change committed by this service also commit the key-slot change `txid`
+    /// (the two-step changes of `crate::keys`).
+    pub(crate) fn set_slot_commit(&mut self, txid: Vec<u8>, action: &str) {
+        self.slot_commit = Some((txid, action.to_owned()));
+    }
+
+    /// Forgets a key-slot change no change took (the change failed before committing).
+    pub(crate) fn clear_slot_commit(&mut self) {
+        self.slot_commit = None;
+    }
+
+    /// Takes the pending key-slot change for the change about to be made (a change that fails
+    /// before committing has consumed it: it did not commit).
+    fn take_slot_commit(&mut self) -> Option<(Vec<u8>, String)> {
+        self.slot_commit.take()
+    }
+
+    /// Re-seals every stored TOTP secret from the `old` database key to `new`, inside the
+    /// transaction that re-keys the database (a database key rotation).
+    pub(crate) fn reseal_totp_secrets(
+        tx: &rusqlite::Transaction<'_>,
+        old: &Key32,
+        new: &Key32,
+    ) -> Result<usize, StoreError> {
+        let rows = rows::sealed_totp_secrets(tx)?;
+        for (id, username, sealed) in &rows {
+            let label = totp_label(username);
+            let secret = warden_core::aead::open(old, &label, sealed).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "identity: the TOTP secret of {username} does not open with the database key"
+                ))
+            })?;
+            let resealed = warden_core::aead::seal(new, &label, secret.expose_secret());
+            rows::replace_totp_sealed(tx, *id, &resealed)?;
+        }
+        Ok(rows.len())
+    }
+
+    /// Opens every stored TOTP secret with the current database key and counts them (a check
+    /// after a rotation of the `database` key: each must open).
+    pub fn check_totp_secrets(&self, db: &Database) -> Result<usize, StoreError> {
+        let rows = rows::sealed_totp_secrets(db.conn())?;
+        for (_, username, sealed) in &rows {
+            warden_core::aead::open(&self.secrets_key, &totp_label(username), sealed).map_err(
+                |_| {
+                    StoreError::Corrupt(format!(
+                        "identity: the TOTP secret of {username} does not open"
+                    ))
+                },
+            )?;
+        }
+        Ok(rows.len())
+    }
+
+    /// The role of `username`, if there is such a user.
+    pub fn role_of(&self, db: &Database, username: &str) -> Result<Option<Role>, StoreError> {
+        Ok(rows::load_user(db.conn(), username)?.map(|u| u.role))
+    }
+
+    /// Every user name with its role.
+    pub fn user_roles(&self, db: &Database) -> Result<Vec<(String, Role)>, StoreError> {
+        Ok(rows::all_users(db.conn())?
+            .into_iter()
+            .map(|u| (u.username, u.role))
+            .collect())
     }
 
     /// Lifts a principal's lockout inside the caller's transaction (the shim's reset, which
@@ -421,6 +511,28 @@ impl Identity {
         &self.audit
     }
 
+    /// The audit chain, to change its purpose key after a rotation.
+    pub(crate) fn audit_log_mut(&mut self) -> &mut AuditLog {
+        &mut self.audit
+    }
+
+    /// Uses `key` to open and seal TOTP secrets from now on (after a rotation of the
+    /// `database` key committed).
+    pub(crate) fn set_database_key(&mut self, key: Key32) {
+        self.decoy_totp = warden_core::aead::seal(
+            &key,
+            DECOY_LABEL,
+            warden_core::totp::TotpSecret::generate().expose_secret(),
+        );
+        self.secrets_key = key;
+    }
+
+    /// Replaces how this process appends to the chain (a daemon whose records go to the SIEM
+    /// only when it has a `siem:` section, like `ota serve` and its dashboard).
+    pub fn set_audit_log(&mut self, audit: AuditLog) {
+        self.audit = audit;
+    }
+
     pub fn policy(&self) -> &IdentityPolicy {
         &self.policy
     }
@@ -436,6 +548,12 @@ impl Identity {
     pub fn set_totp_window(&mut self, window: warden_core::totp::Window) {
         self.policy.totp.window = window;
     }
+}
+
+/// The lockout key (`user:NAME`) of a name typed at a sign-in, as the trail records it (a name
+/// that is not a valid user name becomes `user:invalid-name-<hash>`).
+pub fn claimed_user_key(raw: &str) -> String {
+    format!("user:{}", claimed_name(raw).1)
 }
 
 /// The lockout key and audit actor for a name typed by someone: the name itself when it is a

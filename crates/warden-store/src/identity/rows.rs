@@ -1,5 +1,7 @@
 //! The identity tables as typed rows: reading and writing users, password history and
 //! lockout records. Only this file holds SQL for them.
+//!
+//! Implements: V84, V86
 
 use rusqlite::{params, Connection, OptionalExtension};
 use warden_core::lockout::{AttemptThrottle, FailureWindow};
@@ -149,6 +151,34 @@ pub(super) fn insert_user(conn: &Connection, user: &NewUserRow<'_>) -> Result<i6
         ],
     )?;
     Ok(conn.last_insert_rowid())
+}
+
+pub(super) fn delete_user(conn: &Connection, id: i64) -> Result<(), StoreError> {
+    conn.execute("DELETE FROM users WHERE id = ?1", params![id])?;
+    Ok(())
+}
+
+/// Every sealed TOTP secret: (user id, user name, sealed bytes).
+pub(super) fn sealed_totp_secrets(
+    conn: &Connection,
+) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT id, username, totp_sealed FROM users WHERE totp_sealed IS NOT NULL ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn replace_totp_sealed(
+    conn: &Connection,
+    id: i64,
+    sealed: &[u8],
+) -> Result<(), StoreError> {
+    conn.execute(
+        "UPDATE users SET totp_sealed = ?2 WHERE id = ?1",
+        params![id, sealed],
+    )?;
+    Ok(())
 }
 
 pub(super) fn set_disabled(conn: &Connection, id: i64, disabled: bool) -> Result<(), StoreError> {

@@ -31,6 +31,7 @@ fn drain(spool: &Spool, conn: &Connection) -> Vec<(SpoolKind, u64)> {
     batch.iter().map(|r| (r.kind, r.seq)).collect()
 }
 
+/// Verifies: S13
 #[test]
 fn kinds_round_trip_and_are_ordered_by_priority() {
     for (i, kind) in SpoolKind::ALL.into_iter().enumerate() {

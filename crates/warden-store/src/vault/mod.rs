@@ -262,6 +262,7 @@ fn failure_details(err: &VaultError) -> serde_json::Value {
     json!({ "error": report(err) })
 }
 
+// Implements: V15, V19
 /// Encrypts `input` into a sealed stream at `output` (`-` for standard input / output).
 /// Needs `vault.seal`. Audited as `vault.seal` with the sealed file's SHA-256.
 pub fn seal(
@@ -326,14 +327,16 @@ pub fn seal(
     }
 }
 
+// Implements: V20
 /// Verifies and decrypts the sealed stream `input` into `output` (`-` for standard input /
-/// output). A truncated file is refused unless `recover`, which writes the verified prefix.
-/// Needs `vault.open`. Audited as `vault.open` with the sealed file's SHA-256.
+/// output), with whichever of `keys` (the versions of the `recordings` key held: two during a
+/// rotation) its header names. A truncated file is refused unless `recover`, which writes the
+/// verified prefix. Needs `vault.open`. Audited as `vault.open` with the sealed file's SHA-256.
 #[allow(clippy::too_many_arguments)]
 pub fn open(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    keys: &[Key32],
     input: &Path,
     output: &Path,
     recover: bool,
@@ -345,7 +348,7 @@ pub fn open(
     let destination = shown(output, "stdout");
     let attempt = (|| {
         let (reader, len) = open_input(input)?;
-        let mut reader = SealedReader::new(reader, Purpose::Recordings, key)
+        let mut reader = SealedReader::with_keys(reader, Purpose::Recordings, keys)
             .map_err(|e| stream_error(input, e))?;
         let mut out = Output::create(output, force)?;
         let result = stream::open_to(&mut reader, &mut out, |n| progress(n, len));
@@ -444,14 +447,14 @@ pub fn open(
 pub fn verify(
     store: &mut Store,
     by: &Authorized,
-    key: &Key32,
+    keys: &[Key32],
     path: &Path,
 ) -> Result<Verified, VaultError> {
     by.check(Permission::VaultVerify)?;
     let subject = shown(path, "stdin");
     let attempt = (|| {
         let (reader, _) = open_input(path)?;
-        let mut reader = SealedReader::new(reader, Purpose::Recordings, key)
+        let mut reader = SealedReader::with_keys(reader, Purpose::Recordings, keys)
             .map_err(|e| stream_error(path, e))?;
         let summary = stream::open_to(&mut reader, &mut io::sink(), |_| {})
             .map_err(|e| stream_error(path, e))?;

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
+use warden_core::audit::signed::PublicVerdict;
 use warden_core::audit::{ChainMac, Checkpoint};
 use warden_core::auditor_key::{AuditorKeyError, AuditorKeyFile};
 use warden_core::rbac::Permission;
@@ -52,6 +53,31 @@ pub fn run(cmd: &AuditCommand, ctx: &mut Context<'_>) -> Result<()> {
                         "not checked (before the verified range)"
                     }
                 );
+            }
+            if !verify.public_key.is_empty() {
+                let keys = verify
+                    .public_key
+                    .iter()
+                    .map(|path| read_public_key(path))
+                    .collect::<Result<Vec<_>>>()?;
+                match audit::verify_public(&mut store, &by, keys)? {
+                    PublicVerdict::Verified {
+                        covered,
+                        checkpoints,
+                    } => println!(
+                        "signed checkpoints OK: {checkpoints} verified with the public key(s); \
+                         rows 1..{covered} are the rows the box signed"
+                    ),
+                    PublicVerdict::Failed { seq, reason } => {
+                        println!("signed checkpoint at seq {seq}: DAMAGED: {reason}");
+                        return Err(warden_store::audit::ChainDamaged {
+                            seq,
+                            kind: "signed_checkpoint",
+                            explanation: reason,
+                        }
+                        .into());
+                    }
+                }
             }
         }
         AuditCommand::Export {
@@ -125,16 +151,50 @@ pub fn run(cmd: &AuditCommand, ctx: &mut Context<'_>) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(500));
             }
         }
-        AuditCommand::Checkpoint => {
+        AuditCommand::Checkpoint { json } => {
             let (mut store, by) =
                 ctx.sign_in_for(Permission::AuditCheckpoint, "audit.checkpoint")?;
-            match audit::checkpoint(&mut store, &by)? {
+            let latest = audit::checkpoint(&mut store, &by)?;
+            if *json {
+                let signed = warden_store::audit::AuditLog::signed_checkpoints(&store.db)?;
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "chain_id": warden_store::audit::AuditLog::stored_chain_id(&store.db)?.to_string(),
+                        "checkpoint": latest.map(|c| format!("{}:{}", c.seq, c.mac)),
+                        "signed": signed.last(),
+                    })
+                );
+                return Ok(());
+            }
+            match latest {
                 Some(c) => println!("{}:{}", c.seq, c.mac),
                 None => println!("no checkpoint yet"),
             }
         }
+        AuditCommand::PublicKey => {
+            let dir = ctx.dir()?;
+            let slots = dir.read_slots()?;
+            for key in slots.signing_public_keys() {
+                println!(
+                    "{}  (key id {})",
+                    hex::encode(key),
+                    hex::encode(warden_core::signing::key_id(&key))
+                );
+            }
+        }
     }
     Ok(())
+}
+
+/// A public checkpoint key from a file: 64 hex digits (what `audit public-key` prints first).
+fn read_public_key(path: &Path) -> Result<warden_core::signing::CheckpointKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the public key {}", path.display()))?;
+    let hex_text = text.split_whitespace().next().unwrap_or("");
+    let bytes = hex::decode(hex_text)
+        .map_err(|_| anyhow::anyhow!("{} does not hold a hex public key", path.display()))?;
+    Ok(warden_core::signing::CheckpointKey::from_bytes(&bytes)?)
 }
 
 fn parse_checkpoint(text: &str) -> Result<Checkpoint> {

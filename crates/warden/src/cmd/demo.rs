@@ -11,7 +11,8 @@ use anyhow::{ensure, Context as _, Result};
 use warden_core::audit::EpochPolicy;
 use warden_core::auditor_key::AuditorKeyFile;
 use warden_core::kdf::KdfParams;
-use warden_core::keyring::{Purpose, PurposeKeys};
+use warden_core::keyring::Purpose;
+use warden_core::keyslots::KeyRing;
 use warden_core::password::Password;
 use warden_core::rbac::{Permission, Role};
 use warden_core::sealed_config::ConfigSealer;
@@ -101,7 +102,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     ));
     ok("first administrator root created; there is no default account");
     let wrong = Passphrase::new("not the passphrase at all".into());
-    match dir.security().unlock(&wrong, Purpose::Recordings) {
+    match dir.unlock_master(&wrong) {
         Err(err) => ok(format!(
             "a wrong passphrase is refused before any data is touched: {err}"
         )),
@@ -140,7 +141,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     vault::open(
         &mut store,
         &open,
-        &key,
+        std::slice::from_ref(&key),
         &sealed,
         &opened,
         false,
@@ -165,13 +166,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     std::fs::write(&damaged, &copy)?;
     let verify = people.as_operator(&mut store, Permission::VaultVerify, "vault.verify")?;
     report_refusal(
-        vault::verify(&mut store, &verify, &key, &damaged).err(),
+        vault::verify(&mut store, &verify, std::slice::from_ref(&key), &damaged).err(),
         "one flipped bit",
     )?;
     let cut = work.join("truncated.sealed");
     std::fs::write(&cut, &bytes[..bytes.len() * 3 / 4])?;
     report_refusal(
-        vault::verify(&mut store, &verify, &key, &cut).err(),
+        vault::verify(&mut store, &verify, std::slice::from_ref(&key), &cut).err(),
         "a file cut short (power loss)",
     )?;
     let recovered = work.join("recovered.mp4");
@@ -180,7 +181,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     } = vault::open(
         &mut store,
         &open,
-        &key,
+        std::slice::from_ref(&key),
         &cut,
         &recovered,
         true,
@@ -529,7 +530,7 @@ fn identity_steps(store: &mut Store, admin: &AuthenticatedUser) -> Result<()> {
 
 /// The OTA step: a server on 127.0.0.1 (port chosen by the OS), a card with a PSK in the
 /// database, two queued scripts, a simulated card that runs them, and a card with a wrong key.
-fn ota_step(store: &mut Store, people: &People, keys: &PurposeKeys) -> Result<()> {
+fn ota_step(store: &mut Store, people: &People, keys: &KeyRing) -> Result<()> {
     use std::sync::Arc;
     use warden_ota::admin::Redelivery;
     use warden_ota::gp::{self, Aid, InstallForInstall, Occurrence, StatusSubset};
@@ -638,7 +639,7 @@ fn ota_step(store: &mut Store, people: &People, keys: &PurposeKeys) -> Result<()
 /// infusion pump, ends the session with `~.`; the recording is then read back.
 fn shim_step(
     dir: &warden_core::datadir::DataDir,
-    keys: &warden_core::keyring::PurposeKeys,
+    keys: &KeyRing,
     admin_password: &warden_core::password::Password,
 ) -> Result<()> {
     use crate::live_shim::{add_technician, current_code, read_until, LiveShim};

@@ -90,8 +90,15 @@ pub fn run(args: &InitArgs, ctx: &mut Context<'_>) -> Result<()> {
         tracing::warn!(kdf = %kdf.describe(), "KDF parameters are below the recommended strength; use them for tests only");
     }
     let root = ctx.global.data_dir.clone();
-    if root.join(warden_core::datadir::SECURITY_FILE).exists() {
+    if root.join(warden_core::datadir::SECURITY_FILE).exists()
+        || root.join(warden_core::datadir::KEYSLOTS_FILE).exists()
+    {
         bail!(warden_core::datadir::DataDirError::AlreadyInitialized(root));
+    }
+    if let Some(path) = &args.recovery_key_out {
+        if path.symlink_metadata().is_ok() {
+            bail!("{} exists; refusing to overwrite it", path.display());
+        }
     }
     let auditor_key_out = args
         .auditor_key_out
@@ -133,7 +140,25 @@ pub fn run(args: &InitArgs, ctx: &mut Context<'_>) -> Result<()> {
         admin_password: &admin_password,
         admin_totp: args.identity.admin_totp.then_some(policy.totp),
     })?;
-    report(&made, &kdf, &auditor_key_out, &admin)?;
+    if let Some(path) = &args.recovery_key_out {
+        let mut file = warden_core::fsx::create_private_new(path)?;
+        writeln!(file, "{}", made.recovery_key.to_text().expose_secret())
+            .and_then(|()| file.sync_all())
+            .with_context(|| format!("cannot write the recovery key to {}", path.display()))?;
+    }
+    report(
+        &made,
+        &kdf,
+        &auditor_key_out,
+        &admin,
+        args.recovery_key_out.as_deref(),
+    )?;
+    if args.recovery_key_out.is_none() {
+        println!(
+            "RECOVERY KEY (shown once; it opens every key, like the master passphrase — keep it in a safe or with an escrow):\n{}",
+            made.recovery_key.to_text().expose_secret()
+        );
+    }
     if let Some(uri) = &made.admin_enrollment {
         let output = EnrollOutput {
             qr_png: args.identity.admin_qr_png.clone(),
@@ -149,13 +174,21 @@ fn report(
     kdf: &KdfParams,
     auditor_key_out: &Path,
     admin: &Username,
+    recovery_key_out: Option<&Path>,
 ) -> Result<()> {
     eprintln!("initialized {}", made.dir.root().display());
+    eprintln!("  keys: database, recordings, config, audit, signing — random, stored only wrapped in key slots");
     eprintln!(
-        "  keys: database, recordings, config, audit ({})",
+        "  key slots: master passphrase ({}), recovery key, {admin} (administrator)",
         kdf.describe()
     );
-    eprintln!("  layout: security.json, sessions/, heartbeats/, alerts/, state/ (0700 / 0600)");
+    if let Some(path) = recovery_key_out {
+        eprintln!(
+            "  recovery key: written to {} — move it to a safe; it is the only copy",
+            path.display()
+        );
+    }
+    eprintln!("  layout: keyslots.json, sessions/, heartbeats/, alerts/, state/ (0700 / 0600)");
     eprintln!(
         "  database: {} (SQLCipher {}, schema version {})",
         made.store.db.path().display(),

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod config;
 pub mod demo;
 pub mod init;
+pub mod keys;
 pub mod ota;
 pub mod records;
 pub mod session;

@@ -25,6 +25,7 @@ use warden_ota::server::Server;
 use warden_ota::simulator::{self, CardConfig, Cut, GpCard};
 use warden_ota::store::StoreHandle;
 use warden_ota::tls::ClientTlsOptions;
+use warden_store::audit::AuditLog;
 use warden_store::identity::Service;
 use warden_store::ota as db;
 use zeroize::Zeroizing;
@@ -323,7 +324,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+// Implements: O75
 fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
+    ctx.use_service(warden_core::rbac::ServiceKind::OtaServer)?;
     let sealer = ctx.config_sealer()?;
     let plain = if args.allow_plain_config {
         Plain::Allow
@@ -339,7 +342,34 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     let config = ServerConfig::parse(&args.config, text)?;
     let db_key = ctx.key(Purpose::Database)?;
     let audit_key = ctx.key(Purpose::Audit)?;
+    let signing = ctx.key(Purpose::Signing).ok();
     let mut store = ctx.store()?;
+    // How this process appends to the chain: checkpoints signed with the slot's `signing` key;
+    // with a `siem:` section every record is also queued for the SIEM in its transaction and a
+    // forwarder on its own connection drains the queue; without one nothing is queued.
+    let audit_log = || {
+        let mut audit = AuditLog::new(audit_key.clone());
+        if let Some(seed) = &signing {
+            audit = audit.with_signer(warden_core::signing::CheckpointSigner::from_seed(seed));
+        }
+        match &config.siem {
+            Some(settings) => {
+                audit.with_siem_spool(warden_store::spool::Spool::new(settings.spool))
+            }
+            None => audit,
+        }
+    };
+    // The dashboard's own connection: people sign in and push there, off the server's
+    // database thread.
+    // Its records go to the SIEM exactly as the server's do (below).
+    let operators = match &config.dashboard {
+        Some(d) if d.sign_in => {
+            let mut operators = ctx.store()?;
+            operators.identity.set_audit_log(audit_log());
+            Some(warden_ota::dashboard::OperatorStore::new(operators))
+        }
+        _ => None,
+    };
     // The server acts as its service principal; which configuration it runs is on the record.
     store.append(vec![warden_ota::store::audit_event(
         &Service::Ota.name(),
@@ -350,9 +380,21 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     .with_details(
         serde_json::json!({ "config_sha256": hex::encode(config_sha256) }),
     )])?;
+    let audit = audit_log();
+    let siem = match &config.siem {
+        Some(settings) => Some((
+            settings.clone(),
+            warden_siem::TlsClient::from_settings(settings, Some(&sealer))
+                .context("the siem: section")?,
+            warden_store::Database::open(&ctx.dir()?.root().join(warden_store::DB_FILE), &db_key)?,
+        )),
+        None => None,
+    };
     let rt = runtime()?;
     rt.block_on(async move {
-        let store = StoreHandle::start(store.db, db_key, audit_key);
+        let forwarder =
+            siem.map(|(settings, client, db)| warden_siem::spawn(db, &settings, client));
+        let store = StoreHandle::start_with(store.db, db_key, audit);
         let events = EventBus::default();
         if let Some(path) = &config.events_jsonl {
             events
@@ -360,27 +402,35 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
                 .with_context(|| format!("cannot open the events file {}", path.display()))?;
         }
         let listen = config.listen;
-        let dashboard = config.dashboard;
+        let dashboard = config.dashboard.clone();
         let server = Server::new(config, KeyCache::new(), store, events)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         eprintln!("warden ota: listening on {}", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if let Some(addr) = dashboard {
+        if let Some(d) = dashboard {
+            let addr = d.listen;
+            let scheme = if d.tls.is_some() { "https" } else { "http" };
+            let dash = warden_ota::dashboard::Dashboard::new(server.clone(), d, operators)
+                .context("the dashboard")?;
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (dashboard)"))?;
-            eprintln!("warden ota: dashboard on http://{}/", l.local_addr()?);
-            let s = server.clone();
+            eprintln!("warden ota: dashboard on {scheme}://{}/", l.local_addr()?);
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
-                let r = warden_ota::dashboard::serve(l, s, async move {
-                    let _ = rx.changed().await;
-                })
-                .await;
+                let r = dash
+                    .serve(l, async move {
+                        let _ = rx.changed().await;
+                    })
+                    .await;
                 if let Err(e) = r {
-                    tracing::error!(error = %e, "dashboard stopped");
+                    tracing::error!(error = %warden_core::report::Report(&e), "dashboard stopped");
+                    eprintln!(
+                        "warden ota: the dashboard stopped: {}",
+                        warden_core::report::report(&e)
+                    );
                 }
             });
         }
@@ -397,6 +447,10 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
         };
         server.run(listener, shutdown).await?;
         drop(stop_rx);
+        if let Some(forwarder) = forwarder {
+            // What is still queued stays queued: the next start sends it.
+            forwarder.shutdown(std::time::Duration::from_secs(5)).await;
+        }
         Ok(())
     })
 }
@@ -454,8 +508,11 @@ fn push(args: &PushArgs, ctx: &mut Context<'_>) -> Result<()> {
     if ids.len() <= 10 {
         for (card, id) in &ids {
             println!(
-                "queued script {id} for {card}: {n} command(s), redelivery {:?}",
-                planned.redelivery
+                "queued script {id} for {card}: {n} command(s), redelivery {}",
+                match planned.redelivery {
+                    warden_ota::admin::Redelivery::Allowed => "allowed",
+                    warden_ota::admin::Redelivery::Forbidden => "forbidden",
+                }
             );
         }
     } else {

@@ -93,13 +93,23 @@ fn load_config(
     allow_plain: bool,
     ctx: &mut Context<'_>,
 ) -> Result<(ShimConfig, Vec<u8>)> {
-    let sealer = ctx.config_sealer()?;
     let plain = if allow_plain {
         Plain::Allow
     } else {
         Plain::Refuse
     };
-    let (bytes, form, _) = sealed_config::read_config(path, &sealer, plain)?;
+    let (bytes, form) = if ctx.carries(Purpose::Config)? {
+        let sealer = ctx.config_sealer()?;
+        let (bytes, form, _) = sealed_config::read_config(path, &sealer, plain)?;
+        (bytes, form)
+    } else {
+        // A role without the config key reads only a plain configuration (when allowed).
+        let (bytes, _) = sealed_config::read_file(path)?;
+        if warden_core::sealed_config::ConfigSealer::looks_sealed(&bytes) || !allow_plain {
+            ctx.key(Purpose::Config)?;
+        }
+        (warden_core::secret::SecretBytes::new(bytes), Form::Plain)
+    };
     if form == Form::Plain {
         tracing::warn!(config = %path.display(), "reading a configuration that is not sealed (--allow-plain-config)");
     }
@@ -111,12 +121,14 @@ fn load_config(
 }
 
 fn run_daemon(path: &Path, allow_plain: bool, ctx: &mut Context<'_>) -> Result<()> {
+    ctx.use_service(warden_core::rbac::ServiceKind::ShimDaemon)?;
     let (config, bytes) = load_config(path, allow_plain, ctx)?;
     let keys = DaemonKeys {
         database: ctx.key(Purpose::Database)?,
         audit: ctx.key(Purpose::Audit)?,
         recordings: ctx.key(Purpose::Recordings)?,
         config: ctx.config_sealer()?,
+        signing: ctx.key(Purpose::Signing).ok(),
     };
     eprintln!(
         "warden shim {}: technician {} <-> device {} ({}); control socket {}",

@@ -64,15 +64,20 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             let (mut s, by) = ctx.sign_in_for(Permission::UserManage, "user.add")?;
             let params = totp_params(choice, s.identity.policy())?;
             let enroll = *enroll_totp || params.is_some();
-            let enrollment = s.identity.add_user(
-                &mut s.db,
+            let policy_totp = s.identity.policy().totp;
+            let ring = ctx.ring()?;
+            let dir = ctx.dir_owned()?;
+            let enrollment = warden_store::keys::add_user(
+                &mut s,
+                &dir,
                 &by,
+                &ring,
                 NewUser {
                     username: &username,
                     role: *role,
                     password: password.as_ref(),
                     totp: if enroll {
-                        Some(params.unwrap_or(s.identity.policy().totp))
+                        Some(params.unwrap_or(policy_totp))
                     } else {
                         None
                     },
@@ -161,10 +166,18 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
             let whose = target
                 .as_ref()
                 .map_or_else(|| user.username().to_owned(), |t| t.to_string());
+            let ring = ctx.ring()?;
+            let dir = ctx.dir_owned()?;
             if is_self {
                 let password = read_new_password(new_password_file.as_deref(), &whose)?;
-                s.identity
-                    .change_own_password(&mut s.db, &user, &password, UnixMs::now())?;
+                warden_store::keys::change_own_password(
+                    &mut s,
+                    &dir,
+                    &user,
+                    &ring,
+                    &password,
+                    UnixMs::now(),
+                )?;
             } else {
                 let by = s.identity.require(
                     &mut s.db,
@@ -175,8 +188,15 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
                 )?;
                 let password = read_new_password(new_password_file.as_deref(), &whose)?;
                 let target = target.expect("not self, so named");
-                s.identity
-                    .reset_password(&mut s.db, &by, &target, &password, UnixMs::now())?;
+                warden_store::keys::reset_password(
+                    &mut s,
+                    &dir,
+                    &by,
+                    &ring,
+                    &target,
+                    &password,
+                    UnixMs::now(),
+                )?;
             }
             println!("password of {whose} changed");
             Ok(())
@@ -219,6 +239,24 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
                 println!("{}", enrollment_json(&uri));
             } else {
                 show_enrollment(&uri, output, true)?;
+            }
+            Ok(())
+        }
+        UserCommand::Remove { username } => {
+            let username = Username::parse(username)?;
+            let (mut s, by) = ctx.sign_in_for(Permission::UserManage, "user.remove")?;
+            let dir = ctx.dir_owned()?;
+            let role =
+                warden_store::keys::remove_user(&mut s, &dir, &by, &username, UnixMs::now())?;
+            println!("removed {username} ({role}) and their key slot");
+            let carried = warden_core::rbac::role_key_purposes(role);
+            if !carried.is_empty() {
+                let names: Vec<&str> = carried.iter().map(|p| p.name()).collect();
+                eprintln!(
+                    "note: {username} could have copied the keys their slot carried ({}); \
+                     to take them back, rotate them: `warden keys rotate PURPOSE`",
+                    names.join(", ")
+                );
             }
             Ok(())
         }
@@ -378,22 +416,24 @@ pub fn break_glass(args: &crate::cli::BreakGlassArgs, ctx: &mut Context<'_>) -> 
         bail!("break-glass needs a reason (--reason TEXT); it is kept in the audit trail");
     }
     let password = read_new_password(args.new_password_file.as_deref(), username.as_str())?;
-    let prompt = format!("Master passphrase for {}: ", ctx.global.data_dir.display());
-    ctx.dir()?;
-    let passphrase = ctx.passphrase(&prompt, false)?.clone();
-    let proof = warden_store::identity::BreakGlass::present(ctx.dir()?, &passphrase)?;
+    let master = ctx.master()?.clone();
+    let proof =
+        warden_store::identity::BreakGlass::present(&master).expect("the master or recovery slot");
     let mut store = ctx.store()?;
-    store.identity.break_glass_recover(
-        &mut store.db,
+    let dir = ctx.dir_owned()?;
+    warden_store::keys::break_glass(
+        &mut store,
+        &dir,
         &proof,
+        &master.keys,
         &username,
         &password,
         args.reason.trim(),
         UnixMs::now(),
     )?;
     println!(
-        "{username}: re-enabled, unlocked, new password set, TOTP enrollment removed (enroll \
-         again with `warden user enroll-totp`); recorded as breakglass.recover"
+        "{username}: re-enabled, unlocked, new password and key slot set, TOTP enrollment removed \
+         (enroll again with `warden user enroll-totp`); recorded as breakglass.recover"
     );
     Ok(())
 }

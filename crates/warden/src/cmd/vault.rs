@@ -38,12 +38,12 @@ pub fn run(cmd: &VaultCommand, ctx: &mut Context<'_>) -> Result<()> {
             force,
         } => {
             let (mut store, by) = ctx.sign_in_for(Permission::VaultOpen, "vault.open")?;
-            let key = ctx.key(Purpose::Recordings)?;
+            let keys = ctx.key_candidates(Purpose::Recordings)?;
             let mut bar = crate::progress::Bar::new("opening");
             let opened = vault::open(
                 &mut store,
                 &by,
-                &key,
+                &keys,
                 input,
                 output,
                 *recover,
@@ -74,8 +74,8 @@ pub fn run(cmd: &VaultCommand, ctx: &mut Context<'_>) -> Result<()> {
         }
         VaultCommand::Verify { file } => {
             let (mut store, by) = ctx.sign_in_for(Permission::VaultVerify, "vault.verify")?;
-            let key = ctx.key(Purpose::Recordings)?;
-            let verified = vault::verify(&mut store, &by, &key, file)?;
+            let keys = ctx.key_candidates(Purpose::Recordings)?;
+            let verified = vault::verify(&mut store, &by, &keys, file)?;
             println!(
                 "OK {}: {} bytes in {} segments, all authentic, file id {}, sha256 {}",
                 file.display(),

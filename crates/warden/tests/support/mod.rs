@@ -41,6 +41,7 @@ pub const OPERATOR: &str = "olga";
 pub const AUDITOR: &str = "audra";
 const USER_PASSWORD: &str = "Fixture-User-Password-2";
 const AUDITOR_PASSPHRASE_FILE: &str = "auditor-passphrase";
+const RECOVERY_KEY_FILE: &str = "recovery-key";
 
 /// Environment variables that would change how the binary finds its data, passphrase, acting
 /// user or passwords.
@@ -68,11 +69,19 @@ pub fn init_args(dir: &Path) -> Vec<std::ffi::OsString> {
     if !auditor.exists() {
         write_private(&auditor, format!("{AUDITOR_PASSPHRASE}\n").as_bytes());
     }
+    let mut recovery = dir.join(RECOVERY_KEY_FILE);
+    let mut n = 1;
+    while recovery.exists() {
+        n += 1;
+        recovery = dir.join(format!("{RECOVERY_KEY_FILE}-{n}"));
+    }
     ["--auditor-passphrase-file".into(), auditor.into_os_string()]
         .into_iter()
         .chain(
             [
                 "init",
+                "--recovery-key-out",
+                recovery.to_str().expect("UTF-8 temporary path"),
                 "--kdf-iterations",
                 KDF_ITERATIONS,
                 "--admin",
@@ -409,14 +418,20 @@ impl Fixture {
         cmd
     }
 
-    /// The purpose key, derived in-process with warden-core (to compare with other derivations
-    /// and to look for in output that must not contain it).
+    /// The current purpose key, unwrapped in-process with warden-core from the master slot (to
+    /// compare with other implementations and to look for in output that must not contain it).
     pub fn key(&self, purpose: Purpose) -> Key32 {
         DataDir::open(&self.data_dir)
             .expect("open the fixture's data directory")
-            .security()
-            .unlock(&Passphrase::new(self.passphrase.clone()), purpose)
+            .master_keys(&Passphrase::new(self.passphrase.clone()))
             .expect("unlock with the fixture's passphrase")
+            .get(purpose)
+            .clone()
+    }
+
+    /// The recovery key file `init` wrote.
+    pub fn recovery_key_file(&self) -> PathBuf {
+        self.path(RECOVERY_KEY_FILE)
     }
 
     /// `warden vault seal IN OUT` of `content`; returns the sealed bytes.
@@ -545,5 +560,156 @@ impl Python {
         ));
         run.ok();
         run.stdout_text().trim().to_string()
+    }
+}
+
+/// A copy of `tests/fixtures/datadir-format1` (a data directory made by the release before key
+/// slots: derived keys, `security.json`) in a temporary directory, with the modes warden
+/// requires. Its passphrase, passwords and files are described in the fixture's README.
+pub struct LegacyFixture {
+    tmp: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub passphrase_file: PathBuf,
+}
+
+/// The plaintext of the fixture's `legacy-vault.sealed` and `legacy-config.sealed`.
+pub const LEGACY_VAULT_PLAINTEXT: &[u8] = b"legacy vault content: laser 7, 12 J/cm2\n";
+pub const LEGACY_CONFIG_PLAINTEXT: &[u8] = b"legacy: config\n";
+
+impl LegacyFixture {
+    pub fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("temporary directory");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/datadir-format1");
+        fn copy(from: &Path, to: &Path) {
+            if from.is_dir() {
+                std::fs::create_dir_all(to).unwrap();
+                std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
+                for entry in std::fs::read_dir(from).unwrap() {
+                    let entry = entry.unwrap();
+                    copy(&entry.path(), &to.join(entry.file_name()));
+                }
+            } else {
+                std::fs::copy(from, to).unwrap();
+                std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+        }
+        copy(&source, tmp.path());
+        std::fs::remove_file(tmp.path().join("README.md")).unwrap();
+        for sub in ["heartbeats", "alerts"] {
+            let dir = tmp.path().join("data").join(sub);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let data_dir = tmp.path().join("data");
+        let passphrase_file = tmp.path().join("passphrase");
+        Self {
+            tmp,
+            data_dir,
+            passphrase_file,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    pub fn passphrase(&self) -> String {
+        std::fs::read_to_string(&self.passphrase_file)
+            .unwrap()
+            .trim_end()
+            .to_owned()
+    }
+
+    /// `warden --data-dir DIR` (no passphrase).
+    pub fn warden_without_passphrase(&self) -> Command {
+        let mut cmd = warden();
+        cmd.arg("--data-dir").arg(&self.data_dir);
+        cmd
+    }
+
+    /// `warden --data-dir DIR --passphrase-file FILE`.
+    pub fn warden(&self) -> Command {
+        let mut cmd = self.warden_without_passphrase();
+        cmd.arg("--passphrase-file").arg(&self.passphrase_file);
+        cmd
+    }
+
+    /// `cmd … --as NAME --password-file FILE` for `admin`, `olga` or `audra`.
+    pub fn signed_in<'a>(&self, cmd: &'a mut Command, name: &str) -> &'a mut Command {
+        let file = if name == ADMIN {
+            self.path("admin-password")
+        } else {
+            self.path(&format!("{name}-password"))
+        };
+        cmd.args(["--as", name, "--password-file"]).arg(file)
+    }
+}
+
+/// `warden ota serve` as a child process of a test, its standard error in the fixture's
+/// directory.
+#[allow(dead_code)]
+pub struct OtaServer {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+#[allow(dead_code)]
+impl OtaServer {
+    /// Starts it on `config` (a plain file, allowed explicitly) and waits until it listens;
+    /// `n` names its log (`server-N.log`).
+    pub fn start(fx: &Fixture, config: &Path, n: usize) -> Self {
+        let log = fx.path(&format!("server-{n}.log"));
+        let child = fx
+            .warden()
+            .args(["ota", "serve", "--allow-plain-config", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Self { child, log };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !server.log_text().contains("listening") {
+            assert!(
+                std::time::Instant::now() < deadline && server.pid_alive(),
+                "the OTA server did not start:\n{}",
+                server.log_text()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        server
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid_alive(&self) -> bool {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), None).is_ok()
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// SIGKILL, and reaped.
+    pub fn kill(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM; it must exit 0.
+    pub fn stop(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{}", self.log_text());
+    }
+}
+
+impl Drop for OtaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

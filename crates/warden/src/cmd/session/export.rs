@@ -16,7 +16,7 @@ use crate::context::Context;
 
 pub fn run(ctx: &mut Context<'_>, args: &SessionExportArgs) -> Result<()> {
     let (mut store, by) = ctx.sign_in_for(Permission::RecordingExport, "recording.export")?;
-    let key = ctx.key(Purpose::Recordings)?;
+    let key = ctx.key_candidates(Purpose::Recordings)?;
     let path = resolve(&args.file, &ctx.dir()?.sessions());
     let name = printable(&path);
     let output = args.output.as_deref().unwrap_or(Path::new("-"));

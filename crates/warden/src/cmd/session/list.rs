@@ -147,7 +147,7 @@ fn shorten(label: &str) -> String {
 
 pub fn run(ctx: &mut Context<'_>, json: bool) -> Result<()> {
     let (mut store, by) = ctx.sign_in_for(Permission::RecordingList, "recording.list")?;
-    let key = ctx.key(Purpose::Recordings)?;
+    let key = ctx.key_candidates(Purpose::Recordings)?;
     let dir = ctx.dir()?.sessions();
     let mut rows: Vec<Row> = ops::list(&mut store, &by, &key, &dir)?
         .into_iter()

@@ -46,7 +46,7 @@ enum Ended {
 
 pub fn run(ctx: &mut Context<'_>, args: &PlayArgs) -> Result<()> {
     let (mut store, by) = ctx.sign_in_for(Permission::RecordingPlay, "recording.play")?;
-    let key = ctx.key(Purpose::Recordings)?;
+    let key = ctx.key_candidates(Purpose::Recordings)?;
     let path = resolve(&args.file, &ctx.dir()?.sessions());
     let name = printable(&path);
     let mut options = PlayOptions::new(args.speed)?.include_input(args.include_input);
