@@ -261,9 +261,11 @@ def test_a_treatment_from_python(setup):
 
 
 def _purpose_key(setup, purpose: str) -> bytes:
-    import keys_from_doc
-    doc = keys_from_doc.read_security(str(setup["data"]))
-    return keys_from_doc.purpose_keys(doc, PASSPHRASE.encode())[purpose]
+    """The key, from keyslots.json and the master passphrase, by docs/formats/keyslots.md."""
+    import keyslots_from_doc
+    doc = json.loads((setup["data"] / "keyslots.json").read_text())
+    (master,) = keyslots_from_doc.find_slot(doc, "master")
+    return keyslots_from_doc.unlock(doc, master, PASSPHRASE.encode())[purpose][1]
 
 
 def test_sealed_configuration_and_audit_verify(setup):
@@ -284,3 +286,28 @@ def test_sealed_configuration_and_audit_verify(setup):
     assert admin.audit_verify()["ok"]
     with pytest.raises(warden.WrongPassphrase):
         warden.open(setup["data"], passphrase="this is not the passphrase at all")
+
+
+def test_people_sign_in_with_their_own_key_slots_without_the_master_passphrase(setup):
+    import warden
+
+    vault = warden.open(setup["data"])
+    with pytest.raises(warden.AuthenticationError):
+        vault.sign_in("audra", "Not-The-Password-1")
+    audra = vault.sign_in("audra", AUDITOR_PW)
+    # Her slot carries the phi key (auditors read PHI), and her records verify.
+    assert audra.has_phi and audra.role == "auditor"
+    assert audra.records_verify()["ok"]
+    with pytest.raises(warden.AccessDenied):
+        audra.seal_config(b"x: 1\n", setup["tmp"] / "nope.sealed")
+    # Technicians have no password and so no slot: without the master passphrase, no session.
+    with pytest.raises(warden.AuthenticationError):
+        vault.sign_in("tess", "", totp=code_at(setup["tess_totp"], 1))
+    # The refusals made without any key open reach the trail at the next open.
+    again = warden.open(setup["data"], passphrase=PASSPHRASE).sign_in("audra", AUDITOR_PW)
+    exported = again.audit_export(setup["tmp"] / "after.jsonl")
+    assert exported["ok"]
+    rows = [json.loads(l) for l in (setup["tmp"] / "after.jsonl").read_text().splitlines()[1:]]
+    refused = [r for r in rows if r["action"] == "login.cli" and r["outcome"] == "failure"]
+    reasons = [json.loads(r["details"]).get("reason") for r in refused]
+    assert "no_key_slot" in reasons and "bad_password" in reasons, reasons

@@ -56,8 +56,13 @@ def open(  # noqa: A001 - the natural name
     passphrase: Optional[str] = None,
     passphrase_file: Optional[PathLike] = None,
 ) -> "Vault":
-    """Opens an initialized data directory (`warden init`) with its master passphrase, given
-    directly or as the first line of a 0600 file (a systemd credential, for example)."""
+    """Opens an initialized data directory (`warden init`).
+
+    Without a passphrase, people sign in with their passwords, which open their own key slots
+    (the keys of their role, nothing more). With the master passphrase, given directly or as the
+    first line of a 0600 file (a systemd credential, for example), the application holds every
+    key: people are checked against their stored password hashes and get their role's keys, and
+    technicians (no password, no slot) can sign in with their one-time code."""
     inner = _warden.Vault.open(
         os.fspath(data_dir),
         passphrase,
@@ -74,7 +79,8 @@ class Vault:
 
     def sign_in(self, username: str, password: str, totp: Optional[str] = None) -> "Session":
         """Signs a person in: password, plus the one-time code when TOTP is enrolled
-        (technicians: an empty password and their code). Audited as `login.cli`."""
+        (technicians: an empty password and their code, on a vault opened with the master
+        passphrase). Audited as `login.cli`."""
         return Session(self._inner.sign_in(username, password, totp))
 
 

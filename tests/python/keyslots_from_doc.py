@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 KEYS = ("database", "recordings", "config", "audit", "signing", "phi")
 HOLDERS = {
     "all": KEYS,
-    "administrator": ("database", "recordings", "config", "audit", "signing"),
+    "administrator": KEYS,
     "operator": ("database", "recordings", "audit", "phi"),
     "auditor": ("database", "recordings", "audit", "phi"),
     "shim": ("database", "recordings", "config", "audit", "signing"),

@@ -508,8 +508,9 @@ fn is_granted_to_service(kind: ServiceKind, permission: Permission) -> bool {
 /// role carries `database` and `audit`. Beyond that: **operators** seal and open vault files
 /// (`recordings`) and read and write patients' PHI (`phi`); **auditors** open vault files,
 /// replay and export recordings (`recordings`) and read PHI (`phi`), but read no configuration
-/// and sign nothing; **administrators** carry `config` (configuration is theirs alone) and
-/// `signing` (audit checkpoints) but no `phi` (they manage the system, not patients).
+/// and sign nothing; **administrators** carry every key: `config` (configuration is theirs
+/// alone), `signing` (audit checkpoints), and `phi` because they make the slots of the people
+/// who read it (the gate still refuses them `records.phi`).
 /// **Technicians** have no password and therefore no slot: at the shim the daemon checks their
 /// one-time codes with its own slot; at the CLI (calibration records) they get `database` and
 /// `audit` from the master passphrase typed for them, never more.
@@ -518,7 +519,7 @@ pub fn role_key_purposes(role: Role) -> &'static [Purpose] {
     match role {
         Role::Technician => &[Database, Audit],
         Role::Operator => &[Database, Recordings, Audit, Phi],
-        Role::Administrator => &[Database, Recordings, Config, Audit, Signing],
+        Role::Administrator => &[Database, Recordings, Config, Audit, Signing, Phi],
         Role::Auditor => &[Database, Recordings, Audit, Phi],
     }
 }
@@ -578,7 +579,8 @@ mod tests {
                 RecordingPlay | RecordingExport | RecordingList | VaultSeal | VaultOpen
                 | VaultVerify => &[Recordings],
                 ConfigSeal | ConfigOpen | SiemTest => &[Config],
-                KeyRotate | KeyExport => &[Database, Recordings, Config, Audit, Signing],
+                // A recovery key's slot and a rotation's new wraps carry every key.
+                KeyRotate | KeyExport => &Purpose::IN_SLOTS,
                 RecordsPhi => &[Phi],
                 _ => &[],
             }
@@ -608,7 +610,7 @@ mod tests {
             role_key_purposes(Role::Technician),
             [Purpose::Database, Purpose::Audit]
         );
-        assert!(!role_key_purposes(Role::Administrator).contains(&Purpose::Phi));
+
         assert!(!role_key_purposes(Role::Auditor).contains(&Purpose::Config));
         assert!(!role_key_purposes(Role::Auditor).contains(&Purpose::Signing));
     }

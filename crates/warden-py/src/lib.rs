@@ -17,19 +17,17 @@ use serde_json::{json, Value};
 use warden_core::audit::Outcome;
 use warden_core::datadir::{DataDir, DataDirError, KeyFormat};
 use warden_core::keyring::Purpose;
+use warden_core::keyslots::{KeyRing, NotCarried};
 use warden_core::password::Password;
 use warden_core::rbac::Permission;
 use warden_core::report::report;
 use warden_core::sealed_config::ConfigSealer;
-use warden_core::keyslots::{KeyRing, NotCarried};
 use warden_core::secret::Passphrase;
 use warden_records::ops::SignRequest;
 use warden_records::recording::{RecordingReader, RecordingWriter};
 use warden_records::{Category, Meaning, RecordsError};
 use warden_store::audit::{ExportFormat, VerifyFrom};
-use warden_store::identity::{
-    claimed_user_key, AuthError, PasswordProof, SignInChannel, UnixMs,
-};
+use warden_store::identity::{claimed_user_key, AuthError, PasswordProof, SignInChannel, UnixMs};
 use warden_store::keys::journal::{self, Unrecorded};
 use warden_store::keys::{self, KeyOpError, UserSlot};
 use warden_store::Store;

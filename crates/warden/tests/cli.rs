@@ -64,7 +64,7 @@ fn init_creates_a_private_layout() {
     let master = slot("master");
     assert_eq!(master["kdf"]["algorithm"], "PBKDF2-HMAC-SHA256");
     assert_eq!(master["kdf"]["iterations"], 1000);
-    assert_eq!(master["wraps"].as_array().unwrap().len(), 5);
+    assert_eq!(master["wraps"].as_array().unwrap().len(), 6);
     assert_eq!(slot("recovery")["kdf"]["algorithm"], "HKDF-SHA256");
     assert_eq!(mode(&fx.recovery_key_file()), 0o600, "recovery key file");
     // The passphrase and the keys are not stored, in any form the test can name.

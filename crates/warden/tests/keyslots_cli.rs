@@ -378,7 +378,7 @@ fn password_changes_and_resets_rewrap_the_slot() {
     assert_eq!(olga["holder"], "operator");
     assert_eq!(
         olga["keys"],
-        serde_json::json!(["database v1", "recordings v1", "audit v1"])
+        serde_json::json!(["database v1", "recordings v1", "audit v1", "phi v1"])
     );
 }
 

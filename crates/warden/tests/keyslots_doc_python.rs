@@ -39,7 +39,8 @@ fn the_known_answer_vector_is_rebuilt_from_the_document_alone() {
         [OsStr::new("--vector"), vector.as_os_str()],
     )));
     assert_eq!(doc["vector"], "ok");
-    assert_eq!(doc["wraps_rebuilt"], 8);
+    // master: all six keys; operator: database, recordings, audit, phi.
+    assert_eq!(doc["wraps_rebuilt"], 10);
 }
 
 #[test]

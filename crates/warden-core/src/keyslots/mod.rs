@@ -205,11 +205,13 @@ impl Holder {
     fn carried(self) -> &'static str {
         match self {
             Self::All => "every key",
-            Self::Role(Role::Technician) => "database, audit (no slot: technicians have no password)",
+            Self::Role(Role::Technician) => {
+                "database, audit (no slot: technicians have no password)"
+            }
             Self::Role(Role::Operator) | Self::Role(Role::Auditor) => {
                 "database, recordings, audit, phi"
             }
-            Self::Role(Role::Administrator) => "database, recordings, config, audit, signing",
+            Self::Role(Role::Administrator) => "every key",
             Self::Service(ServiceKind::ShimDaemon) => {
                 "database, recordings, config, audit, signing"
             }
