@@ -88,10 +88,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         ..
     } = made;
     ok(format!(
-        "security.json written: 4 purpose keys (database, recordings, config, audit), PBKDF2-HMAC-SHA256 x 600,000, {:.2} s",
+        "keyslots.json written: {} random keys ({}) wrapped for the master passphrase (PBKDF2-HMAC-SHA256 x 600,000) and for root's password, {:.2} s",
+        Purpose::IN_SLOTS.len(),
+        Purpose::IN_SLOTS.map(Purpose::name).join(", "),
         started.elapsed().as_secs_f64()
     ));
-    ok("layout sessions/ heartbeats/ alerts/ state/ created 0700; no key is stored anywhere");
+    ok("layout sessions/ heartbeats/ alerts/ state/ created 0700; no key is stored in the clear");
     ok(format!(
         "SQLCipher {} database keyed with the raw database key; audit chain {chain_id} started",
         store.db.cipher_version()?
@@ -229,7 +231,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     step("7. OTA: PSK-TLS admin server (GlobalPlatform Amendment B) and a simulated UICC");
     ota_step(&mut store, &people, &keys)?;
 
-    step("8. The forward-secure audit chain");
+    records_step(&mut store, &people, &keys, &work)?;
+
+    step("9. The forward-secure audit chain");
     let by = people.as_auditor(&mut store, Permission::AuditVerify, "audit.verify")?;
     let head = store.identity.audit_log().head(&mut store.db)?;
     ok(format!(
@@ -426,6 +430,184 @@ impl People {
     ) -> Result<Authorized> {
         Self::allow(store, &self.audra, permission, action)
     }
+}
+
+/// The collections of the treatment step: patients (PHI), treatments (parameters in clear, the
+/// outcome and notes PHI), as seed 002's laser application keeps them.
+const DEMO_SCHEMA: &str = "
+format: warden-records-schema
+collections:
+  patients:
+    class: phi
+    fields:
+      mrn: { type: text, required: true }
+      name: { type: text }
+      dob: { type: date }
+  treatments:
+    class: treatment
+    fields:
+      patient: { type: text, required: true }
+      wavelength_nm: { type: integer }
+      energy_j: { type: number }
+      parameters: { type: json }
+      outcome: { type: text, phi: true }
+";
+
+/// Seed 002's treatment: an operator signs in with password and one-time code, records a
+/// patient and a treatment (PHI sealed per version under the `phi` key), logs the device's
+/// events, seals the video as it is written, and signs the result (re-authenticating); the
+/// administrator, who may not read PHI, is refused; the auditor verifies and exports.
+fn records_step(store: &mut Store, people: &People, keys: &KeyRing, work: &Path) -> Result<()> {
+    use serde_json::json;
+    use warden_core::audit::Outcome;
+    use warden_records::ops::SignRequest;
+    use warden_records::recording::RecordingWriter;
+    use warden_records::{Meaning, PhiView, Session};
+
+    step("8. Clinical records: a laser treatment, its video and its signature (seed 002)");
+    let root = Session::new(people.root.clone());
+    let applied = root.apply_schema(store, DEMO_SCHEMA, "demo")?;
+    let by = people.as_admin(store, Permission::UserManage, "user.add")?;
+    let name = Username::parse("dr-olsen")?;
+    let password = demo_password();
+    let now = UnixMs::now();
+    let uri = store
+        .identity
+        .add_user(
+            &mut store.db,
+            &by,
+            NewUser {
+                username: &name,
+                role: Role::Operator,
+                password: Some(&password),
+                totp: Some(store.identity.policy().totp),
+            },
+            now,
+        )?
+        .context("TOTP was asked for")?;
+    root.set_printed_name(store, "dr-olsen", "Dr. Ingrid Olsen")?;
+    ok(format!(
+        "root applied the records schema (version {}) and added dr-olsen (operator, password + TOTP, printed name for signatures)",
+        applied.version
+    ));
+    let earlier = uri
+        .params()
+        .code_at(uri.secret(), now.secs().saturating_sub(30));
+    let user = store.identity.authenticate_operator(
+        &mut store.db,
+        "dr-olsen",
+        &password,
+        Some(earlier.expose_secret()),
+        now,
+    )?;
+    let mut olsen = Session::new(user);
+    olsen.unlock_phi(store, keys.get(Purpose::Phi).clone())?;
+    let fields = |value: serde_json::Value| value.as_object().cloned().unwrap_or_default();
+    olsen.put(
+        store,
+        "patients",
+        "p-0001",
+        &fields(json!({"mrn": "MRN-42", "name": "Jane Roe", "dob": "1961-07-04"})),
+    )?;
+    let first = olsen.put(
+        store,
+        "treatments",
+        "t-0001",
+        &fields(
+            json!({"patient": "p-0001", "wavelength_nm": 1064, "energy_j": 1.5,
+                       "parameters": {"pulses": 3, "spot_mm": 2.0}}),
+        ),
+    )?;
+    ok(format!(
+        "dr-olsen signed in (password + code) and wrote patient p-0001 (all PHI, sealed under the phi key) and treatment t-0001 v1 (hash {}…, audit seq {})",
+        &hex::encode(first.hash)[..16],
+        first.audit_seq
+    ));
+    olsen.event(
+        store,
+        "laser.armed",
+        "laser-7",
+        Outcome::Success,
+        json!({"treatment": "t-0001"}),
+    )?;
+    let by = olsen.require(store, Permission::VaultSeal, "vault.seal")?;
+    let video = work.join("t-0001-video.sealed");
+    let mut writer = RecordingWriter::create(&by, keys.get(Purpose::Recordings), &video, false)?;
+    for pulse in 1..=3u8 {
+        olsen.event(
+            store,
+            "pulse.delivered",
+            "laser-7",
+            Outcome::Success,
+            json!({"treatment": "t-0001", "pulse": pulse, "energy_j": 1.5}),
+        )?;
+        writer.write(&vec![pulse; 256 * 1024])?;
+    }
+    let sealed = writer.finish(store)?;
+    ok(format!(
+        "device events app.laser.armed and 3 x app.pulse.delivered in the chain; the video was sealed as it was written ({} bytes, sha256 {}… in its vault.seal event)",
+        sealed.summary.plaintext_bytes,
+        &hex::encode(sealed.sha256)[..16]
+    ));
+    let second = olsen.put(
+        store,
+        "treatments",
+        "t-0001",
+        &fields(json!({"outcome": "no adverse events"})),
+    )?;
+    // Attempts by one person are spaced out (the backoff policy): a real signature comes
+    // minutes after the sign-in; here we wait the minimum gap.
+    let gap = store.identity.policy().backoff.required_gap_ms(0);
+    std::thread::sleep(std::time::Duration::from_millis(gap));
+    let code = uri.params().code_at(uri.secret(), UnixMs::now().secs());
+    let signed = olsen.sign(
+        store,
+        &SignRequest {
+            collection: "treatments",
+            record_id: "t-0001",
+            version: second.version,
+            meaning: Meaning::Performed,
+            password: &password,
+            totp_code: code.expose_secret(),
+        },
+    )?;
+    ok(format!(
+        "t-0001 v{} (outcome, PHI) signed: {}",
+        second.version,
+        signed.signature.manifestation()
+    ));
+    ensure!(
+        root.get(store, "patients", "p-0001", None).is_err(),
+        "an administrator read a patient record"
+    );
+    ok("root (administrator) asked for the patient: refused (record.get.denied in the chain)");
+    let mut audra = Session::new(people.audra.clone());
+    audra.unlock_phi(store, keys.get(Purpose::Phi).clone())?;
+    let read = audra.get(store, "treatments", "t-0001", None)?;
+    ensure!(
+        matches!(&read.phi, PhiView::Open(phi) if phi.get("outcome") == Some(&json!("no adverse events"))),
+        "the auditor could not read the outcome"
+    );
+    let verdict = audra.verify(store, VerifyFrom::CurrentEpoch)?;
+    ensure!(verdict.is_ok(), "records verify: {}", verdict.summary());
+    let export = work.join("records-export.jsonl");
+    let mut out = std::fs::File::create(&export)?;
+    let exported = audra.export(
+        store,
+        VerifyFrom::CurrentEpoch,
+        None,
+        warden_store::audit::ExportFormat::Jsonl,
+        &export.display().to_string(),
+        &mut out,
+    )?;
+    ok(format!(
+        "audra (auditor) read the outcome (the read is audited), verified {} versions and {} signature(s) against the chain, and exported {} versions with signatures -> {}",
+        verdict.versions,
+        verdict.signatures,
+        exported.versions,
+        export.display()
+    ));
+    Ok(())
 }
 
 /// Users, TOTP with replay protection, lockout and unlock, each in the audit chain.
