@@ -561,6 +561,14 @@ fn demo_runs_end_to_end() {
     result.ok();
     let out = result.stdout_text();
     assert!(out.contains("All steps passed"), "{out}");
+    // The treatment step (seed 002) did each of its acts.
+    for needle in [
+        "signed: Dr. Ingrid Olsen (dr-olsen), performed,",
+        "root (administrator) asked for the patient: refused",
+        "verified 3 versions and 1 signature(s) against the chain, and exported 3 versions",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
 }
 
 // ---------------------------------------------------------------------- secrets
