@@ -322,15 +322,17 @@ fn vault_seal_and_open_work_in_a_pipe() {
         .unwrap();
     let mut stdin = seal.stdin.take().unwrap();
     let input = plaintext.clone();
-    let writer = std::thread::spawn(move || stdin.write_all(&input).unwrap());
+    // A seal that fails stops reading (broken pipe here); its stderr says why, below.
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
     let opened = open.wait_with_output().unwrap();
-    writer.join().unwrap();
+    let written = writer.join().unwrap();
     let sealed = seal.wait_with_output().unwrap();
     assert!(
         sealed.status.success(),
         "seal: {}",
         String::from_utf8_lossy(&sealed.stderr)
     );
+    written.unwrap();
     assert!(
         opened.status.success(),
         "open: {}",
