@@ -25,6 +25,7 @@ fn patient() -> serde_json::Map<String, Value> {
     fields(json!({"mrn": "MRN-00042", "name": "Jane Q. Patient", "dob": "1961-07-04"}))
 }
 
+/// Verifies: V38, V60, V61
 #[test]
 fn operator_writes_phi_sealed_per_version_and_every_write_and_phi_read_is_audited() {
     let env = Env::new();
@@ -70,6 +71,7 @@ fn operator_writes_phi_sealed_per_version_and_every_write_and_phi_read_is_audite
     assert!(!audited.details.contains("Jane"));
 }
 
+/// Verifies: V65
 #[test]
 fn a_technician_is_refused_phi_and_cannot_decrypt_it_with_the_database_open() {
     let env = Env::new();
@@ -276,6 +278,7 @@ fn an_update_keeps_the_history_and_a_delete_is_a_tombstone_with_a_reason() {
     assert_eq!(actions, ["record.create", "record.update", "record.delete"]);
 }
 
+/// Verifies: V60, V61, V65
 #[test]
 fn verify_names_a_changed_an_inserted_and_a_removed_version() {
     let env = Env::new();
@@ -339,6 +342,7 @@ fn verify_names_a_changed_an_inserted_and_a_removed_version() {
     );
 }
 
+/// Verifies: V46, V57
 #[test]
 fn a_signature_needs_both_components_shows_name_time_meaning_and_fails_on_a_changed_version() {
     let env = Env::new();
@@ -459,6 +463,7 @@ fn signing_needs_a_printed_name_and_a_person_with_two_factors() {
     );
 }
 
+/// Verifies: V75
 #[test]
 fn an_application_appends_its_own_events_under_the_signed_in_user() {
     let env = Env::new();

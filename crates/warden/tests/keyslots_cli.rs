@@ -171,6 +171,7 @@ fn failed_sign_ins_without_keys_are_recorded_late_and_lock_the_account() {
     );
 }
 
+/// Verifies: V76
 #[test]
 fn the_master_passphrase_changes_by_a_rewrap_and_the_old_one_fails() {
     let fx = Fixture::new();
@@ -251,6 +252,7 @@ fn the_master_passphrase_changes_by_a_rewrap_and_the_old_one_fails() {
     glass(&new).ok();
 }
 
+/// Verifies: V88, V76
 #[test]
 fn the_recovery_key_opens_break_glass_and_a_new_one_replaces_it() {
     let fx = Fixture::new();
@@ -401,6 +403,7 @@ fn removing_a_user_removes_their_slot() {
     assert!(owners(&fx).contains(&"user:admin".to_owned()));
 }
 
+/// Verifies: S47
 #[test]
 fn a_service_key_opens_only_its_service_slot() {
     let fx = Fixture::new();

@@ -100,6 +100,7 @@ fn code(uri: &warden_core::totp::KeyUri) -> String {
         .to_string()
 }
 
+/// Verifies: V27
 #[test]
 fn rotating_each_purpose_with_data_present_keeps_everything_readable() {
     let fx = Fixture::new();

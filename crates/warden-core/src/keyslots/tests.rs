@@ -96,6 +96,7 @@ fn held(unlocked: &Unlocked) -> Vec<Purpose> {
     unlocked.keys.purposes().into_iter().collect()
 }
 
+/// Verifies: V39
 #[test]
 fn each_slot_kind_unlocks_exactly_its_purposes() {
     let m = made();
