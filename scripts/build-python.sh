@@ -7,7 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 INSTALL=""
-if [ "${1:-}" = "--install" ]; then INSTALL="${2:?--install needs a python}"; PYTHON="$INSTALL"; fi
+if [ "${1:-}" = "--install" ]; then
+  INSTALL="${2:?--install needs a python}"
+  # Absolute, without resolving the venv's symlink (maturin runs from python/).
+  INSTALL="$(cd "$(dirname "$INSTALL")" && pwd)/$(basename "$INSTALL")"
+  PYTHON="$INSTALL"
+fi
 MATURIN="$(dirname "$PYTHON")/maturin"
 [ -x "$MATURIN" ] || MATURIN=maturin
 out="${CARGO_TARGET_DIR:-$PWD/target}/wheels"

@@ -437,3 +437,20 @@ fn a_service_key_opens_only_its_service_slot() {
     .ok();
     assert!(!owners(&fx).contains(&"service:shim".to_owned()));
 }
+
+/// The `phi` key is not rotated: each record version's hash in the audit chain covers its PHI
+/// sealed under it. The refusal says so and changes nothing.
+#[test]
+fn rotating_the_phi_key_is_refused_with_the_reason_and_changes_nothing() {
+    let fx = Fixture::new();
+    let before = std::fs::read(fx.data_dir.join("keyslots.json")).unwrap();
+    run(fx
+        .admin_without_passphrase()
+        .args(["keys", "rotate", "phi"]))
+    .expect_code(1)
+    .stderr_has(&["`phi` key is not rotated", "audit chain"]);
+    assert_eq!(
+        std::fs::read(fx.data_dir.join("keyslots.json")).unwrap(),
+        before
+    );
+}

@@ -86,6 +86,8 @@ pub enum PurposeName {
     Config,
     Audit,
     Signing,
+    /// Refused, with the reason (docs/records.md): record hashes in the chain cover sealed PHI.
+    Phi,
 }
 
 impl From<PurposeName> for Purpose {
@@ -96,6 +98,7 @@ impl From<PurposeName> for Purpose {
             PurposeName::Config => Purpose::Config,
             PurposeName::Audit => Purpose::Audit,
             PurposeName::Signing => Purpose::Signing,
+            PurposeName::Phi => Purpose::Phi,
         }
     }
 }
