@@ -150,6 +150,7 @@ impl From<KeyOpError> for Failure {
                 ..
             }) => "WrongPassphrase",
             KeyOpError::NotCarried(_) => "AccessDenied",
+            KeyOpError::RoleMismatch { .. } => "IntegrityError",
             KeyOpError::Identity(_) => "AuthenticationError",
             _ => "StorageError",
         };
@@ -272,6 +273,7 @@ impl Vault {
                     UserSlot::NoSlot => return Err(failed("no_key_slot")),
                     UserSlot::Refused => return Err(failed("bad_password")),
                 };
+                let holder = unlocked.holder;
                 let (mut store, keys) = keys::open_store(&self.dir, unlocked.keys)?;
                 let user = store.identity.authenticate_operator_with(
                     &mut store.db,
@@ -284,6 +286,7 @@ impl Vault {
                     code,
                     UnixMs::now(),
                 )?;
+                keys::check_holder(&user, holder)?;
                 let state = Arc::new(Mutex::new(State {
                     dir: self.dir.clone(),
                     store,

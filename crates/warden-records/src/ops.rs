@@ -1073,6 +1073,8 @@ pub fn app_event(
     details: Value,
 ) -> Result<u64, RecordsError> {
     by.check(Permission::AppEvent)?;
+    // `app.laser.armed` and `laser.armed` name the same event (never `app.app.laser.armed`).
+    let action = action.strip_prefix("app.").unwrap_or(action);
     let ok = !action.is_empty()
         && action.len() <= MAX_APP_ACTION
         && action.as_bytes()[0].is_ascii_lowercase()

@@ -5,8 +5,11 @@
 //! `record.sign`) is matched with the stored row it describes: a stored row whose content no
 //! longer hashes to the hash its event recorded is **changed**; a row no event recorded is
 //! **inserted**; an event whose row is gone is **removed**; a row whose event lies where the
-//! chain is damaged, or before what could be verified, is **unverified**. Each is named by
-//! collection, record id and version, like a changed audit row is named by its seq.
+//! chain is damaged is **unverified**. Each is named by collection, record id and version, like
+//! a changed audit row is named by its seq. Rows whose events lie in earlier epochs (before what
+//! the box can verify without the auditor's key) are matched against those events all the same
+//! and counted apart: only `--auditor-key` (verification from genesis) authenticates them. The
+//! schema versions are matched with their `records.schema` events the same way.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -15,7 +18,7 @@ use rusqlite::params;
 use serde_json::{json, Value};
 use warden_core::audit::Outcome;
 use warden_core::rbac::Permission;
-use warden_store::audit::{ChainVerdict, ExportFormat, VerifyFrom};
+use warden_store::audit::{csv_field, ChainVerdict, ExportFormat, VerifyFrom};
 use warden_store::identity::Authorized;
 use warden_store::{Store, StoreError};
 
@@ -48,9 +51,7 @@ impl DamageKind {
             Self::Changed => "the stored content does not match the hash its audit event recorded",
             Self::Inserted => "no audit event records this; it was added behind warden's back",
             Self::Removed => "an audit event records this, but it is no longer stored",
-            Self::Unverified => {
-                "its audit event lies where the chain is damaged or was not verified"
-            }
+            Self::Unverified => "its audit event lies where the chain is damaged",
         }
     }
 }
@@ -91,6 +92,10 @@ pub struct RecordsVerdict {
     pub chain: ChainVerdict,
     pub versions: u64,
     pub signatures: u64,
+    /// Versions, signatures and schema versions whose events lie before the verified part of
+    /// the chain (earlier epochs): they match their events, which only the auditor's key
+    /// authenticates.
+    pub earlier_epochs: u64,
     pub damage: Vec<RecordDamage>,
 }
 
@@ -107,6 +112,12 @@ impl RecordsVerdict {
                 "records: OK, {} versions and {} signatures match the audit chain\n",
                 self.versions, self.signatures
             ));
+            if self.earlier_epochs > 0 {
+                out.push_str(&format!(
+                    "  ({} versions, signatures and schema versions were recorded in earlier epochs: they match their events, which only the auditor's key authenticates; verify with --auditor-key)\n",
+                    self.earlier_epochs
+                ));
+            }
         } else {
             out.push_str(&format!(
                 "records: DAMAGED, {} finding(s) in {} versions and {} signatures\n",
@@ -148,12 +159,18 @@ impl RecordsVerdict {
             "chain": self.chain.summary(),
             "versions": self.versions,
             "signatures": self.signatures,
+            "earlier_epochs": self.earlier_epochs,
             "damage": self.damage.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
         })
     }
 }
 
 type Key = (String, String, u64, Option<(String, String)>);
+
+/// A schema version, named like a record in findings: `records_schema/schema version N`.
+fn schema_key(version: u64) -> Key {
+    ("records_schema".into(), "schema".into(), version, None)
+}
 
 /// Checks the chain and every stored version and signature against it (no audit event of its
 /// own: see [`verify`] and [`export`]).
@@ -163,13 +180,8 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
         .identity
         .audit_log()
         .verify(&mut store.db, from, None)?;
-    let trusted = |seq: u64| {
-        seq >= chain.from_seq
-            && match &chain.result {
-                Ok(_) => true,
-                Err(d) => seq < d.seq,
-            }
-    };
+    let in_damaged_part = |seq: u64| matches!(&chain.result, Err(d) if seq >= d.seq);
+    let before_verified = |seq: u64| seq < chain.from_seq;
     let conn = store.db.conn();
     // What the chain says was written: key -> (seq, hash).
     let mut recorded: BTreeMap<Key, (u64, Vec<u8>)> = BTreeMap::new();
@@ -177,7 +189,8 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
         let mut stmt = conn
             .prepare(
                 "SELECT seq, action, details FROM audit_events WHERE action IN
-                 ('record.create', 'record.update', 'record.delete', 'record.sign')
+                 ('record.create', 'record.update', 'record.delete', 'record.sign',
+                  'records.schema')
                  AND outcome = 'success' ORDER BY seq",
             )
             .map_err(StoreError::from)?;
@@ -196,19 +209,26 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
                     text("meaning"),
                 )
             });
-            let key = (
-                text("collection"),
-                text("id"),
-                d["version"].as_u64().unwrap_or(0),
-                signature,
-            );
-            let hash = hex::decode(text("hash")).unwrap_or_default();
+            let (key, hash) = if action == "records.schema" {
+                let key = schema_key(d["version"].as_u64().unwrap_or(0));
+                (key, text("sha256"))
+            } else {
+                let key = (
+                    text("collection"),
+                    text("id"),
+                    d["version"].as_u64().unwrap_or(0),
+                    signature,
+                );
+                (key, text("hash"))
+            };
+            let hash = hex::decode(hash).unwrap_or_default();
             recorded.insert(key, (seq, hash));
         }
     }
     let mut damage = Vec::new();
     let mut versions = 0;
     let mut signatures = 0;
+    let mut earlier_epochs = 0;
     let mut judge =
         |key: Key, actual: [u8; 32], stored_hash: &[u8], damage: &mut Vec<RecordDamage>| {
             let (collection, record_id, version, signature) = key.clone();
@@ -229,12 +249,27 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
                         && warden_core::mac::ct_eq(&actual, stored_hash);
                     if !matches {
                         report(DamageKind::Changed, Some(seq));
-                    } else if !trusted(seq) {
+                    } else if in_damaged_part(seq) {
                         report(DamageKind::Unverified, Some(seq));
+                    } else if before_verified(seq) {
+                        earlier_epochs += 1;
                     }
                 }
             }
         };
+    {
+        let mut stmt = conn
+            .prepare("SELECT version, document, sha256 FROM records_schema ORDER BY version")
+            .map_err(StoreError::from)?;
+        let mut rows = stmt.query([]).map_err(StoreError::from)?;
+        while let Some(r) = rows.next().map_err(StoreError::from)? {
+            let version = r.get::<_, i64>(0).map_err(StoreError::from)? as u64;
+            let document: String = r.get(1).map_err(StoreError::from)?;
+            let stored: Vec<u8> = r.get(2).map_err(StoreError::from)?;
+            let actual = warden_core::mac::sha256(document.as_bytes());
+            judge(schema_key(version), actual, &stored, &mut damage);
+        }
+    }
     {
         let mut stmt = conn
             .prepare(&format!(
@@ -303,6 +338,7 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
         chain,
         versions,
         signatures,
+        earlier_epochs,
         damage,
     })
 }
@@ -446,12 +482,4 @@ pub fn export(
         versions: versions.len(),
         verdict,
     })
-}
-
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
 }

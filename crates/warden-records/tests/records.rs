@@ -505,6 +505,21 @@ fn an_application_appends_its_own_events_under_the_signed_in_user() {
         olga.event(&mut store, "x", "x", Outcome::Success, json!([1])),
         Err(RecordsError::Input(_))
     ));
+    // The namespace given again is not doubled.
+    olga.event(
+        &mut store,
+        "app.laser.fired",
+        "laser-7",
+        Outcome::Success,
+        json!({}),
+    )
+    .unwrap();
+    assert_eq!(env.audit().pop().unwrap().action, "app.laser.fired");
+    // "app." alone names nothing.
+    assert!(matches!(
+        olga.event(&mut store, "app.", "x", Outcome::Success, json!({})),
+        Err(RecordsError::BadAction)
+    ));
 }
 
 #[test]

@@ -504,6 +504,7 @@ impl<'a> Context<'a> {
         match opened {
             UserSlot::Opened(unlocked, proof) => {
                 let slot_id = unlocked.slot_id.clone();
+                let holder = unlocked.holder;
                 let (mut store, ring) = keys::open_store(&dir, unlocked.keys)?;
                 // A pending change that did not commit may have taken the slot away again.
                 if dir.read_slots()?.slot(&slot_id).is_none() {
@@ -522,6 +523,7 @@ impl<'a> Context<'a> {
                     },
                     permission,
                 )?;
+                keys::check_holder(&user, holder)?;
                 self.keys = Some(ring);
                 Ok((store, user))
             }

@@ -48,14 +48,18 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            // Written without `eprintln!`, which panics when standard error is closed or full:
+            // the exit code still says what happened.
+            use std::io::Write as _;
+            let mut stderr = std::io::stderr().lock();
             // Stopping on request is not an error.
             if let Some(stopped) = find::<cmd::session::Interrupted>(&err) {
-                eprintln!("{stopped}");
+                let _ = writeln!(stderr, "{stopped}");
                 return ExitCode::from(exit::INTERRUPTED);
             }
-            eprintln!("error: {err:#}");
+            let _ = writeln!(stderr, "error: {err:#}");
             if let Some(hint) = hint(&err) {
-                eprintln!("hint: {hint}");
+                let _ = writeln!(stderr, "hint: {hint}");
             }
             ExitCode::from(exit_code(&err))
         }
@@ -110,6 +114,18 @@ fn find<T: std::error::Error + 'static>(err: &anyhow::Error) -> Option<&T> {
     err.chain().find_map(|e| e.downcast_ref::<T>())
 }
 
+/// The key-slot error behind `err`, also where a key operation wraps it transparently.
+fn key_slot_error(err: &anyhow::Error) -> Option<&KeySlotError> {
+    err.chain().find_map(|e| {
+        e.downcast_ref::<KeySlotError>().or_else(|| {
+            match e.downcast_ref::<warden_store::keys::KeyOpError>() {
+                Some(warden_store::keys::KeyOpError::Slots(inner)) => Some(inner),
+                _ => None,
+            }
+        })
+    })
+}
+
 /// The store error behind `err`, also where another error wraps it transparently.
 fn store_error(err: &anyhow::Error) -> Option<&warden_store::StoreError> {
     use warden_store::identity::IdentityError;
@@ -134,11 +150,20 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if find::<warden_core::keyslots::NotCarried>(err).is_some() {
         return exit::ACCESS;
     }
-    match find::<KeySlotError>(err) {
+    match key_slot_error(err) {
         Some(KeySlotError::WrongSecret(_)) => return exit::WRONG_KEY,
         Some(KeySlotError::NotCarried(_)) => return exit::ACCESS,
-        Some(KeySlotError::Damaged { .. }) => return exit::DAMAGED,
+        // A modified keyslots.json: a wrap that does not open, or a file that does not parse.
+        Some(KeySlotError::Damaged { .. } | KeySlotError::Malformed(_)) => return exit::DAMAGED,
         _ => {}
+    }
+    if find::<crate::cmd::records::RecordsDamaged>(err).is_some()
+        || matches!(
+            find::<warden_store::keys::KeyOpError>(err),
+            Some(warden_store::keys::KeyOpError::RoleMismatch { .. })
+        )
+    {
+        return exit::DAMAGED;
     }
     if let Some(warden_store::keys::KeyOpError::WrongDatabaseKey(_)) = find(err) {
         return exit::WRONG_KEY;

@@ -947,3 +947,23 @@ fn vault_acts_are_audited_with_the_sealed_file_s_sha256() {
     let details: serde_json::Value = serde_json::from_str(&open.details).unwrap();
     assert_eq!(details["sha256"], digest);
 }
+
+/// A failing command whose standard error is full (or closed) still exits with its own code,
+/// not a panic's 101.
+#[test]
+fn a_full_standard_error_does_not_turn_an_error_into_a_panic() {
+    let fx = Fixture::new();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let status = fx
+        .operator()
+        .args(["vault", "verify"])
+        .arg(fx.path("no-such-file.sealed"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(full))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+}

@@ -200,7 +200,8 @@ fn failing_commands_print_each_cause_once() {
     let mut c = fx.admin();
     c.args(["vault", "verify"]).arg(&sealed);
     let done = run(&mut c);
-    done.expect_code(1).stderr_has(&["missing field `salt`"]);
+    // A modified keyslots.json is damage (docs/formats/keyslots.md): exit code 3.
+    done.expect_code(3).stderr_has(&["missing field `salt`"]);
     assert_eq!(
         done.stderr.matches("missing field").count(),
         1,

@@ -532,6 +532,9 @@ impl SlotFile {
         if file.version != FORMAT_VERSION {
             return Err(KeySlotError::UnsupportedVersion(file.version));
         }
+        if file.generation == 0 {
+            return Err(malformed("generation 0 (it starts at 1)"));
+        }
         if decode(&file.lookup_salt, "lookup_salt")?.len() != 32 {
             return Err(malformed("lookup_salt is not 32 bytes"));
         }

@@ -388,6 +388,12 @@ fn damaged_files_are_refused_with_the_reason() {
     let mut hkdf_master = m.file.clone();
     hkdf_master.slots[0].kdf = SlotKdf::HkdfSha256;
     assert!(SlotFile::parse(hkdf_master.to_json().as_bytes()).is_err());
+    let mut zero = m.file.clone();
+    zero.generation = 0;
+    assert!(matches!(
+        SlotFile::parse(zero.to_json().as_bytes()),
+        Err(KeySlotError::Malformed(why)) if why.contains("generation 0")
+    ));
     let mut dup = m.file.clone();
     let first = dup.slots[0].clone();
     dup.slots.push(first);

@@ -32,8 +32,8 @@ use crate::db::{Database, StoreError};
 use crate::spool::{Spool, SpoolKind, SpoolPayload};
 
 pub use ops::{
-    checkpoint, explain, export, tail, verify, verify_public, AuditOpError, ChainDamaged,
-    ExportFormat, Exported, Tail,
+    checkpoint, csv_field, explain, export, tail, verify, verify_public, AuditOpError,
+    ChainDamaged, ExportFormat, Exported, Tail,
 };
 
 const KEY_LABEL: &[u8] = b"warden audit epoch key v1";

@@ -277,11 +277,19 @@ fn row_status(row: &StoredRow, verdict: &ChainVerdict) -> String {
     }
 }
 
-fn csv_field(text: &str) -> String {
+/// One CSV cell (RFC 4180 quoting). A cell that a spreadsheet would run as a formula (it
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`, so an actor
+/// name, a subject or a delete reason cannot become a formula in the auditor's spreadsheet.
+pub fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_string()
+        text
     }
 }
 
@@ -370,4 +378,27 @@ pub fn verify_public(
         from = rows.last().map_or(from, |r| r.seq + 1);
     }
     Ok(verifier.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_cells_are_quoted_and_never_run_as_formulas() {
+        assert_eq!(csv_field("olga"), "olga");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(
+            csv_field("=HYPERLINK(\"http://x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+        );
+        for lead in ["+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(
+                csv_field(lead).trim_start_matches('"').starts_with('\''),
+                "{lead:?}"
+            );
+        }
+        assert_eq!(csv_field("1.5"), "1.5");
+    }
 }

@@ -82,6 +82,12 @@ pub enum KeyOpError {
     Busy(Purpose),
     #[error("the `phi` key is not rotated: each record version's hash, recorded in the audit chain, covers its PHI sealed under this key, so re-sealing would break the evidence (docs/records.md, \"Limits\")")]
     PhiNotRotated,
+    #[error("the database says {user} is {role}, but their key slot holds the keys of `{holder}`: the users table was changed outside warden (restore it from a backup, or have an administrator set the role again)")]
+    RoleMismatch {
+        user: String,
+        role: warden_core::rbac::Role,
+        holder: &'static str,
+    },
     #[error("{0}")]
     Refused(String),
     #[error("{path}")]
@@ -98,6 +104,23 @@ impl From<rusqlite::Error> for KeyOpError {
     fn from(err: rusqlite::Error) -> Self {
         Self::Store(StoreError::Sqlite(err))
     }
+}
+
+/// A person's slot opened, and the database signed them in: the role the database gives them
+/// must be the role their slot was made for. A role changed in the database alone (by anyone
+/// holding the `database` key) would otherwise grant that role's permissions.
+pub fn check_holder(
+    user: &crate::identity::AuthenticatedUser,
+    holder: warden_core::keyslots::Holder,
+) -> Result<(), KeyOpError> {
+    if holder == warden_core::keyslots::Holder::Role(user.role()) {
+        return Ok(());
+    }
+    Err(KeyOpError::RoleMismatch {
+        user: user.username().to_owned(),
+        role: user.role(),
+        holder: holder.name(),
+    })
 }
 
 /// Records, inside the transaction that commits a change, that the key-slot change `txid`

@@ -217,23 +217,31 @@ fn verify_from(
         .as_deref()
         .map(parse_checkpoint)
         .transpose()?;
-    let from = match &args.auditor_key {
-        None => VerifyFrom::CurrentEpoch,
-        Some(path) => {
-            let file = read_auditor_key(path)?;
-            let head = store.identity.audit_log().head(&mut store.db)?;
-            if file.chain_id()? != head.chain_id {
-                bail!(AuditorKeyError::OtherChain {
-                    file: file.chain_id.clone(),
-                    db: head.chain_id.to_string()
-                });
-            }
-            let passphrase = ctx.auditor_passphrase("Auditor passphrase: ", false)?;
-            let (k0, _) = file.open(passphrase)?;
-            VerifyFrom::Genesis(k0)
-        }
-    };
+    let from = verify_start(store, args.auditor_key.as_deref(), ctx)?;
     Ok((from, checkpoint))
+}
+
+/// Genesis with the auditor's key in `auditor_key` (opened with the auditor's passphrase),
+/// else the current epoch.
+pub fn verify_start(
+    store: &mut Store,
+    auditor_key: Option<&Path>,
+    ctx: &mut Context<'_>,
+) -> Result<VerifyFrom> {
+    let Some(path) = auditor_key else {
+        return Ok(VerifyFrom::CurrentEpoch);
+    };
+    let file = read_auditor_key(path)?;
+    let head = store.identity.audit_log().head(&mut store.db)?;
+    if file.chain_id()? != head.chain_id {
+        bail!(AuditorKeyError::OtherChain {
+            file: file.chain_id.clone(),
+            db: head.chain_id.to_string()
+        });
+    }
+    let passphrase = ctx.auditor_passphrase("Auditor passphrase: ", false)?;
+    let (k0, _) = file.open(passphrase)?;
+    Ok(VerifyFrom::Genesis(k0))
 }
 
 fn read_auditor_key(path: &Path) -> Result<AuditorKeyFile> {

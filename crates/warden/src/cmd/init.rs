@@ -177,7 +177,7 @@ fn report(
     recovery_key_out: Option<&Path>,
 ) -> Result<()> {
     eprintln!("initialized {}", made.dir.root().display());
-    eprintln!("  keys: database, recordings, config, audit, signing — random, stored only wrapped in key slots");
+    eprintln!("  keys: database, recordings, config, audit, signing, phi — random, stored only wrapped in key slots");
     eprintln!(
         "  key slots: master passphrase ({}), recovery key, {admin} (administrator)",
         kdf.describe()

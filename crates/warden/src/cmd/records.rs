@@ -34,7 +34,7 @@ pub enum RecordsCommand {
     /// Create a record or write its next version (fields merged over the latest; JSON null
     /// removes one). Needs the collection's write permission, and records.phi for PHI fields.
     Put(PutArgs),
-    /// Show a record's latest version (or --version N) with its signatures.
+    /// Show a record's latest version (or --at N) with its signatures.
     Get {
         collection: String,
         id: String,
@@ -82,7 +82,12 @@ pub enum RecordsCommand {
     },
     /// Verify the audit chain and every record version and signature against it. Needs
     /// `audit.verify`. Exit code 3 when anything is damaged.
-    Verify,
+    Verify {
+        /// The auditor's key file (`warden init --auditor-key-out`): verify from genesis, so
+        /// records of earlier epochs are authenticated too (asks for the auditor's passphrase).
+        #[arg(long, value_name = "FILE")]
+        auditor_key: Option<PathBuf>,
+    },
     /// Export every version with signatures and the verification result. Needs
     /// `audit.export` (auditor); PHI in clear with records.phi, unless --sealed-phi.
     Export {
@@ -98,6 +103,11 @@ pub enum RecordsCommand {
         sealed_phi: bool,
     },
 }
+
+/// `records verify` found damage (the findings are printed above); exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[error("records or the audit chain are DAMAGED (see the findings above)")]
+pub struct RecordsDamaged;
 
 #[derive(Debug, Subcommand)]
 pub enum SchemaCommand {
@@ -295,16 +305,13 @@ pub fn run(cmd: &RecordsCommand, ctx: &mut Context<'_>) -> Result<()> {
             let seq = s.event(&mut store, action, subject, outcome, details)?;
             println!("app.{action} recorded at audit seq {seq}");
         }
-        RecordsCommand::Verify => {
+        RecordsCommand::Verify { auditor_key } => {
             let (mut store, s) = session(ctx, AuditVerify, "records.verify", false)?;
-            let verdict = s.verify(&mut store, VerifyFrom::CurrentEpoch)?;
+            let from = super::audit::verify_start(&mut store, auditor_key.as_deref(), ctx)?;
+            let verdict = s.verify(&mut store, from)?;
             print!("{}", verdict.summary());
             if !verdict.is_ok() {
-                return Err(anyhow!(warden_store::audit::ChainDamaged {
-                    seq: 0,
-                    kind: "records",
-                    explanation: "records or the audit chain are damaged (see above)",
-                }));
+                return Err(RecordsDamaged.into());
             }
         }
         RecordsCommand::Export {
@@ -356,11 +363,7 @@ pub fn run(cmd: &RecordsCommand, ctx: &mut Context<'_>) -> Result<()> {
                 exported.verdict.summary()
             );
             if !exported.verdict.is_ok() {
-                return Err(anyhow!(warden_store::audit::ChainDamaged {
-                    seq: 0,
-                    kind: "records",
-                    explanation: "records or the audit chain are damaged (see the export)",
-                }));
+                return Err(RecordsDamaged.into());
             }
         }
     }

@@ -250,12 +250,23 @@ pub fn run(args: &UserArgs, ctx: &mut Context<'_>) -> Result<()> {
                 warden_store::keys::remove_user(&mut s, &dir, &by, &username, UnixMs::now())?;
             println!("removed {username} ({role}) and their key slot");
             let carried = warden_core::rbac::role_key_purposes(role);
-            if !carried.is_empty() {
-                let names: Vec<&str> = carried.iter().map(|p| p.name()).collect();
+            let rotatable: Vec<&str> = carried
+                .iter()
+                .filter(|p| **p != warden_core::keyring::Purpose::Phi)
+                .map(|p| p.name())
+                .collect();
+            if !rotatable.is_empty() {
                 eprintln!(
                     "note: {username} could have copied the keys their slot carried ({}); \
                      to take them back, rotate them: `warden keys rotate PURPOSE`",
-                    names.join(", ")
+                    rotatable.join(", ")
+                );
+            }
+            if carried.contains(&warden_core::keyring::Purpose::Phi) {
+                eprintln!(
+                    "note: {username} could also have copied the `phi` key, which is not \
+                     rotated (docs/records.md, \"Limits\"): PHI they could read stays readable \
+                     to that copy"
                 );
             }
             Ok(())

@@ -1,0 +1,159 @@
+//! Clinical records from the command line, where what the box can prove depends on more than
+//! the records: epochs of the audit chain, the stored schema, people's roles and their key
+//! slots. Each test changes the data directory the way an outsider with the `database` key (or
+//! a text editor) could, and checks that warden names it as damage (exit code 3).
+
+mod support;
+
+use support::{run, Fixture};
+use warden_core::keyring::Purpose;
+use warden_core::secret::Key32;
+
+const SCHEMA: &[u8] = b"format: warden-records-schema\ncollections:\n  patients:\n    class: phi\n    fields:\n      mrn: { type: text, required: true }\n  treatments:\n    class: treatment\n    fields:\n      energy_j: { type: number }\n      notes: { type: text, phi: true }\n";
+
+/// A fixture with the schema applied and one treatment written by the operator.
+fn with_a_record() -> Fixture {
+    let fx = Fixture::new();
+    let schema = fx.file("records.yaml", SCHEMA);
+    run(fx.admin().args(["records", "schema", "apply"]).arg(&schema)).ok();
+    run(fx.operator().args([
+        "records",
+        "put",
+        "treatments",
+        "t-1",
+        "--json",
+        r#"{"energy_j": 1.5, "notes": "tolerated well"}"#,
+    ]))
+    .ok();
+    fx
+}
+
+/// The fixture's database, opened with its `database` key, as an outsider holding that key
+/// could.
+fn database(fx: &Fixture) -> warden_store::db::Database {
+    let key: Key32 = fx.key(Purpose::Database);
+    warden_store::db::Database::open(&fx.data_dir.join("state/warden.db"), &key).unwrap()
+}
+
+fn tamper(fx: &Fixture, sql: &str) {
+    database(fx).conn().execute_batch(sql).unwrap();
+}
+
+/// A new audit epoch (here by rotating the `audit` key; also daily by default) leaves older
+/// records where the box cannot authenticate their events without the auditor's key: they are
+/// matched all the same and reported apart, not as damage; with the auditor's key everything
+/// verifies from genesis.
+/// Verifies: V57
+#[test]
+fn records_verify_stays_ok_across_epochs_and_the_auditor_s_key_covers_them() {
+    let fx = with_a_record();
+    run(fx.admin().args(["keys", "rotate", "audit"])).ok();
+    let out = run(fx.auditor().args(["records", "verify"]));
+    out.ok();
+    let text = out.stdout_text();
+    assert!(text.contains("records: OK, 1 versions"), "{text}");
+    // The version and the schema's version 1.
+    assert!(
+        text.contains("2 versions, signatures and schema versions were recorded in earlier epochs"),
+        "{text}"
+    );
+    let out = run(fx
+        .auditor()
+        .arg("--auditor-passphrase-file")
+        .arg(fx.path("auditor-passphrase"))
+        .args(["records", "verify", "--auditor-key"])
+        .arg(fx.auditor_key()));
+    out.ok();
+    let text = out.stdout_text();
+    assert!(text.contains("records: OK"), "{text}");
+    assert!(!text.contains("earlier epochs"), "{text}");
+    // A changed version is still named, in whichever epoch its event lies.
+    tamper(
+        &fx,
+        "UPDATE record_versions SET fields = '{\"energy_j\":9.0}' WHERE record_id = 't-1'",
+    );
+    run(fx.auditor().args(["records", "verify"]))
+        .expect_code(3)
+        .stderr_has(&["damaged"]);
+}
+
+/// Declassifying a collection in the stored schema (so that new PHI would be stored in clear)
+/// is named: each schema version is matched with its `records.schema` event.
+#[test]
+fn a_schema_changed_in_the_database_is_named_by_records_verify() {
+    let fx = with_a_record();
+    // Made consistent in the table: the document's own SHA-256 is recomputed.
+    let db = database(&fx);
+    let document: String = db
+        .conn()
+        .query_row(
+            "SELECT document FROM records_schema WHERE version = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let forged = document.replace("\"phi\":true", "\"phi\":false");
+    assert_ne!(forged, document);
+    db.conn()
+        .execute(
+            "UPDATE records_schema SET document = ?1, sha256 = ?2 WHERE version = 1",
+            rusqlite::params![forged, openssl::sha::sha256(forged.as_bytes()).to_vec()],
+        )
+        .unwrap();
+    drop(db);
+    let out = run(fx.auditor().args(["records", "verify"]));
+    out.expect_code(3);
+    let text = out.stdout_text();
+    assert!(
+        text.contains("records_schema/schema version 1: changed"),
+        "{text}"
+    );
+}
+
+/// A role changed in the `users` table alone does not grant that role: the person's key slot
+/// says which role it was made for.
+#[test]
+fn a_role_changed_in_the_database_alone_is_refused_as_damage() {
+    let fx = with_a_record();
+    tamper(
+        &fx,
+        "UPDATE users SET role = 'administrator' WHERE username = 'olga'",
+    );
+    run(fx.operator().args(["user", "list"]))
+        .expect_code(3)
+        .stderr_has(&["olga is administrator", "changed outside warden"]);
+}
+
+/// A person's slot whose key wrap was changed is damage (exit code 3), not a failed sign-in.
+#[test]
+fn a_damaged_wrap_in_a_person_s_slot_is_named_as_damage() {
+    use base64::Engine as _;
+    let fx = with_a_record();
+    let path = fx.data_dir.join("keyslots.json");
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let slot = doc["slots"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|s| s["holder"] == "operator")
+        .unwrap();
+    let wrap = &mut slot["wraps"][0]["wrap"];
+    let mut bytes = base64::engine::general_purpose::STANDARD
+        .decode(wrap.as_str().unwrap())
+        .unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    *wrap = base64::engine::general_purpose::STANDARD
+        .encode(bytes)
+        .into();
+    std::fs::remove_file(&path).unwrap();
+    support::write_private(&path, serde_json::to_string(&doc).unwrap().as_bytes());
+    run(fx
+        .warden_without_passphrase()
+        .args(["--as", "olga", "--password-file"])
+        .arg(fx.path("olga-password"))
+        .args(["records", "get", "treatments", "t-1"]))
+    .expect_code(3)
+    .stderr_has(&["keyslots.json"]);
+}
