@@ -308,6 +308,8 @@ def test_people_sign_in_with_their_own_key_slots_without_the_master_passphrase(s
     exported = again.audit_export(setup["tmp"] / "after.jsonl")
     assert exported["ok"]
     rows = [json.loads(l) for l in (setup["tmp"] / "after.jsonl").read_text().splitlines()[1:]]
-    refused = [r for r in rows if r["action"] == "login.cli" and r["outcome"] == "failure"]
+    # audra's and tess's refusals from this test (made with no key open, recorded late).
+    refused = [r for r in rows if r["action"] == "login.cli" and r["outcome"] == "failure"
+               and r["subject"] in ("user:audra", "user:tess")]
     reasons = [json.loads(r["details"]).get("reason") for r in refused]
     assert "no_key_slot" in reasons and "bad_password" in reasons, reasons

@@ -238,6 +238,29 @@ impl DataDir {
         self.root.join(SECURITY_FILE).symlink_metadata().is_ok()
     }
 
+    /// Whether the `security.json` beside `keyslots.json` is the one `slots` was converted
+    /// from: each of its four key checks is the check of that key's current or next version
+    /// in `slots` (the checks are the same in both formats). Needs no secret.
+    pub fn security_file_matches(&self, slots: &SlotFile) -> Result<bool, DataDirError> {
+        let path = self.root.join(SECURITY_FILE);
+        let bytes = fsx::read_private(&path, SECURITY_FILE_LIMIT)?;
+        let Ok(security) = SecurityFile::parse(&bytes) else {
+            return Ok(false);
+        };
+        Ok(Purpose::ALL.iter().all(|purpose| {
+            let (Some(entry), Some(info)) =
+                (security.purposes.get(purpose), slots.keys.get(purpose))
+            else {
+                return false;
+            };
+            entry.key_check == info.check
+                || info
+                    .next
+                    .as_ref()
+                    .is_some_and(|n| n.check == entry.key_check)
+        }))
+    }
+
     pub fn remove_security(&self, _lock: &SlotLock) -> Result<(), DataDirError> {
         let path = self.root.join(SECURITY_FILE);
         match std::fs::remove_file(&path) {

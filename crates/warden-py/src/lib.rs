@@ -139,6 +139,9 @@ fn lock(state: &Shared) -> MutexGuard<'_, State> {
 impl From<KeyOpError> for Failure {
     fn from(err: KeyOpError) -> Self {
         use warden_core::keyslots::KeySlotError;
+        if let KeyOpError::Store(inner) = err {
+            return inner.into();
+        }
         let class = match &err {
             KeyOpError::DataDir(DataDirError::Slots {
                 source: KeySlotError::WrongSecret(_),
@@ -150,7 +153,16 @@ impl From<KeyOpError> for Failure {
                 ..
             }) => "WrongPassphrase",
             KeyOpError::NotCarried(_) => "AccessDenied",
-            KeyOpError::RoleMismatch { .. } => "IntegrityError",
+            KeyOpError::UsersTableChanged { .. }
+            | KeyOpError::Slots(KeySlotError::Damaged { .. } | KeySlotError::Malformed(_))
+            | KeyOpError::DataDir(DataDirError::Slots {
+                source: KeySlotError::Damaged { .. } | KeySlotError::Malformed(_),
+                ..
+            }) => "IntegrityError",
+            KeyOpError::Authorization(_) | KeyOpError::Slots(KeySlotError::NotCarried(_)) => {
+                "AccessDenied"
+            }
+            KeyOpError::WrongDatabaseKey(_) => "WrongPassphrase",
             KeyOpError::Identity(_) => "AuthenticationError",
             _ => "StorageError",
         };
@@ -273,8 +285,19 @@ impl Vault {
                     UserSlot::NoSlot => return Err(failed("no_key_slot")),
                     UserSlot::Refused => return Err(failed("bad_password")),
                 };
-                let holder = unlocked.holder;
+                let (holder, slot_id) = (unlocked.holder, unlocked.slot_id.clone());
                 let (mut store, keys) = keys::open_store(&self.dir, unlocked.keys)?;
+                // A pending change that did not commit (a password reset cut short) may have
+                // taken the slot away again: then the password it opened is no longer valid.
+                if self
+                    .dir
+                    .read_slots()
+                    .map_err(KeyOpError::from)?
+                    .slot(&slot_id)
+                    .is_none()
+                {
+                    return Err(failed("bad_password"));
+                }
                 let user = store.identity.authenticate_operator_with(
                     &mut store.db,
                     SignInChannel::Cli,
@@ -286,7 +309,7 @@ impl Vault {
                     code,
                     UnixMs::now(),
                 )?;
-                keys::check_holder(&user, holder)?;
+                keys::check_holder(&mut store, &user, holder)?;
                 let state = Arc::new(Mutex::new(State {
                     dir: self.dir.clone(),
                     store,
@@ -643,6 +666,7 @@ fn verdict_json(verdict: &warden_records::verify::RecordsVerdict) -> Value {
         "ok": verdict.is_ok(),
         "versions": verdict.versions,
         "signatures": verdict.signatures,
+        "earlier_epochs": verdict.earlier_epochs,
         "summary": verdict.summary(),
         "damage": verdict.damage.iter().map(|d| json!({
             "collection": d.collection, "id": d.record_id, "version": d.version,
@@ -726,7 +750,9 @@ impl Playback {
         let result = if size < 0 {
             reader.read_to_end(&mut out).map(|_| ())
         } else {
-            out.resize(size as usize, 0);
+            // At most 16 MiB per call (a read may return less): a huge size is not an
+            // allocation that aborts the process.
+            out.resize((size as usize).min(16 << 20), 0);
             let mut filled = 0;
             loop {
                 match reader.read(&mut out[filled..]) {

@@ -167,9 +167,10 @@ impl RecordsVerdict {
 
 type Key = (String, String, u64, Option<(String, String)>);
 
-/// A schema version, named like a record in findings: `records_schema/schema version N`.
+/// A schema version, named like a record in findings: `(schema)/records version N` — a
+/// collection name no schema can declare, so no record shares its key.
 fn schema_key(version: u64) -> Key {
-    ("records_schema".into(), "schema".into(), version, None)
+    ("(schema)".into(), "records".into(), version, None)
 }
 
 /// Checks the chain and every stored version and signature against it (no audit event of its

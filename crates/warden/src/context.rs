@@ -523,7 +523,7 @@ impl<'a> Context<'a> {
                     },
                     permission,
                 )?;
-                keys::check_holder(&user, holder)?;
+                keys::check_holder(&mut store, &user, holder)?;
                 self.keys = Some(ring);
                 Ok((store, user))
             }

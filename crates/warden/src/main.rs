@@ -160,7 +160,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if find::<crate::cmd::records::RecordsDamaged>(err).is_some()
         || matches!(
             find::<warden_store::keys::KeyOpError>(err),
-            Some(warden_store::keys::KeyOpError::RoleMismatch { .. })
+            Some(warden_store::keys::KeyOpError::UsersTableChanged { .. })
         )
     {
         return exit::DAMAGED;
@@ -232,7 +232,7 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
     if let Some(KeyringError::WrongPassphrase(_)) = find::<KeyringError>(err) {
         return Some("nothing was read or written; check which passphrase source was used (--passphrase-file, --passphrase-fd, $WARDEN_PASSPHRASE, or the prompt)");
     }
-    if let Some(KeySlotError::WrongSecret(what)) = find::<KeySlotError>(err) {
+    if let Some(KeySlotError::WrongSecret(what)) = key_slot_error(err) {
         return Some(match *what {
             "master passphrase" => "nothing was read or written; check which passphrase source was used (--passphrase-file, --passphrase-fd, $WARDEN_PASSPHRASE, or the prompt)",
             "recovery key" => "check the file given with --recovery-key-file (8 groups of 8 hex digits)",

@@ -225,4 +225,24 @@ fn a_conversion_cut_after_settling_removes_security_json_at_the_next_open() {
     .stdout_text();
     let upgrades = export.matches("\"keys.upgrade\"").count();
     assert_eq!(upgrades, 1, "keys.upgrade recorded {upgrades} times");
+
+    // Another security.json (its key checks are not keyslots.json's) is never deleted: it may
+    // hold the only copy of older keys.
+    let mut other: serde_json::Value = serde_json::from_slice(&security).unwrap();
+    other["purposes"]["recordings"]["key_check"] = base64_of_zeros().into();
+    std::fs::write(&path, serde_json::to_vec(&other).unwrap()).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    run(fx
+        .signed_in(&mut fx.warden(), "olga")
+        .args(["vault", "open", "--force"])
+        .arg(fx.data_dir.join("legacy-vault.sealed"))
+        .arg(&opened))
+    .expect_code(1)
+    .stderr_has(&["holds other keys than keyslots.json"]);
+    assert!(path.exists());
+}
+
+fn base64_of_zeros() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode([0u8; 32])
 }

@@ -72,9 +72,14 @@ fn records_verify_stays_ok_across_epochs_and_the_auditor_s_key_covers_them() {
         &fx,
         "UPDATE record_versions SET fields = '{\"energy_j\":9.0}' WHERE record_id = 't-1'",
     );
-    run(fx.auditor().args(["records", "verify"]))
-        .expect_code(3)
-        .stderr_has(&["damaged"]);
+    let out = run(fx.auditor().args(["records", "verify"]));
+    out.expect_code(3).stderr_has(&["damaged"]);
+    assert!(
+        out.stdout_text()
+            .contains("treatments/t-1 version 1: changed"),
+        "{}",
+        out.stdout_text()
+    );
 }
 
 /// Declassifying a collection in the stored schema (so that new PHI would be stored in clear)
@@ -105,7 +110,7 @@ fn a_schema_changed_in_the_database_is_named_by_records_verify() {
     out.expect_code(3);
     let text = out.stdout_text();
     assert!(
-        text.contains("records_schema/schema version 1: changed"),
+        text.contains("(schema)/records version 1: changed"),
         "{text}"
     );
 }
@@ -122,6 +127,41 @@ fn a_role_changed_in_the_database_alone_is_refused_as_damage() {
     run(fx.operator().args(["user", "list"]))
         .expect_code(3)
         .stderr_has(&["olga is administrator", "changed outside warden"]);
+    assert_eq!(mismatches(&fx), 1);
+}
+
+/// How many sign-ins were refused because the users table disagreed with a key slot.
+fn mismatches(fx: &Fixture) -> i64 {
+    database(fx)
+        .conn()
+        .query_row(
+            "SELECT count(*) FROM audit_events WHERE action = 'keys.slot.mismatch'
+             AND outcome = 'failure'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// The same through the master passphrase, which checks passwords against the stored hashes:
+/// another person's hash copied into a row opens nothing, because the password must also open
+/// the person's own key slot.
+#[test]
+fn a_password_hash_copied_into_another_row_opens_nothing_even_with_the_master_passphrase() {
+    let fx = with_a_record();
+    tamper(
+        &fx,
+        "UPDATE users SET password_phc = (SELECT password_phc FROM users WHERE username = 'admin')
+         WHERE username = 'olga'",
+    );
+    run(fx
+        .warden()
+        .args(["--as", "olga", "--password-file"])
+        .arg(fx.admin_password_file())
+        .args(["records", "get", "treatments", "t-1"]))
+    .expect_code(3)
+    .stderr_has(&["does not open their key slot", "changed outside warden"]);
+    assert_eq!(mismatches(&fx), 1);
 }
 
 /// A person's slot whose key wrap was changed is damage (exit code 3), not a failed sign-in.

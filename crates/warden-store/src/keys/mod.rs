@@ -82,12 +82,8 @@ pub enum KeyOpError {
     Busy(Purpose),
     #[error("the `phi` key is not rotated: each record version's hash, recorded in the audit chain, covers its PHI sealed under this key, so re-sealing would break the evidence (docs/records.md, \"Limits\")")]
     PhiNotRotated,
-    #[error("the database says {user} is {role}, but their key slot holds the keys of `{holder}`: the users table was changed outside warden (restore it from a backup, or have an administrator set the role again)")]
-    RoleMismatch {
-        user: String,
-        role: warden_core::rbac::Role,
-        holder: &'static str,
-    },
+    #[error("{user}: {what}: the users table was changed outside warden (restore the database from a backup; the refusal is in the audit chain as keys.slot.mismatch)")]
+    UsersTableChanged { user: String, what: String },
     #[error("{0}")]
     Refused(String),
     #[error("{path}")]
@@ -110,17 +106,44 @@ impl From<rusqlite::Error> for KeyOpError {
 /// must be the role their slot was made for. A role changed in the database alone (by anyone
 /// holding the `database` key) would otherwise grant that role's permissions.
 pub fn check_holder(
+    store: &mut Store,
     user: &crate::identity::AuthenticatedUser,
     holder: warden_core::keyslots::Holder,
 ) -> Result<(), KeyOpError> {
     if holder == warden_core::keyslots::Holder::Role(user.role()) {
         return Ok(());
     }
-    Err(KeyOpError::RoleMismatch {
+    let what = format!(
+        "the database says {} is {}, but their key slot holds the keys of `{}`",
+        user.username(),
+        user.role(),
+        holder.name()
+    );
+    Err(users_table_changed(store, user, what))
+}
+
+/// The refusal of a sign-in whose database row disagrees with the person's key slot: recorded
+/// as `keys.slot.mismatch` (failure) after the sign-in's own event, then returned.
+pub(crate) fn users_table_changed(
+    store: &mut Store,
+    user: &crate::identity::AuthenticatedUser,
+    what: String,
+) -> KeyOpError {
+    let event = warden_core::audit::NewEvent::new(
+        crate::audit::timestamp_now(),
+        user.username(),
+        "keys.slot.mismatch",
+        format!("user:{}", user.username()),
+        warden_core::audit::Outcome::Failure,
+    )
+    .with_details(serde_json::json!({ "role": user.role().name(), "reason": what }));
+    if let Err(err) = store.append(vec![event]) {
+        tracing::warn!("the refusal could not be recorded: {err}");
+    }
+    KeyOpError::UsersTableChanged {
         user: user.username().to_owned(),
-        role: user.role(),
-        holder: holder.name(),
-    })
+        what,
+    }
 }
 
 /// Records, inside the transaction that commits a change, that the key-slot change `txid`

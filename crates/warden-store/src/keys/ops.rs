@@ -334,9 +334,22 @@ pub fn ensure_user_slot(
     if role == Role::Technician {
         return Ok(ring);
     }
-    let file = dir.read_slots()?;
-    if file.slots_of(&file.user(user.username())).next().is_some() {
-        return Ok(ring);
+    // A person who has a slot: the password checked against the stored hash must also open
+    // it, and the slot must be for the role the database says — else the users table was
+    // changed by someone holding the `database` key.
+    match unlock_user(dir, user.username(), password)? {
+        UserSlot::Opened(unlocked, _) => {
+            super::check_holder(store, user, unlocked.holder)?;
+            return Ok(ring);
+        }
+        UserSlot::Refused => {
+            return Err(super::users_table_changed(
+                store,
+                user,
+                "their password matches the stored hash but does not open their key slot".into(),
+            ))
+        }
+        UserSlot::NoSlot => {}
     }
     let kdf = user_kdf(store);
     let name = user.username().to_owned();

@@ -119,7 +119,15 @@ pub(super) fn finish_interrupted(dir: &DataDir, store: &mut Store) -> Result<(),
         file.generation += 1;
         dir.write_slots(&lock, &file)?;
     }
-    if file.pending.is_none() {
+    if file.pending.is_none() && dir.has_security_file() {
+        // Only the file this directory was converted from goes; any other (a format-1 backup
+        // restored beside key slots, say) may hold the only copy of older keys: say so.
+        if !dir.security_file_matches(&file)? {
+            return Err(KeyOpError::Refused(format!(
+                "{}: security.json holds other keys than keyslots.json (a format-1 backup restored beside key slots?); move it out of the data directory, then try again",
+                dir.root().display()
+            )));
+        }
         dir.remove_security(&lock)?;
     }
     Ok(())

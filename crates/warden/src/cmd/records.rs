@@ -357,7 +357,9 @@ pub fn run(cmd: &RecordsCommand, ctx: &mut Context<'_>) -> Result<()> {
                     exported
                 }
             };
-            eprint!(
+            // Not `eprint!`: a full or closed standard error must not hide the exit code.
+            let _ = write!(
+                io::stderr(),
                 "exported {} versions\n{}",
                 exported.versions,
                 exported.verdict.summary()
