@@ -222,7 +222,9 @@ class Recording:
         if kind is None:
             self.close()
         else:
-            self.abandon(f"{kind.__name__}: {value}")
+            # The exception's class only: its message may carry PHI, and the reason goes to the
+            # audit chain (and the SIEM).
+            self.abandon(kind.__name__)
 
 
 class Playback:

@@ -138,6 +138,8 @@ impl RecordingWriter {
 
     /// Gives the recording up: nothing appears at its path; the attempt is audited.
     pub fn abandon(self, store: &mut Store, why: &str) -> Result<(), RecordsError> {
+        // The reason is the application's text: at most 200 characters reach the trail.
+        let why: String = why.chars().take(200).collect();
         let event = self
             .by
             .event("vault.seal", path_text(&self.path), Outcome::Failure)

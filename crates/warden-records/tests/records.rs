@@ -642,6 +642,23 @@ fn a_recording_is_sealed_as_it_is_written_and_plays_back() {
     reader.read_to_end(&mut back).unwrap();
     assert_eq!(back.len(), 300_000);
     assert_eq!(&back[..30_000], &frame[..]);
+
+    // Given up: nothing at the path, the attempt audited with a bounded reason.
+    let by = olga
+        .require(&mut store, Permission::VaultSeal, "vault.seal")
+        .unwrap();
+    let other = env.dir.path().join("t-2.video.sealed");
+    let mut writer = RecordingWriter::create(&by, &key, &other, false).unwrap();
+    writer.write(&frame).unwrap();
+    writer.abandon(&mut store, &"x".repeat(10_000)).unwrap();
+    assert!(!other.exists());
+    let event = env
+        .audit()
+        .into_iter()
+        .rfind(|r| r.action == "vault.seal")
+        .unwrap();
+    assert_eq!(event.outcome, "failure");
+    assert_eq!(details(&event)["error"].as_str().unwrap().len(), 200);
 }
 
 #[test]
