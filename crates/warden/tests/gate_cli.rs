@@ -766,21 +766,11 @@ const UNGATED: &[(&str, &str)] = &[
 ];
 
 fn events_after(fx: &Fixture, seq: u64) -> Vec<StoredRow> {
-    let db = warden_store::Database::open(
-        &fx.data_dir.join(warden_store::DB_FILE),
-        &fx.key(Purpose::Database),
-    )
-    .unwrap();
-    warden_store::audit::read_rows(&db, seq + 1, None).unwrap()
+    warden_store::audit::read_rows(&fx.database(), seq + 1, None).unwrap()
 }
 
 fn last_seq(fx: &Fixture) -> u64 {
-    let db = warden_store::Database::open(
-        &fx.data_dir.join(warden_store::DB_FILE),
-        &fx.key(Purpose::Database),
-    )
-    .unwrap();
-    warden_store::audit::last_seq(&db).unwrap()
+    warden_store::audit::last_seq(&fx.database()).unwrap()
 }
 
 fn hostile_env(cmd: &mut Command) -> &mut Command {

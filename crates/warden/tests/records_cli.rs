@@ -6,8 +6,6 @@
 mod support;
 
 use support::{run, Fixture};
-use warden_core::keyring::Purpose;
-use warden_core::secret::Key32;
 
 const SCHEMA: &[u8] = b"format: warden-records-schema\ncollections:\n  patients:\n    class: phi\n    fields:\n      mrn: { type: text, required: true }\n  treatments:\n    class: treatment\n    fields:\n      energy_j: { type: number }\n      notes: { type: text, phi: true }\n";
 
@@ -28,15 +26,9 @@ fn with_a_record() -> Fixture {
     fx
 }
 
-/// The fixture's database, opened with its `database` key, as an outsider holding that key
-/// could.
-fn database(fx: &Fixture) -> warden_store::db::Database {
-    let key: Key32 = fx.key(Purpose::Database);
-    warden_store::db::Database::open(&fx.data_dir.join("state/warden.db"), &key).unwrap()
-}
-
+/// Runs SQL on the fixture's database, as an outsider holding the `database` key could.
 fn tamper(fx: &Fixture, sql: &str) {
-    database(fx).conn().execute_batch(sql).unwrap();
+    fx.database().conn().execute_batch(sql).unwrap();
 }
 
 /// A new audit epoch (here by rotating the `audit` key; also daily by default) leaves older
@@ -88,7 +80,7 @@ fn records_verify_stays_ok_across_epochs_and_the_auditor_s_key_covers_them() {
 fn a_schema_changed_in_the_database_is_named_by_records_verify() {
     let fx = with_a_record();
     // Made consistent in the table: the document's own SHA-256 is recomputed.
-    let db = database(&fx);
+    let db = fx.database();
     let document: String = db
         .conn()
         .query_row(
@@ -132,7 +124,7 @@ fn a_role_changed_in_the_database_alone_is_refused_as_damage() {
 
 /// How many sign-ins were refused because the users table disagreed with a key slot.
 fn mismatches(fx: &Fixture) -> i64 {
-    database(fx)
+    fx.database()
         .conn()
         .query_row(
             "SELECT count(*) FROM audit_events WHERE action = 'keys.slot.mismatch'

@@ -64,17 +64,7 @@ pub fn convert(dir: &DataDir, passphrase: &Passphrase) -> Result<(DataDir, KeyRi
     file.set_pending(pending.clone())?;
     dir.write_slots(&lock, &file)?;
     let signing = warden_core::signing::CheckpointSigner::from_seed(ring.get(Purpose::Signing));
-    let event = NewEvent::new(
-        crate::audit::timestamp_now(),
-        MASTER_PASSPHRASE_ACTOR,
-        ACTION,
-        "keyslots",
-        Outcome::Success,
-    )
-    .with_details(json!({
-        "from_format": 1,
-        "to_format": 2,
-        "reencrypted": false,
+    let event = upgrade_event(json!({
         "master_kdf": kdf.describe(),
         "checkpoint_key_id": hex::encode(warden_core::signing::key_id(&signing.public_key())),
     }));
@@ -85,6 +75,22 @@ pub fn convert(dir: &DataDir, passphrase: &Passphrase) -> Result<(DataDir, KeyRi
     dir.remove_security(&lock)?;
     drop(lock);
     Ok((DataDir::open(dir.root())?, ring))
+}
+
+/// The `keys.upgrade` event, by the master passphrase, with `extra` details.
+fn upgrade_event(extra: serde_json::Value) -> NewEvent {
+    let mut details = json!({ "from_format": 1, "to_format": 2, "reencrypted": false });
+    if let (Some(all), serde_json::Value::Object(extra)) = (details.as_object_mut(), extra) {
+        all.extend(extra);
+    }
+    NewEvent::new(
+        crate::audit::timestamp_now(),
+        MASTER_PASSPHRASE_ACTOR,
+        ACTION,
+        "keyslots",
+        Outcome::Success,
+    )
+    .with_details(details)
 }
 
 /// A conversion interrupted before it finished: before its commit (the slot file says it is
@@ -100,19 +106,7 @@ pub(super) fn finish_interrupted(dir: &DataDir, store: &mut Store) -> Result<(),
     let mut file = dir.read_slots()?;
     if let Some(pending) = file.pending.clone().filter(|p| p.action == ACTION) {
         if !committed(&store.db, &pending.txid_bytes())? {
-            let event = NewEvent::new(
-                crate::audit::timestamp_now(),
-                MASTER_PASSPHRASE_ACTOR,
-                ACTION,
-                "keyslots",
-                Outcome::Success,
-            )
-            .with_details(json!({
-                "from_format": 1,
-                "to_format": 2,
-                "reencrypted": false,
-                "finished_after_interruption": true,
-            }));
+            let event = upgrade_event(json!({ "finished_after_interruption": true }));
             commit_event(store, &pending, event)?;
         }
         file.settle_committed();

@@ -429,6 +429,16 @@ impl Fixture {
             .clone()
     }
 
+    /// The fixture's database, opened with its `database` key (as anyone holding that key
+    /// could, to look at rows or to change them behind warden's back).
+    pub fn database(&self) -> warden_store::Database {
+        warden_store::Database::open(
+            &self.data_dir.join(warden_store::DB_FILE),
+            &self.key(Purpose::Database),
+        )
+        .expect("open the fixture's database")
+    }
+
     /// The recovery key file `init` wrote.
     pub fn recovery_key_file(&self) -> PathBuf {
         self.path(RECOVERY_KEY_FILE)
