@@ -9,7 +9,8 @@
 # Knobs: CARDS (default 2000), CONCURRENCY (space-separated list; default "10 200"),
 # TLS (1.2 or 1.3; default 1.2), SCRIPTS_PER_CARD (default 3), REDELIVERY (allowed|forbidden),
 # PERF=FILE: run the server under `perf record` (cpu-clock samples, DWARF call graphs) and write
-# the flat profile of the last campaign to FILE.
+# the flat profile of the last campaign to FILE; BIN=PATH: use this warden binary instead of
+# building one (to compare two builds in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BASE="${1:-/tmp}"
@@ -21,8 +22,12 @@ SCRIPTS_PER_CARD="${SCRIPTS_PER_CARD:-3}"
 REDELIVERY="${REDELIVERY:-allowed}"
 PORT="${PORT:-18463}"
 ulimit -n "$(ulimit -Hn)"
-cargo build --release -q -p warden
-W="$PWD/target/release/warden"
+if [ -n "${BIN:-}" ]; then
+  W="$(realpath "$BIN")"
+else
+  cargo build --release -q -p warden
+  W="$PWD/target/release/warden"
+fi
 mkdir -p "$DIR"
 SERVER_PID=""
 cleanup() {
@@ -68,7 +73,7 @@ for C in $CONCURRENCY; do
     perf record -q -o perf.data -F 1999 -e cpu-clock --call-graph dwarf,32768 -- \
       "${WARDEN[@]}" ota serve --allow-plain-config --config ota.yaml 2>server.log &
     PERF_PID=$!
-    for _ in $(seq 100); do SERVER_PID=$(pgrep -P "$PERF_PID" -x warden || true); [ -n "$SERVER_PID" ] && break; sleep 0.05; done
+    for _ in $(seq 100); do SERVER_PID=$(pgrep -P "$PERF_PID" || true); [ -n "$SERVER_PID" ] && break; sleep 0.05; done
   else
     WARDEN_LOG=warden_ota::store=info "${WARDEN[@]}" ota serve --allow-plain-config --config ota.yaml 2>server.log &
     SERVER_PID=$!

@@ -7,8 +7,13 @@
 //! (`synchronous = FULL`). Under load, many sessions share one fsync.
 //!
 //! Audit events go through [`JobCtx::audit`], inside the same transaction as the change they
-//! describe.
+//! describe: the batch collects its jobs' events (a failed job's are dropped with its
+//! savepoint) and appends them to the chain in one go before the commit (or before a job whose
+//! caller waits, which may read them), so the chain's head is checked and rewritten once per
+//! transaction, not once per job. If an append fails, the whole transaction is rolled back and
+//! every job of the batch fails.
 
+use std::cell::RefCell;
 use std::sync::mpsc;
 
 use rusqlite::Transaction;
@@ -32,17 +37,18 @@ impl From<OtaStoreError> for StoreFailure {
     }
 }
 
-/// What a job can use besides the transaction: the batch's audited transaction (its events
-/// commit with the job's changes) and the `database` key.
+/// What a job can use besides the transaction: the batch's audit events (they commit with the
+/// job's changes) and the `database` key.
 pub struct JobCtx<'a> {
-    audited: &'a AuditedTx<'a>,
+    events: RefCell<Vec<NewEvent>>,
     db_key: &'a Key32,
 }
 
 impl JobCtx<'_> {
-    /// Appends audit events in the job's transaction (`tx` is that transaction).
+    /// Records audit events in the job's transaction (`tx` is that transaction): they are
+    /// appended to the chain before it commits, and dropped if the job fails.
     pub fn audit(&self, _tx: &Transaction<'_>, events: Vec<NewEvent>) -> Result<(), OtaStoreError> {
-        self.audited.audit(events)?;
+        self.events.borrow_mut().extend(events);
         Ok(())
     }
 
@@ -311,7 +317,7 @@ fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit: AuditLog
             }
         };
         let ctx = JobCtx {
-            audited: &tx,
+            events: RefCell::new(Vec::new()),
             db_key: &db_key,
         };
         // Jobs run as they arrive. The transaction commits as soon as a job has a caller
@@ -320,9 +326,15 @@ fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit: AuditLog
         let deadline = std::time::Instant::now() + DEFER;
         let mut completions = Vec::new();
         let mut urgent = false;
+        let mut failure = None;
         let mut next = Some(first);
         while let Some(job) = next.take() {
             urgent |= job.urgent;
+            if job.urgent && failure.is_none() {
+                // A waiting caller may read the chain: the records of the jobs before it go
+                // in first.
+                failure = append(&tx, &ctx).err();
+            }
             completions.push(run_job(&tx, &ctx, job));
             if completions.len() >= MAX_BATCH {
                 break;
@@ -337,15 +349,29 @@ fn run(mut db: Database, rx: mpsc::Receiver<Job>, db_key: Key32, audit: AuditLog
         }
         jobs += completions.len() as u64;
         commits += 1;
-        let commit = tx
-            .commit()
-            .err()
-            .map(|e| StoreFailure(format!("commit failed: {e}")));
+        let commit = match failure.or_else(|| append(&tx, &ctx).err()) {
+            None => tx
+                .commit()
+                .err()
+                .map(|e| StoreFailure(format!("commit failed: {e}"))),
+            // Dropping the transaction rolls every job of the batch back.
+            Some(failure) => Some(failure),
+        };
         for completion in completions {
             completion(commit.as_ref());
         }
     }
     tracing::info!(jobs, commits, "database thread stopped");
+}
+
+/// Appends the audit records the batch's jobs have made so far to the chain.
+fn append(tx: &AuditedTx<'_>, ctx: &JobCtx<'_>) -> Result<(), StoreFailure> {
+    tx.audit(ctx.events.take()).map(drop).map_err(|e| {
+        StoreFailure(format!(
+            "audit append failed, nothing committed: {}",
+            report(&e)
+        ))
+    })
 }
 
 /// Runs one job in its own savepoint (rolled back alone if the job fails).
@@ -356,10 +382,12 @@ fn run_job(tx: &Transaction<'_>, ctx: &JobCtx<'_>, job: Job) -> Completion {
             tracing::error!(error = %failure, "store job skipped");
         });
     }
+    let audited = ctx.events.borrow().len();
     let (ok, completion) = (job.work)(tx, ctx);
     let end = if ok {
         savepoint(tx, "RELEASE job")
     } else {
+        ctx.events.borrow_mut().truncate(audited);
         savepoint(tx, "ROLLBACK TO job").and_then(|()| savepoint(tx, "RELEASE job"))
     };
     if let Err(e) = end {
@@ -400,7 +428,16 @@ mod tests {
         });
         let bad = store.call(|tx, ctx| {
             warden_store::ota::add_key(tx, ctx.db_key(), "card-2", &[3; 16], false)?;
-            // Fails after a write: the write must be rolled back.
+            ctx.audit(
+                tx,
+                vec![audit_event(
+                    "admin",
+                    "ota.key.add",
+                    "card-2",
+                    Outcome::Success,
+                )],
+            )?;
+            // Fails after a write and its record: both must be rolled back.
             warden_store::ota::add_key(tx, ctx.db_key(), "card-1", &[3; 16], false)?;
             Ok(())
         });
@@ -422,7 +459,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert_eq!(audited, 1);
+        assert_eq!(audited, 1, "the failed job's record went with it");
         let s2 = store.clone();
         let n = tokio::task::spawn_blocking(move || {
             s2.call_blocking(|tx, _| Ok(warden_store::ota::list_cards(tx)?.len()))
@@ -431,5 +468,46 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(n, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_rolls_back_the_whole_batch() {
+        let (_dir, store) = open();
+        // A head that claims rows that are not there: the next append refuses.
+        store
+            .call(|tx, _| {
+                tx.execute("UPDATE audit_state SET next_seq = next_seq + 5", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let quiet = store.call(|tx, ctx| {
+            warden_store::ota::add_key(tx, ctx.db_key(), "card-1", &[3; 16], false)?;
+            Ok(())
+        });
+        let audited = store.call(|tx, ctx| {
+            warden_store::ota::add_key(tx, ctx.db_key(), "card-2", &[3; 16], false)?;
+            ctx.audit(
+                tx,
+                vec![audit_event(
+                    "admin",
+                    "ota.key.add",
+                    "card-2",
+                    Outcome::Success,
+                )],
+            )
+        });
+        let (quiet, audited) = tokio::join!(quiet, audited);
+        let err = audited.unwrap_err().0;
+        assert!(err.contains("audit append failed"), "{err}");
+        let cards = store
+            .call(|tx, _| warden_store::ota::list_cards(tx))
+            .await
+            .unwrap();
+        // The job without a record shared the batch or committed before it: never card-2.
+        assert!(cards.iter().all(|c| c.identity != "card-2"), "{cards:?}");
+        if quiet.is_err() {
+            assert!(cards.is_empty());
+        }
     }
 }

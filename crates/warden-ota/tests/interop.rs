@@ -7,6 +7,7 @@
 mod support;
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use warden_ota::admin::Redelivery;
@@ -279,5 +280,65 @@ async fn gnutls_psk_gets_the_first_script_and_wrong_keys_are_refused() {
     );
     let out = run(cli("nobody", KEY_HEX), opening_post(port)).await;
     assert!(out.contains("[115]"), "{out}");
+    t.stop().await;
+}
+
+/// A session is never resumed: the server issues no ticket (TLS 1.2 or 1.3) and keeps no
+/// session cache, so every connection proves the card's current PSK. A resumed TLS 1.2
+/// session would skip the PSK lookup, letting a card whose key was removed back in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_never_resumed() {
+    if !have("openssl") {
+        return;
+    }
+    let t = server(false).await;
+    let port = t.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let client = |extra: &[&str]| {
+        let mut c = Command::new("timeout");
+        c.args(["60", "openssl", "s_client", "-connect"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args(["-psk_identity", CARD, "-psk", KEY_HEX, "-ign_eof"])
+            .args(extra);
+        c
+    };
+    // With and without the ticket extension: resumption by ticket, then by session id.
+    for tickets in [&[][..], &["-no_ticket"][..]] {
+        let saved = dir.path().join(format!("tls12{}.pem", tickets.len()));
+        let saved = saved.to_str().unwrap();
+        queue(&t).await;
+        let mut args = vec!["-tls1_2", "-sess_out", saved];
+        args.extend_from_slice(tickets);
+        let first = run(client(&args), opening_post(port)).await;
+        assert_first_script(&first);
+        assert!(first.contains("New, "), "{first}");
+        assert!(
+            !first.contains("TLS session ticket:"),
+            "a ticket was issued:\n{first}"
+        );
+        if !Path::new(saved).exists() {
+            // No session id either: s_client has nothing it could resume.
+            continue;
+        }
+        queue(&t).await;
+        let mut args = vec!["-tls1_2", "-sess_in", saved];
+        args.extend_from_slice(tickets);
+        let second = run(client(&args), opening_post(port)).await;
+        assert_first_script(&second);
+        assert!(
+            second.contains("New, ") && !second.contains("Reused, "),
+            "resumed:\n{second}"
+        );
+    }
+    // TLS 1.3: no NewSessionTicket, so s_client has no session to save.
+    let saved = dir.path().join("tls13.pem");
+    queue(&t).await;
+    let out = run(
+        client(&["-tls1_3", "-sess_out", saved.to_str().unwrap()]),
+        opening_post(port),
+    )
+    .await;
+    assert_first_script(&out);
+    assert!(!saved.exists(), "a TLS 1.3 ticket was issued:\n{out}");
     t.stop().await;
 }

@@ -117,13 +117,23 @@ impl Timestamp {
             return Err(AuditError::BadTimestamp("year outside 0000-9999"));
         }
         let secs = in_day / 1_000_000;
-        Ok(Self(format!(
-            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-            secs / 3600,
-            secs / 60 % 60,
-            secs % 60,
-            in_day % 1_000_000
-        )))
+        // Written digit by digit: every audit record and event takes one, and `format!` was a
+        // visible share of the OTA server's database thread.
+        let mut out = *b"0000-00-00T00:00:00.000000Z";
+        let mut put = |at: usize, width: usize, mut value: i64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, i64::from(month));
+        put(8, 2, i64::from(day));
+        put(11, 2, secs / 3600);
+        put(14, 2, secs / 60 % 60);
+        put(17, 2, secs % 60);
+        put(20, 6, in_day % 1_000_000);
+        Ok(Self(String::from_utf8_lossy(&out).into_owned()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use openssl::error::ErrorStack;
 use openssl::ex_data::Index;
 use openssl::ssl::{
-    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef, SslVerifyMode,
-    SslVersion,
+    Ssl, SslContext, SslContextBuilder, SslMethod, SslMode, SslOptions, SslRef,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use serde::Serialize;
 
@@ -462,10 +462,16 @@ impl ServerTls {
     pub fn new(groups: CipherGroups, keys: KeyCache) -> Result<Self, TlsError> {
         let resolved = resolve(groups)?;
         let mut b = base_builder(SslMethod::tls_server(), &resolved)?;
-        b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE);
-        // No session tickets: cards reconnect with a full PSK handshake, and tickets would cost
-        // memory and CPU for nothing.
+        // No resumption: cards reconnect with a full PSK handshake (no asymmetric crypto, so
+        // it is cheap), and TLS 1.2 tickets (a session serialised and encrypted per handshake),
+        // TLS 1.3 tickets and the server's session cache (an insert per handshake and a
+        // periodic sweep) would cost CPU and memory for nothing.
+        b.set_options(SslOptions::CIPHER_SERVER_PREFERENCE | SslOptions::NO_TICKET);
         b.set_num_tickets(0)?;
+        b.set_session_cache_mode(SslSessionCacheMode::OFF);
+        // Read what the socket has, not a record header and then its body: one `recv` per
+        // request instead of two (the bytes read ahead are returned by the next `SSL_read`).
+        b.set_read_ahead(true);
         b.set_psk_server_callback(move |ssl, identity, out| {
             let trace = ssl.ex_data(trace_index()).cloned();
             let identity = identity.map(|i| String::from_utf8_lossy(i).into_owned());
