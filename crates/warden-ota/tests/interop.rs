@@ -285,9 +285,10 @@ async fn gnutls_psk_gets_the_first_script_and_wrong_keys_are_refused() {
 
 /// A session is never resumed: the server issues no ticket (TLS 1.2 or 1.3) and keeps no
 /// session cache, so every connection proves the card's current PSK. A resumed TLS 1.2
-/// session would skip the PSK lookup, letting a card whose key was removed back in.
+/// session skips the PSK lookup: with resumption, a card whose key was removed came back in
+/// with the session it saved before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_are_never_resumed() {
+async fn sessions_are_never_resumed_so_a_removed_key_stays_out() {
     if !have("openssl") {
         return;
     }
@@ -340,5 +341,21 @@ async fn sessions_are_never_resumed() {
     .await;
     assert_first_script(&out);
     assert!(!saved.exists(), "a TLS 1.3 ticket was issued:\n{out}");
+    // The key is removed; the card offers the session it saved on its last connection.
+    let saved = dir.path().join("before-removal.pem");
+    let saved = saved.to_str().unwrap();
+    queue(&t).await;
+    assert_first_script(&run(client(&["-tls1_2", "-sess_out", saved]), opening_post(port)).await);
+    t.remove_card(CARD).await;
+    let args: Vec<&str> = if Path::new(saved).exists() {
+        vec!["-tls1_2", "-sess_in", saved]
+    } else {
+        vec!["-tls1_2"]
+    };
+    let out = run(client(&args), opening_post(port)).await;
+    assert!(
+        !out.contains("HTTP/1.1"),
+        "a removed key got an answer:\n{out}"
+    );
     t.stop().await;
 }

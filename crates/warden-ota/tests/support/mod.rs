@@ -104,6 +104,15 @@ impl TestServer {
         self.server.reload_keys().await.unwrap();
     }
 
+    pub async fn remove_card(&self, identity: &str) {
+        let id = identity.to_string();
+        self.store
+            .call(move |tx, _| db::remove_key(tx, &id))
+            .await
+            .unwrap();
+        self.server.reload_keys().await.unwrap();
+    }
+
     pub async fn push(&self, card: &str, script: CommandScript, redelivery: Redelivery) -> u64 {
         self.push_targeted(card, script, redelivery, None).await
     }
