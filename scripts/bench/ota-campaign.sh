@@ -8,6 +8,7 @@
 #
 # Knobs: CARDS (default 2000), CONCURRENCY (space-separated list; default "10 200"),
 # TLS (1.2 or 1.3; default 1.2), SCRIPTS_PER_CARD (default 3), REDELIVERY (allowed|forbidden),
+# ROUND_TRIPS (default 1000; 0 skips that step), FLOOR (s_server handshakes, default 2000; 0 skips),
 # PERF=FILE: run the server under `perf record` (cpu-clock samples, DWARF call graphs) and write
 # the flat profile of the last campaign to FILE; BIN=PATH: use this warden binary instead of
 # building one (to compare two builds in the same run).
@@ -112,4 +113,26 @@ if [ "$ROUND_TRIPS" -gt 0 ]; then
       --tls-version "$TLS"
   done
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+fi
+
+# The floor on this machine, in the same run: `openssl s_server` (one connection at a time, no
+# HTTP, no storage) paying for nothing but accept, the PSK handshake and the close. Its CPU per
+# handshake, from /proc like the server's, is what any PSK-TLS server pays before a session
+# does anything.
+FLOOR="${FLOOR:-2000}"
+if [ "$FLOOR" -gt 0 ]; then
+  SPORT=$((PORT + 1))
+  openssl s_server -nocert -psk "$KEY" -psk_identity floor -accept "127.0.0.1:$SPORT" \
+    -naccept 1000000 -quiet "-tls${TLS/./_}" >/dev/null 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 50); do (echo > "/dev/tcp/127.0.0.1/$SPORT") 2>/dev/null && break; sleep 0.1; done
+  cpu() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+  before=$(cpu)
+  timeout 600 "$W" ota bench handshakes --server "127.0.0.1:$SPORT" --key-file key --identity floor \
+    --count "$FLOOR" --tls-version "$TLS" >/dev/null
+  after=$(cpu)
+  kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
+  echo "== floor: openssl s_server, $FLOOR PSK handshakes one at a time, TLS $TLS"
+  awk -v t=$((after - before)) -v n="$FLOOR" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { printf "{\"s_server_cpu_ms_per_handshake\": %.3f}\n", t * 1000 / hz / n }'
 fi

@@ -445,7 +445,12 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
             eprintln!("warden ota: stopping (finishing open requests)");
             let _ = stop_tx.send(true);
         };
-        server.run(listener, shutdown).await?;
+        // The accept loop runs on a worker thread, not on this one: a new connection's task
+        // then starts on the worker that accepted it instead of waking one (a cross-thread
+        // wake-up per connection, and a third busy thread on two cores).
+        tokio::spawn(async move { server.run(listener, shutdown).await })
+            .await
+            .context("the server task")??;
         drop(stop_rx);
         if let Some(forwarder) = forwarder {
             // What is still queued stays queued: the next start sends it.
