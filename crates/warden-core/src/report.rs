@@ -15,10 +15,18 @@ pub struct Report<'a>(pub &'a (dyn Error + 'static));
 
 impl fmt::Display for Report<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
         let mut cause = self.0.source();
         while let Some(err) = cause {
-            write!(f, ": {err}")?;
+            let text = err.to_string();
+            // A cause that only repeats its parent with a prefix (SQLite's "Error code 11:
+            // database disk image is malformed" under rusqlite's "database disk image is
+            // malformed") adds nothing.
+            if shown.is_empty() || !text.ends_with(&shown) {
+                write!(f, ": {text}")?;
+            }
+            shown = text;
             cause = err.source();
         }
         Ok(())
@@ -69,5 +77,27 @@ mod tests {
         };
         assert_eq!(report(&err), "cannot read x: gone");
         assert!(!repeats_a_cause(&err));
+    }
+
+    /// SQLite's code under rusqlite's message: the message once.
+    #[derive(Debug, thiserror::Error)]
+    #[error("{0}")]
+    struct Message(String, #[source] Coded);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("Error code 11: {0}")]
+    struct Coded(String);
+
+    #[test]
+    fn a_cause_that_only_prefixes_its_parent_is_not_printed() {
+        let malformed = "database disk image is malformed".to_string();
+        let err = Outer {
+            path: "x".into(),
+            source: std::io::Error::other(Message(malformed.clone(), Coded(malformed))),
+        };
+        assert_eq!(
+            report(&err),
+            "cannot read x: database disk image is malformed"
+        );
     }
 }

@@ -154,6 +154,7 @@ impl From<KeyOpError> for Failure {
             }) => "WrongPassphrase",
             KeyOpError::NotCarried(_) => "AccessDenied",
             KeyOpError::UsersTableChanged { .. }
+            | KeyOpError::DatabaseDoesNotOpen(_)
             | KeyOpError::Slots(KeySlotError::Damaged { .. } | KeySlotError::Malformed(_))
             | KeyOpError::DataDir(DataDirError::Slots {
                 source: KeySlotError::Damaged { .. } | KeySlotError::Malformed(_),
@@ -162,7 +163,6 @@ impl From<KeyOpError> for Failure {
             KeyOpError::Authorization(_) | KeyOpError::Slots(KeySlotError::NotCarried(_)) => {
                 "AccessDenied"
             }
-            KeyOpError::WrongDatabaseKey(_) => "WrongPassphrase",
             KeyOpError::Identity(_) => "AuthenticationError",
             _ => "StorageError",
         };

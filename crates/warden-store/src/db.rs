@@ -213,6 +213,10 @@ impl Database {
 
     // Implements: V1, V2, V3, V4, V67
     fn key_and_check(conn: Connection, path: &Path, key: &Key32) -> Result<Self, StoreError> {
+        // SQLCipher writes its own diagnostics ("ERROR CORE … hmac check failed") to stderr;
+        // warden reports a page that fails its authentication itself, as damage.
+        conn.query_row("PRAGMA cipher_log_level = NONE", [], |_| Ok(()))
+            .optional()?;
         // A raw key: SQLCipher uses these 32 bytes directly, with no second KDF. The SQL text is
         // zeroized on our side; SQLite's own copy of the statement is freed after preparation.
         let pragma = Zeroizing::new(format!(

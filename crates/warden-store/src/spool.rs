@@ -200,8 +200,8 @@ pub enum SpoolError {
     DiskFull,
     #[error("SIEM spool is damaged: {0}")]
     Corrupt(String),
-    #[error("SIEM spool database error: {0}")]
-    Sqlite(rusqlite::Error),
+    #[error("SIEM spool database error")]
+    Sqlite(#[source] rusqlite::Error),
 }
 
 impl From<rusqlite::Error> for SpoolError {

@@ -57,7 +57,8 @@ fn main() -> ExitCode {
                 let _ = writeln!(stderr, "{stopped}");
                 return ExitCode::from(exit::INTERRUPTED);
             }
-            let _ = writeln!(stderr, "error: {err:#}");
+            let report = warden_core::report::Report(err.as_ref());
+            let _ = writeln!(stderr, "error: {report}");
             if let Some(hint) = hint(&err) {
                 let _ = writeln!(stderr, "hint: {hint}");
             }
@@ -142,6 +143,17 @@ fn store_error(err: &anyhow::Error) -> Option<&warden_store::StoreError> {
     })
 }
 
+/// A page of the database failed SQLCipher's authentication (or SQLite's own checks): the file
+/// was changed outside warden, or the disk is failing.
+fn database_page_damaged(err: &anyhow::Error) -> bool {
+    find::<rusqlite::Error>(err).is_some_and(|e| {
+        matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        )
+    })
+}
+
 fn exit_code(err: &anyhow::Error) -> u8 {
     if let Some(KeyringError::WrongPassphrase(_)) = find::<KeyringError>(err) {
         return exit::WRONG_KEY;
@@ -165,8 +177,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     {
         return exit::DAMAGED;
     }
-    if let Some(warden_store::keys::KeyOpError::WrongDatabaseKey(_)) = find(err) {
-        return exit::WRONG_KEY;
+    if matches!(
+        find::<warden_store::keys::KeyOpError>(err),
+        Some(warden_store::keys::KeyOpError::DatabaseDoesNotOpen(_))
+    ) || database_page_damaged(err)
+    {
+        return exit::DAMAGED;
     }
     if let Some(stream) = find::<StreamError>(err) {
         return match stream {
@@ -241,6 +257,9 @@ fn hint(err: &anyhow::Error) -> Option<&'static str> {
     }
     if find::<warden_core::keyslots::NotCarried>(err).is_some() {
         return Some("your role's key slot does not carry this key; see docs/access-control.md (\"Keys by role\")");
+    }
+    if database_page_damaged(err) {
+        return Some("a page of the database failed its authentication: the file was changed outside warden or the disk is failing. Restore the data directory's state/warden.db from a backup, then run `warden audit verify`");
     }
     if let Some(SealedConfigError::FromTheFuture { .. }) = find::<SealedConfigError>(err) {
         return Some("check this machine's clock (e.g. `timedatectl`); if the skew is expected, tolerate it with --config-clock-skew SECS (or $WARDEN_CONFIG_CLOCK_SKEW)");

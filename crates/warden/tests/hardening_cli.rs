@@ -212,3 +212,50 @@ fn failing_commands_print_each_cause_once() {
 
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Flips one bit at `offset` of every `page_size` page of `path` in `pages`.
+fn flip_pages(path: &std::path::Path, pages: std::ops::Range<usize>) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let count = bytes.len() / 4096;
+    for page in pages.start..pages.end.min(count) {
+        bytes[page * 4096 + 2000] ^= 1;
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// One changed byte in the database is damage (exit 3), said in warden's words (no SQLCipher
+/// log lines) with the way out: on page 1, where SQLCipher checks the key, it is not reported
+/// as a wrong key (the key slot authenticated the key); on any other page, not as a plain error.
+#[test]
+fn a_damaged_database_page_is_damage_not_a_wrong_key() {
+    for pages in [0..1, 1..usize::MAX] {
+        let fx = Fixture::new();
+        let db = fx.data_dir.join("state").join("warden.db");
+        assert!(
+            !fx.data_dir.join("state").join("warden.db-wal").exists(),
+            "the WAL would hide the main file's pages"
+        );
+        flip_pages(&db, pages.clone());
+        let mut verify = fx.auditor();
+        verify.args(["audit", "verify"]);
+        let done = run(&mut verify);
+        done.expect_code(3);
+        assert!(!done.stderr.contains("ERROR CORE"), "{}", done.stderr);
+        assert!(!done.stderr.contains("wrong"), "{}", done.stderr);
+        if pages.start == 0 {
+            done.stderr_has(&[
+                "warden.db",
+                "first page is damaged",
+                "restore it from a backup",
+            ]);
+        } else {
+            done.stderr_has(&["failed its authentication", "from a backup"]);
+            assert_eq!(
+                done.stderr.matches("malformed").count(),
+                1,
+                "{}",
+                done.stderr
+            );
+        }
+    }
+}

@@ -412,6 +412,26 @@ fn list_shows_every_recording_sorted_by_start_with_its_status() {
     );
 }
 
+/// A temporary a killed key rotation left beside a recording (`.NAME.<12 hex>.tmp`, a
+/// complete copy under the new key until the rotation runs again) is not a second recording.
+#[test]
+fn hidden_temporaries_are_not_listed() {
+    let env = Env::new();
+    let zoo = zoo(&env);
+    let sessions = env.fx.data_dir.join("sessions");
+    let before = env.list_json().len();
+    std::fs::copy(
+        sessions.join(&zoo.complete),
+        sessions.join(format!(".{}.0123456789ab.tmp", zoo.complete)),
+    )
+    .unwrap();
+    let listed = env.list_json();
+    assert_eq!(listed.len(), before, "{listed:?}");
+    assert!(listed
+        .iter()
+        .all(|s| !s["file"].as_str().unwrap().starts_with('.')));
+}
+
 /// Listing needs the sign-in only (issue 12: the person's key slot opens the keys; the master
 /// passphrase is not read, right or wrong).
 #[test]

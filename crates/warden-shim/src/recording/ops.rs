@@ -9,6 +9,7 @@
 //! | cut short | what verifies, then says where it stops | what verifies, with a closing line; refused (exit 3) unless `recover` |
 //! | damaged, wrong key, unreadable | refused | refused; a file output is removed |
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
@@ -52,7 +53,7 @@ pub struct Listed {
     pub read: SessionRead<()>,
 }
 
-/// Reads and verifies every file in `dir`. Needs `recording.list`; audited once as
+/// Reads and verifies every file in `dir` (hidden ones aside). Needs `recording.list`; audited once as
 /// `recording.list` with how many files were found in each state.
 pub fn list(
     store: &mut Store,
@@ -68,6 +69,11 @@ pub fn list(
     let mut listed = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(listing_error)? {
         let entry = entry.map_err(listing_error)?;
+        // Hidden names are not recordings: a temporary a killed key rotation left
+        // (`.NAME.<12 hex>.tmp`, removed when the rotation runs again) would be listed twice.
+        if entry.file_name().as_bytes().starts_with(b".") {
+            continue;
+        }
         let path = entry.path();
         let read = read::read_session(&path, key, |_, records| {
             Ok::<_, SessionOpError>(((), read::drain(records)))

@@ -74,8 +74,11 @@ pub enum KeyOpError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Authorization(#[from] WrongAuthorization),
-    #[error("{0}: no `database` key this slot carries opens it")]
-    WrongDatabaseKey(std::path::PathBuf),
+    /// Every `database` key the slot carries was authenticated by the slot (or the key
+    /// checks), so a file none of them opens is damaged where SQLCipher checks the key (its
+    /// first page) or is another data directory's.
+    #[error("{0} does not open with this data directory's `database` key: its first page is damaged, or the file belongs to another data directory (restore it from a backup)")]
+    DatabaseDoesNotOpen(std::path::PathBuf),
     #[error("{0} has no key slot (a data directory converted from derived keys): sign in once with the master passphrase as well (--passphrase-file), or have an administrator reset the password")]
     NoUserSlot(String),
     #[error("the data directory is in use by another warden process (a daemon?); stop it before rotating the `{0}` key")]
@@ -195,7 +198,7 @@ pub fn open_store(dir: &DataDir, ring: KeyRing) -> Result<(Store, KeyRing), KeyO
             Err(other) => return Err(other.into()),
         }
     }
-    let db = db.ok_or_else(|| KeyOpError::WrongDatabaseKey(path.clone()))?;
+    let db = db.ok_or_else(|| KeyOpError::DatabaseDoesNotOpen(path.clone()))?;
     let ring = match dir.format() {
         KeyFormat::Slots => settle(dir, &db, ring)?,
         KeyFormat::Derived => ring,
