@@ -276,6 +276,10 @@ pub enum AdminError {
         "a body is only allowed with X-Admin-Script-Status: ok; got {len} byte(s) with {status}"
     )]
     BodyWithErrorStatus { status: ScriptStatus, len: usize },
+    #[error(
+        "X-Admin-Script-Status: ok needs the response script (the R-APDUs) in the body; got none"
+    )]
+    OkWithoutResponses,
     #[error("response script: {0}")]
     BadResponseBody(ScriptError),
     #[error(
@@ -321,6 +325,7 @@ impl AdminError {
             | Self::UnexpectedHeader(_)
             | Self::BodyOnFirstRequest { .. }
             | Self::BodyWithErrorStatus { .. }
+            | Self::OkWithoutResponses
             | Self::BadResponseBody(_)
             | Self::ResponsesMismatch { .. } => 400,
             Self::AgentChanged { .. } => 403,
@@ -719,6 +724,11 @@ fn check_results(
         value: clip(raw),
     })?;
     if req.body.is_empty() {
+        // A status-only report is an error status; "ok" with nothing would record a script
+        // as run with no evidence of what the card answered.
+        if status == ScriptStatus::Ok {
+            return Err(AdminError::OkWithoutResponses);
+        }
         return Ok((status, None));
     }
     if status != ScriptStatus::Ok {
@@ -1372,6 +1382,11 @@ mod tests {
                 status: ScriptStatus::UnknownApplication,
                 len: ok_body().len()
             }
+        );
+        // Ok carries the response script.
+        assert_eq!(
+            check(results(&uri, "ok", &[]), 400),
+            AdminError::OkWithoutResponses
         );
         // Body must be a response script.
         assert!(matches!(

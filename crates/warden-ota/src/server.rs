@@ -703,6 +703,7 @@ async fn connection(
         s: s.clone(),
         conn_id,
         session_id,
+        psk: trace.psk(),
         identity,
         peer,
         started: Instant::now(),
@@ -861,6 +862,8 @@ struct ConnCtx {
     conn_id: u64,
     session_id: String,
     identity: String,
+    /// The key the handshake was made with.
+    psk: Option<Arc<Psk>>,
     peer: SocketAddr,
     started: Instant,
     last_activity_ms: AtomicU64,
@@ -872,6 +875,19 @@ struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// Whether the key this connection's handshake was made with is still the card's key: a
+    /// key removed or replaced since (and reloaded) ends what the connection may do.
+    fn key_is_current(&self) -> bool {
+        match (&self.psk, self.s.keys.get(&self.identity)) {
+            (Some(used), Some(now)) => {
+                Arc::ptr_eq(used, &now)
+                    || (used.len() == now.len()
+                        && openssl::memcmp::eq(used.expose_secret(), now.expose_secret()))
+            }
+            _ => false,
+        }
+    }
+
     fn touch(&self) {
         self.last_activity_ms
             .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -1119,6 +1135,19 @@ fn to_queued(p: &db::PendingScript) -> Result<QueuedScript, QueueError> {
 async fn read_request(ctx: &ConnCtx, req: Request<Incoming>) -> Result<AdminRequest, HttpResponse> {
     let s = &ctx.s;
     let (parts, body) = req.into_parts();
+    // A declared length over the limit is refused at once, not after waiting for the body.
+    let declared = parts
+        .headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > s.config.max_body as u64) {
+        return Err(refuse(
+            ctx,
+            413,
+            format!("request body exceeds {} bytes", s.config.max_body),
+        ));
+    }
     let collected = tokio::time::timeout(
         s.config.idle_timeout,
         Limited::new(body, s.config.max_body).collect(),
@@ -1160,6 +1189,12 @@ async fn read_request(ctx: &ConnCtx, req: Request<Incoming>) -> Result<AdminRequ
                 ))
             }
         }
+    }
+    if let Some(authority) = parts.uri.authority() {
+        // An absolute-form target (`POST https://host/admin`) names the host itself; the Host
+        // header is ignored (RFC 9112, section 3.2.2), so the host check sees the target's.
+        headers.retain(|(name, _)| name != "host");
+        headers.push(("host".to_string(), authority.as_str().to_string()));
     }
     Ok(AdminRequest {
         method: parts.method.as_str().to_string(),
@@ -1263,6 +1298,14 @@ fn apply_step(
 /// job its plan describes, and send and emit what the core hands back after the commit.
 async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpResponse {
     let s = &ctx.s;
+    if !ctx.key_is_current() {
+        tracing::warn!(session_id = %ctx.session_id, identity = %ctx.identity, "the card's key was removed or replaced after this connection's handshake; closing it");
+        return refuse(
+            ctx,
+            403,
+            "the card's key was removed or replaced after this connection's handshake".into(),
+        );
+    }
     let request = match read_request(ctx, req).await {
         Ok(r) => r,
         Err(response) => return response,

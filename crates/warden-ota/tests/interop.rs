@@ -359,3 +359,44 @@ async fn sessions_are_never_resumed_so_a_removed_key_stays_out() {
     );
     t.stop().await;
 }
+
+/// Found by outside testing, with a raw client: a declared body over the limit waited for the
+/// body (408 after the idle timeout) instead of being refused at once; an absolute-form target
+/// (`POST https://other.example/admin`) passed the host check on its Host header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_declarations_and_absolute_targets_are_refused_at_once() {
+    if !have("openssl") {
+        return;
+    }
+    let mut cfg = support::config();
+    cfg.expected_host = Some("card.example".into());
+    cfg.idle_timeout = std::time::Duration::from_secs(300);
+    let t = support::start(cfg).await;
+    t.add_card(CARD, &key()).await;
+    let port = t.addr.port();
+    let head = "X-Admin-Protocol: globalplatform-remote-admin/1.0\r\nX-Admin-From: //se-id/iccid/interop\r\n";
+    let out = run(
+        s_client(port, CARD, KEY_HEX, &["-tls1_2"]),
+        format!(
+            "POST /admin HTTP/1.1\r\nHost: card.example\r\n{head}Content-Length: 2000000\r\n\r\n"
+        ),
+    )
+    .await;
+    // Waiting for the body would end in 408 after the idle timeout (here longer than
+    // s_client's 60 s limit), not in 413.
+    assert!(out.contains("HTTP/1.1 413"), "{out}");
+    queue(&t).await;
+    let out = run(
+        s_client(port, CARD, KEY_HEX, &["-tls1_2"]),
+        format!("POST https://other.example/admin HTTP/1.1\r\nHost: card.example\r\n{head}Content-Length: 0\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert!(out.contains("HTTP/1.1 421"), "{out}");
+    let out = run(
+        s_client(port, CARD, KEY_HEX, &["-tls1_2"]),
+        format!("POST https://card.example/admin HTTP/1.1\r\nHost: card.example\r\n{head}Content-Length: 0\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    assert_first_script(&out);
+    t.stop().await;
+}

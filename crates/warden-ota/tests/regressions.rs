@@ -459,3 +459,25 @@ async fn results_resumed_after_a_restart_are_stored_not_dropped() {
     drop(c);
     t.stop().await;
 }
+
+/// Found by outside testing: a card whose key was removed kept its open connection and got
+/// its next scripts for as long as it stayed connected. Every request now checks that the
+/// key the handshake was made with is still the card's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_key_ends_what_an_open_connection_may_do() {
+    let t = server_with_card().await;
+    t.push(CARD, read_script(), Redelivery::Allowed).await;
+    t.push(CARD, read_script(), Redelivery::Allowed).await;
+    let (mut c, r, next) = open(&t).await;
+    assert_eq!(r.status, 200);
+    t.remove_card(CARD).await;
+    let mut h = base_headers();
+    h.push((header::X_ADMIN_SCRIPT_STATUS, "security-error".into()));
+    let r = c.send("POST", &next, &h, CardBody::empty()).await.unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("connection"), Some("close"));
+    // Nothing of the refused request was stored: the script is still in flight.
+    let reports = t.reports(CARD).await;
+    assert!(reports.iter().all(|s| s.state != "done"), "{reports:?}");
+    t.stop().await;
+}

@@ -272,6 +272,9 @@ impl HandshakeProgress {
 #[derive(Default)]
 pub struct ConnTrace {
     progress: Mutex<HandshakeProgress>,
+    /// The key the PSK callback handed OpenSSL: the connection is the card's only while it is
+    /// still the card's key.
+    psk: Mutex<Option<Arc<Psk>>>,
 }
 
 impl ConnTrace {
@@ -284,6 +287,11 @@ impl ConnTrace {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The key the handshake was made with (`None` before the PSK callback ran).
+    pub fn psk(&self) -> Option<Arc<Psk>> {
+        self.psk.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut HandshakeProgress)) {
@@ -481,6 +489,7 @@ impl ServerTls {
                     p.identity = identity.clone();
                     p.identity_known = Some(key.is_some());
                 });
+                *trace.psk.lock().unwrap_or_else(|e| e.into_inner()) = key.clone();
             }
             match key {
                 Some(psk) if psk.len() <= out.len() => {
