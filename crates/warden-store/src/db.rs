@@ -278,6 +278,17 @@ impl Database {
         &self.path
     }
 
+    /// SQLCipher's word on every page of the file (and the WAL): `cipher_integrity_check`
+    /// authenticates each one, read or not by anything else. Empty when all are intact; else
+    /// one line per damaged page, as SQLCipher words it.
+    pub fn damaged_pages(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self.conn.prepare("PRAGMA cipher_integrity_check")?;
+        let lines = stmt
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(lines)
+    }
+
     /// The underlying connection, for the crate's table modules.
     pub fn conn(&self) -> &Connection {
         &self.conn

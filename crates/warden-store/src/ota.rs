@@ -771,6 +771,19 @@ pub fn recent_sessions(
 
 /// Sessions left open by a server that stopped without closing them: marked closed.
 pub fn close_stale_sessions(conn: &Connection, reason: &str) -> Result<usize, OtaStoreError> {
+    // A session's counters are written when it closes: for one that never did, they are
+    // counted from what is stored (scripts sent in it, C-APDUs answered), never lowered.
+    conn.execute(
+        "UPDATE ota_sessions
+            SET scripts = max(ota_sessions.scripts, c.scripts), apdus = max(ota_sessions.apdus, c.apdus)
+           FROM (SELECT s.session_id AS sid, count(DISTINCT s.id) AS scripts,
+                        count(r.response) AS apdus
+                   FROM ota_scripts s LEFT JOIN ota_results r ON r.script_id = s.id
+                  WHERE s.session_id IN (SELECT id FROM ota_sessions WHERE ended IS NULL)
+                  GROUP BY s.session_id) AS c
+          WHERE ota_sessions.ended IS NULL AND ota_sessions.id = c.sid",
+        [],
+    )?;
     Ok(conn.execute(
         "UPDATE ota_sessions SET state = 'CLOSED', close_reason = ?1, ended = ?2 WHERE ended IS NULL",
         params![reason, crate::now_rfc3339()],
@@ -904,5 +917,48 @@ mod tests {
         assert_eq!(close_stale_sessions(c, "server_restart").unwrap(), 1);
         let s = &recent_sessions(c, None, 10).unwrap()[0];
         assert_eq!(s.close_reason.as_deref(), Some("server_restart"));
+    }
+
+    /// Found by outside testing: sessions closed at a restart (the server was killed) showed
+    /// 0 scripts and 0 APDUs although their results were stored.
+    #[test]
+    fn sessions_closed_at_a_restart_count_what_was_stored() {
+        let (_d, db, _key) = db();
+        let c = db.conn();
+        insert_session(
+            c,
+            &NewSession {
+                id: "s1",
+                card: Some("card-1"),
+                peer: "127.0.0.1:5",
+                tls_version: Some("TLSv1.2"),
+                cipher: Some("PSK-AES128-CBC-SHA256"),
+                state: "ACTIVE",
+            },
+        )
+        .unwrap();
+        let script = |body: Vec<u8>| NewScript {
+            card: "card-1".into(),
+            label: None,
+            body,
+            targeted_application: None,
+            redelivery: StoredRedelivery::Allowed,
+        };
+        let exchange = |answered: bool| ExchangeRow {
+            command: vec![0x80, 0xCA, 0x9F, 0x7F, 0x00],
+            response: answered.then(|| vec![0x90, 0x00]),
+            sw: answered.then_some(0x9000),
+        };
+        let done = push_script(c, &script(vec![0xAA, 0x00])).unwrap();
+        mark_delivered(c, done, "s1", "t").unwrap();
+        let rows = [exchange(true), exchange(true), exchange(false)];
+        record_results(c, done, "ok", Some(&[0xAB]), &rows, None).unwrap();
+        let in_flight = push_script(c, &script(vec![0xAA, 0x00])).unwrap();
+        mark_delivered(c, in_flight, "s1", "t").unwrap();
+        push_script(c, &script(vec![0xAA, 0x00])).unwrap();
+        assert_eq!(close_stale_sessions(c, "server_restart").unwrap(), 1);
+        let s = &recent_sessions(c, None, 10).unwrap()[0];
+        assert_eq!((s.scripts, s.apdus), (2, 2), "{s:?}");
+        assert_eq!(s.state, "CLOSED");
     }
 }

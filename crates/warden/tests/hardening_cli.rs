@@ -226,6 +226,36 @@ fn flip_pages(path: &std::path::Path, pages: std::ops::Range<usize>) {
 /// One changed byte in the database is damage (exit 3), said in warden's words (no SQLCipher
 /// log lines) with the way out: on page 1, where SQLCipher checks the key, it is not reported
 /// as a wrong key (the key slot authenticated the key); on any other page, not as a plain error.
+/// `audit verify` checks every page of the file, not only the rows of the chain: a damaged
+/// page that no command happens to read is found too.
+#[test]
+fn audit_verify_authenticates_every_page_of_the_database() {
+    let fx = Fixture::new();
+    let mut verify = fx.auditor();
+    verify.args(["audit", "verify"]);
+    let done = run(&mut verify);
+    done.ok();
+    assert!(
+        done.stdout_text()
+            .contains("database file: every page authenticates"),
+        "{}",
+        done.stdout_text()
+    );
+    let db = fx.data_dir.join("state").join("warden.db");
+    let pages = std::fs::metadata(&db).unwrap().len() as usize / 4096;
+    flip_pages(&db, pages - 1..pages);
+    let mut verify = fx.auditor();
+    verify.args(["audit", "verify"]);
+    let done = run(&mut verify);
+    done.expect_code(3);
+    let said = format!("{}{}", done.stdout_text(), done.stderr);
+    assert!(
+        said.contains(&format!("HMAC verification failed for page {pages}"))
+            || said.contains("failed its authentication"),
+        "{said}"
+    );
+}
+
 #[test]
 fn a_damaged_database_page_is_damage_not_a_wrong_key() {
     for pages in [0..1, 1..usize::MAX] {

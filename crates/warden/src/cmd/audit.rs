@@ -43,6 +43,18 @@ pub fn run(cmd: &AuditCommand, ctx: &mut Context<'_>) -> Result<()> {
                 report.last_mac,
                 report.checkpoints_matched,
             );
+            // The chain's rows are not all of the file: a page of any table that fails its
+            // authentication is damage too.
+            let damaged = store.db.damaged_pages()?;
+            if let Some(first) = damaged.first() {
+                println!("database file: DAMAGED: {}", damaged.join("; "));
+                return Err(warden_store::StoreError::Corrupt(format!(
+                    "{} page(s) of the database file fail their authentication ({first}); restore it from a backup",
+                    damaged.len()
+                ))
+                .into());
+            }
+            println!("database file: every page authenticates");
             if let Some(given) = checkpoint {
                 println!(
                     "checkpoint {}: {}",
