@@ -110,10 +110,13 @@ pub struct ResultsArgs {
 
 #[derive(Debug, Args)]
 pub struct SessionsArgs {
+    /// Only this card's sessions (its PSK identity).
     #[arg(long)]
     pub card: Option<String>,
+    /// At most this many sessions, the most recent first.
     #[arg(long, default_value_t = 20)]
     pub limit: u64,
+    /// The sessions as a JSON array instead of the table.
     #[arg(long)]
     pub json: bool,
 }
@@ -228,6 +231,10 @@ pub struct SimulateArgs {
     /// The admin URI path configured on the card.
     #[arg(long, default_value = "/admin")]
     pub admin_path: String,
+    /// The Host header the card sends (by default the server's address), e.g. the name a
+    /// server with `expected_host` requires.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
     /// Send response scripts chunked, N bytes per chunk.
     #[arg(long, value_name = "N")]
     pub chunked: Option<usize>,
@@ -789,6 +796,9 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
     let psk = card_psk(&args.card)?;
     let mut cfg = CardConfig::new(server, args.card.identity.clone(), psk.clone());
     cfg.admin_path = args.admin_path.clone();
+    if let Some(host) = &args.host {
+        cfg.host = host.clone();
+    }
     cfg.tls = tls_options(&args.card);
     cfg.chunked = args.chunked;
     cfg.cut = match args.cut.as_deref() {
