@@ -967,3 +967,34 @@ fn a_full_standard_error_does_not_turn_an_error_into_a_panic() {
         .unwrap();
     assert_eq!(status.code(), Some(1));
 }
+
+/// `ota push` to a card with no key in the database queues the script and says so (the key
+/// may be in a key file only `ota serve` reads); a card with a key gets no note.
+#[test]
+fn ota_push_to_a_card_without_a_key_queues_and_says_so() {
+    let fx = Fixture::new();
+    let out = run(fx
+        .admin()
+        .args(["ota", "push", "--card", "nobody-1", "--apdu", "80CA9F7F00"]));
+    out.ok();
+    assert!(
+        out.stdout_text().contains("queued script"),
+        "{}",
+        out.stdout_text()
+    );
+    assert!(
+        out.stderr.contains("no key in this database for nobody-1"),
+        "{}",
+        out.stderr
+    );
+    let keys = fx.file(
+        "card-1.yaml",
+        b"keys:\n  - identity: card-1\n    key: \"00112233445566778899aabbccddeeff\"\n",
+    );
+    run(fx.admin().args(["ota", "keys", "import"]).arg(&keys)).ok();
+    let out = run(fx
+        .admin()
+        .args(["ota", "push", "--card", "card-1", "--apdu", "80CA9F7F00"]));
+    out.ok();
+    assert!(!out.stderr.contains("no key"), "{}", out.stderr);
+}

@@ -516,6 +516,27 @@ fn push(args: &PushArgs, ctx: &mut Context<'_>) -> Result<()> {
     }
     let (mut store, by) = ctx.sign_in_for(Permission::OtaScriptPush, "ota.script.push")?;
     let ids = ops::push(&mut store, &by, &args.card, &planned, args.count)?;
+    // Queued all the same: the key may be in a key file only `ota serve` reads.
+    let known: std::collections::BTreeSet<String> = db::list_cards(store.db.conn())?
+        .into_iter()
+        .map(|c| c.identity)
+        .collect();
+    let unknown: Vec<&str> = args
+        .card
+        .iter()
+        .filter(|c| !known.contains(*c))
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        let named = match unknown.len() {
+            1 => unknown[0].to_string(),
+            n if n <= 5 => unknown.join(", "),
+            n => format!("{n} cards ({}, …)", unknown[..3].join(", ")),
+        };
+        eprintln!(
+            "note: no key in this database for {named}: the scripts wait until the card connects to a server that has its key (e.g. in a key file)"
+        );
+    }
     let n = planned.script.command_count();
     if ids.len() <= 10 {
         for (card, id) in &ids {
