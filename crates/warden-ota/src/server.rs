@@ -430,9 +430,11 @@ impl Server {
     ) -> std::io::Result<()> {
         let s = &self.state;
         let listen = listener.local_addr()?;
-        if let Err(e) = self.reload_keys().await {
-            tracing::error!(error = %e, "initial PSK key load failed; no card can connect until it succeeds");
-        }
+        // A server that cannot read its keys would listen and refuse every card: it does not
+        // start. (A later reload that fails keeps the keys it has.)
+        self.reload_keys()
+            .await
+            .map_err(|e| std::io::Error::other(format!("the PSK keys cannot be loaded: {e}")))?;
         let closed = s
             .store
             .call(|tx, _| db::close_stale_sessions(tx, "server_restart"))

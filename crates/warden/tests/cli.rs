@@ -998,3 +998,43 @@ fn ota_push_to_a_card_without_a_key_queues_and_says_so() {
     out.ok();
     assert!(!out.stderr.contains("no key"), "{}", out.stderr);
 }
+
+/// `ota serve` whose key file cannot be read does not start: it would listen and refuse every
+/// card.
+#[test]
+fn ota_serve_does_not_start_without_its_key_file() {
+    let fx = Fixture::new();
+    let missing = fx.path("missing-keys.yaml");
+    let config = fx.file(
+        "ota.yaml",
+        format!(
+            "listen: 127.0.0.1:0\nkeys:\n  file: {}\n",
+            missing.display()
+        )
+        .as_bytes(),
+    );
+    let mut child = fx
+        .warden()
+        .args(["ota", "serve", "--allow-plain-config", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ota serve kept running without its key file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("the PSK keys cannot be loaded"), "{stderr}");
+    assert!(stderr.contains("missing-keys.yaml"), "{stderr}");
+}
