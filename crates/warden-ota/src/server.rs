@@ -882,9 +882,7 @@ impl ConnCtx {
     fn key_is_current(&self) -> bool {
         match (&self.psk, self.s.keys.get(&self.identity)) {
             (Some(used), Some(now)) => {
-                Arc::ptr_eq(used, &now)
-                    || (used.len() == now.len()
-                        && openssl::memcmp::eq(used.expose_secret(), now.expose_secret()))
+                warden_core::mac::ct_eq(used.expose_secret(), now.expose_secret())
             }
             _ => false,
         }

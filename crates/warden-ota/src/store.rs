@@ -400,6 +400,11 @@ fn run_job(tx: &Transaction<'_>, ctx: &JobCtx<'_>, job: Job) -> Completion {
 mod tests {
     use super::*;
 
+    /// The record of an administrator adding `card`'s key.
+    fn key_added(card: &str) -> Vec<NewEvent> {
+        vec![audit_event("admin", "ota.key.add", card, Outcome::Success)]
+    }
+
     fn open() -> (tempfile::TempDir, StoreHandle) {
         let dir = tempfile::tempdir().unwrap();
         let db_key = Key32::from_bytes([1; 32]);
@@ -415,28 +420,12 @@ mod tests {
         let (_dir, store) = open();
         let ok = store.call(|tx, ctx| {
             warden_store::ota::add_key(tx, ctx.db_key(), "card-1", &[3; 16], false)?;
-            ctx.audit(
-                tx,
-                vec![audit_event(
-                    "admin",
-                    "ota.key.add",
-                    "card-1",
-                    Outcome::Success,
-                )],
-            )?;
+            ctx.audit(tx, key_added("card-1"))?;
             Ok(7)
         });
         let bad = store.call(|tx, ctx| {
             warden_store::ota::add_key(tx, ctx.db_key(), "card-2", &[3; 16], false)?;
-            ctx.audit(
-                tx,
-                vec![audit_event(
-                    "admin",
-                    "ota.key.add",
-                    "card-2",
-                    Outcome::Success,
-                )],
-            )?;
+            ctx.audit(tx, key_added("card-2"))?;
             // Fails after a write and its record: both must be rolled back.
             warden_store::ota::add_key(tx, ctx.db_key(), "card-1", &[3; 16], false)?;
             Ok(())
@@ -487,15 +476,7 @@ mod tests {
         });
         let audited = store.call(|tx, ctx| {
             warden_store::ota::add_key(tx, ctx.db_key(), "card-2", &[3; 16], false)?;
-            ctx.audit(
-                tx,
-                vec![audit_event(
-                    "admin",
-                    "ota.key.add",
-                    "card-2",
-                    Outcome::Success,
-                )],
-            )
+            ctx.audit(tx, key_added("card-2"))
         });
         let (quiet, audited) = tokio::join!(quiet, audited);
         let err = audited.unwrap_err().0;

@@ -76,19 +76,19 @@ async fn run(mut cmd: Command, input: String) -> String {
     .unwrap()
 }
 
+/// `openssl s_client` as the card, offering no session ticket extension.
 fn s_client(port: u16, identity: &str, key: &str, extra: &[&str]) -> Command {
+    let mut c = openssl_client(port, identity, key);
+    c.arg("-no_ticket").args(extra);
+    c
+}
+
+/// `openssl s_client` as the card, with OpenSSL's defaults (a ticket is asked for).
+fn openssl_client(port: u16, identity: &str, key: &str) -> Command {
     let mut c = Command::new("timeout");
     c.args(["60", "openssl", "s_client", "-connect"])
         .arg(format!("127.0.0.1:{port}"))
-        .args([
-            "-psk_identity",
-            identity,
-            "-psk",
-            key,
-            "-ign_eof",
-            "-no_ticket",
-        ])
-        .args(extra);
+        .args(["-psk_identity", identity, "-psk", key, "-ign_eof"]);
     c
 }
 
@@ -296,11 +296,8 @@ async fn sessions_are_never_resumed_so_a_removed_key_stays_out() {
     let port = t.addr.port();
     let dir = tempfile::tempdir().unwrap();
     let client = |extra: &[&str]| {
-        let mut c = Command::new("timeout");
-        c.args(["60", "openssl", "s_client", "-connect"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args(["-psk_identity", CARD, "-psk", KEY_HEX, "-ign_eof"])
-            .args(extra);
+        let mut c = openssl_client(port, CARD, KEY_HEX);
+        c.args(extra);
         c
     };
     // With and without the ticket extension: resumption by ticket, then by session id.

@@ -894,11 +894,8 @@ mod tests {
         assert_eq!(script_reports(c, "card-1", Some(1)).unwrap()[0].id, c_id);
     }
 
-    /// Verifies: O64
-    #[test]
-    fn sessions_round_trip() {
-        let (_d, db, _key) = db();
-        let c = db.conn();
+    /// Session `s1` of `card-1`, in `state`.
+    fn session_s1(c: &Connection, state: &str) {
         insert_session(
             c,
             &NewSession {
@@ -907,10 +904,18 @@ mod tests {
                 peer: "127.0.0.1:5",
                 tls_version: Some("TLSv1.2"),
                 cipher: Some("PSK-AES128-CBC-SHA256"),
-                state: "CONNECTED",
+                state,
             },
         )
         .unwrap();
+    }
+
+    /// Verifies: O64
+    #[test]
+    fn sessions_round_trip() {
+        let (_d, db, _key) = db();
+        let c = db.conn();
+        session_s1(c, "CONNECTED");
         update_session(c, "s1", "ACTIVE", Some("agent"), 1, 3, None).unwrap();
         let s = &recent_sessions(c, Some("card-1"), 10).unwrap()[0];
         assert_eq!((s.state.as_str(), s.apdus), ("ACTIVE", 3));
@@ -925,18 +930,7 @@ mod tests {
     fn sessions_closed_at_a_restart_count_what_was_stored() {
         let (_d, db, _key) = db();
         let c = db.conn();
-        insert_session(
-            c,
-            &NewSession {
-                id: "s1",
-                card: Some("card-1"),
-                peer: "127.0.0.1:5",
-                tls_version: Some("TLSv1.2"),
-                cipher: Some("PSK-AES128-CBC-SHA256"),
-                state: "ACTIVE",
-            },
-        )
-        .unwrap();
+        session_s1(c, "ACTIVE");
         let script = |body: Vec<u8>| NewScript {
             card: "card-1".into(),
             label: None,
