@@ -176,3 +176,33 @@ async fn audit_events_are_in_the_servers_name_about_the_card() {
     }
     t.stop().await;
 }
+
+/// Session ids are UUIDs, version 7 (time-ordered, so each new session row goes to the end of
+/// the sessions index): a later session's id sorts after an earlier one's.
+/// Verifies: O28
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_ids_are_time_ordered_uuids() {
+    let t = support::start(support::config()).await;
+    let key = support::psk(1);
+    t.add_card("card-1", &key).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        run_session(&t.card("card-1", &key), &mut GpCard::new())
+            .await
+            .unwrap();
+        let ended = t
+            .wait_for(|e| {
+                e.event.name() == "session_ended"
+                    && !ids.contains(&serde_json::to_value(&e.event).unwrap()["session_id"])
+            })
+            .await;
+        ids.push(serde_json::to_value(&ended.event).unwrap()["session_id"].clone());
+    }
+    let ids: Vec<uuid::Uuid> = ids
+        .iter()
+        .map(|id| uuid::Uuid::parse_str(id.as_str().unwrap()).unwrap())
+        .collect();
+    assert!(ids.iter().all(|id| id.get_version_num() == 7), "{ids:?}");
+    assert!(ids[0] < ids[1], "{ids:?}");
+    t.stop().await;
+}
