@@ -11,7 +11,8 @@ Uses only the Python standard library, `cryptography` (P-256 ECDH, HKDF-SHA256, 
                                    | --user NAME --password-file F | --service-key-file F --service KIND)
         Unlocks that slot, unwraps and checks every key it carries, opens the SQLCipher database
         with the `database` key, and prints one JSON object:
-        {"owner", "holder", "keys": {name: hex}, "database": {...}}.
+        {"owner", "holder", "keys": {name: hex}, "database": {...}}; exit code 3 if the file
+        does not match its digest.
 """
 
 from __future__ import annotations
@@ -48,6 +49,25 @@ class SlotError(Exception):
 
 class WrongSecret(SlotError):
     pass
+
+
+class Damaged(SlotError):
+    pass
+
+
+def read_file(raw: bytes) -> dict:
+    """Parses keyslots.json and checks its `digest`: SHA-256 of the file's bytes with the
+    digest's 64 hex digits (found exactly once) replaced by 64 "0" characters."""
+    doc = json.loads(raw)
+    digest = doc.get("digest")
+    if digest is None:
+        return doc  # a file written before the digest
+    value = digest.encode("ascii")
+    if len(value) != 64 or any(c not in b"0123456789abcdef" for c in value) or raw.count(value) != 1:
+        raise Damaged("the digest is not 64 lowercase hex digits found once")
+    if hashlib.sha256(raw.replace(value, b"0" * 64)).hexdigest() != digest:
+        raise Damaged("the file does not match its digest")
+    return doc
 
 
 def b64(text: str) -> bytes:
@@ -197,7 +217,8 @@ def open_database(data_dir: str, key: bytes) -> dict:
 def check_vector(path: str) -> dict:
     with open(path) as f:
         vector = json.load(f)
-    doc = vector["file"]
+    doc = read_file(vector["file_text"].encode("utf-8"))
+    assert doc == vector["file"], "file_text is the file"
     keys = {name: bytes.fromhex(h) for name, h in vector["purpose_keys"].items()}
     lookup_salt = b64(doc["lookup_salt"])
     assert lookup_id(lookup_salt, vector["user"]["name"]) == vector["user"]["lookup_id"]
@@ -254,7 +275,11 @@ def main(argv=None) -> int:
         print(json.dumps(check_vector(args.vector)))
         return 0
     with open(os.path.join(args.data_dir, "keyslots.json"), "rb") as f:
-        doc = json.loads(f.read())
+        try:
+            doc = read_file(f.read())
+        except Damaged as exc:
+            print(json.dumps({"error": f"damaged: {exc}"}))
+            return 3
     if args.passphrase_file:
         owner, secret = "master", first_line(args.passphrase_file)
     elif args.recovery_key_file:

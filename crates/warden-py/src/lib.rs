@@ -155,9 +155,16 @@ impl From<KeyOpError> for Failure {
             KeyOpError::NotCarried(_) => "AccessDenied",
             KeyOpError::UsersTableChanged { .. }
             | KeyOpError::DatabaseDoesNotOpen(_)
-            | KeyOpError::Slots(KeySlotError::Damaged { .. } | KeySlotError::Malformed(_))
+            | KeyOpError::Slots(
+                KeySlotError::Damaged { .. }
+                | KeySlotError::Malformed(_)
+                | KeySlotError::DigestMismatch,
+            )
             | KeyOpError::DataDir(DataDirError::Slots {
-                source: KeySlotError::Damaged { .. } | KeySlotError::Malformed(_),
+                source:
+                    KeySlotError::Damaged { .. }
+                    | KeySlotError::Malformed(_)
+                    | KeySlotError::DigestMismatch,
                 ..
             }) => "IntegrityError",
             KeyOpError::Authorization(_) | KeyOpError::Slots(KeySlotError::NotCarried(_)) => {

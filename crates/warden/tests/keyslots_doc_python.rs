@@ -154,3 +154,33 @@ fn every_kind_of_slot_opens_from_the_document_alone_with_exactly_its_keys() {
     );
     assert!(doc["keys"]["recordings"].is_null());
 }
+
+/// The file's digest, by the document alone: the Python reader takes warden's file, and one
+/// changed byte of it is damage to the reader (exit 3) as it is to warden.
+#[test]
+fn the_digest_is_checked_from_the_document_alone() {
+    let Some(py) = python() else { return };
+    let fx = Fixture::new();
+    let path = fx.data_dir.join("keyslots.json");
+    let good = std::fs::read(&path).unwrap();
+    let unlock = || {
+        run(&mut py.script(
+            "keyslots_from_doc.py",
+            [
+                fx.data_dir.as_os_str(),
+                OsStr::new("--passphrase-file"),
+                fx.passphrase_file.as_os_str(),
+                OsStr::new("--no-database"),
+            ],
+        ))
+    };
+    assert_eq!(json(&unlock())["owner"], "master");
+    // One base64 digit of the lookup salt: still valid JSON, a different file.
+    let text = String::from_utf8(good.clone()).unwrap();
+    let at = text.find("\"lookup_salt\": \"").unwrap() + 20;
+    let mut bad = good.clone();
+    bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&path, &bad).unwrap();
+    unlock().expect_code(3);
+    run(fx.admin().args(["keys", "check"])).expect_code(3);
+}

@@ -156,36 +156,82 @@ fn a_password_hash_copied_into_another_row_opens_nothing_even_with_the_master_pa
     assert_eq!(mismatches(&fx), 1);
 }
 
-/// A person's slot whose key wrap was changed is damage (exit code 3), not a failed sign-in.
+/// A person's slot whose key wrap was changed (the file's digest made to match, as someone who
+/// knows the format would) is damage (exit code 3), not a failed sign-in.
 #[test]
 fn a_damaged_wrap_in_a_person_s_slot_is_named_as_damage() {
     use base64::Engine as _;
     let fx = with_a_record();
-    let path = fx.data_dir.join("keyslots.json");
-    let mut doc: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    let slot = doc["slots"]
-        .as_array_mut()
-        .unwrap()
-        .iter_mut()
-        .find(|s| s["holder"] == "operator")
-        .unwrap();
-    let wrap = &mut slot["wraps"][0]["wrap"];
-    let mut bytes = base64::engine::general_purpose::STANDARD
-        .decode(wrap.as_str().unwrap())
-        .unwrap();
-    let last = bytes.len() - 1;
-    bytes[last] ^= 1;
-    *wrap = base64::engine::general_purpose::STANDARD
-        .encode(bytes)
-        .into();
-    std::fs::remove_file(&path).unwrap();
-    support::write_private(&path, serde_json::to_string(&doc).unwrap().as_bytes());
+    support::rewrite_keyslots(&fx.data_dir.join("keyslots.json"), |doc| {
+        let slot = doc["slots"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|s| s["holder"] == "operator")
+            .unwrap();
+        let wrap = &mut slot["wraps"][0]["wrap"];
+        let mut bytes = base64::engine::general_purpose::STANDARD
+            .decode(wrap.as_str().unwrap())
+            .unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        *wrap = base64::engine::general_purpose::STANDARD
+            .encode(bytes)
+            .into();
+    });
     run(fx
         .warden_without_passphrase()
         .args(["--as", "olga", "--password-file"])
         .arg(fx.path("olga-password"))
         .args(["records", "get", "treatments", "t-1"]))
     .expect_code(3)
-    .stderr_has(&["keyslots.json"]);
+    .stderr_has(&[
+        "keyslots.json",
+        "does not open or does not match its key check",
+    ]);
+}
+
+/// One changed byte in a person's slot — here in its salt, which without the file's digest
+/// made the right password look wrong — is damage, found before the password is tried: exit
+/// code 3 with the way out, and however often it is tried no failed sign-in is counted (no
+/// lockout): the restored file opens at once.
+#[test]
+fn a_changed_byte_in_a_person_s_slot_is_damage_and_counts_no_failed_sign_in() {
+    let fx = with_a_record();
+    let path = fx.data_dir.join("keyslots.json");
+    let good = std::fs::read(&path).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let salt = doc["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["holder"] == "operator")
+        .unwrap()["salt"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let at = String::from_utf8(good.clone())
+        .unwrap()
+        .find(&salt)
+        .unwrap()
+        + 3;
+    let mut bad = good.clone();
+    bad[at] = if bad[at] == b'A' { b'B' } else { b'A' };
+    std::fs::write(&path, &bad).unwrap();
+    let get = || {
+        run(fx
+            .warden_without_passphrase()
+            .args(["--as", "olga", "--password-file"])
+            .arg(fx.path("olga-password"))
+            .args(["records", "get", "treatments", "t-1"]))
+    };
+    for _ in 0..6 {
+        get().expect_code(3).stderr_has(&[
+            "keyslots.json is damaged",
+            "does not match its digest",
+            "restore it from a backup",
+        ]);
+    }
+    std::fs::write(&path, &good).unwrap();
+    get().ok();
 }

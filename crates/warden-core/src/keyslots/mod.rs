@@ -37,6 +37,10 @@ pub use wrap::WrapError;
 
 pub const FORMAT_NAME: &str = "warden-keyslots";
 pub const FORMAT_VERSION: u32 = 1;
+
+/// What stands for the file's `digest` while the digest is computed: 64 ASCII zeros.
+pub const DIGEST_PLACEHOLDER: &str =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 /// The largest `keyslots.json` accepted (thousands of users fit).
 pub const FILE_LIMIT: u64 = 16 * 1024 * 1024;
 
@@ -64,6 +68,10 @@ pub enum KeySlotError {
     Malformed(String),
     #[error("keyslots.json version {0} is not supported by this warden (expected 1)")]
     UnsupportedVersion(u32),
+    /// The file's bytes do not match its digest: damaged on disk or edited, before any secret
+    /// is tried (so no sign-in is counted against anyone).
+    #[error("keyslots.json is damaged: its content does not match its digest (changed outside warden, or a disk error); restore it from a backup")]
+    DigestMismatch,
     /// A wrap that should open does not, or a key does not match its check: the file was
     /// modified.
     #[error("key slot {slot}: the `{purpose}` key does not open or does not match its key check (a modified keyslots.json)")]
@@ -479,6 +487,10 @@ pub struct SlotFile {
     pub slots: Vec<Slot>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+    /// The digest as read (checked by [`parse`](Self::parse)); [`to_json`](Self::to_json)
+    /// writes the digest of what it writes.
+    #[serde(default, skip_serializing)]
+    digest: Option<String>,
 }
 
 /// A slot opened with its secret: who it is, and the keys it carries.
@@ -517,12 +529,14 @@ impl SlotFile {
             keys,
             slots: Vec::new(),
             pending: None,
+            digest: None,
         })
     }
 
-    /// Parses and checks everything that can be checked without a secret.
+    /// Parses and checks everything that can be checked without a secret, the digest before the
+    /// slots: a damaged file is reported as damage, never as a wrong secret.
     pub fn parse(json: &[u8]) -> Result<Self, KeySlotError> {
-        let file: Self = serde_json::from_slice(json).map_err(|e| malformed(report(&e)))?;
+        let mut file: Self = serde_json::from_slice(json).map_err(|e| malformed(report(&e)))?;
         if file.format != FORMAT_NAME {
             return Err(malformed(format!(
                 "`format` is {:?}, expected {FORMAT_NAME:?}",
@@ -531,6 +545,10 @@ impl SlotFile {
         }
         if file.version != FORMAT_VERSION {
             return Err(KeySlotError::UnsupportedVersion(file.version));
+        }
+        // A file written before digests were added has none; the next write adds it.
+        if let Some(digest) = file.digest.take() {
+            check_digest(json, &digest)?;
         }
         if file.generation == 0 {
             return Err(malformed("generation 0 (it starts at 1)"));
@@ -676,10 +694,15 @@ impl SlotFile {
         Ok(())
     }
 
+    /// The file's text, its digest last.
     pub fn to_json(&self) -> String {
-        let mut text = serde_json::to_string_pretty(self).expect("SlotFile always serializes");
-        text.push('\n');
-        text
+        let text = serde_json::to_string_pretty(self).expect("SlotFile always serializes");
+        let body = text
+            .strip_suffix("\n}")
+            .expect("a pretty JSON object ends with a brace");
+        seal_digest(&format!(
+            "{body},\n  \"digest\": \"{DIGEST_PLACEHOLDER}\"\n}}\n"
+        ))
     }
 
     /// The owner id of user `username` (lower case, as stored).
@@ -985,6 +1008,38 @@ impl SlotFile {
         .filter_map(|text| B64.decode(text).ok()?.try_into().ok())
         .collect()
     }
+}
+
+/// `text` with its one [`DIGEST_PLACEHOLDER`] replaced by the digest: `hex(SHA-256(text))`.
+pub fn seal_digest(text: &str) -> String {
+    let digest = hex::encode(crate::mac::sha256(text.as_bytes()));
+    text.replacen(DIGEST_PLACEHOLDER, &digest, 1)
+}
+
+/// The file's bytes, with `digest`'s 64 hex digits (found exactly once) read as the
+/// placeholder, hash to `digest`.
+fn check_digest(json: &[u8], digest: &str) -> Result<(), KeySlotError> {
+    if digest.len() != 64
+        || !digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(malformed("`digest` is not 64 lowercase hex digits"));
+    }
+    let mut at = json
+        .windows(64)
+        .enumerate()
+        .filter(|(_, w)| *w == digest.as_bytes())
+        .map(|(i, _)| i);
+    let (Some(at), None) = (at.next(), at.next()) else {
+        return Err(KeySlotError::DigestMismatch);
+    };
+    let mut text = json.to_vec();
+    text[at..at + 64].copy_from_slice(DIGEST_PLACEHOLDER.as_bytes());
+    if hex::encode(crate::mac::sha256(&text)) != digest {
+        return Err(KeySlotError::DigestMismatch);
+    }
+    Ok(())
 }
 
 fn check_key_info(

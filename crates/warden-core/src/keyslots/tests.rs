@@ -430,6 +430,65 @@ fn damaged_files_are_refused_with_the_reason() {
     ));
 }
 
+/// Every one-byte change of the file is refused when it is read — as damage (a digest that
+/// does not match) or as a file that does not parse — before any secret is tried: a damaged
+/// person's slot is never taken for a wrong password.
+#[test]
+fn every_changed_byte_is_damage_not_a_wrong_secret() {
+    let m = made();
+    let json = m.file.to_json();
+    let parsed = SlotFile::parse(json.as_bytes()).unwrap();
+    assert_eq!(parsed, m.file);
+    assert_eq!(
+        parsed.to_json(),
+        json,
+        "a file read and written again is the same text"
+    );
+    let digest = serde_json::from_str::<serde_json::Value>(&json).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        digest,
+        hex::encode(crate::mac::sha256(
+            json.replace(&digest, DIGEST_PLACEHOLDER).as_bytes()
+        ))
+    );
+    let mut digest_mismatches = 0;
+    for at in 0..json.len() {
+        for change in [0x01u8, 0x20] {
+            let mut bytes = json.clone().into_bytes();
+            bytes[at] ^= change;
+            match SlotFile::parse(&bytes) {
+                Err(KeySlotError::DigestMismatch) => digest_mismatches += 1,
+                Err(KeySlotError::Malformed(_) | KeySlotError::UnsupportedVersion(_)) => {}
+                other => panic!("byte {at} ^ {change:#x}: {:?}", other.map(|_| "parsed")),
+            }
+        }
+    }
+    // Most changes still parse as JSON (a different base64 or hex digit, a letter's case).
+    assert!(digest_mismatches > json.len(), "{digest_mismatches}");
+    // A file written before the digest (none) is read; the next write adds one.
+    let old = json.replace(&format!(",\n  \"digest\": \"{digest}\""), "");
+    assert!(!old.contains("digest"));
+    assert_eq!(SlotFile::parse(old.as_bytes()).unwrap().to_json(), json);
+    // A digest that is not 64 lowercase hex digits, or that appears twice.
+    let upper = json.replace(&digest, &digest.to_uppercase());
+    assert!(matches!(
+        SlotFile::parse(upper.as_bytes()),
+        Err(KeySlotError::Malformed(_))
+    ));
+    let twice = json.replacen(
+        "\"created\": \"t\"",
+        &format!("\"created\": \"{digest}\""),
+        1,
+    );
+    assert!(matches!(
+        SlotFile::parse(twice.as_bytes()),
+        Err(KeySlotError::DigestMismatch)
+    ));
+}
+
 #[test]
 fn recovery_and_service_keys_round_trip_as_text() {
     let key = RecoveryKey::generate();
@@ -592,13 +651,16 @@ fn vector() -> serde_json::Value {
         keys: file_keys,
         slots,
         pending: None,
+        digest: None,
     };
+    let text = file.to_json();
     json!({
         "description": "warden keyslots.json v1 known-answer vector (docs/formats/keyslots.md): every value is derived from the inputs; random values are fixed here",
         "purpose_keys": keys.iter().map(|(p, k)| (p.name().to_owned(), json!(hex::encode(k.expose_secret())))).collect::<serde_json::Map<_, _>>(),
         "user": { "name": username, "lookup_id": lookup },
         "slots": inputs,
-        "file": serde_json::to_value(&file).unwrap(),
+        "file": serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        "file_text": text,
     })
 }
 
@@ -620,7 +682,7 @@ fn known_answer_vector_matches_the_file() {
     .unwrap();
     assert_eq!(stored, built, "regenerate with WARDEN_WRITE_VECTORS=1");
     // And the file in it opens with the documented secrets, to the documented keys.
-    let file = SlotFile::parse(serde_json::to_string(&stored["file"]).unwrap().as_bytes()).unwrap();
+    let file = SlotFile::parse(stored["file_text"].as_str().unwrap().as_bytes()).unwrap();
     let master = file.slots_of(&Owner::Master).next().unwrap();
     let unlocked = file
         .unlock(

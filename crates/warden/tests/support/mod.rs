@@ -125,6 +125,18 @@ pub fn write_private(path: &Path, content: &[u8]) {
     file.write_all(content).unwrap();
 }
 
+/// Rewrites `keyslots.json` at `path` as `change` leaves it, with a digest that matches (an
+/// edit made by someone who knows the format, unlike damage): what is checked after the
+/// digest is what gets tested.
+pub fn rewrite_keyslots(path: &Path, change: impl FnOnce(&mut serde_json::Value)) {
+    let mut doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    change(&mut doc);
+    doc["digest"] = warden_core::keyslots::DIGEST_PLACEHOLDER.into();
+    let text = warden_core::keyslots::seal_digest(&serde_json::to_string_pretty(&doc).unwrap());
+    std::fs::remove_file(path).unwrap();
+    write_private(path, text.as_bytes());
+}
+
 /// Deterministic, incompressible-looking test data (xorshift), so failures are reproducible.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
