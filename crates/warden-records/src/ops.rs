@@ -191,6 +191,18 @@ impl Row {
     pub(crate) fn intact(&self) -> bool {
         warden_core::mac::ct_eq(&self.content().hash(), &self.hash)
     }
+
+    /// [`intact`](Self::intact), and the hash is the one its audit event recorded: a version
+    /// rewritten in the database together with its hash column (anyone holding the `database`
+    /// key can compute the hash) differs from the chain. `records verify` also authenticates
+    /// the chain itself.
+    pub(crate) fn matches_its_record(
+        &self,
+        conn: &rusqlite::Connection,
+    ) -> Result<bool, RecordsError> {
+        Ok(self.intact()
+            && recorded_hash(conn, self.audit_seq)?.as_deref() == Some(self.hash.as_slice()))
+    }
 }
 
 fn latest(
@@ -503,7 +515,8 @@ pub struct Version {
     /// The reason of a delete (empty otherwise).
     pub reason: String,
     pub hash: [u8; 32],
-    /// False when the stored content no longer hashes to the stored hash.
+    /// False when the stored content no longer hashes to the stored hash, or that hash is not
+    /// the one its audit event recorded.
     pub intact: bool,
     pub audit_seq: u64,
     pub signatures: Vec<Signature>,
@@ -551,7 +564,7 @@ pub(crate) fn signatures_of(
     let current = row.content().hash();
     let mut stmt = conn
         .prepare_cached(
-            "SELECT signer, printed_name, meaning, signed_at, version_hash, hash
+            "SELECT signer, printed_name, meaning, signed_at, version_hash, hash, audit_seq
              FROM record_signatures WHERE collection = ?1 AND record_id = ?2 AND version = ?3
              ORDER BY signed_at, signer",
         )
@@ -567,13 +580,14 @@ pub(crate) fn signatures_of(
                     r.get::<_, String>(3)?,
                     r.get::<_, Vec<u8>>(4)?,
                     r.get::<_, Vec<u8>>(5)?,
+                    r.get::<_, i64>(6)? as u64,
                 ))
             },
         )
         .map_err(StoreError::from)?;
     let mut out = Vec::new();
     for item in rows {
-        let (signer, printed_name, meaning, signed_at, version_hash, hash) =
+        let (signer, printed_name, meaning, signed_at, version_hash, hash, audit_seq) =
             item.map_err(StoreError::from)?;
         let content = SignatureContent {
             collection: &row.collection,
@@ -585,7 +599,10 @@ pub(crate) fn signatures_of(
             signed_at: &signed_at,
             version_hash: &version_hash,
         };
-        let status = if !warden_core::mac::ct_eq(&content.hash(), &hash) {
+        // The row hashes to its hash, and that is the hash its `record.sign` event recorded.
+        let status = if !warden_core::mac::ct_eq(&content.hash(), &hash)
+            || recorded_hash(conn, audit_seq)?.as_deref() != Some(hash.as_slice())
+        {
             SignatureStatus::SignatureChanged
         } else if !warden_core::mac::ct_eq(&version_hash, &current) {
             SignatureStatus::VersionChanged
@@ -629,7 +646,7 @@ pub(crate) fn view(
         phi: phi_view,
         reason: row.reason.clone(),
         hash: row.hash.clone().try_into().unwrap_or([0; 32]),
-        intact: row.intact(),
+        intact: row.matches_its_record(conn)?,
         audit_seq: row.audit_seq,
         signatures: signatures_of(conn, row)?,
     })
@@ -962,9 +979,8 @@ pub fn sign(
                 version: request.version,
             });
         };
-        let recorded = recorded_hash(tx, row.audit_seq)?;
         let hash = row.content().hash();
-        if !row.intact() || recorded.as_deref() != Some(hash.as_slice()) {
+        if !row.matches_its_record(tx)? {
             return Err(RecordsError::VersionDamaged {
                 collection: row.collection.clone(),
                 record_id: row.record_id.clone(),

@@ -429,6 +429,86 @@ fn a_signature_needs_both_components_shows_name_time_meaning_and_fails_on_a_chan
     let _ = written;
 }
 
+/// Someone holding the `database` key rewrites a signed version together with every hash that
+/// covers it — the version's hash column, the signature's version hash and the signature's own
+/// hash, all computable without a key. Each row still hashes to its hash column, but not to the
+/// hash its audit event recorded: `get` shows the version not intact and the signature INVALID
+/// (before, both read as good until `records verify`).
+#[test]
+fn a_version_rewritten_with_its_hashes_recomputed_is_not_intact() {
+    use warden_records::version::{SignatureContent, VersionContent};
+    let env = Env::new();
+    let mut store = env.store();
+    let olga = env.session(&mut store, "olga");
+    olga.put(
+        &mut store,
+        "treatments",
+        "t-1",
+        &fields(json!({"patient": "p-0001", "energy_j": 1.5, "outcome": "good"})),
+    )
+    .unwrap();
+    let password = pw(support::OPERATOR_PW);
+    let totp = code(&env.operator_totp, 0);
+    olga.sign(
+        &mut store,
+        &SignRequest {
+            collection: "treatments",
+            record_id: "t-1",
+            version: 1,
+            meaning: Meaning::Performed,
+            password: &password,
+            totp_code: &totp,
+        },
+    )
+    .unwrap();
+    let read = olga.get(&mut store, "treatments", "t-1", None).unwrap();
+    assert!(read.intact);
+    assert_eq!(read.signatures[0].status, SignatureStatus::Valid);
+
+    let forged = r#"{"energy_j":30.0,"outcome":"good","patient":"p-0001"}"#;
+    let version_hash = VersionContent {
+        collection: "treatments",
+        record_id: "t-1",
+        version: 1,
+        kind: &read.kind,
+        timestamp: &read.timestamp,
+        actor: &read.actor,
+        schema_version: read.schema_version,
+        fields: forged,
+        phi_sealed: &[],
+        reason: &read.reason,
+    }
+    .hash();
+    let sig = &read.signatures[0];
+    let signature_hash = SignatureContent {
+        collection: "treatments",
+        record_id: "t-1",
+        version: 1,
+        signer: &sig.signer,
+        printed_name: &sig.printed_name,
+        meaning: &sig.meaning,
+        signed_at: &sig.signed_at,
+        version_hash: &version_hash,
+    }
+    .hash();
+    let conn = store.db.conn();
+    conn.execute(
+        "UPDATE record_versions SET fields = ?1, hash = ?2",
+        rusqlite::params![forged, version_hash.to_vec()],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE record_signatures SET version_hash = ?1, hash = ?2",
+        rusqlite::params![version_hash.to_vec(), signature_hash.to_vec()],
+    )
+    .unwrap();
+    let read = olga.get(&mut store, "treatments", "t-1", None).unwrap();
+    assert_eq!(read.fields["energy_j"], json!(30.0));
+    assert!(!read.intact);
+    assert_eq!(read.signatures[0].status, SignatureStatus::SignatureChanged);
+    assert!(read.signatures[0].manifestation().contains("INVALID"));
+}
+
 #[test]
 fn signing_needs_a_printed_name_and_a_person_with_two_factors() {
     let env = Env::new();
