@@ -245,6 +245,8 @@ struct State {
     epoch: Instant,
     handshakes: HandshakeSlots,
     next_conn: AtomicU64,
+    /// Set once [`Server::prepare`] has loaded the keys and settled the last run's sessions.
+    prepared: tokio::sync::OnceCell<()>,
 }
 
 /// The OTA admin server. Cheap to clone; clones share everything.
@@ -282,6 +284,7 @@ impl Server {
                 epoch: Instant::now(),
                 handshakes,
                 next_conn: AtomicU64::new(1),
+                prepared: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -421,6 +424,35 @@ impl Server {
         }
     }
 
+    /// Loads the keys and marks sessions a previous run left open as closed; once ([`run`]
+    /// calls it if nobody did). A server that cannot read its keys would listen and refuse
+    /// every card: it does not start. (A later reload that fails keeps the keys it has.)
+    ///
+    /// [`run`]: Server::run
+    pub async fn prepare(&self) -> std::io::Result<()> {
+        let s = &self.state;
+        s.prepared
+            .get_or_try_init(|| async {
+                self.reload_keys().await.map_err(|e| {
+                    std::io::Error::other(format!("the PSK keys cannot be loaded: {e}"))
+                })?;
+                let closed = s
+                    .store
+                    .call(|tx, _| db::close_stale_sessions(tx, "server_restart"))
+                    .await
+                    .unwrap_or(0);
+                if closed > 0 {
+                    tracing::warn!(
+                        sessions = closed,
+                        "sessions left open by a previous run marked closed"
+                    );
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await
+            .map(drop)
+    }
+
     // Implements: O3, O9, O12, O15
     /// Serves `listener` until `shutdown` resolves, then drains open connections.
     pub async fn run(
@@ -430,22 +462,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let s = &self.state;
         let listen = listener.local_addr()?;
-        // A server that cannot read its keys would listen and refuse every card: it does not
-        // start. (A later reload that fails keeps the keys it has.)
-        self.reload_keys()
-            .await
-            .map_err(|e| std::io::Error::other(format!("the PSK keys cannot be loaded: {e}")))?;
-        let closed = s
-            .store
-            .call(|tx, _| db::close_stale_sessions(tx, "server_restart"))
-            .await
-            .unwrap_or(0);
-        if closed > 0 {
-            tracing::warn!(
-                sessions = closed,
-                "sessions left open by a previous run marked closed"
-            );
-        }
+        self.prepare().await?;
         let resolved = s.tls.resolved().clone();
         if resolved.null_enabled {
             tracing::warn!("!!! NULL cipher suites are ENABLED: traffic using them is NOT ENCRYPTED. For testing only; never in production. !!!");

@@ -1037,4 +1037,5 @@ fn ota_serve_does_not_start_without_its_key_file() {
     assert!(!status.success());
     assert!(stderr.contains("the PSK keys cannot be loaded"), "{stderr}");
     assert!(stderr.contains("missing-keys.yaml"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
 }

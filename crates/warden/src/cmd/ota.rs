@@ -414,6 +414,8 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
+        // Keys first: "listening" means the server can take cards.
+        server.prepare().await?;
         eprintln!("warden ota: listening on {}", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if let Some(d) = dashboard {
