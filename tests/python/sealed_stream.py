@@ -235,19 +235,29 @@ def _parse_header(purpose_key: bytes, data: bytes, purpose_code: Optional[int]):
         raise BadHeader(f"bad header: reserved byte is {h.reserved}")
     if not MIN_SEGMENT <= h.segment_size <= MAX_SEGMENT:
         raise BadHeader(f"bad header: segment size {h.segment_size} out of range")
-    # Step 3: purpose.
-    if purpose_code is not None and h.purpose != purpose_code:
-        raise WrongPurpose(
-            f"wrong key: file is sealed for purpose {PURPOSES[h.purpose]}, "
-            f"key is for {PURPOSES.get(purpose_code, purpose_code)}"
-        )
-    # Step 4: unwrap the data key.
-    try:
-        dk = AESGCM(purpose_key).decrypt(h.wrap_nonce, h.wrapped, h.raw[:WRAP_AAD_LEN])
-    except InvalidTag:
-        if hmac.compare_digest(h.key_id, key_id(purpose_key)):
-            raise BadHeader("bad header: data key does not unwrap (header modified)") from None
-        raise WrongKey("wrong key: file was sealed under another key") from None
+    # Steps 3 and 4: unwrap the data key; a header naming another purpose or key id is
+    # damage if it opens with this key once they are put back.
+    def unwrap(raw: bytes) -> Optional[bytes]:
+        try:
+            return AESGCM(purpose_key).decrypt(raw[47:59], raw[59:107], raw[:WRAP_AAD_LEN])
+        except InvalidTag:
+            return None
+
+    ours = purpose_code if purpose_code is not None else h.purpose
+    dk = unwrap(h.raw)
+    if dk is None or h.purpose != ours:
+        our_id = key_id(purpose_key)
+        if h.purpose != ours or not hmac.compare_digest(h.key_id, our_id):
+            as_ours = h.raw[:10] + bytes([ours]) + h.raw[11:32] + our_id + h.raw[40:]
+            if unwrap(as_ours) is not None:
+                raise BadHeader("bad header: the purpose or key id was modified")
+            if h.purpose != ours:
+                raise WrongPurpose(
+                    f"wrong key: file is sealed for purpose {PURPOSES[h.purpose]}, "
+                    f"key is for {PURPOSES.get(purpose_code, purpose_code)}"
+                )
+            raise WrongKey("wrong key: file was sealed under another key")
+        raise BadHeader("bad header: data key does not unwrap (header modified)")
     if len(dk) != 32:
         raise BadHeader("bad header: data key has the wrong length")
     return h, dk

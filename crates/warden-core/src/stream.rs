@@ -613,6 +613,24 @@ fn read_full<R: Read>(reader: &mut R, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// The data key of a header, if `purpose_key` opens its key wrap (bytes 0..47 authenticated).
+fn unwrap_data_key(bytes: &[u8; HEADER_LEN], purpose_key: &Key32) -> Option<Key32> {
+    let wrap_nonce: [u8; 12] = bytes[47..59].try_into().expect("12 bytes");
+    let mut wrap_tag: [u8; TAG_LEN] = bytes[91..107].try_into().expect("16 bytes");
+    let mut data_key = zeroize::Zeroizing::new(Vec::with_capacity(48));
+    gcm(
+        Mode::Decrypt,
+        purpose_key.expose_secret(),
+        &wrap_nonce,
+        &bytes[0..47],
+        &bytes[59..91],
+        &mut data_key,
+        &mut wrap_tag,
+    )
+    .ok()?;
+    Key32::from_slice(&data_key)
+}
+
 /// Parses the header and unwraps the data key. Separated from the reader so `verify` and tools
 /// can report on headers alone.
 pub fn open_header(
@@ -642,35 +660,35 @@ pub fn open_header(
     if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size) {
         return Err(StreamError::BadHeader("segment size out of range"));
     }
-    if sealed_with != purpose {
-        return Err(StreamError::WrongPurpose {
-            sealed_with,
-            given: purpose,
-        });
-    }
-    let key_matches = crate::mac::ct_eq(&bytes[32..40], &key_id(purpose_key));
-    let wrap_nonce: [u8; 12] = bytes[47..59].try_into().expect("12 bytes");
-    let mut wrap_tag: [u8; TAG_LEN] = bytes[91..107].try_into().expect("16 bytes");
-    let mut data_key = zeroize::Zeroizing::new(Vec::with_capacity(48));
-    let unwrapped = gcm(
-        Mode::Decrypt,
-        purpose_key.expose_secret(),
-        &wrap_nonce,
-        &bytes[0..47],
-        &bytes[59..91],
-        &mut data_key,
-        &mut wrap_tag,
-    );
-    match (unwrapped, key_matches) {
-        (Ok(()), _) => {}
-        (Err(_), true) => {
+    let id = key_id(purpose_key);
+    let data_key = match unwrap_data_key(&bytes, purpose_key) {
+        Some(data_key) if sealed_with == purpose => data_key,
+        // Another purpose or key named: the file's, unless the header opens with this key once
+        // its purpose and key id are this key's — then one of those bytes was changed.
+        _ if sealed_with != purpose || !crate::mac::ct_eq(&bytes[32..40], &id) => {
+            let mut as_ours = bytes;
+            as_ours[10] = purpose.code();
+            as_ours[32..40].copy_from_slice(&id);
+            if unwrap_data_key(&as_ours, purpose_key).is_some() {
+                return Err(StreamError::BadHeader(
+                    "the key purpose or key id was modified (the header opens with this key)",
+                ));
+            }
+            return Err(if sealed_with == purpose {
+                StreamError::WrongKey(purpose)
+            } else {
+                StreamError::WrongPurpose {
+                    sealed_with,
+                    given: purpose,
+                }
+            });
+        }
+        _ => {
             return Err(StreamError::BadHeader(
                 "header authentication failed (modified)",
             ))
         }
-        (Err(_), false) => return Err(StreamError::WrongKey(purpose)),
-    }
-    let data_key = Key32::from_slice(&data_key).ok_or(StreamError::Crypto)?;
+    };
     let header = Header {
         purpose: sealed_with,
         segment_size,

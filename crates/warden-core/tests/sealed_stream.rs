@@ -139,14 +139,13 @@ fn every_single_byte_change_is_detected() {
         let mut damaged = sealed.clone();
         damaged[i] ^= 0x01;
         let err = open(&damaged).expect_err(&format!("flip at byte {i} went unnoticed"));
+        // Damage, never a wrong key: with the right key, a changed purpose byte or key id is
+        // found out (the header opens once they are put back).
         assert!(
             err.is_damage()
                 || matches!(
                     err,
-                    StreamError::NotSealed
-                        | StreamError::UnsupportedVersion(_)
-                        | StreamError::WrongKey(_)
-                        | StreamError::WrongPurpose { .. }
+                    StreamError::NotSealed | StreamError::UnsupportedVersion(_)
                 ),
             "byte {i}: {err}"
         );
@@ -162,6 +161,29 @@ fn modified_ciphertext_names_the_segment() {
         open(&sealed),
         Err(StreamError::SegmentModified { segment: 1 })
     ));
+}
+
+/// A purpose byte changed to another known purpose, or a changed key id, with the file's own
+/// key: damage (the header opens with this key once they are put back), not "wrong key".
+#[test]
+fn a_changed_purpose_or_key_id_is_damage_not_a_wrong_key() {
+    for (at, value) in [
+        (10, Purpose::Config.code()),
+        (10, Purpose::Audit.code()),
+        (35, 0),
+    ] {
+        let mut sealed = seal(b"data");
+        sealed[at] = if sealed[at] == value {
+            value ^ 1
+        } else {
+            value
+        };
+        let err = open(&sealed).unwrap_err();
+        assert!(
+            matches!(err, StreamError::BadHeader(why) if why.contains("purpose or key id")),
+            "byte {at}: {err}"
+        );
+    }
 }
 
 /// Verifies: V18

@@ -213,6 +213,8 @@ fn damaged_python_files_are_refused_by_warden_with_the_named_error() {
     bad_marker[HEADER_LEN] ^= 0xff;
     let mut version_2 = good.clone();
     version_2[8] = 3;
+    let mut purpose_changed = good.clone();
+    purpose_changed[10] = Purpose::Config.code(); // the file's own key: damage, not wrong key
 
     // Python encodes with the config key for the config purpose: warden holds the recordings key.
     let config_hex = py.purpose_key(&fx, Purpose::Config, "hex");
@@ -250,6 +252,12 @@ fn damaged_python_files_are_refused_by_warden_with_the_named_error() {
             flipped_header,
             3,
             &["bad header"],
+        ),
+        (
+            "purpose byte changed to another known purpose",
+            purpose_changed,
+            3,
+            &["bad header", "purpose or key id was modified"],
         ),
         ("header only", header.clone(), 3, &["truncated"]),
         (
