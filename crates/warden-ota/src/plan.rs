@@ -403,7 +403,8 @@ enum TallyChange {
 pub enum Durability {
     /// Commit, then respond.
     BeforeResponse,
-    /// Respond once the step has run in the open transaction; it commits shortly after.
+    /// Respond at once; the step runs in the open transaction and commits shortly after (the
+    /// card's next request waits for it to have run, so it never sees the step undone).
     AfterResponse,
 }
 

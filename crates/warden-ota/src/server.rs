@@ -48,8 +48,8 @@ use crate::events::{Event, EventBus};
 use crate::keys::{merge_sources, read_key_file, KeyCache, Psk};
 use crate::metrics::{HandshakeLabel, Metrics};
 use crate::plan::{
-    queued_script, Begin, CardState, Committed, ConnTally, Connection, Plan, QueueError, Refusal,
-    StoreWrite,
+    queued_script, Begin, CardState, Committed, ConnTally, Connection, Durability, Plan,
+    QueueError, Refusal, StoreWrite,
 };
 use crate::session::{CloseReason, Closed, Handshaking, Lifecycle, SessionState, TlsInfo};
 use crate::store::{audit_event, StoreFailure, StoreHandle};
@@ -76,8 +76,8 @@ struct CardSlot {
     /// The card's session and scripts out: the pure core's state.
     state: CardState,
     /// The next pending script, read in the same transaction as the last step's effects
-    /// (`None` inside: no script; outer `None`: not known, read it).
-    next: Option<Option<db::PendingScript>>,
+    /// (`None`: not known, read it).
+    next: Option<NextScript>,
     last_used: Instant,
 }
 
@@ -89,6 +89,16 @@ impl CardSlot {
             last_used: Instant::now(),
         }
     }
+}
+
+/// The script a card's next request delivers, read by the job that stored the last step.
+enum NextScript {
+    /// The job has run (`None` inside: nothing is queued).
+    Read(Option<db::PendingScript>),
+    /// The job is queued: a step whose response does not wait for the database (it touches
+    /// only scripts that may run twice) answered without waiting for it. The card's next
+    /// request, a network round trip later, finds it done.
+    Coming(crate::store::Submitted<Option<db::PendingScript>>),
 }
 
 /// Connections in their handshake, oldest first; over the limit, the oldest is told to go.
@@ -1365,7 +1375,17 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
     // The next script: from the last step's transaction, or read now (settling scripts a lost
     // session left in flight first, when this is a fresh session).
     let pending = match slot.next.take() {
-        Some(p) => p,
+        Some(NextScript::Read(p)) => p,
+        Some(NextScript::Coming(job)) => match job.outcome().await {
+            Ok(p) => p,
+            Err(e) => {
+                // The last step's writes did not run: what the card was sent (scripts that may
+                // run twice) is not stored, and is sent again in its next session. This one
+                // ends here.
+                tracing::error!(session_id = %ctx.session_id, error = %e, "store write failed after the response left; ending the session");
+                return refuse(ctx, 503, "the server could not store the last step".into());
+            }
+        },
         None => {
             let (card, sid) = (ctx.identity.clone(), ctx.session_id.clone());
             // A card resuming after a restart with the results of the script its old session
@@ -1417,7 +1437,7 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
     {
         Ok(plan) => plan,
         Err(refusal) => {
-            slot.next = Some(pending);
+            slot.next = Some(NextScript::Read(pending));
             return refused(ctx, &refusal);
         }
     };
@@ -1428,14 +1448,15 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         after,
     } = plan;
     let card = ctx.identity.clone();
-    let next = match s
-        .store
-        .call_durable(durability, move |tx, jctx| {
-            apply_step(tx, jctx, &card, writes, audit)
-        })
-        .await
-    {
-        Ok(next) => next,
+    let job = move |tx: &rusqlite::Transaction<'_>, jctx: &crate::store::JobCtx<'_>| {
+        apply_step(tx, jctx, &card, writes, audit)
+    };
+    let next = match durability {
+        Durability::BeforeResponse => s.store.call(job).await.map(NextScript::Read),
+        Durability::AfterResponse => s.store.submit_before_commit(job).map(NextScript::Coming),
+    };
+    match next {
+        Ok(next) => slot.next = Some(next),
         Err(StoreFailure(e)) => {
             // Nothing was stored: the plan is dropped, the session stays where it was.
             drop(after);
@@ -1443,8 +1464,7 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
             tracing::error!(session_id = %ctx.session_id, error = %e, "store write failed; request refused");
             return refuse(ctx, 503, "the server could not store the step".into());
         }
-    };
-    slot.next = Some(next);
+    }
     let done = slot
         .state
         .commit(after, &mut ctx.counters(), Instant::now());

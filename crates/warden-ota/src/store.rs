@@ -24,8 +24,6 @@ use warden_store::audit::{AuditLog, AuditPolicy, AuditedTx};
 use warden_store::ota::OtaStoreError;
 use warden_store::{Database, StoreError};
 
-use crate::plan::Durability;
-
 /// The store failed: the message says why (never key material).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
@@ -55,6 +53,18 @@ impl JobCtx<'_> {
     /// The `database` purpose key, to open sealed PSKs.
     pub fn db_key(&self) -> &Key32 {
         self.db_key
+    }
+}
+
+/// A job queued by [`StoreHandle::submit_before_commit`]: its result, once it has run.
+pub struct Submitted<T>(tokio::sync::oneshot::Receiver<Result<T, StoreFailure>>);
+
+impl<T> Submitted<T> {
+    /// The job's result (before its transaction commits).
+    pub async fn outcome(self) -> Result<T, StoreFailure> {
+        self.0
+            .await
+            .map_err(|_| StoreFailure("the database thread stopped during a call".into()))?
     }
 }
 
@@ -209,6 +219,17 @@ impl StoreHandle {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<T, OtaStoreError> + Send + 'static,
     {
+        self.submit_before_commit(f)?.outcome().await
+    }
+
+    /// [`call_before_commit`](Self::call_before_commit) without waiting: queues `f` and returns
+    /// at once; the [`Submitted`] job's result can be awaited later (jobs run in the order they
+    /// are queued, so a later job sees its writes).
+    pub fn submit_before_commit<T, F>(&self, f: F) -> Result<Submitted<T>, StoreFailure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<T, OtaStoreError> + Send + 'static,
+    {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.send(
             false,
@@ -224,21 +245,7 @@ impl StoreHandle {
                 (ok, completion)
             }),
         )?;
-        rx.await
-            .map_err(|_| StoreFailure("the database thread stopped during a call".into()))?
-    }
-
-    /// [`call`](Self::call) or [`call_before_commit`](Self::call_before_commit), as the step's
-    /// durability says.
-    pub async fn call_durable<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreFailure>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Transaction<'_>, &JobCtx) -> Result<T, OtaStoreError> + Send + 'static,
-    {
-        match durability {
-            Durability::BeforeResponse => self.call(f).await,
-            Durability::AfterResponse => self.call_before_commit(f).await,
-        }
+        Ok(Submitted(rx))
     }
 
     /// Like [`StoreHandle::call`], from synchronous code (not on a runtime thread).

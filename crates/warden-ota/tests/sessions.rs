@@ -206,3 +206,64 @@ async fn session_ids_are_time_ordered_uuids() {
     assert!(ids[0] < ids[1], "{ids:?}");
     t.stop().await;
 }
+
+/// A step that answered without waiting for the database (it touches only scripts that may run
+/// twice), whose writes then fail: the card's next request is refused with 503 and the session
+/// ends; nothing is lost for good — the next session sends the scripts again and completes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_fails_behind_the_response_ends_the_session_and_the_scripts_go_again() {
+    let t = support::start(support::config()).await;
+    let key = support::psk(1);
+    t.add_card("card-1", &key).await;
+    let get_data = || CommandScript::new([gp::get_data(gp::data_object::CPLC)]);
+    let ids = [
+        t.push("card-1", get_data(), Redelivery::Allowed).await,
+        t.push("card-1", get_data(), Redelivery::Allowed).await,
+    ];
+    // Results cannot be stored for now.
+    t.store
+        .call(|tx, _| {
+            tx.execute_batch(
+                "CREATE TRIGGER refuse_results BEFORE UPDATE OF state ON ota_scripts
+                 WHEN NEW.state = 'done' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let err = run_session(&t.card("card-1", &key), &mut GpCard::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    // Refused at the request after the one whose writes failed: that one was answered at once.
+    let refused = t.wait_for(|e| e.event.name() == "request_refused").await;
+    assert_eq!(
+        serde_json::to_value(&refused.event).unwrap()["reason"],
+        "the server could not store the last step"
+    );
+    let ended = t.wait_for(|e| e.event.name() == "session_ended").await;
+    assert_eq!(
+        serde_json::to_value(&ended.event).unwrap()["close_reason"],
+        "error"
+    );
+    t.store
+        .call(|tx, _| {
+            tx.execute_batch("DROP TRIGGER refuse_results")?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let report = run_session(&t.card("card-1", &key), &mut GpCard::new())
+        .await
+        .unwrap();
+    assert_eq!(report.scripts.len(), 2);
+    let reports = t.reports("card-1").await;
+    assert_eq!(
+        reports
+            .iter()
+            .map(|r| (r.id, r.state.as_str()))
+            .collect::<Vec<_>>(),
+        [(ids[0], "done"), (ids[1], "done")]
+    );
+    t.stop().await;
+}
