@@ -27,9 +27,8 @@ use warden_records::ops::SignRequest;
 use warden_records::recording::{RecordingReader, RecordingWriter};
 use warden_records::{Category, Meaning, RecordsError};
 use warden_store::audit::{ExportFormat, VerifyFrom};
-use warden_store::identity::{claimed_user_key, AuthError, PasswordProof, SignInChannel, UnixMs};
-use warden_store::keys::journal::{self, Unrecorded};
-use warden_store::keys::{self, KeyOpError, UserSlot};
+use warden_store::identity::{SignInChannel, UnixMs};
+use warden_store::keys::{self, KeyOpError, SlotSignIn};
 use warden_store::Store;
 
 /// An error on its way to Python: the `warden.errors` class and the message.
@@ -280,43 +279,31 @@ impl Vault {
                 (shared.clone(), user, keys)
             }
             None => {
-                let failed = |reason: &str| -> Failure {
-                    let entry = Unrecorded::failed_sign_in(&claimed_user_key(username), reason);
-                    match journal::record(&self.dir, &entry) {
-                        Ok(()) => AuthError::Failed.into(),
-                        Err(err) => err.into(),
+                let signed_in =
+                    keys::sign_in_with_slot(&self.dir, username, &password, |store, proof| {
+                        store
+                            .identity
+                            .authenticate_operator_with(
+                                &mut store.db,
+                                SignInChannel::Cli,
+                                username,
+                                proof,
+                                code,
+                                UnixMs::now(),
+                            )
+                            .map_err(Failure::from)
+                    })?;
+                let (store, user, keys) = match signed_in {
+                    SlotSignIn::SignedIn { store, user, keys } => (store, user, keys),
+                    SlotSignIn::NoSlot => {
+                        return Err(keys::refuse_sign_in(&self.dir, username, "no_key_slot")?.into())
+                    }
+                    SlotSignIn::Refused => {
+                        return Err(
+                            keys::refuse_sign_in(&self.dir, username, "bad_password")?.into()
+                        )
                     }
                 };
-                let (unlocked, proof) = match keys::unlock_user(&self.dir, username, &password)? {
-                    UserSlot::Opened(unlocked, proof) => (unlocked, proof),
-                    UserSlot::NoSlot => return Err(failed("no_key_slot")),
-                    UserSlot::Refused => return Err(failed("bad_password")),
-                };
-                let (holder, slot_id) = (unlocked.holder, unlocked.slot_id.clone());
-                let (mut store, keys) = keys::open_store(&self.dir, unlocked.keys)?;
-                // A pending change that did not commit (a password reset cut short) may have
-                // taken the slot away again: then the password it opened is no longer valid.
-                if self
-                    .dir
-                    .read_slots()
-                    .map_err(KeyOpError::from)?
-                    .slot(&slot_id)
-                    .is_none()
-                {
-                    return Err(failed("bad_password"));
-                }
-                let user = store.identity.authenticate_operator_with(
-                    &mut store.db,
-                    SignInChannel::Cli,
-                    username,
-                    PasswordProof::Slot {
-                        password: &password,
-                        proof: &proof,
-                    },
-                    code,
-                    UnixMs::now(),
-                )?;
-                keys::check_holder(&mut store, &user, holder)?;
                 let state = Arc::new(Mutex::new(State {
                     dir: self.dir.clone(),
                     store,

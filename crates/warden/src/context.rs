@@ -28,11 +28,9 @@ use warden_core::password::Password;
 use warden_core::rbac::{Permission, ServiceKind};
 use warden_core::sealed_config::ConfigSealer;
 use warden_core::secret::{Key32, Passphrase};
-use warden_store::identity::{
-    claimed_user_key, AuthError, AuthenticatedUser, Authorized, PasswordProof, UnixMs,
-};
+use warden_store::identity::{AuthError, AuthenticatedUser, Authorized, PasswordProof, UnixMs};
 use warden_store::keys::journal::{self, Unrecorded};
-use warden_store::keys::{self, UserSlot};
+use warden_store::keys::{self, SlotSignIn};
 use warden_store::Store;
 
 use crate::cli::GlobalArgs;
@@ -498,37 +496,20 @@ impl<'a> Context<'a> {
         let password = read_password(actor.password_file.as_deref(), &username)?;
         let dir = self.dir()?.clone();
         let opened = match dir.format() {
-            KeyFormat::Slots => keys::unlock_user(&dir, &username, &password)?,
-            KeyFormat::Derived => UserSlot::NoSlot,
+            KeyFormat::Slots => {
+                keys::sign_in_with_slot(&dir, &username, &password, |store, proof| {
+                    self.authenticate(store, &username, proof, permission)
+                })?
+            }
+            KeyFormat::Derived => SlotSignIn::NoSlot,
         };
         match opened {
-            UserSlot::Opened(unlocked, proof) => {
-                let slot_id = unlocked.slot_id.clone();
-                let holder = unlocked.holder;
-                let (mut store, ring) = keys::open_store(&dir, unlocked.keys)?;
-                // A pending change that did not commit may have taken the slot away again.
-                if dir.read_slots()?.slot(&slot_id).is_none() {
-                    journal::record(
-                        &dir,
-                        &Unrecorded::failed_sign_in(&claimed_user_key(&username), "bad_password"),
-                    )?;
-                    return Err(AuthError::Failed.into());
-                }
-                let user = self.authenticate(
-                    &mut store,
-                    &username,
-                    PasswordProof::Slot {
-                        password: &password,
-                        proof: &proof,
-                    },
-                    permission,
-                )?;
-                keys::check_holder(&mut store, &user, holder)?;
-                self.keys = Some(ring);
+            SlotSignIn::SignedIn { store, user, keys } => {
+                self.keys = Some(keys);
                 Ok((store, user))
             }
-            outcome @ (UserSlot::NoSlot | UserSlot::Refused) => {
-                let no_slot = matches!(outcome, UserSlot::NoSlot);
+            outcome @ (SlotSignIn::NoSlot | SlotSignIn::Refused) => {
+                let no_slot = matches!(outcome, SlotSignIn::NoSlot);
                 if self.master_given() || (no_slot && on_terminal()) {
                     // The master passphrase opens the store; the password is checked against
                     // the stored hash; a person without a slot gets one now.
@@ -550,11 +531,7 @@ impl<'a> Context<'a> {
                 } else {
                     "bad_password"
                 };
-                journal::record(
-                    &dir,
-                    &Unrecorded::failed_sign_in(&claimed_user_key(&username), reason),
-                )?;
-                Err(AuthError::Failed.into())
+                Err(keys::refuse_sign_in(&dir, &username, reason)?.into())
             }
         }
     }

@@ -41,8 +41,8 @@ use crate::Store;
 
 pub use ops::{
     add_service, add_user, break_glass, change_own_password, change_passphrase, ensure_user_slot,
-    list_slots, new_recovery_key, remove_service, remove_user, reset_password, unlock_user,
-    SlotInfo, UserSlot,
+    list_slots, new_recovery_key, refuse_sign_in, remove_service, remove_user, reset_password,
+    sign_in_with_slot, unlock_user, SlotInfo, SlotSignIn, UserSlot,
 };
 pub use rotate::{rotate, RotateOptions, Rotated};
 pub use upgrade::convert;

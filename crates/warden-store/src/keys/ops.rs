@@ -18,7 +18,8 @@ use warden_core::totp::KeyUri;
 
 use super::{commit_event, two_step, KeyOpError};
 use crate::identity::{
-    AuthenticatedUser, Authorized, BreakGlass, IdentityError, NewUser, SlotProof, UnixMs, Username,
+    claimed_user_key, AuthError, AuthenticatedUser, Authorized, BreakGlass, IdentityError, NewUser,
+    PasswordProof, SlotProof, UnixMs, Username,
 };
 use crate::Store;
 
@@ -54,6 +55,79 @@ pub fn unlock_user(
         }
     }
     Ok(UserSlot::Refused)
+}
+
+/// A person's sign-in through their own key slot.
+// Made once per sign-in and taken apart at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum SlotSignIn {
+    /// Signed in: the store opened with the keys of their role (their slot's), and who they
+    /// are.
+    SignedIn {
+        store: Store,
+        user: AuthenticatedUser,
+        keys: KeyRing,
+    },
+    /// The password opens no slot of theirs: refuse ([`refuse_sign_in`]), or check it with
+    /// the master passphrase.
+    Refused,
+    /// There is no slot for this name.
+    NoSlot,
+}
+
+/// Signs `username` in through their own key slot: the password opens the slot, the store
+/// opens with its keys, `authenticate` checks the person against the database with the slot's
+/// proof (and whatever else the caller requires, e.g. the one-time code), the slot must still
+/// be in the file (a pending change that did not commit may have taken it away) and be made for
+/// the role the database gives them. The one sequence the CLI and the Python package share.
+pub fn sign_in_with_slot<E>(
+    dir: &DataDir,
+    username: &str,
+    password: &Password,
+    authenticate: impl FnOnce(&mut Store, PasswordProof<'_>) -> Result<AuthenticatedUser, E>,
+) -> Result<SlotSignIn, E>
+where
+    E: From<KeyOpError> + From<AuthError>,
+{
+    let (unlocked, proof) = match unlock_user(dir, username, password)? {
+        UserSlot::Opened(unlocked, proof) => (unlocked, proof),
+        UserSlot::Refused => return Ok(SlotSignIn::Refused),
+        UserSlot::NoSlot => return Ok(SlotSignIn::NoSlot),
+    };
+    let (holder, slot_id) = (unlocked.holder, unlocked.slot_id.clone());
+    let (mut store, keys) = super::open_store(dir, unlocked.keys)?;
+    if dir
+        .read_slots()
+        .map_err(KeyOpError::from)?
+        .slot(&slot_id)
+        .is_none()
+    {
+        return Err(refuse_sign_in(dir, username, "bad_password")?.into());
+    }
+    let user = authenticate(
+        &mut store,
+        PasswordProof::Slot {
+            password,
+            proof: &proof,
+        },
+    )?;
+    super::check_holder(&mut store, &user, holder)?;
+    Ok(SlotSignIn::SignedIn { store, user, keys })
+}
+
+/// Records a refused sign-in of `username` (`reason`: `bad_password`, `no_key_slot`) where no
+/// key opened the store — it goes to the chain at the next open — and returns the refusal to
+/// give.
+pub fn refuse_sign_in(
+    dir: &DataDir,
+    username: &str,
+    reason: &str,
+) -> Result<AuthError, KeyOpError> {
+    super::journal::record(
+        dir,
+        &super::journal::Unrecorded::failed_sign_in(&claimed_user_key(username), reason),
+    )?;
+    Ok(AuthError::Failed)
 }
 
 fn now() -> String {
