@@ -108,17 +108,7 @@ fn check_owner(path: &Path, meta: &fs::Metadata) -> Result<(), FsError> {
 /// Opens a sensitive file for reading: no symlink, a regular file, ours, mode without group or
 /// other bits. Returns its content, at most `limit` bytes.
 pub fn read_private(path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(nofollow())
-        .open(path)
-        .map_err(|e| FsError::io(path, e))?;
-    let meta = file.metadata().map_err(|e| FsError::io(path, e))?;
-    if !meta.is_file() {
-        return Err(FsError::NotRegular {
-            path: path.to_path_buf(),
-        });
-    }
+    let (file, meta) = open_regular(path, nofollow())?;
     check_owner(path, &meta)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -128,6 +118,23 @@ pub fn read_private(path: &Path, limit: u64) -> Result<Vec<u8>, FsError> {
         });
     }
     read_limited(file, path, limit)
+}
+
+/// Opens `path` for reading (with `flags`, e.g. `O_NOFOLLOW`) if it is a regular file. The open
+/// does not block: a FIFO would wait for a writer for ever, and is refused as not regular.
+pub fn open_regular(path: &Path, flags: i32) -> Result<(File, std::fs::Metadata), FsError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags | OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| FsError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| FsError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(FsError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok((file, meta))
 }
 
 /// Reads at most `limit` bytes of an already-open file; more is an error, not a silent cut.
@@ -513,6 +520,17 @@ mod tests {
         assert!(matches!(
             read_private(&path, 0),
             Err(FsError::TooLarge { .. })
+        ));
+        // A FIFO (mode 0600, ours) is refused at once: opening it must not wait for a writer.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            read_private(&fifo, 10),
+            Err(FsError::NotRegular { .. })
+        ));
+        assert!(matches!(
+            open_regular(&fifo, 0),
+            Err(FsError::NotRegular { .. })
         ));
     }
 

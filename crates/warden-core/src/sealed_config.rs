@@ -94,7 +94,7 @@ pub enum ConfigFileError {
 
 /// A configuration file's bytes (at most [`MAX_CONFIG_BYTES`]) and their SHA-256.
 pub fn read_file(path: &std::path::Path) -> Result<(Vec<u8>, [u8; 32]), crate::fsx::FsError> {
-    let file = std::fs::File::open(path).map_err(|e| crate::fsx::FsError::io(path, e))?;
+    let (file, _) = crate::fsx::open_regular(path, 0)?;
     let bytes = crate::fsx::read_limited(file, path, MAX_CONFIG_BYTES)?;
     let digest = crate::mac::sha256(&bytes);
     Ok((bytes, digest))

@@ -999,20 +999,10 @@ fn ota_push_to_a_card_without_a_key_queues_and_says_so() {
     assert!(!out.stderr.contains("no key"), "{}", out.stderr);
 }
 
-/// `ota serve` whose key file cannot be read does not start: it would listen and refuse every
-/// card.
-#[test]
-fn ota_serve_does_not_start_without_its_key_file() {
-    let fx = Fixture::new();
-    let missing = fx.path("missing-keys.yaml");
-    let config = fx.file(
-        "ota.yaml",
-        format!(
-            "listen: 127.0.0.1:0\nkeys:\n  file: {}\n",
-            missing.display()
-        )
-        .as_bytes(),
-    );
+/// Runs `ota serve` with `config` (plain YAML) and returns its stderr once it has exited,
+/// which it must, with an error and without having said "listening".
+fn ota_serve_refuses_to_start(fx: &Fixture, name: &str, config: &str) -> String {
+    let config = fx.file(name, config.as_bytes());
     let mut child = fx
         .warden()
         .args(["ota", "serve", "--allow-plain-config", "--config"])
@@ -1028,14 +1018,51 @@ fn ota_serve_does_not_start_without_its_key_file() {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("ota serve kept running without its key file");
+            panic!("ota serve kept running with {config:?}");
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success());
+    assert!(!status.success(), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+    stderr
+}
+
+/// `ota serve` whose key file cannot be read does not start: it would listen and refuse every
+/// card. Nor does one whose dashboard cannot serve (its TLS key or metrics token missing): it
+/// would run without the dashboard it was asked for.
+#[test]
+fn ota_serve_does_not_start_without_its_key_file_or_its_dashboard() {
+    let fx = Fixture::new();
+    let missing = fx.path("missing-keys.yaml");
+    let stderr = ota_serve_refuses_to_start(
+        &fx,
+        "keys.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\nkeys:\n  file: {}\n",
+            missing.display()
+        ),
+    );
     assert!(stderr.contains("the PSK keys cannot be loaded"), "{stderr}");
     assert!(stderr.contains("missing-keys.yaml"), "{stderr}");
-    assert!(!stderr.contains("listening"), "{stderr}");
+    let stderr = ota_serve_refuses_to_start(
+        &fx,
+        "tls.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ndashboard:\n  listen: 127.0.0.1:0\n  tls:\n    cert: {}\n    key: {}\n",
+            fx.path("dash.pem").display(),
+            fx.path("no-key.pem").display()
+        ),
+    );
+    assert!(stderr.contains("the dashboard"), "{stderr}");
+    let stderr = ota_serve_refuses_to_start(
+        &fx,
+        "token.yaml",
+        &format!(
+            "listen: 127.0.0.1:0\ndashboard:\n  listen: 127.0.0.1:0\n  metrics_token_file: {}\n",
+            fx.path("no-token").display()
+        ),
+    );
+    assert!(stderr.contains("metrics token"), "{stderr}");
 }

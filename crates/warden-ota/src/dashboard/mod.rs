@@ -88,6 +88,8 @@ pub enum DashboardError {
 /// The dashboard, ready to serve.
 pub struct Dashboard {
     st: Arc<DashState>,
+    /// HTTPS, when configured.
+    acceptor: Option<Arc<openssl::ssl::SslAcceptor>>,
 }
 
 pub(crate) struct DashState {
@@ -114,6 +116,9 @@ impl Dashboard {
         if config.sign_in && operators.is_none() {
             return Err(DashboardError::NoIdentityStore);
         }
+        check_exposure(&config, config.listen)?;
+        // The certificate and key are read now: a dashboard that cannot serve does not start.
+        let acceptor = config.tls.as_ref().map(tls::acceptor).transpose()?;
         let metrics_token = match &config.metrics_token_file {
             None => None,
             Some(path) => {
@@ -138,6 +143,7 @@ impl Dashboard {
             WebSessions::new(config.session_idle, config.session_max, config.max_sessions);
         let alarms = Alarms::new(config.alarms.clone());
         Ok(Self {
+            acceptor,
             st: Arc::new(DashState {
                 server,
                 operators,
@@ -165,12 +171,8 @@ impl Dashboard {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DashboardError> {
-        let st = self.st;
-        let addr = listener.local_addr()?;
-        if !addr.ip().is_loopback() && (st.config.tls.is_none() || !st.config.sign_in) {
-            return Err(DashboardError::NotLoopback(addr));
-        }
-        let acceptor = st.config.tls.as_ref().map(tls::acceptor).transpose()?;
+        let (st, acceptor) = (self.st, self.acceptor);
+        check_exposure(&st.config, listener.local_addr()?)?;
         let mut tasks = vec![tokio::spawn(alarm_task(st.clone()))];
         if st.config.sign_in {
             tasks.push(tokio::spawn(stats_task(st.clone())));
@@ -199,6 +201,14 @@ impl Dashboard {
         }
         Ok(result?)
     }
+}
+
+/// A dashboard off loopback needs TLS and sign-in.
+fn check_exposure(config: &DashboardConfig, addr: SocketAddr) -> Result<(), DashboardError> {
+    if !addr.ip().is_loopback() && (config.tls.is_none() || !config.sign_in) {
+        return Err(DashboardError::NotLoopback(addr));
+    }
+    Ok(())
 }
 
 /// The read-only dashboard without sign-in (loopback only): `/metrics`, `/api/sessions`,

@@ -414,19 +414,31 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        // Keys first: "listening" means the server can take cards.
+        // Keys and the dashboard first: "listening" means the server can take cards and the
+        // dashboard can serve.
         server.prepare().await?;
+        let dashboard = match dashboard {
+            Some(d) => {
+                let (addr, scheme) = (d.listen, if d.tls.is_some() { "https" } else { "http" });
+                let dash = warden_ota::dashboard::Dashboard::new(server.clone(), d, operators)
+                    .context("the dashboard")?;
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (dashboard)"))?;
+                Some((dash, l, scheme))
+            }
+            None => None,
+        };
         eprintln!("warden ota: listening on {}", listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if let Some(d) = dashboard {
-            let addr = d.listen;
-            let scheme = if d.tls.is_some() { "https" } else { "http" };
-            let dash = warden_ota::dashboard::Dashboard::new(server.clone(), d, operators)
-                .context("the dashboard")?;
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (dashboard)"))?;
-            eprintln!("warden ota: dashboard on {scheme}://{}/", l.local_addr()?);
+        // A dashboard that stops with an error stops the server: it was asked for.
+        let (dash_failed_tx, dash_failed) = tokio::sync::oneshot::channel::<()>();
+        let dashboard = dashboard.map(|(dash, l, scheme)| {
+            eprintln!(
+                "warden ota: dashboard on {scheme}://{}/",
+                l.local_addr()
+                    .map_or_else(|_| "?".into(), |a| a.to_string())
+            );
             let mut rx = stop_rx.clone();
             tokio::spawn(async move {
                 let r = dash
@@ -434,15 +446,12 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
                         let _ = rx.changed().await;
                     })
                     .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %warden_core::report::Report(&e), "dashboard stopped");
-                    eprintln!(
-                        "warden ota: the dashboard stopped: {}",
-                        warden_core::report::report(&e)
-                    );
+                if r.is_err() {
+                    let _ = dash_failed_tx.send(());
                 }
-            });
-        }
+                r
+            })
+        });
         let shutdown = async move {
             let mut term =
                 tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -450,6 +459,7 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                Ok(()) = dash_failed => {}
             }
             eprintln!("warden ota: stopping (finishing open requests)");
             let _ = stop_tx.send(true);
@@ -461,11 +471,19 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
             .await
             .context("the server task")??;
         drop(stop_rx);
+        let dashboard = match dashboard {
+            Some(task) => tokio::time::timeout(std::time::Duration::from_secs(5), task)
+                .await
+                .unwrap_or(Ok(Ok(()))),
+            None => Ok(Ok(())),
+        };
         if let Some(forwarder) = forwarder {
             // What is still queued stays queued: the next start sends it.
             forwarder.shutdown(std::time::Duration::from_secs(5)).await;
         }
-        Ok(())
+        dashboard
+            .context("the dashboard task")?
+            .context("the dashboard stopped, so did the server")
     })
 }
 
