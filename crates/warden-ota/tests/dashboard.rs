@@ -849,6 +849,13 @@ async fn https_gives_a_secure_host_cookie_and_plain_http_leaves_loopback_only_wi
     let addr = listener.local_addr().unwrap();
     let mut config = DashboardConfig::with_defaults(addr);
     config.sign_in = false;
+    assert!(matches!(
+        Dashboard::new(t.server.clone(), config, None),
+        Err(DashboardError::NotLoopback(_))
+    ));
+    // Configured on loopback, handed a listener that is not: refused when serving.
+    let mut config = DashboardConfig::with_defaults("127.0.0.1:0".parse().unwrap());
+    config.sign_in = false;
     let dash = Dashboard::new(t.server.clone(), config, None).unwrap();
     let e = dash.serve(listener, async {}).await.unwrap_err();
     assert!(matches!(e, DashboardError::NotLoopback(_)), "{e}");
