@@ -176,11 +176,22 @@ def unlock(doc: dict, slot: dict, secret: bytes) -> dict:
         expected = info["check"] if info["version"] == version else info.get("next", {}).get("check")
         if expected is None or not hmac.compare_digest(key_check(key, name), b64(expected)):
             raise SlotError(f"`{name}` does not match its key check")
+        if name == "signing":
+            listed = info if info["version"] == version else info["next"]
+            if b64(listed["public_key"]) != ed25519_public(key):
+                raise SlotError("the signing key's public_key is not the seed's")
         if info["version"] == version:
             out[name] = (version, key)
     if set(out) != set(carried):
         raise SlotError("the slot does not carry every key of its holder")
     return out
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)
 
 
 def find_slot(doc: dict, owner: str) -> list:

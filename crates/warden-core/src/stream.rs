@@ -77,7 +77,7 @@ pub enum StreamError {
     BadFrame { segment: u64, reason: &'static str },
     #[error("truncated: the final segment is missing; {segments} segments ({plaintext_bytes} bytes) verified before the end of the file")]
     Truncated { segments: u64, plaintext_bytes: u64 },
-    #[error("{bytes} unexpected bytes after the final segment")]
+    #[error("unexpected data after the final segment ({bytes} B)")]
     TrailingData { bytes: u64 },
     #[error("stream too long: more than 2^32 segments")]
     TooManySegments,

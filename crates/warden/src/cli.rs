@@ -94,7 +94,7 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a data directory: layout, security.json, the encrypted database, the audit chain
+    /// Create a data directory: layout, keyslots.json, the encrypted database, the audit chain
     /// (its initial key exported for the auditor) and the first administrator.
     Init(InitArgs),
     /// Seal, open and verify large files and recordings (segmented AES-256-GCM).

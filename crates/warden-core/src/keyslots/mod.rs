@@ -64,7 +64,8 @@ pub enum KeySlotError {
     /// password).
     #[error("the {0} does not open its key slot")]
     WrongSecret(&'static str),
-    #[error("keyslots.json is not valid: {0}")]
+    /// The file does not parse or breaks a rule of the format: damage (exit code 3).
+    #[error("keyslots.json is damaged: {0}; restore it from a backup")]
     Malformed(String),
     #[error("keyslots.json version {0} is not supported by this warden (expected 1)")]
     UnsupportedVersion(u32),
@@ -543,12 +544,14 @@ impl SlotFile {
                 file.format
             )));
         }
-        if file.version != FORMAT_VERSION {
-            return Err(KeySlotError::UnsupportedVersion(file.version));
-        }
-        // A file written before digests were added has none; the next write adds it.
+        // The digest before the version: a flipped digit of `version` is damage, and only a
+        // file whose bytes are intact can come from a newer warden. (A file written before
+        // digests were added has none; the next write adds it.)
         if let Some(digest) = file.digest.take() {
             check_digest(json, &digest)?;
+        }
+        if file.version != FORMAT_VERSION {
+            return Err(KeySlotError::UnsupportedVersion(file.version));
         }
         if file.generation == 0 {
             return Err(malformed("generation 0 (it starts at 1)"));
@@ -670,7 +673,7 @@ impl SlotFile {
         for w in &slot.wraps {
             if !holder.purposes().contains(&w.purpose) {
                 return Err(at(&format!(
-                    "it carries the `{}` key, which a {} slot does not carry",
+                    "it carries the `{}` key, which a slot held by `{}` does not carry",
                     w.purpose,
                     holder.name()
                 )));
@@ -768,13 +771,19 @@ impl SlotFile {
             )
             .map_err(|_| damaged())?;
             let info = &self.keys[&w.purpose];
-            let (expected, current) = if info.version == w.version {
-                (&info.check, true)
+            let (expected, expected_public, current) = if info.version == w.version {
+                (&info.check, info.public_key.as_deref(), true)
             } else {
-                (&info.next.as_ref().ok_or_else(damaged)?.check, false)
+                let next = info.next.as_ref().ok_or_else(damaged)?;
+                (&next.check, next.public_key.as_deref(), false)
             };
             let expected = decode(expected, "check")?;
             if !crate::mac::ct_eq(&key_check(&key, w.purpose), &expected) {
+                return Err(damaged());
+            }
+            // The signing key's public half, which auditors are given from this file, must be
+            // the seed's: the file's other fields are bound by the cryptography, this one here.
+            if key_info(w.purpose, w.version, &key).1.as_deref() != expected_public {
                 return Err(damaged());
             }
             keys.insert(w.purpose, w.version, key, current);

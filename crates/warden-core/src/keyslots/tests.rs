@@ -372,7 +372,21 @@ fn damaged_files_are_refused_with_the_reason() {
         SlotFile::parse(b"{"),
         Err(KeySlotError::Malformed(_))
     ));
-    let v2 = json.replacen("\"version\": 1,", "\"version\": 2,", 1);
+    // A flipped digit of `version` is damage; an intact file of another version is not.
+    let v0 = json.replacen("\"version\": 1,", "\"version\": 0,", 1);
+    assert!(matches!(
+        SlotFile::parse(v0.as_bytes()),
+        Err(KeySlotError::DigestMismatch)
+    ));
+    let digest = serde_json::from_str::<serde_json::Value>(&json).unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v2 = seal_digest(
+        &json
+            .replacen("\"version\": 1,", "\"version\": 2,", 1)
+            .replace(&digest, DIGEST_PLACEHOLDER),
+    );
     assert!(matches!(
         SlotFile::parse(v2.as_bytes()),
         Err(KeySlotError::UnsupportedVersion(2))
@@ -410,6 +424,24 @@ fn damaged_files_are_refused_with_the_reason() {
         ),
         Err(KeySlotError::Damaged {
             purpose: Purpose::Database,
+            ..
+        })
+    ));
+    // Another Ed25519 public key in place of the signing key's (a valid key, the file's digest
+    // made to match): damage for every slot that carries the signing key.
+    let mut swapped = m.file.clone();
+    let other = crate::signing::CheckpointSigner::from_seed(&Key32::from_bytes([9; 32]));
+    swapped.keys.get_mut(&Purpose::Signing).unwrap().public_key =
+        Some(B64.encode(other.public_key()));
+    let swapped = SlotFile::parse(swapped.to_json().as_bytes()).unwrap();
+    let master = swapped.slots_of(&Owner::Master).next().unwrap();
+    assert!(matches!(
+        swapped.unlock(
+            master,
+            &SlotSecret::Passphrase(&pass("correct horse battery staple"))
+        ),
+        Err(KeySlotError::Damaged {
+            purpose: Purpose::Signing,
             ..
         })
     ));
@@ -456,18 +488,22 @@ fn every_changed_byte_is_damage_not_a_wrong_secret() {
     );
     let mut digest_mismatches = 0;
     for at in 0..json.len() {
-        for change in [0x01u8, 0x20] {
+        // Bit 0 everywhere; bit 5 (a letter's case) every seventh byte.
+        for change in [0x01u8, 0x20]
+            .into_iter()
+            .take(if at % 7 == 0 { 2 } else { 1 })
+        {
             let mut bytes = json.clone().into_bytes();
             bytes[at] ^= change;
             match SlotFile::parse(&bytes) {
                 Err(KeySlotError::DigestMismatch) => digest_mismatches += 1,
-                Err(KeySlotError::Malformed(_) | KeySlotError::UnsupportedVersion(_)) => {}
+                Err(KeySlotError::Malformed(_)) => {}
                 other => panic!("byte {at} ^ {change:#x}: {:?}", other.map(|_| "parsed")),
             }
         }
     }
     // Most changes still parse as JSON (a different base64 or hex digit, a letter's case).
-    assert!(digest_mismatches > json.len(), "{digest_mismatches}");
+    assert!(digest_mismatches > json.len() / 2, "{digest_mismatches}");
     // A file written before the digest (none) is read; the next write adds one.
     let old = json.replace(&format!(",\n  \"digest\": \"{digest}\""), "");
     assert!(!old.contains("digest"));

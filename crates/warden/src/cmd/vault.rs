@@ -24,9 +24,9 @@ pub fn run(cmd: &VaultCommand, ctx: &mut Context<'_>) -> Result<()> {
             })?;
             bar.clear();
             eprintln!(
-                "sealed {} bytes in {} segments -> {} (sha256 {})",
-                sealed.summary.plaintext_bytes,
-                sealed.summary.segments,
+                "sealed {} in {} -> {} (sha256 {})",
+                count(sealed.summary.plaintext_bytes, "byte"),
+                count(sealed.summary.segments, "segment"),
                 output.display(),
                 hex::encode(sealed.sha256)
             );
@@ -53,9 +53,9 @@ pub fn run(cmd: &VaultCommand, ctx: &mut Context<'_>) -> Result<()> {
             bar.clear();
             match opened? {
                 Opened::Complete { summary, .. } => eprintln!(
-                    "opened and verified {} bytes in {} segments -> {}",
-                    summary.plaintext_bytes,
-                    summary.segments,
+                    "opened and verified {} in {} -> {}",
+                    count(summary.plaintext_bytes, "byte"),
+                    count(summary.segments, "segment"),
                     output.display()
                 ),
                 Opened::Recovered {
@@ -65,10 +65,13 @@ pub fn run(cmd: &VaultCommand, ctx: &mut Context<'_>) -> Result<()> {
                     ..
                 } => eprintln!(
                     "warning: {} was truncated (its final segment is missing).\n\
-                     recovered the verified prefix: {plaintext_bytes} bytes in {segments} segments -> {}\n\
-                     lost: everything after that; {unverified_bytes} bytes at the end of the file could not be verified",
+                     recovered the verified prefix: {} in {} -> {}\n\
+                     lost: everything after that; {} at the end of the file could not be verified",
                     input.display(),
-                    output.display()
+                    count(plaintext_bytes, "byte"),
+                    count(segments, "segment"),
+                    output.display(),
+                    count(unverified_bytes, "byte"),
                 ),
             }
         }
@@ -77,14 +80,22 @@ pub fn run(cmd: &VaultCommand, ctx: &mut Context<'_>) -> Result<()> {
             let keys = ctx.key_candidates(Purpose::Recordings)?;
             let verified = vault::verify(&mut store, &by, &keys, file)?;
             println!(
-                "OK {}: {} bytes in {} segments, all authentic, file id {}, sha256 {}",
+                "OK {}: {} in {}, all authentic, file id {}, sha256 {}",
                 file.display(),
-                verified.summary.plaintext_bytes,
-                verified.summary.segments,
+                count(verified.summary.plaintext_bytes, "byte"),
+                count(verified.summary.segments, "segment"),
                 hex::encode(verified.summary.file_id),
                 hex::encode(verified.sha256)
             );
         }
     }
     Ok(())
+}
+
+/// `1 byte`, `2 bytes`.
+fn count(n: impl Into<u64>, what: &str) -> String {
+    match n.into() {
+        1 => format!("1 {what}"),
+        n => format!("{n} {what}s"),
+    }
 }
