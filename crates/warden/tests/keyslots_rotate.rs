@@ -513,3 +513,35 @@ fn rotating_the_recordings_key_by_reencrypting_killed_at_random_points() {
 fn rotating_the_config_key_killed_at_random_points() {
     rotation_killed(Purpose::Config, &[], 0xc0f1);
 }
+
+/// A `--reencrypt` rotation that stopped part-way (here a named file is not there) and is
+/// resumed without the flag keeps re-encrypting: a rotation asked for against a compromise of
+/// the old key never ends as a re-wrap, which would keep each file's data key.
+#[test]
+fn a_resumed_reencrypting_rotation_keeps_reencrypting() {
+    let fx = Fixture::new();
+    let data = data(&fx);
+    let missing = fx.path("missing.sealed");
+    let rotate = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = fx.admin_without_passphrase();
+        cmd.args(["keys", "rotate", "recordings"]).args(args);
+        run(&mut cmd)
+    };
+    let before = std::fs::read(&data.vault).unwrap();
+    let stopped = rotate(&[
+        "--reencrypt".as_ref(),
+        "--file".as_ref(),
+        missing.as_os_str(),
+        "--file".as_ref(),
+        data.vault.as_os_str(),
+    ]);
+    assert_ne!(stopped.code, 0, "{}", stopped.stderr);
+    assert!(version(&fx, Purpose::Recordings).1.is_some(), "under way");
+    rotate(&["--file".as_ref(), data.vault.as_os_str()])
+        .ok()
+        .stderr_has(&["resumed", "0 re-wrapped"]);
+    assert_eq!(version(&fx, Purpose::Recordings).1, None);
+    let after = std::fs::read(&data.vault).unwrap();
+    assert_ne!(after[107..], before[107..], "re-encrypted, not re-wrapped");
+    vault_opens(&fx, &data.vault, &data.video);
+}

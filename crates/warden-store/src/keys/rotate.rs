@@ -39,10 +39,13 @@ use crate::identity::Authorized;
 use crate::Store;
 
 pub const ACTION: &str = "keys.rotate";
+/// The pending change of a rotation asked to re-encrypt: a resumed one keeps doing so, whatever
+/// the resuming command says (a rotation against a compromise must not end as a re-wrap).
+const ACTION_REENCRYPT: &str = "keys.rotate.reencrypt";
 const JOURNAL: &str = "rotation.journal";
 
 /// How a rotation goes.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct RotateOptions {
     /// `recordings`: re-encrypt every file under a new data key instead of re-wrapping version-2
     /// headers (against a suspected compromise of the old key).
@@ -93,8 +96,10 @@ pub fn rotate(
     let mut file = dir.read_slots()?;
     let (current, _) = file.key_versions(purpose);
     let old = ring.require(purpose)?.clone();
+    let mut options = options.clone();
     let (pending, new, resumed) = match file.pending.clone() {
         Some(p) if p.rotate == Some(purpose) => {
+            options.reencrypt |= p.action == ACTION_REENCRYPT;
             let (_, next) = file.key_versions(purpose);
             let next = next.ok_or(KeySlotError::NoRotation(purpose))?;
             let key = ring
@@ -107,7 +112,11 @@ pub fn rotate(
         None => {
             let key = Key32::random();
             let next = file.begin_rotation(purpose, &key)?;
-            let mut pending = Pending::new(ACTION);
+            let mut pending = Pending::new(if options.reencrypt {
+                ACTION_REENCRYPT
+            } else {
+                ACTION
+            });
             pending.rotate = Some(purpose);
             file.set_pending(pending.clone())?;
             file.generation += 1;
@@ -129,9 +138,9 @@ pub fn rotate(
     let outcome = match purpose {
         Purpose::Database => rotate_database(store, by, &old, &new, &txid, &mut rotated),
         Purpose::Audit => rotate_audit(store, by, &new, &txid, &rotated),
-        Purpose::Recordings => rotate_recordings(dir, &old, &new, options, &mut rotated, progress)
+        Purpose::Recordings => rotate_recordings(dir, &old, &new, &options, &mut rotated, progress)
             .and_then(|()| commit(store, by, &txid, &rotated)),
-        Purpose::Config => rotate_config(&old, &new, options, &mut rotated)
+        Purpose::Config => rotate_config(&old, &new, &options, &mut rotated)
             .and_then(|()| commit(store, by, &txid, &rotated)),
         Purpose::Signing => commit(store, by, &txid, &rotated),
         Purpose::Phi => Err(KeyOpError::PhiNotRotated),
