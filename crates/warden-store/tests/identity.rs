@@ -603,6 +603,35 @@ fn operator_lockout_refuses_the_right_password_until_unlocked() {
         id.authenticate_operator(&mut db, "ghost", &pw("Whatever-Pass-01"), None, at(now + 9)),
         Err(AuthError::LockedOut { .. })
     ));
+    // Those failures are not those of an account made later under that name: it starts
+    // unlocked, and its creation says the name was locked.
+    id.add_user(
+        &mut db,
+        &by,
+        NewUser {
+            username: &name("ghost"),
+            role: Role::Operator,
+            password: Some(&pw("Ghost-Password-01")),
+            totp: None,
+        },
+        at(now + 10),
+    )
+    .unwrap();
+    id.authenticate_operator(
+        &mut db,
+        "ghost",
+        &pw("Ghost-Password-01"),
+        None,
+        at(now + 11),
+    )
+    .unwrap();
+    drop(db);
+    let created = env
+        .audit()
+        .into_iter()
+        .rfind(|r| r.action == "user.create")
+        .unwrap();
+    assert_eq!(details(&created)["was_locked"], true);
 }
 
 /// Verifies: V36

@@ -224,12 +224,20 @@ impl Identity {
         if let Some((uri, sealed)) = &enrollment {
             rows::set_totp(&tx, id, sealed, uri.params(), now.secs())?;
         }
+        // Failed sign-ins under this name before it existed (unknown names are counted, so
+        // that they look like known ones) are not the new account's: it starts unlocked, and
+        // the record says whether the name was locked.
+        let was_locked = Identity::clear_lock_in(&tx, &Principal::User(username.clone()))?;
         let event = self.event_now(
             now,
             by.actor_name(),
             "user.create",
             &format!("user:{username}"),
-            json!({ "role": role.name(), "totp": enrollment.is_some() }),
+            json!({
+                "role": role.name(),
+                "totp": enrollment.is_some(),
+                "was_locked": was_locked,
+            }),
         );
         tx.audit_one(event)?;
         super::commit_slot_change(&tx, &slot)?;
