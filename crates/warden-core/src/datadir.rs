@@ -143,6 +143,8 @@ impl DataDir {
                 security: None,
                 format: KeyFormat::Slots,
             };
+            // A copy of the key slots that a killed writer left goes now, not at the next write.
+            fsx::remove_stale_temporaries_of(&dir.slots_path());
             dir.read_slots()?;
             return Ok(dir);
         }

@@ -253,6 +253,15 @@ fn writing_since() -> SystemTime {
     *SINCE.get_or_init(SystemTime::now)
 }
 
+/// Removes what earlier, killed writers of `dest` left beside it (see [`PendingFile`]): for
+/// readers of a file that holds secrets, so that a killed writer's copy does not wait for the
+/// next write. Best effort, like the writers' own sweep.
+pub fn remove_stale_temporaries_of(dest: &Path) {
+    if let (Some(dir), Some(name)) = (dest.parent(), dest.file_name()) {
+        remove_stale_temporaries(dir, name);
+    }
+}
+
 /// Removes what earlier, killed runs left for `name` in `dir` (see [`PendingFile`]). Best
 /// effort: a leftover that cannot be examined or removed is left alone.
 fn remove_stale_temporaries(dir: &Path, name: &OsStr) {

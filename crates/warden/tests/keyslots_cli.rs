@@ -454,3 +454,33 @@ fn rotating_the_phi_key_is_refused_with_the_reason_and_changes_nothing() {
         before
     );
 }
+
+/// A copy of the key slots that a killed writer left beside `keyslots.json` (its temporary,
+/// before the rename) goes at the next open of the directory, even by a command that writes
+/// nothing — not only at the next change to the slots. A live writer's is left alone.
+#[test]
+fn a_killed_writer_s_copy_of_the_slots_goes_at_the_next_open() {
+    let fx = Fixture::new();
+    let stale = fx.data_dir.join(".keyslots.json.0123456789ab.tmp");
+    let live = fx.data_dir.join(".keyslots.json.ba9876543210.tmp");
+    let slots = std::fs::read(fx.data_dir.join("keyslots.json")).unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for path in [&stale, &live] {
+        support::write_private(path, &slots);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    }
+    let held = nix::fcntl::Flock::lock(
+        std::fs::File::open(&live).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .unwrap();
+    run(fx.warden().args(["audit", "public-key"])).ok();
+    assert!(!stale.exists());
+    assert!(live.exists());
+    drop(held);
+}
