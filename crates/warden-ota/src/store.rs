@@ -236,7 +236,10 @@ impl StoreHandle {
             Box::new(move |tx, ctx| {
                 let result = f(tx, ctx);
                 let ok = result.is_ok();
-                let _ = reply.send(result.map_err(StoreFailure::from));
+                // Nobody waits any more (the session ended): the failure is logged here.
+                if let Err(Err(e)) = reply.send(result.map_err(StoreFailure::from)) {
+                    tracing::error!(error = %e, "store write failed after the response left");
+                }
                 let completion: Completion = Box::new(|commit| {
                     if let Some(e) = commit {
                         tracing::error!(error = %e, "store commit failed after the response left");

@@ -41,6 +41,7 @@ pub const FORMAT_VERSION: u32 = 1;
 /// What stands for the file's `digest` while the digest is computed: 64 ASCII zeros.
 pub const DIGEST_PLACEHOLDER: &str =
     "0000000000000000000000000000000000000000000000000000000000000000";
+
 /// The largest `keyslots.json` accepted (thousands of users fit).
 pub const FILE_LIMIT: u64 = 16 * 1024 * 1024;
 
