@@ -448,7 +448,25 @@ impl Server {
                 })?;
                 let closed = s
                     .store
-                    .call(|tx, _| db::close_stale_sessions(tx, "server_restart"))
+                    .call(|tx, jctx| {
+                        let stale =
+                            db::close_stale_sessions(tx, CloseReason::ServerRestart.as_str())?;
+                        let records = stale.iter().map(|st| {
+                            to_audit_event(audit::session_closed(&audit::CloseSummary {
+                                card: st.card.as_deref().unwrap_or(""),
+                                session_id: &st.id,
+                                peer: &st.peer,
+                                reason: CloseReason::ServerRestart,
+                                from: SessionState::parse(&st.state)
+                                    .unwrap_or(SessionState::Connected),
+                                duration_s: st.duration_s,
+                                scripts: st.scripts,
+                                apdus: st.apdus,
+                            }))
+                        });
+                        jctx.audit(tx, records.collect())?;
+                        Ok(stale.len())
+                    })
                     .await
                     .unwrap_or(0);
                 if closed > 0 {

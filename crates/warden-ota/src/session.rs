@@ -29,6 +29,18 @@ impl SessionState {
             Self::Closed => "CLOSED",
         }
     }
+
+    /// The state [`as_str`](Self::as_str) names.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Handshaking,
+            Self::Connected,
+            Self::Active,
+            Self::Closed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == name)
+    }
 }
 
 // Implements: O67
@@ -46,6 +58,9 @@ pub enum CloseReason {
     Interrupted,
     /// The server is stopping.
     ServerShutdown,
+    /// The server stopped without closing it (killed, or the machine lost power); closed when
+    /// the server started again.
+    ServerRestart,
 }
 
 impl CloseReason {
@@ -56,6 +71,7 @@ impl CloseReason {
             Self::Error => "error",
             Self::Interrupted => "interrupted",
             Self::ServerShutdown => "server_shutdown",
+            Self::ServerRestart => "server_restart",
         }
     }
 

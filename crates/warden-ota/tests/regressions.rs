@@ -481,3 +481,33 @@ async fn a_removed_key_ends_what_an_open_connection_may_do() {
     assert!(reports.iter().all(|s| s.state != "done"), "{reports:?}");
     t.stop().await;
 }
+
+/// Regression (outside testing): a session that a killed server left open was closed at the
+/// next start (`server_restart`) in its row only; the audit chain never recorded its close. It
+/// does now, in the same transaction as the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_a_killed_server_left_open_is_closed_on_the_record() {
+    let t = support::start_with(support::config(), |db| {
+        warden_store::ota::insert_session(
+            db.conn(),
+            &warden_store::ota::NewSession {
+                id: "0191f0c0aaaa7bbb8ccc000000000001",
+                card: Some(CARD),
+                peer: "127.0.0.1:50000",
+                tls_version: Some("TLSv1.2"),
+                cipher: Some("PSK-AES128-CBC-SHA256"),
+                state: "ACTIVE",
+            },
+        )
+        .unwrap();
+    })
+    .await;
+    let closed = audit_rows(&t, "ota.session.close").await;
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    let (_, subject, outcome, details) = &closed[0];
+    assert_eq!((subject.as_str(), outcome.as_str()), ("card:card-r", "failure"));
+    assert_eq!(details["session_id"], "0191f0c0aaaa7bbb8ccc000000000001");
+    assert_eq!(details["close_reason"], "server_restart");
+    assert_eq!(details["from_state"], "ACTIVE");
+    t.stop().await;
+}

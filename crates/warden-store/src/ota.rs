@@ -769,8 +769,26 @@ pub fn recent_sessions(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Sessions left open by a server that stopped without closing them: marked closed.
-pub fn close_stale_sessions(conn: &Connection, reason: &str) -> Result<usize, OtaStoreError> {
+/// A session a previous run left open, as [`close_stale_sessions`] closed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaleSession {
+    pub id: String,
+    pub card: Option<String>,
+    pub peer: String,
+    /// The state it was left in (`CONNECTED`, `ACTIVE`).
+    pub state: String,
+    /// From its start to now.
+    pub duration_s: f64,
+    pub scripts: u64,
+    pub apdus: u64,
+}
+
+/// Closes the sessions a previous run left open (it was killed) with `reason`, and returns
+/// them, for their close records.
+pub fn close_stale_sessions(
+    conn: &Connection,
+    reason: &str,
+) -> Result<Vec<StaleSession>, OtaStoreError> {
     // A session's counters are written when it closes: for one that never did, they are
     // counted from what is stored (scripts sent in it, C-APDUs answered), never lowered.
     conn.execute(
@@ -784,10 +802,29 @@ pub fn close_stale_sessions(conn: &Connection, reason: &str) -> Result<usize, Ot
           WHERE ota_sessions.ended IS NULL AND ota_sessions.id = c.sid",
         [],
     )?;
-    Ok(conn.execute(
+    let stale = conn
+        .prepare(
+            "SELECT id, card, peer, state,
+                    coalesce((julianday('now') - julianday(started)) * 86400.0, 0.0), scripts, apdus
+               FROM ota_sessions WHERE ended IS NULL ORDER BY started, id",
+        )?
+        .query_map([], |r| {
+            Ok(StaleSession {
+                id: r.get(0)?,
+                card: r.get(1)?,
+                peer: r.get(2)?,
+                state: r.get(3)?,
+                duration_s: r.get::<_, f64>(4)?.max(0.0),
+                scripts: r.get::<_, i64>(5)? as u64,
+                apdus: r.get::<_, i64>(6)? as u64,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    conn.execute(
         "UPDATE ota_sessions SET state = 'CLOSED', close_reason = ?1, ended = ?2 WHERE ended IS NULL",
         params![reason, crate::now_rfc3339()],
-    )?)
+    )?;
+    Ok(stale)
 }
 
 #[cfg(test)]
@@ -919,9 +956,17 @@ mod tests {
         update_session(c, "s1", "ACTIVE", Some("agent"), 1, 3, None).unwrap();
         let s = &recent_sessions(c, Some("card-1"), 10).unwrap()[0];
         assert_eq!((s.state.as_str(), s.apdus), ("ACTIVE", 3));
-        assert_eq!(close_stale_sessions(c, "server_restart").unwrap(), 1);
+        let stale = close_stale_sessions(c, "server_restart").unwrap();
+        assert_eq!(
+            (stale.len(), stale[0].id.as_str(), stale[0].state.as_str()),
+            (1, "s1", "ACTIVE")
+        );
+        assert!(stale[0].duration_s >= 0.0);
         let s = &recent_sessions(c, None, 10).unwrap()[0];
         assert_eq!(s.close_reason.as_deref(), Some("server_restart"));
+        assert!(close_stale_sessions(c, "server_restart")
+            .unwrap()
+            .is_empty());
     }
 
     /// Found by outside testing: sessions closed at a restart (the server was killed) showed
@@ -950,7 +995,8 @@ mod tests {
         let in_flight = push_script(c, &script(vec![0xAA, 0x00])).unwrap();
         mark_delivered(c, in_flight, "s1", "t").unwrap();
         push_script(c, &script(vec![0xAA, 0x00])).unwrap();
-        assert_eq!(close_stale_sessions(c, "server_restart").unwrap(), 1);
+        let stale = close_stale_sessions(c, "server_restart").unwrap();
+        assert_eq!((stale[0].scripts, stale[0].apdus), (2, 2), "{stale:?}");
         let s = &recent_sessions(c, None, 10).unwrap()[0];
         assert_eq!((s.scripts, s.apdus), (2, 2), "{s:?}");
         assert_eq!(s.state, "CLOSED");
