@@ -277,7 +277,7 @@ pub enum AdminError {
     )]
     BodyWithErrorStatus { status: ScriptStatus, len: usize },
     #[error(
-        "X-Admin-Script-Status: ok needs the response script (the R-APDUs) in the body; got none"
+        "X-Admin-Script-Status: ok needs the response script (the R-APDUs, or an error TLV) in the body; got none"
     )]
     OkWithoutResponses,
     #[error("response script: {0}")]
@@ -682,7 +682,8 @@ fn is_response_content_type(value: &str) -> bool {
 /// Content-Type describes a body: a status-only report (no body) may leave it out, as card
 /// stacks do for `security-error` and the other error statuses. A body must be typed.
 /// Results must answer the script that was sent: no more R-APDUs, nor a larger executed
-/// count, than it had commands (evidence is never recorded for commands that were not sent).
+/// count, than it had commands (evidence is never recorded for commands that were not sent);
+/// and `ok` needs an R-APDU or an error TLV.
 fn answers(
     sent: &CommandScript,
     (status, responses): (ScriptStatus, Option<ResponseScript>),
@@ -697,6 +698,10 @@ fn answers(
                 responses: back,
                 executed,
             });
+        }
+        // `ok` with no R-APDU and no error TLV: no evidence that anything ran, as with no body.
+        if status == ScriptStatus::Ok && commands > 0 && back == 0 && r.fault().is_none() {
+            return Err(AdminError::OkWithoutResponses);
         }
     }
     Ok((status, responses))
@@ -1386,6 +1391,12 @@ mod tests {
         // Ok carries the response script.
         assert_eq!(
             check(results(&uri, "ok", &[]), 400),
+            AdminError::OkWithoutResponses
+        );
+        // ... with at least one R-APDU or an error TLV: an executed count of 0 alone is no
+        // evidence either (found by outside testing).
+        assert_eq!(
+            check(results(&uri, "ok", &[0xAB, 0x03, 0x80, 0x01, 0x00]), 400),
             AdminError::OkWithoutResponses
         );
         // Body must be a response script.

@@ -505,7 +505,10 @@ async fn a_session_a_killed_server_left_open_is_closed_on_the_record() {
     let closed = audit_rows(&t, "ota.session.close").await;
     assert_eq!(closed.len(), 1, "{closed:?}");
     let (_, subject, outcome, details) = &closed[0];
-    assert_eq!((subject.as_str(), outcome.as_str()), ("card:card-r", "failure"));
+    assert_eq!(
+        (subject.as_str(), outcome.as_str()),
+        ("card:card-r", "failure")
+    );
     assert_eq!(details["session_id"], "0191f0c0aaaa7bbb8ccc000000000001");
     assert_eq!(details["close_reason"], "server_restart");
     assert_eq!(details["from_state"], "ACTIVE");

@@ -33,18 +33,21 @@ use warden_store::identity::AuthError;
 use cli::{Cli, Command, LogFormat};
 
 /// Exit codes: 0 success, 1 error, 2 usage (from clap), 3 damaged or unverifiable data,
-/// 4 wrong passphrase or key, 5 sign-in refused or access denied, 130 stopped by Ctrl-C.
+/// 4 wrong passphrase or key, 5 sign-in refused or access denied, 130 stopped by Ctrl-C,
+/// 141 standard output closed by its reader.
 mod exit {
     pub const ERROR: u8 = 1;
     pub const DAMAGED: u8 = 3;
     pub const WRONG_KEY: u8 = 4;
     pub const ACCESS: u8 = 5;
     pub const INTERRUPTED: u8 = 130;
+    pub const STDOUT_CLOSED: u8 = 141;
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.log_format, cli.global.verbose);
+    quiet_on_closed_stdout();
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -65,6 +68,26 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// A command whose output is piped into `head` and cut short ends quietly, as Unix tools do,
+/// with exit code 141 (128 + SIGPIPE: what a shell shows for a tool killed by it) instead of a
+/// panic and its backtrace. (`println!` panics when its write fails; SIGPIPE itself is ignored
+/// by the Rust runtime.)
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(exit::STDOUT_CLOSED.into());
+        }
+        default(info);
+    }));
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {

@@ -1066,3 +1066,22 @@ fn ota_serve_does_not_start_without_its_key_file_or_its_dashboard() {
     );
     assert!(stderr.contains("metrics token"), "{stderr}");
 }
+
+/// Output piped into a reader that has gone (`warden … | head -c1`): the command ends quietly
+/// with exit code 141, as a Unix tool killed by SIGPIPE, not with a panic and a backtrace.
+#[test]
+fn a_closed_standard_output_ends_the_command_quietly() {
+    let fx = Fixture::new();
+    let mut child = fx
+        .warden()
+        .args(["audit", "public-key"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -91,8 +91,8 @@ pub struct PushArgs {
     pub target: Option<String>,
     #[arg(long)]
     pub label: Option<String>,
-    /// Queue the script this many times per card (load tests).
-    #[arg(long, default_value_t = 1)]
+    /// Queue the script this many times per card (load tests); at least 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
 }
 
