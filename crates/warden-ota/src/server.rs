@@ -57,6 +57,9 @@ use crate::tls::{classify, ConnTrace, FailureKind, ServerTls, TlsError};
 
 /// How long a stopping server waits for open connections to finish.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a stop waits for a card that is running a script to post its results: within the
+/// drain deadline, so that its connection is closed before the drain gives up on it.
+const RESULTS_GRACE: Duration = Duration::from_secs(8);
 
 /// A running session, as the dashboard lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -257,6 +260,8 @@ struct State {
     next_conn: AtomicU64,
     /// Set once [`Server::prepare`] has loaded the keys and settled the last run's sessions.
     prepared: tokio::sync::OnceCell<()>,
+    /// Set when a graceful stop begins: no new script goes out.
+    stopping: AtomicBool,
 }
 
 /// The OTA admin server. Cheap to clone; clones share everything.
@@ -295,6 +300,7 @@ impl Server {
                 handshakes,
                 next_conn: AtomicU64::new(1),
                 prepared: tokio::sync::OnceCell::new(),
+                stopping: AtomicBool::new(false),
             }),
         })
     }
@@ -562,6 +568,7 @@ impl Server {
             open_sessions,
             "OTA server stopping: draining connections"
         );
+        s.stopping.store(true, Ordering::SeqCst);
         let _ = stop_tx.send(true);
         let all = u32::try_from(s.config.max_connections).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(DRAIN_DEADLINE, limit.acquire_many(all))
@@ -973,6 +980,7 @@ async fn serve_http(
     let deadline = tokio::time::Instant::now() + s.config.session_timeout;
     let mut forced: Option<CloseReason> = None;
     let mut grace_until: Option<tokio::time::Instant> = None;
+    let mut awaiting_results = false;
     let result = loop {
         let idle_check = tokio::time::Instant::now()
             + s.config
@@ -995,8 +1003,23 @@ async fn serve_http(
             }
             _ = stop.changed(), if forced.is_none() => {
                 forced = Some(CloseReason::ServerShutdown);
-                conn.as_mut().graceful_shutdown();
-                grace_until = Some(tokio::time::Instant::now() + DRAIN_DEADLINE);
+                grace_until = Some(tokio::time::Instant::now() + RESULTS_GRACE);
+                // A card with a script out gets the time to report on it (answered with
+                // 204: no new script goes out while stopping), so that its results are stored
+                // rather than left to a resume or to `outcome_unknown`. The others close now.
+                if ctx.counters().in_flight.is_none() {
+                    conn.as_mut().graceful_shutdown();
+                } else {
+                    awaiting_results = true;
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(50)), if awaiting_results => {
+                let c = ctx.counters();
+                if c.in_flight.is_none() || c.finished || c.refused_close {
+                    drop(c);
+                    awaiting_results = false;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
             () = async { match grace_until { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 break Ok(());
@@ -1443,6 +1466,8 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
         }
     };
     let queued = match pending.as_ref().map(to_queued).transpose() {
+        // While stopping, the session is finished (204) instead of given a new script.
+        Ok(_) if s.stopping.load(Ordering::Relaxed) => None,
         Ok(q) => q,
         Err(e) => {
             tracing::error!(card = %ctx.identity, error = %Report(&e), "cannot deliver a queued script");

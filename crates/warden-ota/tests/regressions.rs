@@ -514,3 +514,43 @@ async fn a_session_a_killed_server_left_open_is_closed_on_the_record() {
     assert_eq!(details["from_state"], "ACTIVE");
     t.stop().await;
 }
+
+/// Regression (outside testing): a graceful stop closed a session whose card was running a
+/// script at once, so its results could not be posted (for a `forbidden` script: a resume or
+/// `outcome_unknown`). The card now gets the drain time to report: its results are stored and
+/// answered with `204` — no new script goes out while the server stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_waits_for_the_results_of_the_script_a_card_is_running() {
+    let mut t = server_with_card().await;
+    let install = CommandScript::new([gp::get_data(gp::data_object::CIN)]);
+    let first = t.push(CARD, install, Redelivery::Forbidden).await;
+    let second = t.push(CARD, read_script(), Redelivery::Allowed).await;
+    let (mut c, r, next) = open(&t).await;
+    assert_eq!(r.status, 200);
+    t.begin_stop();
+    // The card takes its time to run the script.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut h = base_headers();
+    h.push((header::CONTENT_TYPE, CONTENT_TYPE_RESPONSE.into()));
+    h.push((header::X_ADMIN_SCRIPT_STATUS, "ok".into()));
+    let body = parse_hex("AB07800101 2302 9000").unwrap();
+    let r = c
+        .send("POST", &next, &h, CardBody::full(body))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204, "the session ends; nothing new goes out");
+    drop(c);
+    let reports = t.reports(CARD).await;
+    let state = |id| {
+        let r = reports.iter().find(|s| s.id == id).unwrap();
+        (r.state.clone(), r.script_status.clone())
+    };
+    assert_eq!(state(first), ("done".into(), Some("ok".into())));
+    assert_eq!(state(second), ("pending".into(), None));
+    let ended = t.wait_for(|e| e.event.name() == "session_ended").await;
+    assert_eq!(
+        serde_json::to_value(&ended.event).unwrap()["close_reason"],
+        "normal"
+    );
+    t.stop().await;
+}

@@ -199,6 +199,14 @@ impl TestServer {
         self.stop_in_place().await;
     }
 
+    /// Tells the server to stop (as SIGTERM does) without waiting for it; [`stop`](Self::stop)
+    /// then waits for the drain.
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     async fn stop_in_place(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
