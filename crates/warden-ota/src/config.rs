@@ -58,7 +58,7 @@ struct RawConfig {
     #[serde(default)]
     events: RawEvents,
     #[serde(default)]
-    dashboard: RawDashboard,
+    dashboard: Option<RawDashboard>,
     /// Read by warden-siem (docs/siem.md); here only whether it is there.
     #[serde(default)]
     siem: Option<serde_yaml_ng::Value>,
@@ -630,14 +630,23 @@ impl ServerConfig {
                 "must be 64 bytes to 16 MiB".into(),
             ));
         }
-        let dashboard = match raw.dashboard.listen.clone() {
+        let dashboard = match raw.dashboard {
             None => None,
-            Some(s) => {
-                let addr: SocketAddr = s.parse().map_err(|e| {
-                    invalid("dashboard.listen", format!("{s:?} is not IP:PORT ({e})"))
-                })?;
-                Some(DashboardConfig::from_raw(path, addr, raw.dashboard)?)
-            }
+            Some(d) => match d.listen.clone() {
+                // Settings for a dashboard that would not run are a mistake, not a choice.
+                None => {
+                    return Err(invalid(
+                        "dashboard.listen",
+                        "missing: a dashboard: section needs listen (IP:PORT); without the section there is no dashboard".into(),
+                    ))
+                }
+                Some(s) => {
+                    let addr: SocketAddr = s.parse().map_err(|e| {
+                        invalid("dashboard.listen", format!("{s:?} is not IP:PORT ({e})"))
+                    })?;
+                    Some(DashboardConfig::from_raw(path, addr, d)?)
+                }
+            },
         };
         if raw.keys.file.is_none() && !raw.keys.database {
             return Err(invalid(
@@ -816,5 +825,14 @@ mod tests {
         )
         .is_err());
         assert!(parse("dashboard:\n  listen: 127.0.0.1:1\n  sing_in: true\n").is_err());
+        // A section without listen would run no dashboard, its settings unchecked.
+        let e = parse("dashboard:\n  metrics_token_file: nope\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dashboard.listen"), "{e}");
+        assert!(parse("listen: 127.0.0.1:8443\n")
+            .unwrap()
+            .dashboard
+            .is_none());
     }
 }
