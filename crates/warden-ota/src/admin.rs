@@ -601,6 +601,12 @@ fn check_common<'r>(
         });
     }
     let agent = match agent {
+        Some(a) if a.len() > MAX_AGENT => {
+            return Err(AdminError::BadHeaderValue {
+                header: header::X_ADMIN_FROM,
+                value: clip(a),
+            })
+        }
         Some(a) if !a.is_empty() => a,
         _ => return Err(AdminError::MissingHeader(header::X_ADMIN_FROM)),
     };
@@ -639,6 +645,10 @@ fn check_common<'r>(
         script_status,
     })
 }
+
+/// The longest `X-Admin-From` kept (an agent URI such as `//se-id/eid/…;//aa-id/aid/…`): it
+/// is stored with the session and in its audit records.
+const MAX_AGENT: usize = 256;
 
 /// `host[:port]` or `[v6]:port` without the port.
 fn host_name(host: &str) -> &str {
@@ -1302,6 +1312,15 @@ mod tests {
         assert!(matches!(
             first(wrong).error,
             Some(AdminError::UnsupportedProtocol { .. })
+        ));
+        // An agent longer than anything a card sends (it is stored and audited).
+        let long = without("X-Admin-From").with_header("X-Admin-From", "//se-id/".repeat(40));
+        assert!(matches!(
+            first(long).error,
+            Some(AdminError::BadHeaderValue {
+                header: header::X_ADMIN_FROM,
+                ..
+            })
         ));
         let dup = base("/admin").with_header("x-admin-from", "other");
         assert_eq!(

@@ -1085,3 +1085,30 @@ fn a_closed_standard_output_ends_the_command_quietly() {
     assert_eq!(out.status.code(), Some(141), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// A script's label is printed with its control characters escaped: a label carrying terminal
+/// escapes (typed by an operator, or pushed from the dashboard) does not act on the terminal of
+/// whoever lists the results.
+#[test]
+fn ota_results_escape_control_characters_in_labels() {
+    let fx = Fixture::new();
+    run(fx.admin().args([
+        "ota",
+        "push",
+        "--card",
+        "card-1",
+        "--apdu",
+        "80CA9F7F00",
+        "--label",
+        "x\u{1b}[31mred\u{202e}",
+    ]))
+    .ok();
+    let out = run(fx.admin().args(["ota", "results", "--card", "card-1"]));
+    out.ok();
+    let text = out.stdout_text();
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+        "{text:?}"
+    );
+    assert!(text.contains("x\\u{1b}[31mred\\u{202e}"), "{text}");
+}

@@ -14,3 +14,20 @@ pub mod shim;
 pub mod siem;
 pub mod user;
 pub mod vault;
+
+/// Text safe to print: control and invisible formatting characters (which could disguise it or
+/// act on the terminal) are escaped. For anything a person typed that another reads (labels,
+/// file names).
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let disguising = matches!(c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
+        if c.is_control() || disguising {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

@@ -598,7 +598,7 @@ fn results(args: &ResultsArgs, ctx: &mut Context<'_>) -> Result<()> {
             r.state,
             r.label
                 .as_deref()
-                .map_or(String::new(), |l| format!(" {l}")),
+                .map_or(String::new(), |l| format!(" {}", super::printable(l))),
             r.script_status.as_deref().unwrap_or("-"),
             rtt,
             r.completed

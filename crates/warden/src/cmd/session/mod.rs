@@ -41,20 +41,9 @@ fn resolve(file: &Path, sessions: &Path) -> PathBuf {
     }
 }
 
-/// A path safe to print: control and invisible formatting characters (which could disguise a
-/// name or act on the terminal) are escaped.
+/// A path safe to print (see [`super::printable`]).
 fn printable(path: &Path) -> String {
-    let mut out = String::new();
-    for c in path.display().to_string().chars() {
-        let disguising = matches!(c,
-            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}');
-        if c.is_control() || disguising {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    super::printable(&path.display().to_string())
 }
 
 /// `H:MM:SS` of a time in microseconds.
