@@ -34,6 +34,17 @@ pub enum ConfigError {
     },
 }
 
+/// Where a YAML document failed to parse (`a.b[0]`) and why, the path said once (the parser
+/// repeats it in the message of nested errors).
+pub(crate) fn yaml_error(e: &serde_path_to_error::Error<serde_yaml_ng::Error>) -> (String, String) {
+    let key = e.path().to_string();
+    let message = e.inner().to_string();
+    let message = message
+        .strip_prefix(&format!("{key}: "))
+        .map_or(message.clone(), str::to_owned);
+    (key, message)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -536,8 +547,7 @@ impl ServerConfig {
         let text = if text.trim().is_empty() { "{}" } else { text };
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let message = e.inner().to_string();
+            let (key, message) = yaml_error(&e);
             ConfigError::Parse {
                 path: path.to_path_buf(),
                 key: if key == "." {
@@ -825,6 +835,12 @@ mod tests {
         )
         .is_err());
         assert!(parse("dashboard:\n  listen: 127.0.0.1:1\n  sing_in: true\n").is_err());
+        // A nested parse error names its path once.
+        let e = parse("dashboard:\n  listen: 127.0.0.1:1\n  tls:\n    cert: a.pem\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e.matches("dashboard.tls").count(), 1, "{e}");
+        assert!(e.contains("missing field `key`"), "{e}");
         // A section without listen would run no dashboard, its settings unchecked.
         let e = parse("dashboard:\n  metrics_token_file: nope\n")
             .unwrap_err()

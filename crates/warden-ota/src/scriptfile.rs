@@ -227,9 +227,9 @@ fn command(raw: RawCommand) -> Result<CommandApdu, String> {
 /// Parses a script file's text.
 pub fn parse(text: &str) -> Result<PlannedScript, ScriptFileError> {
     let de = serde_yaml_ng::Deserializer::from_str(text);
-    let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| ScriptFileError::Yaml {
-        key: e.path().to_string(),
-        message: e.inner().to_string(),
+    let raw: RawFile = serde_path_to_error::deserialize(de).map_err(|e| {
+        let (key, message) = crate::config::yaml_error(&e);
+        ScriptFileError::Yaml { key, message }
     })?;
     if raw.commands.is_empty() {
         return Err(ScriptFileError::Empty);

@@ -451,6 +451,12 @@ async fn an_operator_pushes_the_card_answers_and_the_page_sees_it_live() {
         )
         .await;
     assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.body.matches("evil.example").count(),
+        1,
+        "said once: {}",
+        r.body
+    );
     let r = d.push(&cookie, Some(&csrf), None, GET_STATUS_APPS).await;
     assert_eq!(r.status, 403, "no Origin and no Referer: {}", r.body);
     assert!(d.t.reports("card-1").await.is_empty());

@@ -295,7 +295,7 @@ enum ApiError {
     NotSignedIn,
     #[error("your dashboard session has ended ({0}); sign in again")]
     Expired(&'static str),
-    #[error("refused: {0}")]
+    #[error("refused")]
     Origin(#[from] OriginRefusal),
     #[error("refused: missing or wrong CSRF token")]
     Csrf,

@@ -73,7 +73,7 @@ pub enum PushError {
     TooLarge,
     #[error("label: at most 100 printable characters")]
     BadLabel,
-    #[error("YAML script: {0}")]
+    #[error("YAML script")]
     Yaml(#[from] ScriptFileError),
 }
 
@@ -351,7 +351,8 @@ mod tests {
             Err(PushError::NoCommands)
         ));
         let e = parse_script(ScriptFormat::Yaml, "commands:\n  - select: A0\n", None).unwrap_err();
-        assert!(e.to_string().contains("command 1"), "{e}");
+        let message = report(&e);
+        assert_eq!(message.matches("command 1").count(), 1, "{message}");
         assert!(matches!(
             parse_script(ScriptFormat::Hex, &"00A40400\n".repeat(256), None),
             Err(PushError::TooManyCommands(256))
