@@ -72,6 +72,7 @@ pub enum RedeliveryArg {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["apdu", "script"])))]
 pub struct PushArgs {
     /// The card (its PSK identity); repeat for several cards.
     #[arg(long, required = true)]
@@ -240,11 +241,11 @@ pub struct SimulateArgs {
     pub chunked: Option<usize>,
     /// Simulate a lost answer once and resume: `script:N` (the N-th script is lost) or
     /// `results:N` (the answer to the N-th script's results is lost).
-    #[arg(long, value_name = "WHAT:N")]
-    pub cut: Option<String>,
+    #[arg(long, value_name = "WHAT:N", value_parser = parse_cut)]
+    pub cut: Option<Cut>,
     /// Report this X-Admin-Script-Status instead of running scripts.
-    #[arg(long)]
-    pub status: Option<String>,
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<ScriptStatus>,
     /// Run this many cards (identities ID0…ID<N-1>) in parallel, one session each.
     #[arg(long, default_value_t = 1)]
     pub cards: usize,
@@ -487,15 +488,31 @@ fn serve(args: &ServeArgs, ctx: &mut Context<'_>) -> Result<()> {
     })
 }
 
+/// `--cut script:N` or `results:N`.
+fn parse_cut(s: &str) -> Result<Cut, String> {
+    let wrong = || format!("{s:?}: give script:N or results:N");
+    let (what, n) = s.split_once(':').ok_or_else(wrong)?;
+    let n: usize = n.parse().map_err(|_| wrong())?;
+    match what {
+        "script" => Ok(Cut::ScriptLost(n)),
+        "results" => Ok(Cut::AnswerToResultsLost(n)),
+        _ => Err(wrong()),
+    }
+}
+
+/// `--status`: an X-Admin-Script-Status value.
+fn parse_status(s: &str) -> Result<ScriptStatus, String> {
+    ScriptStatus::parse(s).ok_or_else(|| {
+        format!("{s:?}: ok, unknown-application, not-a-security-domain or security-error")
+    })
+}
+
 fn planned_from_args(args: &PushArgs) -> Result<PlannedScript> {
     let mut planned = if let Some(path) = &args.script {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         scriptfile::parse(&text).with_context(|| format!("script file {}", path.display()))?
     } else {
-        if args.apdu.is_empty() {
-            bail!("give --apdu HEX (one or more) or --script FILE.yaml");
-        }
         let mut apdus = Vec::new();
         for (i, hex) in args.apdu.iter().enumerate() {
             apdus.push(
@@ -842,26 +859,8 @@ fn simulate(args: &SimulateArgs) -> Result<()> {
     }
     cfg.tls = tls_options(&args.card);
     cfg.chunked = args.chunked;
-    cfg.cut = match args.cut.as_deref() {
-        None => None,
-        Some(s) => {
-            let (what, n) = s.split_once(':').context("--cut WHAT:N")?;
-            let n: usize = n.parse().context("--cut WHAT:N: N is a number")?;
-            Some(match what {
-                "script" => Cut::ScriptLost(n),
-                "results" => Cut::AnswerToResultsLost(n),
-                _ => bail!("--cut: script:N or results:N"),
-            })
-        }
-    };
-    cfg.force_status = match args.status.as_deref() {
-        None => None,
-        Some(s) => Some(ScriptStatus::parse(s).with_context(|| {
-            format!(
-                "--status {s:?}: ok, unknown-application, not-a-security-domain or security-error"
-            )
-        })?),
-    };
+    cfg.cut = args.cut;
+    cfg.force_status = args.status;
     let rt = runtime()?;
     rt.block_on(async {
         if args.cards > 1 {
