@@ -39,9 +39,10 @@ pub enum ConfigError {
 pub(crate) fn yaml_error(e: &serde_path_to_error::Error<serde_yaml_ng::Error>) -> (String, String) {
     let key = e.path().to_string();
     let message = e.inner().to_string();
-    let message = message
-        .strip_prefix(&format!("{key}: "))
-        .map_or(message.clone(), str::to_owned);
+    let message = match message.strip_prefix(&format!("{key}: ")) {
+        Some(rest) => rest.to_owned(),
+        None => message,
+    };
     (key, message)
 }
 

@@ -152,20 +152,14 @@ impl From<KeyOpError> for Failure {
                 ..
             }) => "WrongPassphrase",
             KeyOpError::NotCarried(_) => "AccessDenied",
-            KeyOpError::UsersTableChanged { .. }
-            | KeyOpError::DatabaseDoesNotOpen(_)
-            | KeyOpError::Slots(
-                KeySlotError::Damaged { .. }
-                | KeySlotError::Malformed(_)
-                | KeySlotError::DigestMismatch,
-            )
-            | KeyOpError::DataDir(DataDirError::Slots {
-                source:
-                    KeySlotError::Damaged { .. }
-                    | KeySlotError::Malformed(_)
-                    | KeySlotError::DigestMismatch,
-                ..
-            }) => "IntegrityError",
+            KeyOpError::UsersTableChanged { .. } | KeyOpError::DatabaseDoesNotOpen(_) => {
+                "IntegrityError"
+            }
+            KeyOpError::Slots(e) | KeyOpError::DataDir(DataDirError::Slots { source: e, .. })
+                if e.is_damage() =>
+            {
+                "IntegrityError"
+            }
             KeyOpError::Authorization(_) | KeyOpError::Slots(KeySlotError::NotCarried(_)) => {
                 "AccessDenied"
             }

@@ -188,13 +188,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     match key_slot_error(err) {
         Some(KeySlotError::WrongSecret(_)) => return exit::WRONG_KEY,
         Some(KeySlotError::NotCarried(_)) => return exit::ACCESS,
-        // A modified keyslots.json: a wrap that does not open, or a file that does not parse
-        // or match its digest.
-        Some(
-            KeySlotError::Damaged { .. }
-            | KeySlotError::Malformed(_)
-            | KeySlotError::DigestMismatch,
-        ) => return exit::DAMAGED,
+        Some(e) if e.is_damage() => return exit::DAMAGED,
         _ => {}
     }
     if find::<crate::cmd::records::RecordsDamaged>(err).is_some()

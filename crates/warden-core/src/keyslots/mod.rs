@@ -100,6 +100,17 @@ pub enum KeySlotError {
     NoRotation(Purpose),
 }
 
+impl KeySlotError {
+    /// The file was changed or damaged (exit code 3): it does not parse, does not match its
+    /// digest, or a wrap or key check fails.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Self::Damaged { .. } | Self::Malformed(_) | Self::DigestMismatch
+        )
+    }
+}
+
 fn malformed(what: impl Into<String>) -> KeySlotError {
     KeySlotError::Malformed(what.into())
 }
