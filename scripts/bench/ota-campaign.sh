@@ -14,6 +14,7 @@
 # building one (to compare two builds in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/bench/ota-lib.sh
 BASE="${1:-/tmp}"
 DIR="$BASE/warden-bench-campaign.$$"
 CARDS="${CARDS:-2000}"
@@ -37,21 +38,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$DIR"
-printf 'benchmark-passphrase-0123456789\n' > pass && chmod 600 pass
-printf 'benchmark-auditor-passphrase-42\n' > auditor && chmod 600 auditor
-printf 'Bench-Admin-Password-1!\n' > admin-pass && chmod 600 admin-pass
-printf '{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},"backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}' > policy.json
-WARDEN=("$W" --data-dir data --passphrase-file pass)
-"${WARDEN[@]}" --auditor-passphrase-file auditor init --kdf-iterations 1000 \
-  --admin bench --admin-password-file admin-pass --identity-policy policy.json 2>/dev/null
-ADMIN=("${WARDEN[@]}" --as bench --password-file admin-pass)
-KEY=$(openssl rand -hex 16)
-printf '%s\n' "$KEY" > key && chmod 600 key
-cat > ota.yaml <<YAML
-listen: 127.0.0.1:$PORT
-max_connections: 20000
-max_handshakes: 4096
-YAML
+bench_data_dir
 
 echo "== machine"
 echo "cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -59,17 +46,7 @@ echo "kernel $(uname -r); $(openssl version); data directory on $(df -T . | awk 
 
 for C in $CONCURRENCY; do
   PREFIX="c${C}x"
-  {
-    echo "keys:"
-    for i in $(seq 0 $((CARDS - 1))); do printf '  - identity: %s%d\n    key: "%s"\n' "$PREFIX" "$i" "$KEY"; done
-  } > keys.yaml && chmod 600 keys.yaml
-  "${ADMIN[@]}" ota keys import keys.yaml 2>/dev/null
-  CARD_ARGS=()
-  for i in $(seq 0 $((CARDS - 1))); do CARD_ARGS+=(--card "$PREFIX$i"); done
-  if [ "$SCRIPTS_PER_CARD" -gt 0 ]; then
-    "${ADMIN[@]}" ota push "${CARD_ARGS[@]}" --apdu 80CA9F7F00 --redelivery "$REDELIVERY" \
-      --count "$SCRIPTS_PER_CARD" 2>/dev/null >/dev/null
-  fi
+  bench_cards "$PREFIX" "$CARDS" "$SCRIPTS_PER_CARD" "$REDELIVERY"
   if [ -n "${PERF:-}" ]; then
     perf record -q -o perf.data -F 1999 -e cpu-clock --call-graph dwarf,32768 -- \
       "${WARDEN[@]}" ota serve --allow-plain-config --config ota.yaml 2>server.log &

@@ -13,6 +13,7 @@
 # Knobs: CARDS (default 200), CONCURRENCY (default 10), PORT (default 18563).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/bench/ota-lib.sh
 ROOT="$PWD"
 CARDS="${CARDS:-200}"
 CONCURRENCY="${CONCURRENCY:-10}"
@@ -35,25 +36,8 @@ trap cleanup EXIT
 setup() {
   DIR=$(mktemp -d /tmp/warden-bench-counts.XXXXXX)
   cd "$DIR"
-  printf 'benchmark-passphrase-0123456789\n' > pass
-  printf 'benchmark-auditor-passphrase-42\n' > auditor
-  printf 'Bench-Admin-Password-1!\n' > admin-pass
-  chmod 600 pass auditor admin-pass
-  printf '{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},"backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}' > policy.json
-  WARDEN=("$W" --data-dir data --passphrase-file pass)
-  "${WARDEN[@]}" --auditor-passphrase-file auditor init --kdf-iterations 1000 --admin bench \
-    --admin-password-file admin-pass --identity-policy policy.json >/dev/null 2>&1
-  ADMIN=("${WARDEN[@]}" --as bench --password-file admin-pass)
-  openssl rand -hex 16 > key && chmod 600 key
-  printf 'listen: 127.0.0.1:%s\nmax_connections: 20000\nmax_handshakes: 4096\n' "$PORT" > ota.yaml
-  {
-    echo "keys:"
-    for i in $(seq 0 $((CARDS - 1))); do printf '  - identity: c%d\n    key: "%s"\n' "$i" "$(cat key)"; done
-  } > keys.yaml && chmod 600 keys.yaml
-  "${ADMIN[@]}" ota keys import keys.yaml >/dev/null 2>&1
-  local cards=()
-  for i in $(seq 0 $((CARDS - 1))); do cards+=(--card "c$i"); done
-  "${ADMIN[@]}" ota push "${cards[@]}" --apdu 80CA9F7F00 --redelivery allowed --count 3 >/dev/null 2>&1
+  bench_data_dir
+  bench_cards c "$CARDS" 3 allowed
 }
 
 listening() {

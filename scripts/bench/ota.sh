@@ -11,6 +11,7 @@
 # HANDSHAKES (per server and TLS version; default 1000). Ends with scripts/bench/ota-campaign.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. scripts/bench/ota-lib.sh
 ROOT="$PWD"
 BASE="${1:-/tmp}"
 DIR="$BASE/warden-bench-ota.$$"
@@ -33,19 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$DIR"
-printf 'benchmark-passphrase-0123456789\n' > pass && chmod 600 pass
-printf 'benchmark-auditor-passphrase-42\n' > auditor && chmod 600 auditor
-printf 'Bench-Admin-Password-1!\n' > admin-pass && chmod 600 admin-pass
-WARDEN=("$W" --data-dir data --passphrase-file pass)
-# Every command signs in: a cheap Argon2id and no spacing between sign-ins, so the figures
-# measure the work, not the password hash or the attempt throttle.
-printf '{"password":{"argon2":{"memory_kib":8192,"iterations":1,"parallelism":1}},"backoff":{"min_interval_ms":0,"base_delay_ms":0,"max_delay_ms":0}}' > policy.json
-"${WARDEN[@]}" --auditor-passphrase-file auditor init --kdf-iterations 1000 \
-  --admin bench --admin-password-file admin-pass --identity-policy policy.json 2>/dev/null
-# Operator commands sign in (the administrator holds both permissions they need).
-ADMIN=("${WARDEN[@]}" --as bench --password-file admin-pass)
-KEY=$(openssl rand -hex 16)
-printf '%s\n' "$KEY" > key && chmod 600 key
+bench_data_dir
 
 # Keys: bench0..bench<CARDS-1> and apdu0, one import.
 {
