@@ -2,7 +2,8 @@
 # OTA campaign: the release `warden ota serve` and `warden ota bench campaign` as two processes
 # over 127.0.0.1. Every card has three one-APDU scripts queued and runs one full admin session
 # (handshake, three round trips, 204); the server's own CPU per session comes from
-# /proc/PID/stat around the campaign. Prints one JSON object per step.
+# /proc/PID/stat around the campaign, its disk writes per session from /proc/PID/io. Prints one
+# JSON object per step.
 #
 #   scripts/bench/ota-campaign.sh [DIR]     (DIR: where the data directory goes; default /tmp)
 #
@@ -61,6 +62,11 @@ for C in $CONCURRENCY; do
   timeout 900 "$W" ota bench campaign --server "127.0.0.1:$PORT" --key-file key \
     --identity "$PREFIX" --cards "$CARDS" --concurrency "$C" --tls-version "$TLS" \
     --server-pid "$SERVER_PID"
+  # What the server wrote to disk since it started (WAL frames, checkpoints), per session; the
+  # last batch commits within 10 ms of the campaign's end.
+  sleep 0.1
+  awk -v n="$CARDS" '/^write_bytes/ {printf "{\"server_disk_write_bytes_per_session\": %d}\n", $2 / n}' \
+    "/proc/$SERVER_PID/io"
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=""
   grep -o 'database thread stopped.*' server.log || true
   if [ -n "${PERF:-}" ]; then
