@@ -19,21 +19,17 @@ use zeroize::Zeroizing;
 pub struct Psk(SecretBytes);
 
 impl Psk {
-    pub fn new(bytes: Vec<u8>) -> Result<Self, KeyFileError> {
+    pub fn new(bytes: Vec<u8>) -> Result<Self, PskError> {
         if !(PSK_MIN_LEN..=PSK_MAX_LEN).contains(&bytes.len()) {
-            return Err(KeyFileError::KeyLength {
-                entry: 0,
-                len: bytes.len(),
-            });
+            return Err(PskError::Length(bytes.len()));
         }
         Ok(Self(SecretBytes::new(bytes)))
     }
 
     /// Parses hex (spaces allowed between byte pairs); the error never echoes the input.
-    pub fn from_hex(text: &str) -> Result<Self, KeyFileError> {
+    pub fn from_hex(text: &str) -> Result<Self, PskError> {
         let compact = Zeroizing::new(text.split_whitespace().collect::<String>());
-        let bytes =
-            hex::decode(compact.as_bytes()).map_err(|_| KeyFileError::KeyHex { entry: 0 })?;
+        let bytes = hex::decode(compact.as_bytes()).map_err(|_| PskError::NotHex)?;
         Self::new(bytes)
     }
 
@@ -54,6 +50,15 @@ impl Psk {
     }
 }
 
+/// Why a key was refused. Never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum PskError {
+    #[error("the key is not hex")]
+    NotHex,
+    #[error("a PSK has {PSK_MIN_LEN} to {PSK_MAX_LEN} bytes; got {0}")]
+    Length(usize),
+}
+
 /// Why a key file was refused. Never carries key material.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
@@ -63,22 +68,10 @@ pub enum KeyFileError {
     Yaml(String),
     #[error("entry {entry}: identity must be 1 to 128 printable ASCII characters")]
     Identity { entry: usize },
-    #[error("entry {entry}: the key is not hex")]
-    KeyHex { entry: usize },
-    #[error("entry {entry}: a PSK has {PSK_MIN_LEN} to {PSK_MAX_LEN} bytes; got {len}")]
-    KeyLength { entry: usize, len: usize },
+    #[error("entry {entry}: {problem}")]
+    Key { entry: usize, problem: PskError },
     #[error("entry {entry}: identity {identity:?} appears twice")]
     Duplicate { entry: usize, identity: String },
-}
-
-impl KeyFileError {
-    fn at(self, entry: usize) -> Self {
-        match self {
-            Self::KeyHex { .. } => Self::KeyHex { entry },
-            Self::KeyLength { len, .. } => Self::KeyLength { entry, len },
-            other => other,
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -136,7 +129,8 @@ pub fn parse_key_file(bytes: &[u8]) -> Result<Vec<(String, Psk)>, KeyFileError> 
                 identity: e.identity,
             });
         }
-        let psk = Psk::from_hex(&e.key.0).map_err(|err| err.at(entry))?;
+        let psk =
+            Psk::from_hex(&e.key.0).map_err(|problem| KeyFileError::Key { entry, problem })?;
         out.push((e.identity, psk));
     }
     Ok(out)
@@ -325,7 +319,14 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("got 2"), "{e}");
+        assert!(e.contains("entry 1") && e.contains("got 2"), "{e}");
+        // A single key (`ota keys add`) has no entry number; its error is said once.
+        let e = report(&Psk::from_hex(secretish).err().unwrap());
+        assert_eq!(e, "the key is not hex");
+        let e = report(&Psk::from_hex("0011").err().unwrap());
+        assert_eq!(e, "a PSK has 16 to 64 bytes; got 2");
+        let e = report(&parse_key_file(text.as_bytes()).err().unwrap());
+        assert_eq!(e, "entry 1: the key is not hex");
         let e = parse_key_file(
             b"keys:\n  - identity: a\n    key: 00112233445566778899aabbccddeeff\n  - identity: a\n    key: 00112233445566778899aabbccddeeff\n",
         )
