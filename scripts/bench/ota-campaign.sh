@@ -2,8 +2,8 @@
 # OTA campaign: the release `warden ota serve` and `warden ota bench campaign` as two processes
 # over 127.0.0.1. Every card has three one-APDU scripts queued and runs one full admin session
 # (handshake, three round trips, 204); the server's own CPU per session comes from
-# /proc/PID/stat around the campaign, its disk writes per session from /proc/PID/io. Prints one
-# JSON object per step.
+# /proc/PID/stat around the campaign (and by thread, user and system, from /proc/PID/task), its
+# disk writes per session from /proc/PID/io. Prints one JSON object per step.
 #
 #   scripts/bench/ota-campaign.sh [DIR]     (DIR: where the data directory goes; default /tmp)
 #
@@ -41,6 +41,13 @@ trap cleanup EXIT
 cd "$DIR"
 bench_data_dir
 
+# The server's CPU so far by thread name: NAME USER_TICKS SYSTEM_TICKS, one line each, sorted.
+threads() {
+  for t in "/proc/$SERVER_PID/task/"*; do
+    printf '%s %s\n' "$(tr ' ' _ < "$t/comm")" "$(cut -d')' -f2- "$t/stat" | awk '{print $12, $13}')"
+  done | awk '{u[$1] += $2; s[$1] += $3} END {for (k in u) print k, u[k], s[k]}' | sort
+}
+
 echo "== machine"
 echo "cpus: $(nproc); $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "kernel $(uname -r); $(openssl version); data directory on $(df -T . | awk 'NR==2{print $2}')"
@@ -59,9 +66,15 @@ for C in $CONCURRENCY; do
   fi
   for _ in $(seq 100); do grep -q listening server.log 2>/dev/null && break; sleep 0.1; done
   echo "== campaign: $CARDS cards, $C at a time, TLS $TLS, $SCRIPTS_PER_CARD scripts ($REDELIVERY) each"
+  threads > threads.before
   timeout 900 "$W" ota bench campaign --server "127.0.0.1:$PORT" --key-file key \
     --identity "$PREFIX" --cards "$CARDS" --concurrency "$C" --tls-version "$TLS" \
     --server-pid "$SERVER_PID"
+  threads > threads.after
+  # The server's CPU by thread (tokio workers, the database thread), user and system, per session.
+  join threads.before threads.after | awk -v n="$CARDS" -v hz="$(getconf CLK_TCK)" \
+    '{ printf "%s\"%s\": {\"user_ms\": %.3f, \"system_ms\": %.3f}", sep, $1, ($4 - $2) * 1000 / hz / n, ($5 - $3) * 1000 / hz / n; sep = ", " }
+     END { print "" }' | sed 's/^/{"server_cpu_per_session_by_thread": {/; s/$/}}/'
   # What the server wrote to disk since it started (WAL frames, checkpoints), per session; the
   # last batch commits within 10 ms of the campaign's end.
   sleep 0.1

@@ -6,7 +6,8 @@
 
 Each sample goes to the first category whose function appears in its call stack, by thread
 (tokio workers, the database thread `warden-ota-db`, the main thread); percentages are of
-all samples of the server.
+all samples of the server. A second table sorts the samples spent in the kernel by what
+entered it (TCP system calls, futex wake-ups and waits, epoll, file I/O, page faults).
 """
 import collections,re,sys
 samples=[];cur=None
@@ -45,3 +46,24 @@ for comm,st in samples:
     else: c=comm
     cats[c]+=1
 for k,v in sorted(cats.items(), key=lambda x:-x[1]): print(f"{100*v/tot:5.1f}% {k}")
+
+# Kernel samples (the frames above the system-call or fault entry) by what entered the kernel.
+kernel=collections.Counter()
+for comm,st in samples:
+    above=[]
+    for f in st:
+        if f.startswith(('entry_SYSCALL_64','asm_exc_','asm_sysvec','asm_common_interrupt')): break
+        above.append(f)
+    else:
+        continue
+    if not above: continue
+    s=' | '.join(st)
+    if has(s,'__x64_sys_sendto','__x64_sys_recvfrom','__sys_accept','__x64_sys_accept','__x64_sys_close','__x64_sys_shutdown','tcp_','sock_'): k='TCP: send, receive, accept, close'
+    elif 'futex' in s: k='futex: thread wake-ups and waits'
+    elif 'epoll' in s: k='epoll'
+    elif has(s,'fsync','pwrite','pread','ext4','__x64_sys_write','__x64_sys_read'): k='file I/O: WAL writes, fsync'
+    elif 'page_fault' in s: k='page faults'
+    else: k='other'
+    kernel[k]+=1
+print(f"\nkernel: {100*sum(kernel.values())/tot:.1f}% of all samples")
+for k,v in kernel.most_common(): print(f"{100*v/tot:5.1f}% kernel: {k}")
