@@ -16,7 +16,7 @@ import time
 
 import pyotp
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -65,7 +65,9 @@ def main():
                 "--window-size=1500,1300", "--no-first-run", "--disable-extensions"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=a.chromedriver), options=opts)
-    wait = WebDriverWait(driver, 30)
+    # The page re-renders its tables as events arrive: an element found a moment ago may be gone
+    # when its text is read. Such a condition is tried again, not failed.
+    wait = WebDriverWait(driver, 30, ignored_exceptions=(StaleElementReferenceException,))
     try:
         # 1. Sign in.
         driver.get(a.url + "/")
@@ -112,10 +114,15 @@ def main():
             for r in d.find_elements(By.CSS_SELECTOR, "#results-table tbody tr.script")))
         wait.until(lambda d: any(
             "9000" in r.text for r in d.find_elements(By.CSS_SELECTOR, "#results-table tbody tr.apdu")))
-        link = wait.until(lambda d: next(
-            (b for b in d.find_elements(By.CSS_SELECTOR, "#card-table .card-link") if b.text == a.card),
-            None))
-        link.click()
+        def open_card(d):
+            # Found and clicked in one try: the table may be re-rendered in between.
+            link = next((b for b in d.find_elements(By.CSS_SELECTOR, "#card-table .card-link")
+                         if b.text == a.card), None)
+            if link is None:
+                return False
+            link.click()
+            return True
+        wait.until(open_card)
         wait.until(lambda d: "80F24002024F0000" in d.find_element(By.ID, "history-body").text
                    and "9000" in d.find_element(By.ID, "history-body").text)
         shot(driver, "05-result.png")
