@@ -174,25 +174,45 @@ pub fn pair_exchanges(
 
 /// The session id a resumed request names in its target (`…?session=ID&seq=N`).
 pub fn resumed_session(request: &AdminRequest) -> Option<&str> {
+    query_param(request, "session").filter(|id| !id.is_empty())
+}
+
+/// One parameter of the request target's query.
+fn query_param<'a>(request: &'a AdminRequest, name: &str) -> Option<&'a str> {
     let (_, query) = request.target.split_once('?')?;
-    query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("session="))
-        .filter(|id| !id.is_empty())
+    query.split('&').find_map(|pair| {
+        pair.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
+}
+
+/// What the store says a session that is gone had in flight.
+pub struct SentScript<'a> {
+    pub id: ScriptId,
+    pub commands: &'a CommandScript,
+    /// The `seq` of the Next-URI it went out with (`None`: stored by a build that did not
+    /// record it).
+    pub seq: Option<u32>,
 }
 
 /// Results a card resumes with after the server restarted, when nothing of its session is left
 /// in memory: the store says which script that session had in flight (`sent`). What to store
 /// and audit, as for results in a live session (the record says `after_restart`), or `None`
-/// when the request carries no usable results or they do not answer that script (the session
-/// then starts over and the script is settled as any script a lost session left in flight).
+/// when the request carries no usable results or they do not answer that script — posted to
+/// another Next-URI than the one it went out with, or more responses than it had commands (the
+/// session then starts over and the script is settled as any script a lost session left in
+/// flight).
 pub fn results_after_restart(
     card: &str,
     request: &AdminRequest,
     config: &SessionConfig,
-    sent: (ScriptId, &CommandScript),
+    sent: SentScript<'_>,
 ) -> Option<(StoreWrite, AuditRecord)> {
     let session_id = resumed_session(request)?;
+    let posted_to: u32 = query_param(request, "seq")?.parse().ok()?;
+    if sent.seq != Some(posted_to) {
+        return None;
+    }
     let status = request.script_status()?;
     let responses = if request.body.is_empty() {
         None
@@ -201,7 +221,7 @@ pub fn results_after_restart(
     } else {
         return None;
     };
-    let (script, commands) = sent;
+    let (script, commands) = (sent.id, sent.commands);
     if let Some(r) = &responses {
         let count = commands.apdus().count();
         if r.responses().count() > count || r.executed_count().unwrap_or(0) as usize > count {
@@ -277,10 +297,12 @@ impl ScriptResult {
 pub enum StoreWrite {
     /// The connection's session row becomes ACTIVE with the card's agent id.
     SessionActive { session_id: String, agent: String },
-    /// The script is in flight (first delivery or redelivery).
+    /// The script is in flight (first delivery or redelivery), its results due at the Next-URI
+    /// with this `seq`.
     Delivered {
         script: ScriptId,
         session_id: String,
+        seq: u32,
     },
     /// The script is done with this result and these exchanges.
     Results {
@@ -594,8 +616,8 @@ impl CardState {
                         lenient,
                     });
                 }
-                Effect::Delivered { script, .. } => p.delivered(*script, next, false),
-                Effect::Redelivered { script, .. } => p.delivered(*script, next, true),
+                Effect::Delivered { script, seq } => p.delivered(*script, *seq, next, false),
+                Effect::Redelivered { script, seq } => p.delivered(*script, *seq, next, true),
                 Effect::Results {
                     script,
                     status,
@@ -730,7 +752,13 @@ impl Planner<'_> {
         self.tally.push(TallyChange::Agent(agent.to_string()));
     }
 
-    fn delivered(&mut self, script: ScriptId, next: Option<&QueuedScript>, redelivery: bool) {
+    fn delivered(
+        &mut self,
+        script: ScriptId,
+        seq: u32,
+        next: Option<&QueuedScript>,
+        redelivery: bool,
+    ) {
         let c = self.conn;
         // A first delivery sends the peeked script; a redelivery the one in flight.
         let peeked = next.filter(|q| q.id == script);
@@ -746,6 +774,7 @@ impl Planner<'_> {
         self.writes.push(StoreWrite::Delivered {
             script,
             session_id: c.session_id.to_string(),
+            seq,
         });
         self.audit.push(audit::script_delivered(
             c.card,
@@ -1070,7 +1099,8 @@ mod tests {
                 },
                 StoreWrite::Delivered {
                     script: ScriptId(1),
-                    session_id: "s1".into()
+                    session_id: "s1".into(),
+                    seq: 1,
                 }
             ]
         );
@@ -1394,7 +1424,8 @@ mod tests {
             writes,
             vec![StoreWrite::Delivered {
                 script: ScriptId(2),
-                session_id: "s2".into()
+                session_id: "s2".into(),
+                seq: 2,
             }],
             "the results are not stored again; script 2 goes out again"
         );

@@ -1288,17 +1288,21 @@ fn settle_restart_results(
     let Some(old) = crate::plan::resumed_session(request) else {
         return Ok(None);
     };
-    let Some((id, body)) = db::in_flight_of_session(tx, card, old)? else {
+    let Some(sent) = db::in_flight_of_session(tx, card, old)? else {
         return Ok(None);
     };
-    let Ok(commands) = crate::script::CommandScript::decode(&body) else {
+    let Ok(commands) = crate::script::CommandScript::decode(&sent.body) else {
         return Ok(None);
     };
     let Some((write, record)) = crate::plan::results_after_restart(
         card,
         request,
         config,
-        (crate::admin::ScriptId(id), &commands),
+        crate::plan::SentScript {
+            id: crate::admin::ScriptId(sent.id),
+            commands: &commands,
+            seq: sent.seq,
+        },
     ) else {
         return Ok(None);
     };
@@ -1322,9 +1326,11 @@ fn store_write(
             0,
             None,
         )?,
-        StoreWrite::Delivered { script, session_id } => {
-            db::mark_delivered(tx, script.0, &session_id, now)?
-        }
+        StoreWrite::Delivered {
+            script,
+            session_id,
+            seq,
+        } => db::mark_delivered(tx, script.0, &session_id, seq, now)?,
         StoreWrite::Results {
             script,
             result,

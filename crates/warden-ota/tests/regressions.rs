@@ -460,6 +460,61 @@ async fn results_resumed_after_a_restart_are_stored_not_dropped() {
     t.stop().await;
 }
 
+/// Found by outside testing: after a restart, a card that repeated the results of the script
+/// before the one in flight (the answer to them, which carried the next script, was lost) had
+/// them stored as the results of the script in flight: a `forbidden` INSTALL the card never
+/// received was recorded as done with GET DATA's R-APDU. Results are now taken only when
+/// posted to the Next-URI the script in flight went out with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_resumed_after_a_restart_for_an_earlier_script_are_not_stored_for_a_later_one() {
+    let t = server_with_card().await;
+    let read = t.push(CARD, read_script(), Redelivery::Allowed).await;
+    let install = t
+        .push(
+            CARD,
+            CommandScript::new([warden_ota::apdu::CommandApdu::new(0x80, 0xE6, 0x02, 0x00)]),
+            Redelivery::Forbidden,
+        )
+        .await;
+    let (mut c, r, first_uri) = open(&t).await;
+    assert_eq!(r.status, 200);
+    let mut h = base_headers();
+    h.push((header::CONTENT_TYPE, CONTENT_TYPE_RESPONSE.into()));
+    h.push((header::X_ADMIN_SCRIPT_STATUS, "ok".into()));
+    let body = parse_hex("AB0B800101 2306 80CA9F7F9000").unwrap();
+    let r = c
+        .send("POST", &first_uri, &h, CardBody::full(body.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "the answer carries the INSTALL");
+    drop(c);
+    // The card never saw that answer; the server is killed and comes back.
+    let t = t.restart(support::config()).await;
+    let mut c = client(&t).await;
+    h.push((header::X_ADMIN_RESUME, "true".into()));
+    let r = c
+        .send("POST", &first_uri, &h, CardBody::full(body))
+        .await
+        .unwrap();
+    assert!(r.status == 200 || r.status == 204, "{}", r.status);
+    let reports = t.reports(CARD).await;
+    let installed = reports.iter().find(|s| s.id == install).unwrap();
+    assert_eq!(installed.state, "outcome_unknown", "{installed:?}");
+    assert!(
+        installed.exchanges.iter().all(|e| e.response.is_none()),
+        "{installed:?}"
+    );
+    let first = reports.iter().find(|s| s.id == read).unwrap();
+    assert_eq!((first.state.as_str(), first.exchanges.len()), ("done", 1));
+    let completed = audit_rows(&t, "ota.script.complete").await;
+    assert!(
+        completed.iter().all(|r| r.3["script"] != install),
+        "{completed:?}"
+    );
+    drop(c);
+    t.stop().await;
+}
+
 /// Found by outside testing: a card whose key was removed kept its open connection and got
 /// its next scripts for as long as it stayed connected. Every request now checks that the
 /// key the handshake was made with is still the card's key.

@@ -177,6 +177,11 @@ pub const MIGRATIONS: &[Migration] = &[
         );
     ",
     },
+    Migration {
+        version: 11,
+        name: "ota script delivery seq",
+        sql: crate::ota::DELIVERY_SEQ_SQL,
+    },
 ];
 
 /// The schema version this build brings a database to.

@@ -87,6 +87,10 @@ pub const MIGRATION_SQL: &str = "
     CREATE INDEX ota_sessions_card ON ota_sessions (card, started);
 ";
 
+/// The migration that records, with each delivery, the `seq` of the Next-URI it went out with:
+/// after a restart, results a card resumes with are matched to its script in flight by it.
+pub const DELIVERY_SEQ_SQL: &str = "ALTER TABLE ota_scripts ADD COLUMN delivery_seq INTEGER;";
+
 /// Why an OTA store call was refused (bad input; database failures are [`StoreError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum OtaStoreError {
@@ -449,13 +453,14 @@ pub fn mark_delivered(
     conn: &Connection,
     script: u64,
     session_id: &str,
+    seq: u32,
     at: &str,
 ) -> Result<(), OtaStoreError> {
     conn.prepare_cached(
         "UPDATE ota_scripts SET state = 'in_flight', deliveries = deliveries + 1,
-                delivered = ?2, session_id = ?3 WHERE id = ?1",
+                delivered = ?2, session_id = ?3, delivery_seq = ?4 WHERE id = ?1",
     )?
-    .execute(params![script as i64, at, session_id])?;
+    .execute(params![script as i64, at, session_id, seq])?;
     Ok(())
 }
 
@@ -524,18 +529,33 @@ pub struct Recovered {
 
 /// Settles scripts of `card` still `in_flight` from a session that is gone (server restart, a
 /// card that started over instead of resuming).
-/// The script `session_id` of `card` has in flight, if any: its id and body.
+/// A script a session had in flight: what was sent, and under which Next-URI `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub id: u64,
+    pub body: Vec<u8>,
+    /// `None` for a delivery stored before the seq was recorded (schema version 10).
+    pub seq: Option<u32>,
+}
+
+/// The script `session_id` of `card` has in flight, if any.
 pub fn in_flight_of_session(
     conn: &Connection,
     card: &str,
     session_id: &str,
-) -> Result<Option<(u64, Vec<u8>)>, OtaStoreError> {
+) -> Result<Option<InFlight>, OtaStoreError> {
     Ok(conn
         .query_row(
-            "SELECT id, body FROM ota_scripts
+            "SELECT id, body, delivery_seq FROM ota_scripts
              WHERE card = ?1 AND session_id = ?2 AND state = 'in_flight' ORDER BY id LIMIT 1",
             params![card, session_id],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)),
+            |r| {
+                Ok(InFlight {
+                    id: r.get::<_, i64>(0)? as u64,
+                    body: r.get(1)?,
+                    seq: r.get(2)?,
+                })
+            },
         )
         .optional()?)
 }
@@ -901,7 +921,7 @@ mod tests {
         let b = push_script(c, &new(StoredRedelivery::Forbidden)).unwrap();
         assert_eq!(next_pending(c, "card-1").unwrap().unwrap().id, a);
         assert!(next_pending(c, "card-2").unwrap().is_none());
-        mark_delivered(c, a, "s1", "t").unwrap();
+        mark_delivered(c, a, "s1", 1, "t").unwrap();
         assert_eq!(next_pending(c, "card-1").unwrap().unwrap().id, b);
         record_results(
             c,
@@ -916,9 +936,9 @@ mod tests {
             Some(1500),
         )
         .unwrap();
-        mark_delivered(c, b, "s1", "t").unwrap();
+        mark_delivered(c, b, "s1", 1, "t").unwrap();
         let c_id = push_script(c, &new(StoredRedelivery::Allowed)).unwrap();
-        mark_delivered(c, c_id, "s1", "t").unwrap();
+        mark_delivered(c, c_id, "s1", 2, "t").unwrap();
         let r = recover_in_flight(c, "card-1").unwrap();
         assert_eq!(r.unknown, vec![b]);
         assert_eq!(r.requeued, vec![c_id]);
@@ -989,11 +1009,11 @@ mod tests {
             sw: answered.then_some(0x9000),
         };
         let done = push_script(c, &script(vec![0xAA, 0x00])).unwrap();
-        mark_delivered(c, done, "s1", "t").unwrap();
+        mark_delivered(c, done, "s1", 1, "t").unwrap();
         let rows = [exchange(true), exchange(true), exchange(false)];
         record_results(c, done, "ok", Some(&[0xAB]), &rows, None).unwrap();
         let in_flight = push_script(c, &script(vec![0xAA, 0x00])).unwrap();
-        mark_delivered(c, in_flight, "s1", "t").unwrap();
+        mark_delivered(c, in_flight, "s1", 2, "t").unwrap();
         push_script(c, &script(vec![0xAA, 0x00])).unwrap();
         let stale = close_stale_sessions(c, "server_restart").unwrap();
         assert_eq!((stale[0].scripts, stale[0].apdus), (2, 2), "{stale:?}");
