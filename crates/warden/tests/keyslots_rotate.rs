@@ -545,3 +545,35 @@ fn a_resumed_reencrypting_rotation_keeps_reencrypting() {
     assert_ne!(after[107..], before[107..], "re-encrypted, not re-wrapped");
     vault_opens(&fx, &data.vault, &data.video);
 }
+
+/// Found by outside testing: a rotation asked to re-key named files, stopped part-way and run
+/// again without naming them, finished and left them under the old key, which was gone. The
+/// files a rotation is asked to re-key are kept with it until it settles, and a resumed run
+/// re-keys them whatever it names.
+#[test]
+fn a_resumed_rotation_re_keys_the_files_the_first_run_was_given() {
+    let fx = Fixture::new();
+    let data = data(&fx);
+    let later = fx.path("later.sealed");
+    let rotate = |args: &[&std::ffi::OsStr]| {
+        let mut cmd = fx.admin_without_passphrase();
+        cmd.args(["keys", "rotate", "recordings"]).args(args);
+        run(&mut cmd)
+    };
+    // `later` is not there yet: the run stops at it, before the vault file.
+    let stopped = rotate(&[
+        "--reencrypt".as_ref(),
+        "--file".as_ref(),
+        later.as_os_str(),
+        "--file".as_ref(),
+        data.vault.as_os_str(),
+    ]);
+    assert_ne!(stopped.code, 0, "{}", stopped.stderr);
+    assert!(fx.path("data/state/rotation.files").exists());
+    std::fs::copy(&data.vault, &later).unwrap();
+    rotate(&[]).ok().stderr_has(&["resumed", "2 re-encrypted"]);
+    assert_eq!(version(&fx, Purpose::Recordings).1, None);
+    assert!(!fx.path("data/state/rotation.files").exists());
+    vault_opens(&fx, &data.vault, &data.video);
+    vault_opens(&fx, &later, &data.video);
+}

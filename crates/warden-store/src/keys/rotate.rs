@@ -43,6 +43,17 @@ pub const ACTION: &str = "keys.rotate";
 /// the resuming command says (a rotation against a compromise must not end as a re-wrap).
 const ACTION_REENCRYPT: &str = "keys.rotate.reencrypt";
 const JOURNAL: &str = "rotation.journal";
+/// The files a rotation was asked to re-key (`--file`), kept until it settles: a resumed
+/// rotation re-keys them too, whatever the resuming command names.
+const NAMED_FILES: &str = "rotation.files";
+
+/// The content of [`NAMED_FILES`]: the rotation's transaction id and its files (absolute).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamedFiles {
+    txid: String,
+    files: Vec<PathBuf>,
+}
 
 /// How a rotation goes.
 #[derive(Clone, Default)]
@@ -97,9 +108,28 @@ pub fn rotate(
     let (current, _) = file.key_versions(purpose);
     let old = ring.require(purpose)?.clone();
     let mut options = options.clone();
+    // Absolute (symbolic links left as they are: they are refused when opened), so that a
+    // resumed run started elsewhere finds them.
+    options.files = options
+        .files
+        .iter()
+        .map(|f| {
+            std::path::absolute(f).map_err(|source| KeyOpError::File {
+                path: f.display().to_string(),
+                source,
+            })
+        })
+        .collect::<Result<_, _>>()?;
     let (pending, new, resumed) = match file.pending.clone() {
         Some(p) if p.rotate == Some(purpose) => {
             options.reencrypt |= p.action == ACTION_REENCRYPT;
+            // A remembered file that is gone was moved away, as a refusal tells the operator
+            // to do with a file that cannot be re-keyed: it leaves the rotation.
+            for named in remembered_files(dir, &p)? {
+                if !options.files.contains(&named) && std::fs::symlink_metadata(&named).is_ok() {
+                    options.files.push(named);
+                }
+            }
             let (_, next) = file.key_versions(purpose);
             let next = next.ok_or(KeySlotError::NoRotation(purpose))?;
             let key = ring
@@ -118,6 +148,7 @@ pub fn rotate(
                 ACTION
             });
             pending.rotate = Some(purpose);
+            remember_files(dir, &pending, &options.files)?;
             file.set_pending(pending.clone())?;
             file.generation += 1;
             dir.write_slots(&lock, &file)?;
@@ -161,7 +192,48 @@ pub fn rotate(
     }
     file.generation += 1;
     dir.write_slots(&lock, &file)?;
+    let _ = std::fs::remove_file(dir.state().join(NAMED_FILES));
     outcome.map(|()| rotated)
+}
+
+/// Writes [`NAMED_FILES`] for the rotation `pending` starts (before the slot file names it).
+fn remember_files(dir: &DataDir, pending: &Pending, files: &[PathBuf]) -> Result<(), KeyOpError> {
+    let path = dir.state().join(NAMED_FILES);
+    if files.is_empty() {
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    }
+    let named = NamedFiles {
+        txid: pending.txid.clone(),
+        files: files.to_vec(),
+    };
+    warden_core::fsx::write_atomic_private(
+        &path,
+        &serde_json::to_vec(&named).expect("serializes"),
+    )?;
+    Ok(())
+}
+
+/// The files the interrupted rotation `pending` was asked to re-key. A list left by another
+/// rotation (killed before its slot file named it) is not this one's; a list that cannot be
+/// read is refused rather than guessed at.
+fn remembered_files(dir: &DataDir, pending: &Pending) -> Result<Vec<PathBuf>, KeyOpError> {
+    let path = dir.state().join(NAMED_FILES);
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let bytes = warden_core::fsx::read_private(&path, 16 * 1024 * 1024)?;
+    let named: NamedFiles = serde_json::from_slice(&bytes).map_err(|e| {
+        KeyOpError::Refused(format!(
+            "{} (the files the interrupted rotation re-keys) is damaged: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(if named.txid == pending.txid {
+        named.files
+    } else {
+        Vec::new()
+    })
 }
 
 fn event(by: &Authorized, rotated: &Rotated) -> warden_core::audit::NewEvent {

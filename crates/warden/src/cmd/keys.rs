@@ -57,7 +57,8 @@ pub enum KeysCommand {
         #[arg(long)]
         reencrypt: bool,
         /// recordings: vault files outside DATA_DIR/sessions; config: sealed configuration
-        /// files. Files not named stay under the old key, which is gone afterwards.
+        /// files. Files not named stay under the old key, which is gone afterwards. A rotation
+        /// run again to finish re-keys the files its first run was given, too.
         #[arg(long = "file", value_name = "FILE")]
         files: Vec<PathBuf>,
     },
