@@ -64,6 +64,9 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("{0} exists already; refusing to create a database over it")]
     Exists(PathBuf),
+    /// An empty file where the database should be: never taken for a new database.
+    #[error("{0} is empty: the database is damaged or lost; restore it from a backup")]
+    Empty(PathBuf),
     /// The audit chain's rows do not match its stored head: nothing more is appended to it.
     #[error("the audit chain is damaged: {0}")]
     ChainDamaged(String),
@@ -116,11 +119,20 @@ pub struct Database {
 
 impl Database {
     /// Opens the existing database at `path` with the raw `database` key and migrates it. A
-    /// missing file is an error ([`StoreError::Missing`]), never silently a new database.
+    /// missing file ([`StoreError::Missing`]) or an empty one ([`StoreError::Empty`], which
+    /// SQLite would take for a new database) is an error, never silently a new database.
     pub fn open(path: &Path, key: &Key32) -> Result<Self, StoreError> {
-        if path.symlink_metadata().is_err() {
-            return Err(StoreError::Missing(path.to_path_buf()));
+        match path.symlink_metadata() {
+            Err(_) => return Err(StoreError::Missing(path.to_path_buf())),
+            Ok(meta) if meta.is_file() && meta.len() == 0 => {
+                return Err(StoreError::Empty(path.to_path_buf()))
+            }
+            Ok(_) => {}
         }
+        Self::open_migrated(path, key)
+    }
+
+    fn open_migrated(path: &Path, key: &Key32) -> Result<Self, StoreError> {
         let db = Self::open_unmigrated(path, key)?;
         migrations::migrate(&db.conn, path)?;
         Ok(db)
@@ -133,7 +145,7 @@ impl Database {
             return Err(StoreError::Exists(path.to_path_buf()));
         }
         Self::create_file(path)?;
-        Self::open(path, key)
+        Self::open_migrated(path, key)
     }
 
     /// Creates the file ourselves so it is 0600 from the start (SQLite would use 0644); SQLite

@@ -53,6 +53,26 @@ fn a_missing_database_is_an_error_and_nothing_is_created() {
     assert!(!path.exists());
 }
 
+/// Found by outside testing: an empty file where the database was (truncated, a failed
+/// restore) was taken by SQLite for a new database and filled with a fresh schema by any
+/// command, even `audit verify`. It is damage now, and the file is left as it was.
+#[test]
+fn an_empty_database_file_is_damage_and_is_not_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warden.db");
+    drop(Database::create(&path, &key(1)).unwrap());
+    std::fs::write(&path, b"").unwrap();
+    for _ in 0..2 {
+        let err = Database::open(&path, &key(1)).err().unwrap();
+        assert!(matches!(err, StoreError::Empty(_)), "{err}");
+        assert!(
+            err.to_string().contains("restore it from a backup"),
+            "{err}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+}
+
 /// Verifies: V4, V78, V83
 #[test]
 fn wrong_key_is_reported_as_such() {

@@ -163,6 +163,12 @@ fn store_error(err: &anyhow::Error) -> Option<&warden_store::StoreError> {
                 Some(IdentityError::Store(inner)) => Some(inner),
                 _ => None,
             })
+            .or_else(
+                || match e.downcast_ref::<warden_store::keys::KeyOpError>() {
+                    Some(warden_store::keys::KeyOpError::Store(inner)) => Some(inner),
+                    _ => None,
+                },
+            )
     })
 }
 
@@ -245,9 +251,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
     match store_error(err) {
         Some(warden_store::StoreError::WrongKey(_)) => return exit::WRONG_KEY,
-        Some(warden_store::StoreError::ChainDamaged(_) | warden_store::StoreError::Corrupt(_)) => {
-            return exit::DAMAGED
-        }
+        Some(
+            warden_store::StoreError::ChainDamaged(_)
+            | warden_store::StoreError::Corrupt(_)
+            | warden_store::StoreError::Empty(_),
+        ) => return exit::DAMAGED,
         _ => {}
     }
     if let Some(records) = find::<warden_records::RecordsError>(err) {

@@ -256,6 +256,23 @@ fn audit_verify_authenticates_every_page_of_the_database() {
     );
 }
 
+/// Found by outside testing: an emptied database file was filled with a fresh schema by the
+/// next command (even `audit verify`), which then said the directory was not set up.
+#[test]
+fn an_emptied_database_is_damage_and_stays_as_it_is() {
+    let fx = Fixture::new();
+    let db = fx.data_dir.join("state").join("warden.db");
+    std::fs::write(&db, b"").unwrap();
+    for args in [&["audit", "verify"][..], &["user", "list"]] {
+        let mut cmd = fx.auditor();
+        cmd.args(args);
+        let done = run(&mut cmd);
+        done.expect_code(3);
+        done.stderr_has(&["warden.db", "empty", "restore it from a backup"]);
+        assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
+    }
+}
+
 #[test]
 fn a_damaged_database_page_is_damage_not_a_wrong_key() {
     for pages in [0..1, 1..usize::MAX] {
