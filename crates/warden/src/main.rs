@@ -60,6 +60,9 @@ fn main() -> ExitCode {
                 let _ = writeln!(stderr, "{stopped}");
                 return ExitCode::from(exit::INTERRUPTED);
             }
+            if stdout_closed(&err) {
+                return ExitCode::from(exit::STDOUT_CLOSED);
+            }
             let report = warden_core::report::Report(err.as_ref());
             let _ = writeln!(stderr, "error: {report}");
             if let Some(hint) = hint(&err) {
@@ -88,6 +91,27 @@ fn quiet_on_closed_stdout() {
         }
         default(info);
     }));
+}
+
+/// The command failed because standard output's reader went away (`| head`): a broken pipe in
+/// the error, and standard output is a pipe with no reader left (so a broken network
+/// connection is not taken for it).
+fn stdout_closed(err: &anyhow::Error) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let broken_pipe = err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if !broken_pipe {
+        return false;
+    }
+    let out = std::io::stdout();
+    let mut fds = [PollFd::new(out.as_fd(), PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLERR))
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
