@@ -981,6 +981,8 @@ async fn serve_http(
     let mut forced: Option<CloseReason> = None;
     let mut grace_until: Option<tokio::time::Instant> = None;
     let mut awaiting_results = false;
+    // The stop came while the card ran a script: its results were waited for.
+    let mut drained = false;
     let result = loop {
         let idle_check = tokio::time::Instant::now()
             + s.config
@@ -1011,6 +1013,7 @@ async fn serve_http(
                     conn.as_mut().graceful_shutdown();
                 } else {
                     awaiting_results = true;
+                    drained = true;
                 }
             }
             () = tokio::time::sleep(Duration::from_millis(50)), if awaiting_results => {
@@ -1027,6 +1030,11 @@ async fn serve_http(
         }
     };
     let counters = ctx.counters();
+    // A session the stop cut short after its last results (answered with 204, whatever was
+    // still queued) ended because of the stop, not as the card's own end.
+    if drained {
+        return CloseReason::ServerShutdown;
+    }
     if counters.finished {
         return CloseReason::Normal;
     }

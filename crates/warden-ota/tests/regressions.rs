@@ -602,10 +602,15 @@ async fn a_stop_waits_for_the_results_of_the_script_a_card_is_running() {
     };
     assert_eq!(state(first), ("done".into(), Some("ok".into())));
     assert_eq!(state(second), ("pending".into(), None));
+    // The stop ended it (a script is still queued): so the record says (outside testing found
+    // `normal` here).
     let ended = t.wait_for(|e| e.event.name() == "session_ended").await;
     assert_eq!(
         serde_json::to_value(&ended.event).unwrap()["close_reason"],
-        "normal"
+        "server_shutdown"
     );
+    let closed = audit_rows(&t, "ota.session.close").await;
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].3["close_reason"], "server_shutdown");
     t.stop().await;
 }
