@@ -763,6 +763,78 @@ async fn metrics_can_require_a_bearer_token() {
         )
         .await;
     assert_eq!(r.status, 200);
+    // The scheme name is case-insensitive (found by outside testing).
+    let r = d
+        .request(
+            "GET",
+            "/metrics",
+            &[("Authorization", "bearer s3cret-scraper-token")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    d.stop().await;
+}
+
+/// Sign-out takes the CSRF token as the header, with no form (outside testing found 415), and
+/// is refused without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_takes_the_csrf_token_as_a_header() {
+    let d = start(|_| {}).await;
+    let cookie = d
+        .sign_in("olga", OLGA_PW, &code(&d.users.olga, 0))
+        .await
+        .unwrap();
+    let csrf = d.csrf(&cookie).await;
+    let origin = d.origin();
+    let r = d
+        .request(
+            "POST",
+            "/signout",
+            &[("Cookie", &cookie), ("Origin", &origin)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = d
+        .request(
+            "POST",
+            "/signout",
+            &[
+                ("Cookie", &cookie),
+                ("Origin", &origin),
+                ("X-CSRF-Token", &csrf),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let r = d
+        .request("GET", "/api/cards", &[("Cookie", &cookie)], None)
+        .await;
+    assert_eq!(r.status, 401);
+    d.stop().await;
+}
+
+/// Found by outside testing: with the session table full, a sign-in was refused with 503 but
+/// recorded as a successful `login.dashboard`. A full table now refuses before any credential
+/// is checked, and nothing is recorded as a sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_session_table_refuses_a_sign_in_before_checking_it() {
+    let d = start(|c| c.max_sessions = 1).await;
+    d.sign_in("olga", OLGA_PW, &code(&d.users.olga, 0))
+        .await
+        .unwrap();
+    let before = d.audit().await;
+    let r = d
+        .sign_in("audra", AUDRA_PW, &code(&d.users.audra, 0))
+        .await
+        .unwrap_err();
+    assert_eq!(r.status, 503);
+    assert!(r.body.contains("too many dashboard sessions"), "{}", r.body);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = d.audit().await;
+    assert_eq!(after.len(), before.len(), "{:?}", &after[before.len()..]);
     d.stop().await;
 }
 

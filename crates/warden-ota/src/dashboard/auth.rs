@@ -72,6 +72,8 @@ impl CsrfToken {
 pub enum Expiry {
     Idle,
     MaxAge,
+    /// Signed in, but the table filled up meanwhile: no session was given.
+    TooManySessions,
 }
 
 impl Expiry {
@@ -79,6 +81,7 @@ impl Expiry {
         match self {
             Self::Idle => "idle",
             Self::MaxAge => "max_age",
+            Self::TooManySessions => "too_many_sessions",
         }
     }
 }
@@ -143,9 +146,7 @@ impl WebSessions {
         user: AuthenticatedUser,
         now: Instant,
     ) -> Result<(SessionToken, CsrfToken), TableFull> {
-        if self.sessions.len() >= self.capacity {
-            return Err(TableFull(self.capacity));
-        }
+        self.room()?;
         let token = SessionToken::random();
         let csrf = CsrfToken::random();
         self.sessions.insert(
@@ -204,6 +205,14 @@ impl WebSessions {
             .into_iter()
             .filter_map(|(k, why)| self.sessions.remove(&k).map(|s| (s.user, why)))
             .collect()
+    }
+
+    /// Whether one more session may open.
+    pub fn room(&self) -> Result<(), TableFull> {
+        if self.sessions.len() >= self.capacity {
+            return Err(TableFull(self.capacity));
+        }
+        Ok(())
     }
 
     pub fn len(&self) -> usize {

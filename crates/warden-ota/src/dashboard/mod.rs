@@ -474,9 +474,11 @@ impl DashState {
 
     fn metrics_allowed(&self, headers: &HeaderMap) -> bool {
         if let Some(token) = &self.metrics_token {
+            // The scheme name is case-insensitive (RFC 9110, section 11.1).
             let given = header_str(headers, header::AUTHORIZATION)
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .map(str::trim);
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim());
             if given.is_some_and(|g| {
                 warden_core::mac::ct_eq(g.as_bytes(), token.expose_secret().as_bytes())
             }) {
@@ -668,6 +670,16 @@ async fn sign_in(
     if let Err(e) = st.same_origin(&headers) {
         return refuse(StatusCode::FORBIDDEN, &e.to_string(), "");
     }
+    // A full table refuses before any credential is checked (and before a sign-in is
+    // recorded that gives no session).
+    let room = st.sessions().room();
+    if let Err(full) = room {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &full.to_string(),
+            &username,
+        );
+    }
     let ops = match st.operators() {
         Ok(ops) => ops,
         Err(e) => return e.into_response(),
@@ -681,6 +693,7 @@ async fn sign_in(
     match result {
         Ok(user) => {
             let name = user.username().to_owned();
+            let user_of_refused = user.clone();
             let opened = st.sessions().open(user, Instant::now());
             match opened {
                 Ok((token, _)) => {
@@ -692,7 +705,12 @@ async fn sign_in(
                     }
                     res
                 }
-                Err(full) => refuse(StatusCode::SERVICE_UNAVAILABLE, &full.to_string(), &shown),
+                Err(full) => {
+                    // The table filled up while the sign-in was checked: the recorded sign-in
+                    // is followed by the end of the session it did not get.
+                    st.record_end(user_of_refused, Some(auth::Expiry::TooManySessions));
+                    refuse(StatusCode::SERVICE_UNAVAILABLE, &full.to_string(), &shown)
+                }
             }
         }
         Err(e) => {
@@ -717,8 +735,16 @@ struct CsrfForm {
 async fn sign_out(
     State(st): State<Arc<DashState>>,
     headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
+    body: axum::body::Bytes,
 ) -> Response {
+    // The token comes as the header (scripts) or as the form field (the page's button).
+    let csrf = header_str(&headers, header::HeaderName::from_static("x-csrf-token"))
+        .map(str::to_owned)
+        .or_else(|| {
+            serde_urlencoded::from_bytes::<CsrfForm>(&body)
+                .ok()
+                .map(|f| f.csrf)
+        });
     let cleared = |res: Response| {
         let mut res = res;
         if let Ok(v) = HeaderValue::from_str(&auth::clear_cookie(st.tls())) {
@@ -726,7 +752,7 @@ async fn sign_out(
         }
         res
     };
-    match st.acting(&headers, Some(&form.csrf)) {
+    match st.acting(&headers, csrf.as_deref()) {
         Ok((cookie, _)) => {
             if let Some(s) = st.sessions().close(&cookie) {
                 st.record_end(s.user, None);
