@@ -101,6 +101,17 @@ pub enum KeySlotError {
 }
 
 impl KeySlotError {
+    /// Why a new change must wait for `other`: a rotation of files (`recordings`, `config`)
+    /// is finished by running it again; any other change is settled by the next open.
+    pub fn unsettled(other: &Pending) -> Self {
+        match other.rotate {
+            Some(purpose @ (Purpose::Recordings | Purpose::Config)) => {
+                Self::RotationUnderWay(purpose)
+            }
+            _ => Self::PendingChange(other.action.clone()),
+        }
+    }
+
     /// The file was changed or damaged (exit code 3): it does not parse, does not match its
     /// digest, or a wrap or key check fails.
     pub fn is_damage(&self) -> bool {
@@ -908,7 +919,7 @@ impl SlotFile {
     /// Records `pending` (refused while another change is unsettled).
     pub fn set_pending(&mut self, pending: Pending) -> Result<(), KeySlotError> {
         if let Some(other) = &self.pending {
-            return Err(KeySlotError::PendingChange(other.action.clone()));
+            return Err(KeySlotError::unsettled(other));
         }
         self.pending = Some(pending);
         Ok(())

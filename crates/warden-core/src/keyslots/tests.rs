@@ -344,6 +344,19 @@ fn pending_changes_settle_both_ways() {
         file.set_pending(Pending::new("x")),
         Err(KeySlotError::PendingChange(_))
     ));
+    // A rotation of files stopped part-way is finished by running it again, and the refusal
+    // says so (outside testing found it told to "open the data directory", which settles
+    // nothing for these).
+    let mut rotating = Pending::new("keys.rotate");
+    rotating.rotate = Some(Purpose::Config);
+    let e = KeySlotError::unsettled(&rotating);
+    assert!(matches!(e, KeySlotError::RotationUnderWay(Purpose::Config)));
+    assert!(e.to_string().contains("`warden keys rotate config`"), "{e}");
+    rotating.rotate = Some(Purpose::Database);
+    assert!(matches!(
+        KeySlotError::unsettled(&rotating),
+        KeySlotError::PendingChange(_)
+    ));
     let file = SlotFile::parse(file.to_json().as_bytes()).unwrap();
     // Both passwords open a slot while the change is pending.
     assert_eq!(file.slots_of(&owner).count(), 2);

@@ -271,7 +271,7 @@ pub(crate) fn two_step<T>(
     let lock = dir.lock_slots()?;
     let mut file = dir.read_slots()?;
     if let Some(other) = &file.pending {
-        return Err(KeySlotError::PendingChange(other.action.clone()).into());
+        return Err(KeySlotError::unsettled(other).into());
     }
     let pending = plan(&mut file)?;
     file.set_pending(pending.clone())?;

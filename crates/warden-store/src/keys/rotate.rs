@@ -138,7 +138,7 @@ pub fn rotate(
                 .clone();
             (p, key, true)
         }
-        Some(other) => return Err(KeySlotError::PendingChange(other.action).into()),
+        Some(other) => return Err(KeySlotError::unsettled(&other).into()),
         None => {
             let key = Key32::random();
             let next = file.begin_rotation(purpose, &key)?;
