@@ -183,7 +183,20 @@ impl DataDir {
         if self.format == KeyFormat::Derived && path.symlink_metadata().is_err() {
             return Err(DataDirError::NotConverted(self.root.clone()));
         }
-        let bytes = fsx::read_private(&path, crate::keyslots::FILE_LIMIT)?;
+        let bytes = match fsx::read_private(&path, crate::keyslots::FILE_LIMIT) {
+            Ok(bytes) => bytes,
+            // Over the format's limit: a rule of the format broken, so damage.
+            Err(FsError::TooLarge { limit, .. }) => {
+                return Err(DataDirError::Slots {
+                    path,
+                    source: crate::keyslots::KeySlotError::Malformed(format!(
+                        "larger than {} MiB",
+                        limit >> 20
+                    )),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
         SlotFile::parse(&bytes).map_err(|source| DataDirError::Slots { path, source })
     }
 

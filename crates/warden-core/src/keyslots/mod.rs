@@ -254,7 +254,7 @@ impl Holder {
 
 /// How a slot's key-encryption key is made from its secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "algorithm")]
+#[serde(tag = "algorithm", deny_unknown_fields)]
 pub enum SlotKdf {
     #[serde(rename = "PBKDF2-HMAC-SHA256")]
     Pbkdf2Sha256 { iterations: u32 },
@@ -674,17 +674,12 @@ impl SlotFile {
             }
             _ => {}
         }
+        // Parameters outside warden's bounds break a rule of the format: damage, like any other.
         if let Some(params) = stretched {
-            params.validate().map_err(|source| KeySlotError::Kdf {
-                what: format!("slot {}", slot.id),
-                source: Box::new(source),
-            })?;
+            params.validate().map_err(|e| at(&e.to_string()))?;
         }
         let salt = decode(&slot.salt, "salt")?;
-        crate::kdf::check_salt_len(salt.len()).map_err(|source| KeySlotError::Kdf {
-            what: format!("slot {} salt", slot.id),
-            source: Box::new(source),
-        })?;
+        crate::kdf::check_salt_len(salt.len()).map_err(|e| at(&format!("salt: {e}")))?;
         let public = slot.public_key_bytes()?;
         wrap::check_public_key(&public).map_err(|_| at("the public key is not a P-256 point"))?;
         if decode(&slot.sealed_private_key, "sealed_private_key")?.len()
