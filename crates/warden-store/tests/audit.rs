@@ -204,6 +204,25 @@ fn an_inserted_forged_row_is_named() {
     assert_eq!(verify_full(&mut f), Err((8, DamageKind::Inserted)));
 }
 
+/// Found by outside testing: rows numbered 0 or below were never read, so a chain with
+/// forged rows there verified as intact.
+#[test]
+fn a_row_numbered_below_the_first_is_named() {
+    for seq in [0, -7] {
+        let mut f = fixture(5);
+        f.db.conn()
+            .execute(
+                "INSERT INTO audit_events (seq, epoch, ts, actor, action, subject, outcome, details, mac)
+                 SELECT ?1, epoch, ts, 'mallory', 'user.create', 'x', 'success', '{}', mac
+                 FROM audit_events WHERE seq = 1",
+                params![seq],
+            )
+            .unwrap();
+        assert_eq!(verify_full(&mut f), Err((0, DamageKind::Inserted)));
+        assert_eq!(verify_local(&mut f), Err((0, DamageKind::Inserted)));
+    }
+}
+
 fn verify_local(f: &mut Fixture) -> Result<u64, (u64, DamageKind)> {
     f.log
         .verify(&mut f.db, VerifyFrom::CurrentEpoch, None)

@@ -780,6 +780,22 @@ impl AuditLog {
     ) -> Result<ChainVerdict, StoreError> {
         let tx = db.conn_mut().transaction()?;
         let (head, key, _) = self.read_raw(&tx)?;
+        // The chain starts at seq 1: a row numbered below it belongs nowhere, and the scans
+        // below (which start at 1 or later) would never read it.
+        let stray: Option<i64> =
+            tx.query_row("SELECT min(seq) FROM audit_events WHERE seq < 1", [], |r| {
+                r.get(0)
+            })?;
+        if stray.is_some() {
+            return Ok(ChainVerdict {
+                result: Err(Damage {
+                    seq: 0,
+                    kind: DamageKind::Inserted,
+                }),
+                from_seq: 0,
+                head,
+            });
+        }
         let (verifier, from_seq) = match from {
             VerifyFrom::Genesis(k0) => (Verifier::from_genesis(k0, head.chain_id), 1),
             VerifyFrom::CurrentEpoch if head.epoch == 0 => {
