@@ -3,7 +3,8 @@
 //! The chain is verified first (as `warden audit verify` does). Then every audit event that
 //! wrote a version or a signature (`record.create`, `record.update`, `record.delete`,
 //! `record.sign`) is matched with the stored row it describes: a stored row whose content no
-//! longer hashes to the hash its event recorded is **changed**; a row no event recorded is
+//! longer hashes to the hash its event recorded, or that names another event as its own, is
+//! **changed**; a row no event recorded is
 //! **inserted**; an event whose row is gone is **removed**; a row whose event lies where the
 //! chain is damaged is **unverified**. Each is named by collection, record id and version, like
 //! a changed audit row is named by its seq. Rows whose events lie in earlier epochs (before what
@@ -230,34 +231,40 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
     let mut versions = 0;
     let mut signatures = 0;
     let mut earlier_epochs = 0;
-    let mut judge =
-        |key: Key, actual: [u8; 32], stored_hash: &[u8], damage: &mut Vec<RecordDamage>| {
-            let (collection, record_id, version, signature) = key.clone();
-            let mut report = |kind, audit_seq| {
-                damage.push(RecordDamage {
-                    collection: collection.clone(),
-                    record_id: record_id.clone(),
-                    version,
-                    signature: signature.clone(),
-                    kind,
-                    audit_seq,
-                })
-            };
-            match recorded.remove(&key) {
-                None => report(DamageKind::Inserted, None),
-                Some((seq, hash)) => {
-                    let matches = warden_core::mac::ct_eq(&actual, &hash)
-                        && warden_core::mac::ct_eq(&actual, stored_hash);
-                    if !matches {
-                        report(DamageKind::Changed, Some(seq));
-                    } else if in_damaged_part(seq) {
-                        report(DamageKind::Unverified, Some(seq));
-                    } else if before_verified(seq) {
-                        earlier_epochs += 1;
-                    }
+    // `stored_seq`: the seq of its event as the row itself says (versions and signatures keep
+    // it; `records get` finds the event by it), which must be the event's.
+    let mut judge = |key: Key,
+                     actual: [u8; 32],
+                     stored_hash: &[u8],
+                     stored_seq: Option<u64>,
+                     damage: &mut Vec<RecordDamage>| {
+        let (collection, record_id, version, signature) = key.clone();
+        let mut report = |kind, audit_seq| {
+            damage.push(RecordDamage {
+                collection: collection.clone(),
+                record_id: record_id.clone(),
+                version,
+                signature: signature.clone(),
+                kind,
+                audit_seq,
+            })
+        };
+        match recorded.remove(&key) {
+            None => report(DamageKind::Inserted, None),
+            Some((seq, hash)) => {
+                let matches = warden_core::mac::ct_eq(&actual, &hash)
+                    && warden_core::mac::ct_eq(&actual, stored_hash)
+                    && stored_seq.is_none_or(|s| s == seq);
+                if !matches {
+                    report(DamageKind::Changed, Some(seq));
+                } else if in_damaged_part(seq) {
+                    report(DamageKind::Unverified, Some(seq));
+                } else if before_verified(seq) {
+                    earlier_epochs += 1;
                 }
             }
-        };
+        }
+    };
     {
         let mut stmt = conn
             .prepare("SELECT version, document, sha256 FROM records_schema ORDER BY version")
@@ -268,7 +275,7 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
             let document: String = r.get(1).map_err(StoreError::from)?;
             let stored: Vec<u8> = r.get(2).map_err(StoreError::from)?;
             let actual = warden_core::mac::sha256(document.as_bytes());
-            judge(schema_key(version), actual, &stored, &mut damage);
+            judge(schema_key(version), actual, &stored, None, &mut damage);
         }
     }
     {
@@ -287,14 +294,20 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
                 row.version,
                 None,
             );
-            judge(key, row.content().hash(), &row.hash, &mut damage);
+            judge(
+                key,
+                row.content().hash(),
+                &row.hash,
+                Some(row.audit_seq),
+                &mut damage,
+            );
         }
     }
     {
         let mut stmt = conn
             .prepare(
                 "SELECT collection, record_id, version, signer, printed_name, meaning, signed_at,
-                        version_hash, hash FROM record_signatures
+                        version_hash, hash, audit_seq FROM record_signatures
                  ORDER BY collection, record_id, version, signer, meaning",
             )
             .map_err(StoreError::from)?;
@@ -306,6 +319,7 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
             let (signer, printed_name, meaning, signed_at) = (get(3)?, get(4)?, get(5)?, get(6)?);
             let version_hash: Vec<u8> = r.get(7).map_err(StoreError::from)?;
             let hash: Vec<u8> = r.get(8).map_err(StoreError::from)?;
+            let audit_seq = r.get::<_, i64>(9).map_err(StoreError::from)? as u64;
             signatures += 1;
             let actual = SignatureContent {
                 collection: &collection,
@@ -319,7 +333,7 @@ fn check(store: &mut Store, from: VerifyFrom) -> Result<RecordsVerdict, RecordsE
             }
             .hash();
             let key = (collection, record_id, version, Some((signer, meaning)));
-            judge(key, actual, &hash, &mut damage);
+            judge(key, actual, &hash, Some(audit_seq), &mut damage);
         }
     }
     for ((collection, record_id, version, signature), (seq, _)) in recorded {

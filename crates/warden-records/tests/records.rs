@@ -342,6 +342,43 @@ fn verify_names_a_changed_an_inserted_and_a_removed_version() {
     );
 }
 
+/// Found by outside testing: a version whose `audit_seq` was changed read as not intact in
+/// `records get` (which finds its event by that seq) but passed `records verify` (which found
+/// the event by its details). Verify now checks the seq too, for versions and signatures.
+#[test]
+fn verify_and_get_agree_on_a_changed_audit_seq() {
+    let env = Env::new();
+    let mut store = env.store();
+    let olga = env.session(&mut store, "olga");
+    for id in ["t-1", "t-2"] {
+        olga.put(
+            &mut store,
+            "treatments",
+            id,
+            &fields(json!({"patient": "p-0001", "energy_j": 1.5})),
+        )
+        .unwrap();
+    }
+    store
+        .db
+        .conn()
+        .execute(
+            "UPDATE record_versions SET audit_seq = audit_seq + 2 WHERE record_id = 't-2'",
+            [],
+        )
+        .unwrap();
+    let read = olga.get(&mut store, "treatments", "t-2", None).unwrap();
+    assert!(!read.intact);
+    let audra = env.session(&mut store, "audra");
+    let verdict = audra.verify(&mut store, VerifyFrom::CurrentEpoch).unwrap();
+    let found: Vec<(String, DamageKind)> = verdict
+        .damage
+        .iter()
+        .map(|d| (d.record_id.clone(), d.kind))
+        .collect();
+    assert_eq!(found, [("t-2".to_string(), DamageKind::Changed)]);
+}
+
 /// Verifies: V46, V57
 #[test]
 fn a_signature_needs_both_components_shows_name_time_meaning_and_fails_on_a_changed_version() {
