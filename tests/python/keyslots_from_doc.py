@@ -11,8 +11,9 @@ Uses only the Python standard library, `cryptography` (P-256 ECDH, HKDF-SHA256, 
                                    | --user NAME --password-file F | --service-key-file F --service KIND)
         Unlocks that slot, unwraps and checks every key it carries, opens the SQLCipher database
         with the `database` key, and prints one JSON object:
-        {"owner", "holder", "keys": {name: hex}, "database": {...}}; exit code 3 if the file
-        does not match its digest.
+        {"owner", "holder", "keys": {name: hex}, "database": {...}} — with the `audit` key, the
+        database part carries the chain's epoch and the key id of its sealed epoch key
+        (docs/formats/audit-chain.md); exit code 3 if the file does not match its digest.
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ def hex_key(path: str) -> bytes:
     return bytes.fromhex(digits)
 
 
-def open_database(data_dir: str, key: bytes) -> dict:
+def open_database(data_dir: str, key: bytes, audit_key: bytes | None = None) -> dict:
     import sqlcipher3
 
     conn = sqlcipher3.connect(os.path.join(data_dir, "state", "warden.db"))
@@ -221,8 +222,19 @@ def open_database(data_dir: str, key: bytes) -> dict:
     app_id = conn.execute("PRAGMA application_id").fetchone()[0]
     users = [row[0] for row in conn.execute("SELECT username FROM users ORDER BY username")]
     events = conn.execute("SELECT count(*) FROM audit_events").fetchone()[0]
+    out = {"application_id": app_id, "tables": tables, "users": users, "audit_events": events}
+    if audit_key is not None:
+        # The chain's current epoch key, sealed under the `audit` key (audit-chain.md, "What
+        # the box stores"); AES-GCM fails unless key, label and layout are as documented.
+        chain_id, epoch, sealed = conn.execute(
+            "SELECT chain_id, epoch, key_sealed FROM audit_state WHERE id = 1").fetchone()
+        label = b"warden audit epoch key v1" + bytes(chain_id) + struct.pack(">I", epoch)
+        sealed = bytes(sealed)
+        k = AESGCM(audit_key).decrypt(sealed[:12], sealed[12:], label)
+        out["epoch"] = epoch
+        out["epoch_key_id"] = hmac.new(k, b"warden-audit-key-id-v1", hashlib.sha256).digest()[:8].hex()
     conn.close()
-    return {"application_id": app_id, "tables": tables, "users": users, "audit_events": events}
+    return out
 
 
 def check_vector(path: str) -> dict:
@@ -322,7 +334,8 @@ def main(argv=None) -> int:
         "keys": {name: key.hex() for name, (_, key) in opened.items()},
     }
     if "database" in opened and not args.no_database:
-        out["database"] = open_database(args.data_dir, opened["database"][1])
+        audit = opened["audit"][1] if "audit" in opened else None
+        out["database"] = open_database(args.data_dir, opened["database"][1], audit)
     print(json.dumps(out))
     return 0
 

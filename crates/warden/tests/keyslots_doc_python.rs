@@ -65,6 +65,15 @@ fn every_kind_of_slot_opens_from_the_document_alone_with_exactly_its_keys() {
     };
     let every: Vec<String> = names(&Purpose::IN_SLOTS);
 
+    // The chain's epoch-0 key, from the auditor's copy: what the sealed epoch key must be.
+    let k0_id = {
+        let file = warden_core::auditor_key::AuditorKeyFile::parse(
+            &std::fs::read(fx.auditor_key()).unwrap(),
+        )
+        .unwrap();
+        let passphrase = warden_core::secret::Passphrase::new(support::AUDITOR_PASSPHRASE.into());
+        hex::encode(file.open(&passphrase).unwrap().0.key_id())
+    };
     // Master passphrase and recovery key: every key, and the database opens.
     for (args, owner) in [
         (
@@ -93,6 +102,9 @@ fn every_kind_of_slot_opens_from_the_document_alone_with_exactly_its_keys() {
             );
         }
         assert_eq!(doc["database"]["application_id"], 0x5744_524E);
+        // The epoch key, unsealed as audit-chain.md says, is the chain's current key.
+        assert_eq!(doc["database"]["epoch"], 0);
+        assert_eq!(doc["database"]["epoch_key_id"], k0_id, "{owner}");
         let users: Vec<&str> = doc["database"]["users"]
             .as_array()
             .unwrap()
