@@ -130,6 +130,8 @@ pub fn rotate(
                     options.files.push(named);
                 }
             }
+            // Files this run adds are remembered too, should it be stopped again.
+            remember_files(dir, &p, &options.files)?;
             let (_, next) = file.key_versions(purpose);
             let next = next.ok_or(KeySlotError::NoRotation(purpose))?;
             let key = ring
@@ -207,10 +209,14 @@ fn remember_files(dir: &DataDir, pending: &Pending, files: &[PathBuf]) -> Result
         txid: pending.txid.clone(),
         files: files.to_vec(),
     };
-    warden_core::fsx::write_atomic_private(
-        &path,
-        &serde_json::to_vec(&named).expect("serializes"),
-    )?;
+    let json = serde_json::to_vec(&named).map_err(|_| {
+        KeyOpError::Refused(
+            "a --file path is not valid UTF-8, so it could not be remembered should the \
+             rotation stop; rename the file first"
+                .into(),
+        )
+    })?;
+    warden_core::fsx::write_atomic_private(&path, &json)?;
     Ok(())
 }
 
