@@ -666,6 +666,8 @@ async fn connection(
     };
 
     let progress = trace.snapshot();
+    // Formatted once: the events, the session row, the audit records and every request use it.
+    let peer_text = peer.to_string();
     let ssl = stream.ssl();
     let identity = progress
         .identity
@@ -701,7 +703,7 @@ async fn connection(
         psk_identity: identity.clone(),
         cipher_suite: cipher.clone(),
         tls_version: version.clone(),
-        client_addr: peer.to_string(),
+        client_addr: peer_text.clone(),
         handshake_ms: handshake.as_secs_f64() * 1000.0,
         null_cipher,
     });
@@ -709,7 +711,7 @@ async fn connection(
         let (sid, id, p, v, c) = (
             session_id.clone(),
             identity.clone(),
-            peer.to_string(),
+            peer_text.clone(),
             version.clone(),
             cipher.clone(),
         );
@@ -744,7 +746,7 @@ async fn connection(
         LiveSession {
             session_id: session_id.clone(),
             psk_identity: identity.clone(),
-            peer: peer.to_string(),
+            peer: peer_text.clone(),
             state: SessionState::Connected,
             tls_version: version,
             cipher_suite: cipher,
@@ -761,7 +763,7 @@ async fn connection(
         session_id,
         psk: trace.psk(),
         identity,
-        peer,
+        peer: peer_text,
         started: Instant::now(),
         last_activity_ms: AtomicU64::new(0),
         busy: AtomicBool::new(false),
@@ -920,7 +922,8 @@ struct ConnCtx {
     identity: String,
     /// The key the handshake was made with.
     psk: Option<Arc<Psk>>,
-    peer: SocketAddr,
+    /// The card's address, `ip:port`.
+    peer: String,
     started: Instant,
     last_activity_ms: AtomicU64,
     busy: AtomicBool,
@@ -1084,11 +1087,10 @@ fn close_session(ctx: &ConnCtx, reason: CloseReason) {
     if reason != CloseReason::ServerShutdown {
         record_outcome(s, reason.is_error(), reason.as_str());
     }
-    let peer = ctx.peer.to_string();
     let record = audit::session_closed(&audit::CloseSummary {
         card: &ctx.identity,
         session_id: &ctx.session_id,
-        peer: &peer,
+        peer: &ctx.peer,
         reason,
         from: closed.from,
         duration_s: closed.duration.as_secs_f64(),
@@ -1411,12 +1413,11 @@ async fn handle_admin(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> HttpRespons
     };
     let mut slot = slot_arc.lock().await;
     slot.last_used = Instant::now();
-    let peer = ctx.peer.to_string();
     let conn = Connection {
         conn_id: ctx.conn_id,
         session_id: &ctx.session_id,
         card: &ctx.identity,
-        peer: &peer,
+        peer: &ctx.peer,
         first_request: !ctx.has_admin.swap(true, Ordering::Relaxed),
     };
     let turn = match slot.state.begin(&conn, request.is_resume(), &config) {
