@@ -169,12 +169,17 @@ pub fn build_daemon(
         .enable_all()
         .build()
         .map_err(SetupError::Runtime)?;
+    // With a `siem:` section its spool limits hold for everything this daemon queues (audit
+    // records and heartbeats); without one, the defaults every command uses.
+    let mut limits = SpoolLimits::default();
     let forwarder = match &config.siem {
         None => None,
         Some(_) => {
             let settings = warden_siem::SiemConfig::from_yaml_document(bytes)
                 .and_then(|c| c.validate())
                 .map_err(|e| SetupError::Siem(report(&e)))?;
+            limits = settings.spool;
+            store.set_siem_limits(limits);
             let client = warden_siem::TlsClient::from_settings(&settings, Some(&keys.config))
                 .map_err(|e| SetupError::Siem(report(&e)))?;
             let forwarder_db = Database::open(&db_path, &keys.database)?;
@@ -191,7 +196,7 @@ pub fn build_daemon(
         store,
         actor: service.name(),
         reset,
-        spool: Spool::new(SpoolLimits::default()),
+        spool: Spool::new(limits),
         port,
         forwarder,
     };

@@ -307,6 +307,17 @@ impl Shim {
         // Storage exhausted (recording, audit trail or spool cannot take more): nothing may
         // happen that cannot be recorded, so forwarding stops everywhere (seed 000).
         if let Input::StorageExhausted(detail) = input {
+            // Already stopped (or stopping): nothing more to stop, and recording the stop again
+            // would fail the same way and loop.
+            if matches!(
+                &self,
+                Self::EmergencyStop(_)
+                    | Self::Flushed(Flushed {
+                        next: AfterFlush::EmergencyStop
+                    })
+            ) {
+                return (self, None);
+            }
             let source = format!("storage exhausted: {detail}");
             return self.emergency_stop(EndReason::StorageExhausted(detail), source, out);
         }

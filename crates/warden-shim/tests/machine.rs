@@ -278,6 +278,29 @@ fn storage_exhausted_anywhere_stops_forwarding() {
     assert_eq!(run.state(), StateName::EmergencyStop);
 }
 
+/// Found by outside testing: once stopped because nothing could be recorded, every failed
+/// record of the stop was another storage-exhausted input and another stop, every few
+/// milliseconds. A stopped shim stays stopped without acting again.
+#[test]
+fn storage_exhausted_when_already_stopped_does_nothing_more() {
+    for open in [false, true] {
+        let mut run = Run::new(false);
+        if open {
+            run.login();
+        }
+        run.feed(Input::StorageExhausted("audit spool full".into()));
+        let again = run.feed(Input::StorageExhausted("audit spool full".into()));
+        assert!(again.is_empty(), "{again:?}");
+        if open {
+            run.feed(Input::RecordingClosed);
+        }
+        assert_eq!(run.state(), StateName::EmergencyStop);
+        assert!(run
+            .feed(Input::StorageExhausted("audit spool full".into()))
+            .is_empty());
+    }
+}
+
 #[test]
 fn shutdown_closes_an_open_session_cleanly() {
     let mut run = Run::new(false);

@@ -60,6 +60,14 @@ impl Store {
         self.identity.audit_log_mut().set_signer(Some(signer));
     }
 
+    /// Queues the audit records for the SIEM within these limits (a daemon's `siem.spool`
+    /// section; commands use the defaults).
+    pub fn set_siem_limits(&mut self, limits: spool::SpoolLimits) {
+        self.identity
+            .audit_log_mut()
+            .set_siem_spool(spool::Spool::new(limits));
+    }
+
     /// Runs `change` and commits it together with the audit events it appended (see
     /// [`AuditLog::transact`]): the one way a privileged act is committed.
     pub fn transact<T, E>(

@@ -2,6 +2,8 @@
 //! device), a real SQLCipher store, real TOTP codes. Every test drives the technician's side
 //! byte by byte as a laptop would.
 
+#[path = "../../warden-siem/tests/support/mod.rs"]
+mod siem;
 mod support;
 
 use std::io::{Read, Write};
@@ -691,6 +693,64 @@ fn exhausted_recording_storage_is_an_emergency_stop_with_the_recording_intact() 
         .iter()
         .any(|(a, _, d)| a == "shim.transition"
             && d["reason"].as_str().unwrap().contains("storage exhausted")));
+}
+
+/// Found by outside testing: the shim queued its records for the SIEM within the default
+/// spool limits, not those of its own `siem:` section, so with the receiver away a technician
+/// worked on past `hard_limit` instead of the shim stopping (docs/siem.md, "Limit policy").
+#[test]
+fn the_shim_keeps_its_own_siem_spool_limits() {
+    let mut rig = Rig::start("");
+    rig.kill();
+    let queued: i64 = warden_store::Database::open(
+        &rig.fx.data_dir.join("state").join("warden.db"),
+        &rig.fx.key(Purpose::Database),
+    )
+    .unwrap()
+    .conn()
+    .query_row("SELECT count(*) FROM siem_spool", [], |r| r.get(0))
+    .unwrap();
+    // Room for the start and little more; the receiver is not there.
+    let pki = siem::Pki::create(&rig.fx.path("pki"));
+    let plain = std::fs::read_to_string(rig.fx.path("shim.yaml")).unwrap()
+        + &format!(
+            "siem:\n  host: 127.0.0.1\n  port: {}\n  server_name: localhost\n  \
+             ca_file: {}\n  client_cert: {}\n  client_key: {}\n  \
+             spool: {{ soft_limit: {}, hard_limit: {}, alert_reserve: 1 }}\n",
+            siem::free_port(),
+            pki.ca.cert_path.display(),
+            pki.client.cert_path.display(),
+            pki.client.key_path.display(),
+            queued + 2,
+            queued + 4,
+        );
+    let plain = rig.fx.file("shim-siem.yaml", plain.as_bytes());
+    run(rig
+        .fx
+        .admin()
+        .args(["config", "seal", "--force"])
+        .arg(&plain)
+        .arg("-o")
+        .arg(&rig.config))
+    .ok();
+    rig.spawn();
+    // The start's own records may already fill it; if not, the sign-in's do.
+    if rig.status().as_deref() == Some("IDLE") {
+        rig.next_step();
+        let code = rig.code();
+        rig.type_tech(b"\r");
+        read_until(&mut rig.tech.endpoint, b"technician id: ");
+        rig.type_tech(b"tess\r");
+        read_until(&mut rig.tech.endpoint, b"one-time code: ");
+        rig.type_tech(format!("{code}\r").as_bytes());
+    }
+    rig.wait_state("EMERGENCY_STOP");
+    assert!(
+        rig.audit_actions()
+            .iter()
+            .all(|(a, _, _)| a != "session.open"),
+        "a session opened with the SIEM spool full"
+    );
 }
 
 /// Verifies: S8

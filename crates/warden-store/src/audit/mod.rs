@@ -217,6 +217,11 @@ impl AuditLog {
         self
     }
 
+    /// Queues records for the SIEM in `spool` from now on (a daemon's own `siem.spool` limits).
+    pub fn set_siem_spool(&mut self, spool: Spool) {
+        self.spool = Some(spool);
+    }
+
     fn forward(
         &self,
         tx: &Transaction<'_>,
