@@ -14,7 +14,7 @@ use warden_core::secret::{Key32, Passphrase};
 
 fn slots(c: &mut Criterion) {
     let ring = KeyRing::generate();
-    let mut file = SlotFile::new("bench".into(), &ring).unwrap();
+    let mut file = SlotFile::new("2026-12-01T00:00:00Z".into(), &ring).unwrap();
     let passphrase = Passphrase::new("a master passphrase for the bench".into());
     let password = Password::new("Bench-User-Password-1".into());
     let recovery = RecoveryKey::generate();
@@ -25,7 +25,7 @@ fn slots(c: &mut Criterion) {
             &SlotSecret::Passphrase(&passphrase),
             Some(&KdfParams::default_pbkdf2()),
             &ring,
-            "bench".into(),
+            "2026-12-01T00:00:00Z".into(),
         )
         .unwrap();
     let user_kdf = Argon2Params::default().as_kdf();
@@ -36,7 +36,7 @@ fn slots(c: &mut Criterion) {
             &SlotSecret::Password(&password),
             Some(&user_kdf),
             &ring,
-            "bench".into(),
+            "2026-12-01T00:00:00Z".into(),
         )
         .unwrap();
     let rec = file
@@ -46,7 +46,7 @@ fn slots(c: &mut Criterion) {
             &SlotSecret::Key(recovery.key()),
             None,
             &ring,
-            "bench".into(),
+            "2026-12-01T00:00:00Z".into(),
         )
         .unwrap();
     for slot in [master.clone(), user.clone(), rec.clone()] {
@@ -85,7 +85,7 @@ fn slots(c: &mut Criterion) {
                 &SlotSecret::Key(recovery.key()),
                 None,
                 &ring,
-                "bench".into(),
+                "2026-12-01T00:00:00Z".into(),
             )
             .unwrap()
         })
@@ -94,7 +94,7 @@ fn slots(c: &mut Criterion) {
 
     // A rotation adds the next version to every slot that carries the key: one ECDH + HKDF +
     // AES-GCM per slot, from the slot's public key.
-    let mut many = SlotFile::new("bench".into(), &ring).unwrap();
+    let mut many = SlotFile::new("2026-12-01T00:00:00Z".into(), &ring).unwrap();
     for i in 0..100 {
         let slot = many
             .make_slot(
@@ -103,7 +103,7 @@ fn slots(c: &mut Criterion) {
                 &SlotSecret::Key(recovery.key()),
                 None,
                 &ring,
-                "bench".into(),
+                "2026-12-01T00:00:00Z".into(),
             )
             .unwrap_or_else(|_| unreachable!());
         many.add_slot(slot);

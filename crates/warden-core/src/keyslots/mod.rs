@@ -122,6 +122,13 @@ impl KeySlotError {
     }
 }
 
+/// A time the format says is RFC 3339.
+fn check_rfc3339(value: &str, field: &str) -> Result<(), KeySlotError> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map(drop)
+        .map_err(|_| malformed(format!("{field} is not an RFC 3339 time")))
+}
+
 fn malformed(what: impl Into<String>) -> KeySlotError {
     KeySlotError::Malformed(what.into())
 }
@@ -266,7 +273,7 @@ pub enum SlotKdf {
     },
     /// For random 256-bit secrets (recovery and service keys): no stretching needed.
     #[serde(rename = "HKDF-SHA256")]
-    HkdfSha256,
+    HkdfSha256 {},
 }
 
 impl SlotKdf {
@@ -297,7 +304,7 @@ impl SlotKdf {
                 iterations,
                 parallelism,
             }),
-            Self::HkdfSha256 => None,
+            Self::HkdfSha256 {} => None,
         }
     }
 
@@ -579,6 +586,7 @@ impl SlotFile {
         if file.generation == 0 {
             return Err(malformed("generation 0 (it starts at 1)"));
         }
+        check_rfc3339(&file.created, "created")?;
         if decode(&file.lookup_salt, "lookup_salt")?.len() != 32 {
             return Err(malformed("lookup_salt is not 32 bytes"));
         }
@@ -646,6 +654,7 @@ impl SlotFile {
         {
             return Err(at("the id is not 16 hex digits"));
         }
+        check_rfc3339(&slot.created, &format!("slot {}: created", slot.id))?;
         let owner = Owner::parse(&slot.owner)?;
         let holder = Holder::parse(&slot.holder)?;
         let expected_holder = match &owner {
@@ -844,7 +853,7 @@ impl SlotFile {
             return Err(KeySlotError::NoKeysForRole(Role::Technician));
         }
         let kdf = match (secret, stretch) {
-            (SlotSecret::Key(_), _) => SlotKdf::HkdfSha256,
+            (SlotSecret::Key(_), _) => SlotKdf::HkdfSha256 {},
             (_, Some(params)) => SlotKdf::password(params),
             (_, None) => SlotKdf::password(&KdfParams::default_pbkdf2()),
         };

@@ -1,5 +1,7 @@
 use super::*;
 
+const CREATED: &str = "2026-12-01T00:00:00Z";
+
 fn fast() -> KdfParams {
     KdfParams::Pbkdf2Sha256 { iterations: 1000 }
 }
@@ -23,7 +25,7 @@ struct Made {
 /// both services.
 fn made() -> Made {
     let ring = KeyRing::generate();
-    let mut file = SlotFile::new("t".into(), &ring).unwrap();
+    let mut file = SlotFile::new(CREATED.into(), &ring).unwrap();
     let master = file
         .make_slot(
             Owner::Master,
@@ -31,7 +33,7 @@ fn made() -> Made {
             &SlotSecret::Passphrase(&pass("correct horse battery staple")),
             Some(&fast()),
             &ring,
-            "t".into(),
+            CREATED.into(),
         )
         .unwrap();
     file.add_slot(master);
@@ -43,7 +45,7 @@ fn made() -> Made {
             &SlotSecret::Key(recovery.key()),
             None,
             &ring,
-            "t".into(),
+            CREATED.into(),
         )
         .unwrap();
     file.add_slot(slot);
@@ -56,7 +58,7 @@ fn made() -> Made {
                 &SlotSecret::Password(&pw(&format!("{role}-Password-123!"))),
                 Some(&fast()),
                 &ring,
-                "t".into(),
+                CREATED.into(),
             )
             .unwrap();
         file.add_slot(slot);
@@ -71,7 +73,7 @@ fn made() -> Made {
                 &SlotSecret::Key(key.key()),
                 None,
                 &ring,
-                "t".into(),
+                CREATED.into(),
             )
             .unwrap();
         file.add_slot(slot);
@@ -251,7 +253,7 @@ fn technicians_have_no_slot() {
             &SlotSecret::Password(&pw("whatever-Password-1!")),
             Some(&fast()),
             &m.ring,
-            "t".into(),
+            CREATED.into(),
         )
         .err()
         .unwrap();
@@ -332,7 +334,7 @@ fn pending_changes_settle_both_ways() {
             &SlotSecret::Password(&pw("New-Operator-Pass-99")),
             Some(&fast()),
             &op.keys,
-            "t".into(),
+            CREATED.into(),
         )
         .unwrap();
     let mut pending = Pending::new("user.passwd");
@@ -416,20 +418,41 @@ fn damaged_files_are_refused_with_the_reason() {
     short_salt.slots[0].salt = B64.encode([7u8; 8]);
     let e = SlotFile::parse(short_salt.to_json().as_bytes()).unwrap_err();
     assert!(e.is_damage() && e.to_string().contains("salt"), "{e}");
-    for extra in [
-        r#""kdf": {"algorithm": "HKDF-SHA256", "iterations": 5}"#,
-        r#""kdf": {"algorithm": "PBKDF2-HMAC-SHA256", "iterations": 1000, "memory_kib": 8192}"#,
+    let hkdf_slot = m
+        .file
+        .slots
+        .iter()
+        .position(|s| s.kdf == SlotKdf::HkdfSha256 {})
+        .expect("a recovery or service slot");
+    for (slot, kdf) in [
+        (
+            hkdf_slot,
+            r#"{"algorithm": "HKDF-SHA256", "iterations": 5}"#,
+        ),
+        (hkdf_slot, r#"{"algorithm": "HKDF-SHA256", "zzz": [1]}"#),
+        (
+            0,
+            r#"{"algorithm": "PBKDF2-HMAC-SHA256", "iterations": 1000, "memory_kib": 8192}"#,
+        ),
     ] {
         let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
-        v["slots"][0]["kdf"] = serde_json::from_str::<serde_json::Value>(&format!("{{{extra}}}"))
-            .unwrap()["kdf"]
-            .take();
         v.as_object_mut().unwrap().remove("digest");
+        let intact = SlotFile::parse(v.to_string().as_bytes());
+        assert!(intact.is_ok(), "{:?}", intact.err());
+        v["slots"][slot]["kdf"] = serde_json::from_str(kdf).unwrap();
         let e = SlotFile::parse(v.to_string().as_bytes()).unwrap_err();
-        assert!(e.is_damage(), "{extra}: {e}");
+        assert!(e.is_damage(), "{kdf}: {e}");
+    }
+    // `created` is RFC 3339, in the file and in each slot.
+    for pointer in ["/created", "/slots/0/created"] {
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v.as_object_mut().unwrap().remove("digest");
+        *v.pointer_mut(pointer).unwrap() = "yesterday".into();
+        let e = SlotFile::parse(v.to_string().as_bytes()).unwrap_err();
+        assert!(e.is_damage() && e.to_string().contains("created"), "{e}");
     }
     let mut hkdf_master = m.file.clone();
-    hkdf_master.slots[0].kdf = SlotKdf::HkdfSha256;
+    hkdf_master.slots[0].kdf = SlotKdf::HkdfSha256 {};
     assert!(SlotFile::parse(hkdf_master.to_json().as_bytes()).is_err());
     let mut zero = m.file.clone();
     zero.generation = 0;
@@ -544,7 +567,7 @@ fn every_changed_byte_is_damage_not_a_wrong_secret() {
         Err(KeySlotError::Malformed(_))
     ));
     let twice = json.replacen(
-        "\"created\": \"t\"",
+        &format!("\"created\": \"{CREATED}\""),
         &format!("\"created\": \"{digest}\""),
         1,
     );

@@ -498,7 +498,7 @@ pub fn change_passphrase(
                     iterations,
                     parallelism,
                 }),
-                warden_core::keyslots::SlotKdf::HkdfSha256 => None,
+                warden_core::keyslots::SlotKdf::HkdfSha256 {} => None,
             })
             .unwrap_or_else(KdfParams::default_pbkdf2),
     };
