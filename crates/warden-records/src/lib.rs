@@ -161,7 +161,7 @@ impl RecordsError {
             PhiUnreadable { .. } | VersionDamaged { .. } => Category::Integrity,
             Stream(err) if err.is_damage() => Category::Integrity,
             Store(StoreError::AuditEvent(_)) => Category::InvalidInput,
-            Store(StoreError::ChainDamaged(_) | StoreError::Empty(_)) => Category::Integrity,
+            Store(StoreError::ChainDamaged(_) | StoreError::Lost(_)) => Category::Integrity,
             Io { .. } | Stream(_) | File(_) | Store(_) => Category::Storage,
         }
     }

@@ -64,9 +64,10 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("{0} exists already; refusing to create a database over it")]
     Exists(PathBuf),
-    /// An empty file where the database should be: never taken for a new database.
-    #[error("{0} is empty: the database is damaged or lost; restore it from a backup")]
-    Empty(PathBuf),
+    /// An empty file where the database should be (never taken for a new database), or no
+    /// file at all in a data directory that has its key slots.
+    #[error("{0} is empty or missing: the database is damaged or lost; restore it from a backup")]
+    Lost(PathBuf),
     /// The audit chain's rows do not match its stored head: nothing more is appended to it.
     #[error("the audit chain is damaged: {0}")]
     ChainDamaged(String),
@@ -119,13 +120,13 @@ pub struct Database {
 
 impl Database {
     /// Opens the existing database at `path` with the raw `database` key and migrates it. A
-    /// missing file ([`StoreError::Missing`]) or an empty one ([`StoreError::Empty`], which
+    /// missing file ([`StoreError::Missing`]) or an empty one ([`StoreError::Lost`], which
     /// SQLite would take for a new database) is an error, never silently a new database.
     pub fn open(path: &Path, key: &Key32) -> Result<Self, StoreError> {
         match path.symlink_metadata() {
             Err(_) => return Err(StoreError::Missing(path.to_path_buf())),
             Ok(meta) if meta.is_file() && meta.len() == 0 => {
-                return Err(StoreError::Empty(path.to_path_buf()))
+                return Err(StoreError::Lost(path.to_path_buf()))
             }
             Ok(_) => {}
         }

@@ -64,7 +64,7 @@ fn an_empty_database_file_is_damage_and_is_not_rewritten() {
     std::fs::write(&path, b"").unwrap();
     for _ in 0..2 {
         let err = Database::open(&path, &key(1)).err().unwrap();
-        assert!(matches!(err, StoreError::Empty(_)), "{err}");
+        assert!(matches!(err, StoreError::Lost(_)), "{err}");
         assert!(
             err.to_string().contains("restore it from a backup"),
             "{err}"

@@ -278,7 +278,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(
             warden_store::StoreError::ChainDamaged(_)
             | warden_store::StoreError::Corrupt(_)
-            | warden_store::StoreError::Empty(_),
+            | warden_store::StoreError::Lost(_),
         ) => return exit::DAMAGED,
         _ => {}
     }

@@ -271,6 +271,14 @@ fn an_emptied_database_is_damage_and_stays_as_it_is() {
         done.stderr_has(&["warden.db", "empty", "restore it from a backup"]);
         assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
     }
+    // Gone altogether from a data directory that has its key slots: lost too, not "set it up".
+    std::fs::remove_file(&db).unwrap();
+    let mut cmd = fx.auditor();
+    cmd.args(["audit", "verify"]);
+    let done = run(&mut cmd);
+    done.expect_code(3);
+    done.stderr_has(&["warden.db", "missing", "restore it from a backup"]);
+    assert!(!db.exists());
 }
 
 #[test]

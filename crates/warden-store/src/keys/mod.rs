@@ -195,6 +195,8 @@ pub fn open_store(dir: &DataDir, ring: KeyRing) -> Result<(Store, KeyRing), KeyO
                 break;
             }
             Err(StoreError::WrongKey(_)) => continue,
+            // The key slots are there, so the database was: it is lost, not yet to be made.
+            Err(StoreError::Missing(path)) => return Err(StoreError::Lost(path).into()),
             Err(other) => return Err(other.into()),
         }
     }

@@ -303,7 +303,9 @@ pub fn run(cmd: &RecordsCommand, ctx: &mut Context<'_>) -> Result<()> {
                 Outcome::Success
             };
             let seq = s.event(&mut store, action, subject, outcome, details)?;
-            println!("app.{action} recorded at audit seq {seq}");
+            // `app.x` and `x` name the same event (the store adds the prefix once).
+            let name = action.strip_prefix("app.").unwrap_or(action);
+            println!("app.{name} recorded at audit seq {seq}");
         }
         RecordsCommand::Verify { auditor_key } => {
             let (mut store, s) = session(ctx, AuditVerify, "records.verify", false)?;
