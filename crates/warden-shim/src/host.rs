@@ -6,6 +6,8 @@
 //! The daemon acts as its service principal (`service:shim:ID`): that name is the actor of its
 //! own events; sessions are recorded under the technician who signed in at the port.
 
+use std::path::Path;
+
 use serde_json::json;
 use warden_core::audit::{NewEvent, Outcome};
 use warden_core::datadir::DataDir;
@@ -40,16 +42,17 @@ pub enum ShimOpError {
 pub fn status(
     store: &mut Store,
     by: &Authorized,
-    config: &ShimConfig,
+    socket: &Path,
+    subject: &str,
 ) -> Result<ControlReply, ShimOpError> {
     by.check(Permission::ShimStatus)?;
-    let reply = control::request(&config.control_socket, &ControlRequest::Status);
+    let reply = control::request(socket, &ControlRequest::Status);
     let event = match &reply {
         Ok(reply) => by
-            .event("shim.status", config.shim_id.as_str(), Outcome::Success)
+            .event("shim.status", subject, Outcome::Success)
             .with_details(json!({ "state": reply.state })),
         Err(err) => by
-            .event("shim.status", config.shim_id.as_str(), Outcome::Error)
+            .event("shim.status", subject, Outcome::Error)
             .with_details(json!({ "error": report(err) })),
     };
     store.append(vec![event])?;

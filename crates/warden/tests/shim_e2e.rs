@@ -695,6 +695,38 @@ fn exhausted_recording_storage_is_an_emergency_stop_with_the_recording_intact() 
             && d["reason"].as_str().unwrap().contains("storage exhausted")));
 }
 
+/// Operators and auditors may ask for the state (`shim.status`), but their slots cannot open
+/// a sealed configuration: they name the control socket instead (outside testing found the
+/// README's example refused).
+#[test]
+fn an_operator_asks_for_the_state_by_the_control_socket() {
+    let rig = Rig::start("");
+    for (name, role) in [
+        (support::OPERATOR, "operator"),
+        (support::AUDITOR, "auditor"),
+    ] {
+        let password = rig.fx.file(
+            &format!("{name}-password"),
+            b"Operator-Or-Auditor-Pass-1!\n",
+        );
+        run(rig
+            .fx
+            .admin()
+            .args(["user", "add", name, "--role", role, "--new-password-file"])
+            .arg(password))
+        .ok();
+        let mut cmd = rig.fx.warden_as(name);
+        cmd.args(["shim", "status", "--socket"]).arg(&rig.socket);
+        let out = run(&mut cmd);
+        out.ok();
+        assert!(out.stdout_text().contains("IDLE"), "{}", out.stdout_text());
+    }
+    assert!(rig
+        .audit_actions()
+        .iter()
+        .any(|(a, _, d)| a == "shim.status" && d["state"] == "IDLE"));
+}
+
 /// Found by outside testing: the shim queued its records for the SIEM within the default
 /// spool limits, not those of its own `siem:` section, so with the receiver away a technician
 /// worked on past `hard_limit` instead of the shim stopping (docs/siem.md, "Limit policy").

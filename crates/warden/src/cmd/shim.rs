@@ -25,12 +25,17 @@ pub enum ShimCommand {
         #[arg(long)]
         allow_plain_config: bool,
     },
-    /// Show the daemon's state. Needs `shim.status`.
+    /// Show the daemon's state. Needs `shim.status`. The daemon is found through its
+    /// configuration (a sealed one needs the `config` key, which operators' and auditors' slots
+    /// do not carry) or directly by its control socket.
     Status {
-        #[arg(long, value_name = "FILE")]
-        config: PathBuf,
+        #[arg(long, value_name = "FILE", required_unless_present = "socket")]
+        config: Option<PathBuf>,
         #[arg(long)]
         allow_plain_config: bool,
+        /// The daemon's `control_socket`, instead of its configuration.
+        #[arg(long, value_name = "PATH", conflicts_with_all = ["config", "allow_plain_config"])]
+        socket: Option<PathBuf>,
     },
     /// Measure latency and throughput through a throwaway shim on PTYs, next to socat.
     Bench {
@@ -62,11 +67,19 @@ pub fn run(cmd: &ShimCommand, ctx: &mut Context<'_>) -> Result<()> {
         ShimCommand::Status {
             config,
             allow_plain_config,
+            socket,
         } => {
             let (mut store, by) = ctx.sign_in_for(Permission::ShimStatus, "shim.status")?;
-            let (config, _) = load_config(config, *allow_plain_config, ctx)?;
-            let reply = warden_shim::host::status(&mut store, &by, &config)?;
-            println!("{} {}: {}", config.shim_id, reply.state, reply.message);
+            let (socket, name) = match (config, socket) {
+                (_, Some(socket)) => (socket.clone(), socket.display().to_string()),
+                (Some(config), None) => {
+                    let (config, _) = load_config(config, *allow_plain_config, ctx)?;
+                    (config.control_socket, config.shim_id)
+                }
+                (None, None) => bail!("give --config FILE or --socket PATH"),
+            };
+            let reply = warden_shim::host::status(&mut store, &by, &socket, &name)?;
+            println!("{name} {}: {}", reply.state, reply.message);
             Ok(())
         }
         ShimCommand::Reset {
