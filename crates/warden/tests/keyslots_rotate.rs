@@ -577,3 +577,35 @@ fn a_resumed_rotation_re_keys_the_files_the_first_run_was_given() {
     vault_opens(&fx, &data.vault, &data.video);
     vault_opens(&fx, &later, &data.video);
 }
+
+/// Found by outside testing: a run killed after it wrote the list of its files but before the
+/// slot file named its rotation had begun nothing, and the run after it, without `--file`,
+/// left those files under the old key. Such a list's files join the next rotation of the same
+/// purpose.
+#[test]
+fn files_given_to_a_run_killed_before_it_began_join_the_next_rotation() {
+    let fx = Fixture::new();
+    let data = data(&fx);
+    std::fs::write(
+        fx.path("data/state/rotation.files"),
+        serde_json::json!({
+            "txid": "00112233445566778899aabbccddeeff",
+            "purpose": "recordings",
+            "files": [std::path::absolute(&data.vault).unwrap()],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        fx.path("data/state/rotation.files"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let mut cmd = fx.admin_without_passphrase();
+    cmd.args(["keys", "rotate", "recordings"]);
+    run(&mut cmd).ok();
+    assert_eq!(version(&fx, Purpose::Recordings).1, None);
+    assert!(!fx.path("data/state/rotation.files").exists());
+    vault_opens(&fx, &data.vault, &data.video);
+}

@@ -47,11 +47,13 @@ const JOURNAL: &str = "rotation.journal";
 /// rotation re-keys them too, whatever the resuming command names.
 const NAMED_FILES: &str = "rotation.files";
 
-/// The content of [`NAMED_FILES`]: the rotation's transaction id and its files (absolute).
+/// The content of [`NAMED_FILES`]: the rotation's transaction id, its purpose and its files
+/// (absolute).
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NamedFiles {
     txid: String,
+    purpose: Purpose,
     files: Vec<PathBuf>,
 }
 
@@ -123,13 +125,7 @@ pub fn rotate(
     let (pending, new, resumed) = match file.pending.clone() {
         Some(p) if p.rotate == Some(purpose) => {
             options.reencrypt |= p.action == ACTION_REENCRYPT;
-            // A remembered file that is gone was moved away, as a refusal tells the operator
-            // to do with a file that cannot be re-keyed: it leaves the rotation.
-            for named in remembered_files(dir, &p)? {
-                if !options.files.contains(&named) && std::fs::symlink_metadata(&named).is_ok() {
-                    options.files.push(named);
-                }
-            }
+            add_remembered(&mut options.files, dir, Some(&p), purpose)?;
             // Files this run adds are remembered too, should it be stopped again.
             remember_files(dir, &p, &options.files)?;
             let (_, next) = file.key_versions(purpose);
@@ -150,6 +146,9 @@ pub fn rotate(
                 ACTION
             });
             pending.rotate = Some(purpose);
+            // A run of the same rotation killed before it began (its list written, the slot
+            // file not yet) was given files too: they are part of this one.
+            add_remembered(&mut options.files, dir, None, purpose)?;
             remember_files(dir, &pending, &options.files)?;
             file.set_pending(pending.clone())?;
             file.generation += 1;
@@ -207,6 +206,9 @@ fn remember_files(dir: &DataDir, pending: &Pending, files: &[PathBuf]) -> Result
     }
     let named = NamedFiles {
         txid: pending.txid.clone(),
+        purpose: pending
+            .rotate
+            .expect("a rotation's pending change names its purpose"),
         files: files.to_vec(),
     };
     let json = serde_json::to_vec(&named).map_err(|_| {
@@ -220,10 +222,32 @@ fn remember_files(dir: &DataDir, pending: &Pending, files: &[PathBuf]) -> Result
     Ok(())
 }
 
-/// The files the interrupted rotation `pending` was asked to re-key. A list left by another
-/// rotation (killed before its slot file named it) is not this one's; a list that cannot be
-/// read is refused rather than guessed at.
-fn remembered_files(dir: &DataDir, pending: &Pending) -> Result<Vec<PathBuf>, KeyOpError> {
+/// Adds the remembered files (see [`remembered_files`]) to `files`. One that is gone was moved
+/// away, as a refusal tells the operator to do with a file that cannot be re-keyed: it leaves
+/// the rotation.
+fn add_remembered(
+    files: &mut Vec<PathBuf>,
+    dir: &DataDir,
+    pending: Option<&Pending>,
+    purpose: Purpose,
+) -> Result<(), KeyOpError> {
+    for named in remembered_files(dir, pending, purpose)? {
+        if !files.contains(&named) && std::fs::symlink_metadata(&named).is_ok() {
+            files.push(named);
+        }
+    }
+    Ok(())
+}
+
+/// The files a rotation of `purpose` was asked to re-key: the interrupted one `pending` (its
+/// txid), or with `None` one killed before its slot file named it (any txid). A list of
+/// another purpose, or of another rotation when `pending` is given, is not this one's; a list
+/// that cannot be read is refused rather than guessed at.
+fn remembered_files(
+    dir: &DataDir,
+    pending: Option<&Pending>,
+    purpose: Purpose,
+) -> Result<Vec<PathBuf>, KeyOpError> {
     let path = dir.state().join(NAMED_FILES);
     if !path.exists() {
         return Ok(Vec::new());
@@ -235,11 +259,8 @@ fn remembered_files(dir: &DataDir, pending: &Pending) -> Result<Vec<PathBuf>, Ke
             path.display()
         ))
     })?;
-    Ok(if named.txid == pending.txid {
-        named.files
-    } else {
-        Vec::new()
-    })
+    let ours = named.purpose == purpose && pending.is_none_or(|p| p.txid == named.txid);
+    Ok(if ours { named.files } else { Vec::new() })
 }
 
 fn event(by: &Authorized, rotated: &Rotated) -> warden_core::audit::NewEvent {
