@@ -349,7 +349,8 @@ fn tail_shows_the_latest_events() {
     assert_eq!(rows[1]["seq"], initial_events(&fx) - 1);
 }
 
-/// A data directory whose database is gone is an error, and verification creates nothing.
+/// A data directory whose database is gone (its key slots are there) has lost it: damage,
+/// and verification creates nothing.
 #[test]
 fn a_missing_database_is_an_error_and_is_not_recreated() {
     let fx = Fixture::new();
@@ -358,8 +359,8 @@ fn a_missing_database_is_an_error_and_is_not_recreated() {
     let _ = std::fs::remove_file(db.with_extension("db-wal"));
     let _ = std::fs::remove_file(db.with_extension("db-shm"));
     run(fx.auditor().args(["audit", "verify"]))
-        .expect_code(1)
-        .stderr_has(&["no database at", "warden init"]);
+        .expect_code(3)
+        .stderr_has(&["warden.db", "missing", "restore it from a backup"]);
     assert!(!db.exists(), "verification created a database");
 }
 
