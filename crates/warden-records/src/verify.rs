@@ -4,10 +4,9 @@
 //! wrote a version or a signature (`record.create`, `record.update`, `record.delete`,
 //! `record.sign`) is matched with the stored row it describes: a stored row whose content no
 //! longer hashes to the hash its event recorded, or that names another event as its own, is
-//! **changed**; a row no event recorded is
-//! **inserted**; an event whose row is gone is **removed**; a row whose event lies where the
-//! chain is damaged is **unverified**. Each is named by collection, record id and version, like
-//! a changed audit row is named by its seq. Rows whose events lie in earlier epochs (before what
+//! **changed**; a row no event recorded is **inserted**; an event whose row is gone is
+//! **removed**; a row whose event lies where the chain is damaged is **unverified**. Each is
+//! named by collection, record id and version, like a changed audit row is named by its seq. Rows whose events lie in earlier epochs (before what
 //! the box can verify without the auditor's key) are matched against those events all the same
 //! and counted apart: only `--auditor-key` (verification from genesis) authenticates them. The
 //! schema versions are matched with their `records.schema` events the same way.

@@ -527,8 +527,6 @@ pub struct Recovered {
     pub unknown: Vec<u64>,
 }
 
-/// Settles scripts of `card` still `in_flight` from a session that is gone (server restart, a
-/// card that started over instead of resuming).
 /// A script a session had in flight: what was sent, and under which Next-URI `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InFlight {
@@ -560,6 +558,8 @@ pub fn in_flight_of_session(
         .optional()?)
 }
 
+/// Settles scripts of `card` still `in_flight` from a session that is gone (server restart, a
+/// card that started over instead of resuming).
 pub fn recover_in_flight(conn: &Connection, card: &str) -> Result<Recovered, OtaStoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, redelivery FROM ota_scripts WHERE card = ?1 AND state = 'in_flight' ORDER BY id",

@@ -213,7 +213,7 @@ impl AuditLog {
         Ok(digest)
     }
     pub fn with_siem_spool(mut self, spool: Spool) -> Self {
-        self.spool = Some(spool);
+        self.set_siem_spool(spool);
         self
     }
 
